@@ -1,0 +1,48 @@
+/**
+ * A storage backend: one file or block device (the main disk or the spare), addressed in bytes.
+ * Backends report failures as BackendError with the OS error code, so the I/O path can tell a
+ * media error (EIO) from a programming error.
+ */
+
+export type BackendKind = 'file' | 'block';
+
+export class BackendError extends Error {
+  constructor(
+    /** OS error code, e.g. 'EIO', 'ENOSPC'. */
+    readonly code: string,
+    message: string,
+    /** Absolute byte offset where the failing operation started. */
+    readonly offset: number,
+  ) {
+    super(message);
+    this.name = 'BackendError';
+  }
+}
+
+export interface Backend {
+  readonly path: string;
+  readonly kind: BackendKind;
+  /** Size in bytes. */
+  readonly size: number;
+  /** Logical sector size in bytes (512 for files; from sysfs for block devices). */
+  readonly logicalBlockSize: number;
+  /** Stable identifiers of a block device (serial, WWN), empty for files. */
+  readonly stableIds: { readonly serial?: string; readonly wwn?: string };
+  readonly readOnly: boolean;
+  /** True when trim() really deallocates (hole punch / BLKDISCARD), false when it writes zeroes. */
+  readonly canPunchHoles: boolean;
+  /** True when extents() reports real holes (SEEK_DATA/SEEK_HOLE). */
+  readonly canReportHoles: boolean;
+
+  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void>;
+  write(offset: number, source: Buffer, sourceOffset?: number, length?: number): Promise<void>;
+  /** fdatasync. */
+  sync(): Promise<void>;
+  /** Deallocate the range; it reads back as zeroes afterwards. Size is kept. */
+  trim(offset: number, length: number): Promise<void>;
+  /** Make the range read back as zeroes; allocated (written) when noHole. */
+  zero(offset: number, length: number, noHole: boolean): Promise<void>;
+  /** Data/hole map of the range: consecutive extents covering [offset, offset+length). */
+  extents(offset: number, length: number): Promise<{ length: number; hole: boolean }[]>;
+  close(): Promise<void>;
+}
