@@ -1,0 +1,33 @@
+/**
+ * remapd command line. Each command lives in daemon/commands/<name>.ts and exports a yargs CommandModule.
+ * To add a command: import it here and append it to `commands`.
+ */
+import yargs from 'yargs';
+import type { CommandModule } from 'yargs';
+import { serveCommand } from './commands/serve';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const commands: CommandModule<any, any>[] = [
+  serveCommand,
+];
+
+export async function main(argv: string[]): Promise<void> {
+  let parser = yargs(argv)
+    .scriptName('remapd')
+    .usage('$0 <command> [options]\n\nServe a failing disk over NBD, remapping bad blocks to a spare device.')
+    .strict()
+    .demandCommand(1, 'Name a command; see remapd --help.')
+    .recommendCommands()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      process.stderr.write(`remapd: ${msg}\n\n`);
+      process.stderr.write(`${y.help ? '' : ''}Run 'remapd --help' for usage.\n`);
+      process.exit(2);
+    });
+  for (const c of commands) parser = parser.command(c);
+  await parser.parseAsync();
+}
