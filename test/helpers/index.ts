@@ -1,0 +1,4 @@
+export * from './exec';
+export * from './tmp';
+export * from './server';
+export * from './python';
