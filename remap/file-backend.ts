@@ -1,0 +1,529 @@
+/**
+ * Backend on a regular file or a block device.
+ *
+ * Data path: the callback fs.read/fs.write API on a raw fd (no FileHandle, no intermediate copies),
+ * one Promise per request however many syscalls a short read or write takes.
+ *
+ * Trim/zero/extents use the optional native addon (remap/native.ts). Without it, trim and zero
+ * write zeroes (canPunchHoles=false) and extents report everything as data (canReportHoles=false).
+ *
+ *               regular file                          block device
+ *  trim         fallocate(PUNCH_HOLE|KEEP_SIZE)       fallocate(PUNCH_HOLE) = write-zeroes with
+ *                                                     unmap, no fallback; if the device cannot,
+ *                                                     BLKZEROOUT; then plain zero writes
+ *  zero noHole  fallocate(ZERO_RANGE|KEEP_SIZE)       BLKZEROOUT (never unmaps)
+ *  zero         as trim                               as trim
+ *  extents      SEEK_DATA/SEEK_HOLE                   everything is data
+ *
+ * On block devices the sector-aligned middle of a range goes to the kernel; unaligned head and tail
+ * bytes are written as zeroes. Every failure is a BackendError with the OS error code and the byte
+ * offset of the failing system call (for a read or write split into several syscalls, that is the
+ * first byte not yet transferred).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Backend, BackendError, BackendKind } from './backend';
+import * as native from './native';
+
+export interface OpenBackendOptions {
+  readonly readOnly?: boolean;
+  /** Block devices only: open with O_EXCL (fails with EBUSY if mounted or held by someone else). */
+  readonly exclusive?: boolean;
+  /** Set false to ignore the native addon even when it is built (tests of the fallback paths). */
+  readonly useNative?: boolean;
+}
+
+/** Information about a block device read from sysfs. */
+export interface BlockDeviceInfo {
+  readonly sysfsPath: string;
+  readonly size: number;
+  readonly logicalBlockSize: number;
+  readonly physicalBlockSize: number;
+  readonly rotational: boolean;
+  readonly discardMaxBytes: number;
+  readonly writeZeroesMaxBytes: number;
+  readonly stableIds: { readonly serial?: string; readonly wwn?: string };
+}
+
+const ZERO_CHUNK = 1024 * 1024;
+let zeroBuffer: Buffer | undefined;
+function zeroes(): Buffer {
+  // Shared and never written into: fs.write only reads from it.
+  if (!zeroBuffer) zeroBuffer = Buffer.alloc(ZERO_CHUNK);
+  return zeroBuffer;
+}
+
+type NodeErr = NodeJS.ErrnoException;
+
+function toBackendError(err: unknown, what: string, file: string, offset: number): BackendError {
+  if (err instanceof BackendError) return err;
+  const e = err as NodeErr;
+  const code = typeof e?.code === 'string' ? e.code : 'EIO';
+  const detail = e?.message ?? String(err);
+  return new BackendError(code, `${what} ${file} at offset ${offset}: ${detail}`, offset);
+}
+
+function isUnsupported(err: unknown): boolean {
+  const code = (err as NodeErr)?.code;
+  return code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'ENOSYS' || code === 'ENOTTY';
+}
+
+function readSysfs(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function sysfsNumber(file: string): number | undefined {
+  const text = readSysfs(file);
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** Linux dev_t split (glibc's gnu_dev_major/minor). */
+function devMajorMinor(rdev: bigint): [number, number] {
+  const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+  const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+  return [major, minor];
+}
+
+function cleanId(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  // sysfs serials are sometimes space-padded or NUL-terminated.
+  const t = text.replace(/\0/g, '').trim();
+  return t === '' ? undefined : t;
+}
+
+/** Stable ids from sysfs, then from /dev/disk/by-id symlinks pointing at this device. */
+function stableIdsFor(devicePath: string, sysDir: string, diskDir: string): BlockDeviceInfo['stableIds'] {
+  const ids: { serial?: string; wwn?: string } = {};
+  ids.serial =
+    cleanId(readSysfs(path.join(sysDir, 'serial'))) ??
+    cleanId(readSysfs(path.join(sysDir, 'device', 'serial'))) ??
+    cleanId(readSysfs(path.join(diskDir, 'serial'))) ??
+    cleanId(readSysfs(path.join(diskDir, 'device', 'serial')));
+  ids.wwn =
+    cleanId(readSysfs(path.join(sysDir, 'wwid'))) ??
+    cleanId(readSysfs(path.join(diskDir, 'wwid'))) ??
+    cleanId(readSysfs(path.join(diskDir, 'device', 'wwid')));
+  const byId = '/dev/disk/by-id';
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(byId);
+  } catch {
+    names = [];
+  }
+  let real: string;
+  try {
+    real = fs.realpathSync(devicePath);
+  } catch {
+    real = devicePath;
+  }
+  for (const name of names.sort()) {
+    let target: string;
+    try {
+      target = fs.realpathSync(path.join(byId, name));
+    } catch {
+      continue;
+    }
+    if (target !== real) continue;
+    if (!ids.wwn && name.startsWith('wwn-')) ids.wwn = name.slice(4);
+    if (!ids.serial && /^(ata|nvme|scsi|usb|virtio|mmc)-/.test(name) && !name.startsWith('nvme-eui.')) {
+      // <bus>-<model>_<serial>[-partN]: the serial is after the last '_'.
+      const body = name.replace(/^[a-z]+-/, '');
+      const us = body.lastIndexOf('_');
+      if (us >= 0) ids.serial = body.slice(us + 1);
+    }
+  }
+  const out: { serial?: string; wwn?: string } = {};
+  if (ids.serial) out.serial = ids.serial;
+  if (ids.wwn) out.wwn = ids.wwn;
+  return out;
+}
+
+/** Reads size, sector sizes and ids of a block device from sysfs (found through stat().rdev). */
+export function blockDeviceInfo(devicePath: string, rdev: bigint): BlockDeviceInfo {
+  const [major, minor] = devMajorMinor(rdev);
+  const link = `/sys/dev/block/${major}:${minor}`;
+  let sysDir: string;
+  try {
+    sysDir = fs.realpathSync(link);
+  } catch (err) {
+    throw new BackendError(
+      (err as NodeErr).code ?? 'ENOENT',
+      `${devicePath}: block device ${major}:${minor} has no sysfs entry ${link} (is /sys mounted?)`,
+      0,
+    );
+  }
+  // A partition has no queue/ of its own: the queue limits are the parent disk's.
+  const diskDir = fs.existsSync(path.join(sysDir, 'partition')) ? path.dirname(sysDir) : sysDir;
+  const sectors = sysfsNumber(path.join(sysDir, 'size'));
+  if (sectors === undefined) {
+    throw new BackendError('EIO', `${devicePath}: cannot read ${sysDir}/size`, 0);
+  }
+  const q = path.join(diskDir, 'queue');
+  const logicalBlockSize = sysfsNumber(path.join(q, 'logical_block_size')) ?? 512;
+  return {
+    sysfsPath: sysDir,
+    size: sectors * 512, // sysfs size is always in 512-byte units, whatever the sector size
+    logicalBlockSize,
+    physicalBlockSize: sysfsNumber(path.join(q, 'physical_block_size')) ?? logicalBlockSize,
+    rotational: sysfsNumber(path.join(q, 'rotational')) === 1,
+    discardMaxBytes: sysfsNumber(path.join(q, 'discard_max_bytes')) ?? 0,
+    writeZeroesMaxBytes: sysfsNumber(path.join(q, 'write_zeroes_max_bytes')) ?? 0,
+    stableIds: stableIdsFor(devicePath, sysDir, diskDir),
+  };
+}
+
+function describeNonStorage(st: fs.Stats): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+function openFd(file: string, flags: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.open(file, flags, (err, fd) => (err ? reject(err) : resolve(fd)));
+  });
+}
+
+export class FileBackend implements Backend {
+  readonly stableIds: { readonly serial?: string; readonly wwn?: string };
+  /** From sysfs for block devices; false for files. */
+  readonly rotational: boolean;
+  readonly physicalBlockSize: number;
+  private punchOk: boolean;
+  private holesOk: boolean;
+  private closed = false;
+  private inFlight = 0;
+  private drained: (() => void) | undefined;
+
+  constructor(
+    readonly path: string,
+    readonly kind: BackendKind,
+    /** The open file descriptor (exposed for diagnostics and tests; do not close it). */
+    readonly fd: number,
+    readonly size: number,
+    readonly logicalBlockSize: number,
+    readonly readOnly: boolean,
+    private readonly useNative: boolean,
+    extra: {
+      stableIds?: { serial?: string; wwn?: string };
+      rotational?: boolean;
+      physicalBlockSize?: number;
+      punchHoles: boolean;
+    },
+  ) {
+    this.stableIds = Object.freeze({ ...(extra.stableIds ?? {}) });
+    this.rotational = extra.rotational ?? false;
+    this.physicalBlockSize = extra.physicalBlockSize ?? logicalBlockSize;
+    this.punchOk = extra.punchHoles;
+    this.holesOk = useNative && kind === 'file';
+  }
+
+  get canPunchHoles(): boolean {
+    return this.punchOk;
+  }
+
+  get canReportHoles(): boolean {
+    return this.holesOk;
+  }
+
+  private check(what: string, offset: number, length: number, write: boolean): BackendError | undefined {
+    if (this.closed) return new BackendError('EBADF', `${what} ${this.path}: backend is closed`, offset);
+    if (write && this.readOnly) {
+      return new BackendError('EROFS', `${what} ${this.path}: opened read-only`, offset);
+    }
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) ||
+      offset < 0 ||
+      length < 0 ||
+      offset + length > this.size
+    ) {
+      return new BackendError(
+        'EINVAL',
+        `${what} ${this.path}: range ${offset}+${length} is outside the device (size ${this.size})`,
+        offset,
+      );
+    }
+    return undefined;
+  }
+
+  private begin(): void {
+    this.inFlight++;
+  }
+
+  private end(): void {
+    if (--this.inFlight === 0 && this.drained) {
+      const d = this.drained;
+      this.drained = undefined;
+      d();
+    }
+  }
+
+  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
+    const bad = this.check('read', offset, length, false);
+    if (bad) return Promise.reject(bad);
+    if (targetOffset < 0 || targetOffset + length > target.length) {
+      return Promise.reject(
+        new BackendError('EINVAL', `read ${this.path}: target buffer too small`, offset),
+      );
+    }
+    if (length === 0) return Promise.resolve();
+    this.begin();
+    return new Promise<void>((resolve, reject) => {
+      const fd = this.fd;
+      let done = 0;
+      const onRead = (err: NodeErr | null, n: number): void => {
+        if (err) {
+          this.end();
+          reject(toBackendError(err, 'read', this.path, offset + done));
+          return;
+        }
+        if (n === 0) {
+          if (this.kind === 'file') {
+            // A regular file shorter than `size` (sparse tail): the rest reads as zeroes.
+            target.fill(0, targetOffset + done, targetOffset + length);
+            this.end();
+            resolve();
+            return;
+          }
+          this.end();
+          reject(
+            new BackendError('EIO', `read ${this.path} at offset ${offset + done}: unexpected end of device`, offset + done),
+          );
+          return;
+        }
+        done += n;
+        if (done < length) {
+          fs.read(fd, target, targetOffset + done, length - done, offset + done, onRead);
+        } else {
+          this.end();
+          resolve();
+        }
+      };
+      fs.read(fd, target, targetOffset, length, offset, onRead);
+    });
+  }
+
+  write(offset: number, source: Buffer, sourceOffset = 0, length?: number): Promise<void> {
+    const len = length ?? source.length - sourceOffset;
+    const bad = this.check('write', offset, len, true);
+    if (bad) return Promise.reject(bad);
+    if (sourceOffset < 0 || sourceOffset + len > source.length) {
+      return Promise.reject(
+        new BackendError('EINVAL', `write ${this.path}: source buffer too small`, offset),
+      );
+    }
+    if (len === 0) return Promise.resolve();
+    this.begin();
+    return this.writeRaw(offset, source, sourceOffset, len).finally(() => this.end());
+  }
+
+  private writeRaw(offset: number, source: Buffer, sourceOffset: number, length: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const fd = this.fd;
+      let done = 0;
+      const onWrite = (err: NodeErr | null, n: number): void => {
+        if (err) {
+          reject(toBackendError(err, 'write', this.path, offset + done));
+          return;
+        }
+        if (n === 0) {
+          reject(new BackendError('ENOSPC', `write ${this.path} at offset ${offset + done}: no progress`, offset + done));
+          return;
+        }
+        done += n;
+        if (done < length) {
+          fs.write(fd, source, sourceOffset + done, length - done, offset + done, onWrite);
+        } else {
+          resolve();
+        }
+      };
+      fs.write(fd, source, sourceOffset, length, offset, onWrite);
+    });
+  }
+
+  private async writeZeroes(offset: number, length: number): Promise<void> {
+    const z = zeroes();
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const n = Math.min(ZERO_CHUNK, end - pos);
+      await this.writeRaw(pos, z, 0, n);
+      pos += n;
+    }
+  }
+
+  sync(): Promise<void> {
+    if (this.closed) return Promise.reject(new BackendError('EBADF', `sync ${this.path}: backend is closed`, 0));
+    this.begin();
+    return new Promise<void>((resolve, reject) => {
+      fs.fdatasync(this.fd, (err) => {
+        this.end();
+        if (err) reject(toBackendError(err, 'fdatasync', this.path, 0));
+        else resolve();
+      });
+    });
+  }
+
+  /**
+   * Runs `op` on the sector-aligned middle of the range (the whole range for files) and writes
+   * zeroes to the unaligned head and tail of a block device range.
+   */
+  private async aligned(
+    offset: number,
+    length: number,
+    op: (offset: number, length: number) => Promise<void>,
+  ): Promise<void> {
+    if (this.kind === 'file') return op(offset, length);
+    const bs = this.logicalBlockSize;
+    const end = offset + length;
+    const midStart = Math.min(end, Math.ceil(offset / bs) * bs);
+    const midEnd = Math.max(midStart, Math.floor(end / bs) * bs);
+    if (midStart > offset) await this.writeZeroes(offset, midStart - offset);
+    if (midEnd > midStart) await op(midStart, midEnd - midStart);
+    if (end > midEnd) await this.writeZeroes(midEnd, end - midEnd);
+  }
+
+  /** Deallocate and zero: punch hole; on "unsupported" remember it and fall back. */
+  private async punch(offset: number, length: number): Promise<void> {
+    if (this.punchOk) {
+      try {
+        await native.punchHole(this.fd, offset, length);
+        return;
+      } catch (err) {
+        if (!isUnsupported(err)) throw toBackendError(err, 'punch hole in', this.path, offset);
+        this.punchOk = false;
+      }
+    }
+    await this.zeroNoHole(offset, length);
+  }
+
+  /** Zero and keep allocated. */
+  private async zeroNoHole(offset: number, length: number): Promise<void> {
+    if (this.useNative) {
+      try {
+        if (this.kind === 'block') await native.blkZeroout(this.fd, offset, length);
+        else await native.zeroRange(this.fd, offset, length);
+        return;
+      } catch (err) {
+        if (!isUnsupported(err)) {
+          throw toBackendError(err, this.kind === 'block' ? 'BLKZEROOUT on' : 'zero range of', this.path, offset);
+        }
+      }
+    }
+    await this.writeZeroes(offset, length);
+  }
+
+  async trim(offset: number, length: number): Promise<void> {
+    const bad = this.check('trim', offset, length, true);
+    if (bad) throw bad;
+    if (length === 0) return;
+    this.begin();
+    try {
+      await this.aligned(offset, length, (o, l) => this.punch(o, l));
+    } finally {
+      this.end();
+    }
+  }
+
+  async zero(offset: number, length: number, noHole: boolean): Promise<void> {
+    const bad = this.check('zero', offset, length, true);
+    if (bad) throw bad;
+    if (length === 0) return;
+    this.begin();
+    try {
+      await this.aligned(offset, length, (o, l) => (noHole ? this.zeroNoHole(o, l) : this.punch(o, l)));
+    } finally {
+      this.end();
+    }
+  }
+
+  async extents(offset: number, length: number): Promise<{ length: number; hole: boolean }[]> {
+    const bad = this.check('extents', offset, length, false);
+    if (bad) throw bad;
+    if (length === 0) return [];
+    if (!this.holesOk) return [{ length, hole: false }];
+    this.begin();
+    try {
+      return await native.mapExtents(this.fd, offset, length);
+    } catch (err) {
+      if (isUnsupported(err)) {
+        this.holesOk = false;
+        return [{ length, hole: false }];
+      }
+      throw toBackendError(err, 'map extents of', this.path, offset);
+    } finally {
+      this.end();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    await new Promise<void>((resolve, reject) => {
+      fs.close(this.fd, (err) => (err ? reject(toBackendError(err, 'close', this.path, 0)) : resolve()));
+    });
+  }
+}
+
+/** Opens a regular file or a block device as a Backend. */
+export async function openBackend(file: string, opts: OpenBackendOptions = {}): Promise<Backend> {
+  return openFileBackend(file, opts);
+}
+
+/** Like openBackend, typed as the concrete class (fd, rotational, physicalBlockSize). */
+export async function openFileBackend(file: string, opts: OpenBackendOptions = {}): Promise<FileBackend> {
+  const readOnly = opts.readOnly ?? false;
+  const useNative = (opts.useNative ?? true) && native.nativeAvailable;
+  let st: fs.BigIntStats;
+  try {
+    st = await fs.promises.stat(file, { bigint: true });
+  } catch (err) {
+    throw toBackendError(err, 'open', file, 0);
+  }
+  const isFile = st.isFile();
+  const isBlock = st.isBlockDevice();
+  if (!isFile && !isBlock) {
+    const what = describeNonStorage(st as unknown as fs.Stats);
+    throw new BackendError('EINVAL', `${file} is ${what}, not a regular file or a block device`, 0);
+  }
+  let flags = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR;
+  if (isBlock && opts.exclusive) flags |= fs.constants.O_EXCL;
+  let fd: number;
+  try {
+    fd = await openFd(file, flags);
+  } catch (err) {
+    throw toBackendError(err, 'open', file, 0);
+  }
+  try {
+    // Re-check on the fd: the path may have been replaced between stat and open.
+    const fst = fs.fstatSync(fd, { bigint: true });
+    if (fst.dev !== st.dev || fst.ino !== st.ino) {
+      throw new BackendError('EAGAIN', `${file} changed while it was being opened`, 0);
+    }
+    if (isFile) {
+      return new FileBackend(file, 'file', fd, Number(fst.size), 512, readOnly, useNative, {
+        punchHoles: useNative && !readOnly,
+      });
+    }
+    const info = blockDeviceInfo(file, fst.rdev);
+    return new FileBackend(file, 'block', fd, info.size, info.logicalBlockSize, readOnly, useNative, {
+      stableIds: info.stableIds,
+      rotational: info.rotational,
+      physicalBlockSize: info.physicalBlockSize,
+      punchHoles: useNative && !readOnly && info.writeZeroesMaxBytes > 0,
+    });
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err instanceof BackendError ? err : toBackendError(err, 'open', file, 0);
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Loader and typed wrappers for the optional native addon (remap/native/remapd_native.c, built by
+ * node-gyp at install time into build/Release/remapd_native.node).
+ *
+ * When the addon is missing (no compiler at install time) or disabled with REMAPD_NATIVE=0,
+ * `nativeAvailable` is false and every wrapper rejects with ENOSYS; callers check the flag and fall
+ * back (trim/zero write zeroes, extents report everything as data).
+ *
+ * Errors from the addon carry the OS error as `code` (e.g. 'EOPNOTSUPP'), `errno` (positive number)
+ * and `syscall`, like Node's own fs errors.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+interface RawAddon {
+  punchHole(fd: number, offset: number, length: number): Promise<void>;
+  zeroRange(fd: number, offset: number, length: number): Promise<void>;
+  seek(fd: number, offset: number, whence: 'data' | 'hole'): Promise<number>;
+  mapExtents(fd: number, offset: number, length: number, maxExtents: number): Promise<number[]>;
+  blkDiscard(fd: number, offset: number, length: number): Promise<void>;
+  blkZeroout(fd: number, offset: number, length: number): Promise<void>;
+  sendDatagram(socketPath: string, message: Buffer | string): Promise<void>;
+}
+
+/** An error from the addon, shaped like a Node fs error. */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+const errnoNames = new Map<number, string>();
+for (const [name, num] of Object.entries(os.constants.errno)) {
+  // Several names share a number (EAGAIN/EWOULDBLOCK, EOPNOTSUPP/ENOTSUP): keep the first.
+  if (!errnoNames.has(num)) errnoNames.set(num, name);
+}
+
+/** The errno name for a positive OS error number ('EIO' for 5). */
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `E${errno}`;
+}
+
+function candidates(): string[] {
+  const file = 'remapd_native.node';
+  const out: string[] = [];
+  if (process.env.REMAPD_NATIVE_PATH) out.push(process.env.REMAPD_NATIVE_PATH);
+  // dist/remap/native.js -> repo root is two levels up; remap/native.ts (ts-node) one level up.
+  for (const up of ['../..', '..']) {
+    out.push(path.resolve(__dirname, up, 'build', 'Release', file));
+    out.push(path.resolve(__dirname, up, 'build', 'Debug', file));
+  }
+  return out;
+}
+
+function load(): { addon?: RawAddon; reason: string } {
+  const env = process.env.REMAPD_NATIVE;
+  if (env === '0' || env === 'off' || env === 'false') {
+    return { reason: 'disabled by REMAPD_NATIVE' };
+  }
+  const tried: string[] = [];
+  for (const file of candidates()) {
+    if (!fs.existsSync(file)) {
+      tried.push(file);
+      continue;
+    }
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const addon = require(file) as RawAddon;
+      return { addon, reason: `loaded ${file}` };
+    } catch (err) {
+      return { reason: `cannot load ${file}: ${(err as Error).message}` };
+    }
+  }
+  return { reason: `not built (looked for ${tried.join(', ')})` };
+}
+
+const loaded = load();
+const addon = loaded.addon;
+
+/** True when the native addon is loaded. */
+export const nativeAvailable: boolean = addon !== undefined;
+/** Why the addon is or is not available (for logs and `remapd --version`-style diagnostics). */
+export const nativeStatus: string = loaded.reason;
+
+function wrapError(err: unknown): never {
+  const e = err as Partial<NativeError> & Error;
+  if (typeof e.errno === 'number' && e.errno > 0) {
+    e.code = errnoName(e.errno);
+  }
+  throw e;
+}
+
+function unavailable(what: string): Promise<never> {
+  const err = new Error(`${what}: native addon not available (${nativeStatus})`) as NativeError;
+  err.code = 'ENOSYS';
+  err.errno = os.constants.errno.ENOSYS;
+  err.syscall = what;
+  return Promise.reject(err);
+}
+
+/** fallocate(PUNCH_HOLE | KEEP_SIZE). On a block device: zero with unmap, no fallback (kernel). */
+export function punchHole(fd: number, offset: number, length: number): Promise<void> {
+  if (!addon) return unavailable('punchHole');
+  return addon.punchHole(fd, offset, length).catch(wrapError);
+}
+
+/** fallocate(ZERO_RANGE | KEEP_SIZE): the range reads as zeroes and stays allocated. */
+export function zeroRange(fd: number, offset: number, length: number): Promise<void> {
+  if (!addon) return unavailable('zeroRange');
+  return addon.zeroRange(fd, offset, length).catch(wrapError);
+}
+
+/** lseek(SEEK_DATA) / lseek(SEEK_HOLE). Resolves -1 when the kernel answers ENXIO. */
+export function seek(fd: number, offset: number, whence: 'data' | 'hole'): Promise<number> {
+  if (!addon) return unavailable('seek');
+  return addon.seek(fd, offset, whence).catch(wrapError);
+}
+
+/**
+ * Walks [offset, offset+length) with SEEK_DATA/SEEK_HOLE in one thread-pool job. The extents cover
+ * the range exactly; past `maxExtents` the remainder is reported as data.
+ */
+export async function mapExtents(
+  fd: number,
+  offset: number,
+  length: number,
+  maxExtents = 65536,
+): Promise<{ length: number; hole: boolean }[]> {
+  if (!addon) return unavailable('mapExtents');
+  const flat = await addon.mapExtents(fd, offset, length, maxExtents).catch(wrapError);
+  const out: { length: number; hole: boolean }[] = [];
+  for (let i = 0; i < flat.length; i += 2) out.push({ length: flat[i], hole: flat[i + 1] !== 0 });
+  return out;
+}
+
+/** ioctl(BLKDISCARD). Offset and length must be multiples of the logical block size. */
+export function blkDiscard(fd: number, offset: number, length: number): Promise<void> {
+  if (!addon) return unavailable('blkDiscard');
+  return addon.blkDiscard(fd, offset, length).catch(wrapError);
+}
+
+/** ioctl(BLKZEROOUT): writes zeroes (never unmaps). Offset and length sector-aligned. */
+export function blkZeroout(fd: number, offset: number, length: number): Promise<void> {
+  if (!addon) return unavailable('blkZeroout');
+  return addon.blkZeroout(fd, offset, length).catch(wrapError);
+}
+
+/**
+ * Sends one datagram to a Unix datagram socket (systemd's NOTIFY_SOCKET). A path starting with
+ * '@' names an abstract socket.
+ */
+export function sendDatagram(socketPath: string, message: Buffer | string): Promise<void> {
+  if (!addon) return unavailable('sendDatagram');
+  return addon.sendDatagram(socketPath, message).catch(wrapError);
+}
