@@ -25,7 +25,7 @@ export async function main(argv: string[]): Promise<void> {
     .fail((msg, err, y) => {
       if (err) throw err;
       process.stderr.write(`remapd: ${msg}\n\n`);
-      process.stderr.write(`${y.help ? '' : ''}Run 'remapd --help' for usage.\n`);
+      process.stderr.write("Run 'remapd --help' for usage.\n");
       process.exit(2);
     });
   for (const c of commands) parser = parser.command(c);

@@ -45,6 +45,8 @@ export class DeviceError extends Error {
     message: string,
     /** Absolute byte offset of the first byte that failed, when the device knows it. */
     readonly offset?: number,
+    /** The errno to use instead when only simple replies were negotiated (e.g. EIO for ENOSPC). */
+    readonly simpleErrno?: NbdErrnoName,
   ) {
     super(message);
     this.name = 'DeviceError';

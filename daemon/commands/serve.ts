@@ -1,0 +1,70 @@
+import type { CommandModule } from 'yargs';
+import { createLogger, LOG_LEVELS } from '../logger';
+import { startDaemon, ServerStartError } from '../serve';
+
+interface ServeArgs {
+  main: string;
+  socket?: string;
+  listen?: string;
+  export: string;
+  'read-only': boolean;
+  'handshake-timeout': number;
+  'max-connections': number;
+  'socket-mode': string;
+  'log-level': string;
+}
+
+export const serveCommand: CommandModule<object, ServeArgs> = {
+  command: 'serve',
+  describe: 'Serve the main device over NBD',
+  builder: (y) =>
+    y
+      .option('main', { type: 'string', demandOption: true, describe: 'Main (failing) device or image file' })
+      .option('socket', { type: 'string', describe: 'Unix socket to listen on [default: /run/remapd/<export>.sock unless --listen]' })
+      .option('listen', { type: 'string', describe: 'Also/instead listen on TCP HOST[:PORT] (port 10809 if omitted)' })
+      .option('export', { type: 'string', default: 'disk', describe: 'Export name (the empty name reaches it too)' })
+      .option('read-only', { type: 'boolean', default: false, describe: 'Refuse writes' })
+      .option('handshake-timeout', { type: 'number', default: 30, describe: 'Seconds a client may take to finish the handshake' })
+      .option('max-connections', { type: 'number', default: 4096, describe: 'Connections accepted at once' })
+      .option('socket-mode', { type: 'string', default: '0600', describe: 'Mode of the Unix socket (octal)' })
+      .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info' })
+      .check((a) => {
+        if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
+        if (!(Number.isInteger(a['max-connections']) && a['max-connections'] > 0)) throw new Error('--max-connections must be a positive integer');
+        if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
+        return true;
+      })
+      .example('$0 serve --main /dev/sdb --socket /run/remapd/sdb.sock', 'serve a disk on a Unix socket')
+      .example('$0 serve --main disk.img --listen 127.0.0.1:10809', 'serve an image over TCP on loopback'),
+  handler: async (a) => {
+    const log = createLogger(a['log-level']);
+    const socket = a.socket ?? (a.listen ? undefined : `/run/remapd/${a.export}.sock`);
+    let daemon;
+    try {
+      daemon = await startDaemon(
+        {
+          main: a.main,
+          socket,
+          listen: a.listen,
+          exportName: a.export,
+          readOnly: a['read-only'],
+          handshakeTimeoutSec: a['handshake-timeout'],
+          maxConnections: a['max-connections'],
+          socketMode: parseInt(a['socket-mode'], 8),
+        },
+        log,
+      );
+    } catch (err) {
+      const msg = err instanceof ServerStartError ? err.message : (err as Error).message;
+      log.fatal({ err }, `cannot start: ${msg}`);
+      process.stderr.write(`remapd: cannot start: ${msg}\n`);
+      process.exit(1);
+    }
+    const onSignal = (sig: NodeJS.Signals) => {
+      void daemon.stop(sig).then(() => process.exit(0));
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    await daemon.stopped;
+  },
+};

@@ -1,0 +1,433 @@
+/**
+ * One client connection: greeting, option haggling, then transmission. Requests run in parallel (up to
+ * a window of `maxInFlight` requests and `maxOutstandingBytes` bytes), replies go out as each completes,
+ * each as one contiguous write, so the socket is the connection's single writer.
+ *
+ * Anything a client sends can at worst close its own connection: every failure path ends in
+ * `drop(reason)`, which logs one line and destroys this socket only.
+ */
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { CMD_NAMES, Cmd, CmdFlag, NbdErrno, REQUEST_HEADER_SIZE, SIMPLE_REPLY_SIZE, type NbdErrnoName } from './constants';
+import { DeviceError, type BlockDevice, type ExportCatalog } from './block-device';
+import { Handshake, SERVER_HANDSHAKE_FLAGS, optionName, type HandshakeStep, type Session } from './handshake';
+import type { ClientMessage, RequestMessage, StatusDescriptor } from './messages';
+import { ClientParser } from './parser';
+import {
+  READ_CHUNK_HEADER_SIZE,
+  encodeBlockStatusChunk,
+  encodeErrorChunk,
+  encodeGreeting,
+  encodeSimpleReply,
+  writeOffsetDataHeader,
+  writeSimpleReplyHeader,
+} from './serializer';
+import { validateRequest, type ValidationContext } from './validate';
+
+export interface ConnectionLimits {
+  /** Requests executing at once before reading pauses (the kernel sends at most 128). */
+  readonly maxInFlight: number;
+  /** Bytes of request payloads plus replies in flight before reading pauses. */
+  readonly maxOutstandingBytes: number;
+  /** A client that has not finished the handshake by then is dropped. */
+  readonly handshakeTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: ConnectionLimits = {
+  maxInFlight: 128,
+  maxOutstandingBytes: 64 * 1024 * 1024,
+  handshakeTimeoutMs: 30_000,
+};
+
+export interface ConnectionContext {
+  readonly id: number;
+  readonly catalog: ExportCatalog;
+  readonly logger: Logger;
+  readonly limits: ConnectionLimits;
+  readonly isShuttingDown: () => boolean;
+  /** Called for every completed request (metrics). */
+  readonly onRequestDone?: (type: number, bytes: number, ms: number, error: NbdErrnoName | undefined) => void;
+}
+
+type Phase = 'handshake' | 'transmission' | 'closing' | 'closed';
+
+export class Connection {
+  private readonly parser: ClientParser;
+  private readonly handshake: Handshake;
+  private readonly log: Logger;
+  private readonly trace: boolean;
+  private phase: Phase = 'handshake';
+  private session: Session | undefined;
+  private device: BlockDevice | undefined;
+  private validation: ValidationContext | undefined;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  private inFlight = 0;
+  private outstandingBytes = 0;
+  private readPaused = false;
+  private disconnectRequested = false;
+  private readonly closedPromise: Promise<void>;
+  private resolveClosed!: () => void;
+  readonly stats = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly ctx: ConnectionContext,
+  ) {
+    this.log = ctx.logger.child({ conn: ctx.id });
+    this.trace = this.log.isLevelEnabled('debug');
+    this.handshake = new Handshake(ctx.catalog, { shuttingDown: ctx.isShuttingDown });
+    this.parser = new ClientParser((m) => this.onMessage(m));
+    this.closedPromise = new Promise((r) => (this.resolveClosed = r));
+  }
+
+  /** Resolves once the socket is closed. */
+  get closed(): Promise<void> {
+    return this.closedPromise;
+  }
+
+  get inTransmission(): boolean {
+    return this.phase === 'transmission';
+  }
+
+  start(): void {
+    const s = this.socket;
+    s.setNoDelay?.(true);
+    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    s.on('error', (err) => this.drop(`socket error: ${err.message}`, 'debug'));
+    s.on('close', () => this.onClose());
+    s.on('drain', () => this.maybeResume());
+    s.on('end', () => {
+      if (this.phase === 'handshake') this.drop('client closed during handshake', 'debug');
+      else this.beginClose();
+    });
+    this.handshakeTimer = setTimeout(
+      () => this.drop(`handshake not finished within ${this.ctx.limits.handshakeTimeoutMs} ms`),
+      this.ctx.limits.handshakeTimeoutMs,
+    );
+    this.handshakeTimer.unref();
+    this.send(encodeGreeting(SERVER_HANDSHAKE_FLAGS));
+  }
+
+  /** The server is stopping: refuse new work, finish what is in flight, then close. */
+  beginShutdown(graceMs: number): void {
+    if (this.phase === 'handshake') {
+      // Options now get ERR_SHUTDOWN; give the client a moment to read one, then hang up.
+      setTimeout(() => this.drop('server shutting down during handshake', 'info'), Math.min(graceMs, 1000)).unref();
+      return;
+    }
+    // Keep answering (ESHUTDOWN) while in-flight requests finish, then close shortly after.
+    this.closeWhenIdleMs = Math.min(graceMs, 250);
+    if (this.inFlight === 0) this.scheduleIdleClose();
+  }
+
+  private closeWhenIdleMs: number | undefined;
+
+  private scheduleIdleClose(): void {
+    const ms = this.closeWhenIdleMs;
+    if (ms === undefined) return;
+    this.closeWhenIdleMs = undefined;
+    setTimeout(() => this.beginClose(), ms).unref();
+  }
+
+  /** Hard close, for shutdown timeouts. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    try {
+      this.parser.push(chunk);
+    } catch (err) {
+      this.drop(`internal error while parsing: ${(err as Error).stack ?? err}`, 'error');
+    }
+  }
+
+  private onMessage(m: ClientMessage): void {
+    if (this.phase === 'closed') return;
+    switch (m.kind) {
+      case 'violation':
+        this.drop(`protocol violation: ${m.reason}`);
+        return;
+      case 'clientFlags': {
+        const problem = this.handshake.acceptClientFlags(m.flags);
+        if (problem) this.drop(problem);
+        return;
+      }
+      case 'oversizedOption':
+        this.afterOption(this.handshake.oversized(m.option, m.length));
+        return;
+      case 'option':
+        if (this.trace) this.log.debug({ option: optionName(m.option), bytes: m.data.length }, 'option');
+        this.afterOption(this.handshake.handle(m));
+        return;
+      case 'request':
+        this.onRequest(m);
+        return;
+    }
+  }
+
+  private afterOption(step: HandshakeStep): void {
+    for (const b of step.send) this.send(b);
+    switch (step.next) {
+      case 'continue':
+        return;
+      case 'abort':
+        this.log.debug('client aborted the handshake');
+        this.parser.setPhase('closed');
+        this.socket.end();
+        return;
+      case 'drop':
+        this.drop(step.reason);
+        return;
+      case 'transmission':
+        this.enterTransmission(step.session);
+        return;
+    }
+  }
+
+  private enterTransmission(session: Session): void {
+    clearTimeout(this.handshakeTimer);
+    this.session = session;
+    this.device = session.export.device;
+    this.validation = {
+      size: this.device.size,
+      transmissionFlags: session.transmissionFlags,
+      structuredReplies: session.structuredReplies,
+      hasMetaContext: session.metaContexts.size > 0,
+    };
+    this.phase = 'transmission';
+    this.parser.setPhase('transmission');
+    this.log.info(
+      {
+        export: session.export.name,
+        size: this.device.size,
+        options: session.options,
+        structuredReplies: session.structuredReplies,
+        metaContexts: [...session.metaContexts.values()],
+        transmissionFlags: `0x${session.transmissionFlags.toString(16)}`,
+        noZeroes: this.handshake.noZeroes,
+      },
+      'client connected',
+    );
+  }
+
+  private onRequest(req: RequestMessage): void {
+    const session = this.session!;
+    if (this.disconnectRequested) return; // nothing after DISC is valid; ignore
+    if (req.type === Cmd.DISC) {
+      if (this.trace) this.log.debug('DISC');
+      this.disconnectRequested = true;
+      this.beginClose();
+      return;
+    }
+    this.stats.requests++;
+    if (this.phase !== 'transmission' || this.ctx.isShuttingDown()) {
+      this.replyError(req, 'ESHUTDOWN', 'server is shutting down');
+      return;
+    }
+    const invalid = validateRequest(req, this.validation!);
+    if (invalid) {
+      if (this.trace) this.log.debug({ cmd: CMD_NAMES[req.type] ?? req.type, offset: req.offset, length: req.length, error: invalid }, 'rejected');
+      this.replyError(req, invalid, `${CMD_NAMES[req.type] ?? `command ${req.type}`} rejected: ${invalid}`);
+      return;
+    }
+    const cost = req.type === Cmd.READ || req.type === Cmd.WRITE ? req.length : 0;
+    this.inFlight++;
+    this.outstandingBytes += cost;
+    if (this.inFlight >= this.ctx.limits.maxInFlight || this.outstandingBytes >= this.ctx.limits.maxOutstandingBytes) {
+      this.pauseReading();
+    }
+    const started = this.trace || this.ctx.onRequestDone ? performance.now() : 0;
+    this.execute(req, session).then(
+      () => this.finished(req, cost, started, undefined),
+      (err: unknown) => {
+        const errno = this.reportFailure(req, err);
+        this.finished(req, cost, started, errno);
+      },
+    );
+  }
+
+  private finished(req: RequestMessage, cost: number, started: number, errno: NbdErrnoName | undefined): void {
+    this.inFlight--;
+    this.outstandingBytes -= cost;
+    if (errno) this.stats.errors++;
+    else if (req.type === Cmd.READ) this.stats.bytesRead += req.length;
+    else if (req.type === Cmd.WRITE) this.stats.bytesWritten += req.length;
+    if (this.trace || this.ctx.onRequestDone) {
+      const ms = performance.now() - started;
+      if (this.trace) {
+        this.log.debug({ cmd: CMD_NAMES[req.type], flags: req.flags, offset: req.offset, length: req.length, ms: +ms.toFixed(3), error: errno }, 'request');
+      }
+      this.ctx.onRequestDone?.(req.type, req.type === Cmd.READ || req.type === Cmd.WRITE ? req.length : 0, ms, errno);
+    }
+    if (this.phase === 'closing' && this.inFlight === 0) this.finishClose();
+    else {
+      if (this.inFlight === 0) this.scheduleIdleClose();
+      this.maybeResume();
+    }
+  }
+
+  private async execute(req: RequestMessage, session: Session): Promise<void> {
+    const dev = this.device!;
+    const fua = (req.flags & CmdFlag.FUA) !== 0;
+    const emulateFua = fua && dev.capabilities.fua === 'emulate';
+    const nativeFua = fua && dev.capabilities.fua === 'native';
+    switch (req.type) {
+      case Cmd.READ:
+        return this.read(req, session);
+      case Cmd.WRITE:
+        await dev.write(req.offset, req.payload!, nativeFua);
+        break;
+      case Cmd.FLUSH:
+        await dev.flush();
+        break;
+      case Cmd.TRIM:
+        await dev.trim(req.offset, req.length, nativeFua);
+        break;
+      case Cmd.WRITE_ZEROES:
+        await dev.zero(req.offset, req.length, {
+          noHole: (req.flags & CmdFlag.NO_HOLE) !== 0,
+          fastZero: (req.flags & CmdFlag.FAST_ZERO) !== 0,
+          fua: nativeFua,
+        });
+        break;
+      case Cmd.CACHE:
+        await dev.cache(req.offset, req.length);
+        break;
+      case Cmd.BLOCK_STATUS:
+        return this.blockStatus(req, session);
+    }
+    if (emulateFua) await dev.flush();
+    this.send(encodeSimpleReply(0, req.cookieHi, req.cookieLo));
+  }
+
+  private async read(req: RequestMessage, session: Session): Promise<void> {
+    const dev = this.device!;
+    if (!session.structuredReplies) {
+      const buf = Buffer.allocUnsafe(SIMPLE_REPLY_SIZE + req.length);
+      await dev.read(req.offset, req.length, buf, SIMPLE_REPLY_SIZE);
+      writeSimpleReplyHeader(buf, 0, 0, req.cookieHi, req.cookieLo);
+      this.send(buf);
+      return;
+    }
+    const buf = Buffer.allocUnsafe(READ_CHUNK_HEADER_SIZE + req.length);
+    await dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE);
+    writeOffsetDataHeader(buf, 0, true, req.cookieHi, req.cookieLo, req.offset, req.length);
+    this.send(buf);
+  }
+
+  private async blockStatus(req: RequestMessage, session: Session): Promise<void> {
+    const dev = this.device!;
+    const extents = await dev.extents(req.offset, req.length);
+    const reqOne = (req.flags & CmdFlag.REQ_ONE) !== 0;
+    const descriptors: StatusDescriptor[] = [];
+    let covered = 0;
+    for (const e of extents) {
+      if (covered >= req.length || e.length <= 0) break;
+      const length = Math.min(e.length, req.length - covered);
+      const last = descriptors[descriptors.length - 1];
+      if (last && last.flags === e.flags) (last as { length: number }).length += length;
+      else descriptors.push({ length, flags: e.flags });
+      covered += length;
+      if (reqOne) break;
+    }
+    if (descriptors.length === 0) throw new DeviceError('EIO', 'device returned no extents');
+    if (reqOne) descriptors.length = 1;
+    const ids = [...session.metaContexts.keys()];
+    ids.forEach((id, i) => {
+      this.send(encodeBlockStatusChunk(i === ids.length - 1, req.cookieHi, req.cookieLo, id, descriptors));
+    });
+  }
+
+  /** Turn a failure into an error reply; returns the errno sent. */
+  private reportFailure(req: RequestMessage, err: unknown): NbdErrnoName {
+    let errno: NbdErrnoName = 'EIO';
+    let offset: number | undefined;
+    let message: string;
+    if (err instanceof DeviceError) {
+      errno = err.errno;
+      offset = err.offset;
+      message = err.message;
+      if (!this.session?.structuredReplies && err.simpleErrno) errno = err.simpleErrno;
+      this.log.warn({ cmd: CMD_NAMES[req.type], offset: req.offset, length: req.length, errno, failedAt: offset }, message);
+    } else {
+      message = 'internal error';
+      this.log.error({ err, cmd: CMD_NAMES[req.type], offset: req.offset, length: req.length }, 'request failed unexpectedly');
+    }
+    const inRange = offset !== undefined && offset >= req.offset && offset < req.offset + req.length;
+    this.replyError(req, errno, message, inRange ? offset : undefined);
+    return errno;
+  }
+
+  private replyError(req: RequestMessage, errno: NbdErrnoName, message: string, offset?: number): void {
+    const code = NbdErrno[errno] ?? NbdErrno.EIO;
+    const structured = this.session?.structuredReplies ?? false;
+    // With structured replies, READ must be answered with chunks; others may use simple replies, but an
+    // error chunk carries the message and the failing offset, so use it for every command.
+    if (structured) {
+      const withOffset = offset !== undefined && req.type !== Cmd.FLUSH ? offset : undefined;
+      this.send(encodeErrorChunk(code, message, req.cookieHi, req.cookieLo, withOffset));
+    } else {
+      this.send(encodeSimpleReply(code, req.cookieHi, req.cookieLo));
+    }
+  }
+
+  private send(buf: Buffer): void {
+    if (this.phase === 'closed' || this.socket.destroyed) return;
+    this.socket.write(buf);
+    if (this.socket.writableLength > this.ctx.limits.maxOutstandingBytes) this.pauseReading();
+  }
+
+  private pauseReading(): void {
+    if (this.readPaused) return;
+    this.readPaused = true;
+    this.parser.pause();
+    this.socket.pause();
+  }
+
+  private maybeResume(): void {
+    if (!this.readPaused || this.phase !== 'transmission') return;
+    if (this.inFlight >= this.ctx.limits.maxInFlight) return;
+    if (this.outstandingBytes >= this.ctx.limits.maxOutstandingBytes) return;
+    if (this.socket.writableLength > this.ctx.limits.maxOutstandingBytes) return;
+    this.readPaused = false;
+    this.socket.resume();
+    this.parser.resume();
+  }
+
+  /** Stop reading, let in-flight requests finish, then close. */
+  private beginClose(): void {
+    if (this.phase === 'closing' || this.phase === 'closed') return;
+    this.phase = 'closing';
+    this.parser.setPhase('closed');
+    this.socket.pause();
+    if (this.inFlight === 0) this.finishClose();
+  }
+
+  private finishClose(): void {
+    if (this.phase === 'closed') return;
+    this.socket.end();
+  }
+
+  private drop(reason: string, level: 'warn' | 'info' | 'debug' | 'error' = 'warn'): void {
+    if (this.phase === 'closed') return;
+    this.log[level]({ phase: this.phase }, `dropping connection: ${reason}`);
+    this.parser.setPhase('closed');
+    this.phase = 'closed';
+    clearTimeout(this.handshakeTimer);
+    this.socket.destroy();
+  }
+
+  private onClose(): void {
+    clearTimeout(this.handshakeTimer);
+    const wasTransmitting = this.session !== undefined;
+    this.phase = 'closed';
+    this.parser.setPhase('closed');
+    if (wasTransmitting) {
+      this.log.info({ ...this.stats, inFlight: this.inFlight }, 'client disconnected');
+    }
+    this.resolveClosed();
+  }
+}
+
+export { REQUEST_HEADER_SIZE };

@@ -1,0 +1,175 @@
+/**
+ * Listening sockets and the set of live connections. Unix sockets are created with a restrictive mode
+ * and a stale socket file is replaced only when nothing listens on it.
+ */
+import { existsSync, lstatSync, unlinkSync, chmodSync } from 'node:fs';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { ExportCatalog } from './block-device';
+import { Connection, DEFAULT_LIMITS, type ConnectionContext, type ConnectionLimits } from './connection';
+
+export interface NbdServerOptions {
+  readonly catalog: ExportCatalog;
+  readonly logger: Logger;
+  readonly limits?: Partial<ConnectionLimits>;
+  /** Connections beyond this are closed at once. */
+  readonly maxConnections?: number;
+  readonly onRequestDone?: ConnectionContext['onRequestDone'];
+}
+
+export class ServerStartError extends Error {}
+
+/** Is something accepting connections on this Unix socket path? */
+function probeUnixSocket(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export class NbdServer {
+  private readonly servers: net.Server[] = [];
+  private readonly connections = new Set<Connection>();
+  private readonly unixPaths: string[] = [];
+  private nextId = 1;
+  private stopping = false;
+  private readonly limits: ConnectionLimits;
+  private readonly maxConnections: number;
+  private refusedSinceLog = 0;
+
+  constructor(private readonly opts: NbdServerOptions) {
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.maxConnections = opts.maxConnections ?? 4096;
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  get isShuttingDown(): boolean {
+    return this.stopping;
+  }
+
+  /** Listen on a Unix socket created with `mode`. */
+  async listenUnix(path: string, mode = 0o600): Promise<void> {
+    if (existsSync(path)) {
+      const st = lstatSync(path);
+      if (!st.isSocket()) throw new ServerStartError(`${path} exists and is not a socket; refusing to replace it`);
+      if (await probeUnixSocket(path)) {
+        throw new ServerStartError(`another server is already listening on ${path}`);
+      }
+      unlinkSync(path); // stale: nothing listens
+    }
+    const server = this.makeServer();
+    const oldMask = process.umask(0o777 & ~mode);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    chmodSync(path, mode);
+    this.unixPaths.push(path);
+    this.servers.push(server);
+  }
+
+  async listenTcp(host: string, port: number): Promise<net.AddressInfo> {
+    const server = this.makeServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new ServerStartError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`)),
+      );
+      server.listen({ host, port }, () => resolve());
+    });
+    this.servers.push(server);
+    return server.address() as net.AddressInfo;
+  }
+
+  /** Serve on an already-listening socket passed in by systemd (LISTEN_FDS). */
+  async listenFd(fd: number): Promise<void> {
+    const server = this.makeServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ fd }, () => resolve());
+    });
+    this.servers.push(server);
+  }
+
+  /** Serve one already-connected socket (stdio / inetd style, and tests). */
+  adopt(socket: net.Socket): void {
+    this.onConnection(socket);
+  }
+
+  private makeServer(): net.Server {
+    const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => this.onConnection(s));
+    server.on('error', (err) => this.opts.logger.error({ err }, 'listener error'));
+    return server;
+  }
+
+  private onConnection(socket: net.Socket): void {
+    if (this.stopping) {
+      socket.destroy();
+      return;
+    }
+    if (this.connections.size >= this.maxConnections) {
+      if (this.refusedSinceLog++ === 0) {
+        this.opts.logger.warn({ limit: this.maxConnections }, 'connection limit reached; refusing new connections');
+        setTimeout(() => {
+          if (this.refusedSinceLog > 1) {
+            this.opts.logger.warn({ refused: this.refusedSinceLog }, 'connections refused at the limit');
+          }
+          this.refusedSinceLog = 0;
+        }, 5000).unref();
+      }
+      socket.destroy();
+      return;
+    }
+    const conn = new Connection(socket, {
+      id: this.nextId++,
+      catalog: this.opts.catalog,
+      logger: this.opts.logger,
+      limits: this.limits,
+      isShuttingDown: () => this.stopping,
+      onRequestDone: this.opts.onRequestDone,
+    });
+    this.connections.add(conn);
+    conn.closed.then(() => this.connections.delete(conn));
+    conn.start();
+  }
+
+  /**
+   * Stop: close listeners, answer new options with ERR_SHUTDOWN and new requests with ESHUTDOWN, let
+   * in-flight requests finish, close connections. Sockets still open after `timeoutMs` are destroyed.
+   */
+  async shutdown(timeoutMs = 10_000): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    for (const p of this.unixPaths) {
+      try {
+        unlinkSync(p);
+      } catch {
+        /* already gone */
+      }
+    }
+    for (const c of this.connections) c.beginShutdown(timeoutMs);
+    const all = Promise.all([...this.connections].map((c) => c.closed));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)));
+    const late = await Promise.race([all.then(() => false), timedOut]);
+    clearTimeout(timer);
+    if (late) {
+      this.opts.logger.warn({ open: this.connections.size }, 'shutdown timeout: closing remaining connections');
+      for (const c of this.connections) c.destroy();
+    }
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * The main device served as it is, with no spare: the baseline the remap layer is measured against.
+ */
+import { StateFlag, MAX_PAYLOAD } from '../protocol/constants';
+import {
+  DeviceError,
+  type BlockDevice,
+  type BlockSizeConstraints,
+  type DeviceCapabilities,
+  type Extent,
+  type ZeroOptions,
+} from '../protocol/block-device';
+import type { Backend } from './backend';
+import { toDeviceError } from './device-errors';
+
+/** CACHE reads at most this much per request into a scratch buffer to warm the page cache. */
+const CACHE_CHUNK = 1024 * 1024;
+const CACHE_LIMIT = 64 * 1024 * 1024;
+
+export class PassthroughDevice implements BlockDevice {
+  readonly size: number;
+  readonly capabilities: DeviceCapabilities;
+  readonly blockSize: BlockSizeConstraints;
+  readonly description: string;
+
+  constructor(private readonly main: Backend, opts: { readOnly?: boolean; description?: string } = {}) {
+    this.size = main.size;
+    const writable = !opts.readOnly && !main.readOnly;
+    this.capabilities = {
+      writable,
+      flush: true,
+      fua: 'emulate',
+      trim: writable,
+      zero: writable,
+      fastZero: writable && main.canPunchHoles,
+      cache: true,
+      extents: true,
+      multiConn: true,
+      rotational: false,
+    };
+    this.blockSize = { minimum: 1, preferred: 4096, maximum: MAX_PAYLOAD };
+    this.description = opts.description ?? `${main.path} (passthrough)`;
+  }
+
+  async read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
+    try {
+      await this.main.read(offset, length, target, targetOffset);
+    } catch (err) {
+      throw toDeviceError(err);
+    }
+  }
+
+  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    try {
+      await this.main.write(offset, data);
+      if (fua) await this.main.sync();
+    } catch (err) {
+      throw toDeviceError(err);
+    }
+  }
+
+  async flush(): Promise<void> {
+    try {
+      await this.main.sync();
+    } catch (err) {
+      throw toDeviceError(err);
+    }
+  }
+
+  async trim(offset: number, length: number, fua: boolean): Promise<void> {
+    try {
+      await this.main.trim(offset, length);
+      if (fua) await this.main.sync();
+    } catch (err) {
+      throw toDeviceError(err);
+    }
+  }
+
+  async zero(offset: number, length: number, o: ZeroOptions): Promise<void> {
+    if (o.fastZero && !this.main.canPunchHoles) {
+      throw new DeviceError('ENOTSUP', 'fast zeroing is not available on this backend');
+    }
+    try {
+      await this.main.zero(offset, length, o.noHole);
+      if (o.fua) await this.main.sync();
+    } catch (err) {
+      throw toDeviceError(err);
+    }
+  }
+
+  async cache(offset: number, length: number): Promise<void> {
+    const scratch = Buffer.allocUnsafe(Math.min(CACHE_CHUNK, length));
+    const end = offset + Math.min(length, CACHE_LIMIT);
+    try {
+      for (let at = offset; at < end; at += CACHE_CHUNK) {
+        const n = Math.min(CACHE_CHUNK, end - at);
+        await this.main.read(at, n, scratch, 0);
+      }
+    } catch (err) {
+      throw toDeviceError(err);
+    }
+  }
+
+  async extents(offset: number, length: number): Promise<Extent[]> {
+    try {
+      const map = await this.main.extents(offset, length);
+      return map.map((e) => ({ length: e.length, flags: e.hole ? StateFlag.HOLE | StateFlag.ZERO : 0 }));
+    } catch (err) {
+      throw toDeviceError(err);
+    }
+  }
+}
