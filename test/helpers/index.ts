@@ -2,3 +2,4 @@ export * from './exec';
 export * from './tmp';
 export * from './server';
 export * from './python';
+export * from './fixture';

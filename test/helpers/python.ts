@@ -42,8 +42,8 @@ def probe(name, fn, h, check_alive=True):
         elif isinstance(v, (int, str, bool)) or v is None:
             rec["value"] = v
     except nbd.Error as e:
-        rec["errno"] = e.errno
-        rec["errname"] = errno.errorcode.get(e.errno) if e.errno else None
+        rec["errno"] = e.errnum
+        rec["errname"] = e.errno
         rec["error"] = e.string
     except Exception as e:
         rec["error"] = "%s: %s" % (type(e).__name__, e)
