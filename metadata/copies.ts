@@ -1,0 +1,157 @@
+/**
+ * Reading the 5 copies: find headers, verify every level (header CRC, chunk CRCs, whole-table CRC,
+ * journal frame CRCs), compute each copy's effective sequence/timestamp and choose the best copy
+ * (highest sequence, then newest timestamp, then lowest index).
+ */
+import type { Backend } from '../remap/backend';
+import { decodeHeader, FORMAT_VERSION, HEADER_BYTES, type Header } from './header';
+import { scanJournal, type JournalScan } from './journal';
+import {
+  candidateHeaderOffsets, checkpointOffset, CHUNK_BYTES, computeLayout, COPIES, headerOffsetsFor, alignUnit,
+  journalOffset, type Layout,
+} from './layout';
+import { verifyCheckpoint } from './table';
+
+export interface CopyScan {
+  index: number;
+  offset: number;
+  length: number;
+  valid: boolean;
+  failedCheck?: string;
+  stale?: boolean;
+  header?: Header;
+  journal?: JournalScan;
+  sequence: number;
+  timestamp: number;
+}
+
+export interface SpareScan {
+  layout?: Layout;
+  reference?: Header;
+  copies: CopyScan[];
+  /** Highest sequence number seen in any CRC-valid header or journal frame. */
+  maxSequence: number;
+  /** A CRC-valid header written by a newer format version, or with unknown incompatible features. */
+  newer?: { version: number; features: boolean };
+  /** Some candidate position starts with the remapd magic. */
+  anyMagic: boolean;
+  best?: CopyScan;
+}
+
+async function readAt(spare: Backend, offset: number, length: number): Promise<Buffer> {
+  const b = Buffer.alloc(length);
+  await spare.read(offset, length, b, 0);
+  return b;
+}
+
+function sameLayout(h: Header, ref: Header): boolean {
+  return h.blockSize === ref.blockSize && h.spareSize === ref.spareSize && h.spareLogicalBlockSize === ref.spareLogicalBlockSize
+    && h.journalBytes === ref.journalBytes && h.regionBytes === ref.regionBytes && h.tableCapacity === ref.tableCapacity
+    && h.checkpointSlotBytes === ref.checkpointSlotBytes && h.copyOffsets.every((o, i) => o === ref.copyOffsets[i]);
+}
+
+function layoutOf(h: Header, spareSize: number): Layout | undefined {
+  if (h.spareSize > spareSize) return undefined;
+  try {
+    const l = computeLayout(h.spareSize, h.blockSize, h.spareLogicalBlockSize, h.journalBytes);
+    if (l.regionBytes !== h.regionBytes || l.tableCapacity !== h.tableCapacity || l.checkpointSlotBytes !== h.checkpointSlotBytes
+      || !l.regionOffsets.every((o, i) => o === h.copyOffsets[i])) return undefined;
+    return l;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Read headers at every candidate position (cheap: a few 512-byte reads). */
+export async function findHeaders(spare: Backend): Promise<{ offset: number; buf?: Buffer; header?: Header; failedCheck?: string; version?: number }[]> {
+  const out = [];
+  for (const offset of candidateHeaderOffsets(spare.size)) {
+    try {
+      const buf = await readAt(spare, offset, HEADER_BYTES);
+      const r = decodeHeader(buf);
+      out.push(r.ok ? { offset, buf, header: r.header } : { offset, buf, failedCheck: r.failedCheck, version: r.version });
+    } catch {
+      out.push({ offset, failedCheck: 'io' });
+    }
+  }
+  return out;
+}
+
+export async function scanSpare(spare: Backend): Promise<SpareScan> {
+  const found = await findHeaders(spare);
+  const scan: SpareScan = { copies: [], maxSequence: 0, anyMagic: found.some((f) => f.buf && f.failedCheck !== 'magic') };
+  for (const f of found) {
+    if ((f.failedCheck === 'version' && (f.version ?? 0) > FORMAT_VERSION) || f.failedCheck === 'features') {
+      scan.newer = { version: f.version ?? FORMAT_VERSION, features: f.failedCheck === 'features' };
+    }
+  }
+  // Reference header: the valid one with the highest sequence whose layout is self-consistent.
+  const headers = found.filter((f) => f.header).sort((a, b) => b.header!.sequence - a.header!.sequence || a.offset - b.offset);
+  for (const f of headers) {
+    const l = layoutOf(f.header!, spare.size);
+    if (l && l.headerOffsets[f.header!.copyIndex] === f.offset) { scan.layout = l; scan.reference = f.header; break; }
+  }
+  if (!scan.layout || !scan.reference) {
+    const offs = headerOffsetsFor(spare.size, alignUnit(4096));
+    scan.copies = offs.map((offset, index) => ({ index, offset, length: 0, valid: false, failedCheck: 'magic', sequence: 0, timestamp: 0 }));
+    for (let i = 0; i < COPIES; i++) {
+      const f = found.find((x) => x.offset === offs[i]);
+      if (f?.failedCheck) scan.copies[i].failedCheck = f.failedCheck;
+    }
+    return scan;
+  }
+  const l = scan.layout;
+  const ref = scan.reference;
+  for (let k = 0; k < COPIES; k++) {
+    const c: CopyScan = { index: k, offset: l.regionOffsets[k], length: l.regionBytes, valid: false, sequence: 0, timestamp: 0 };
+    scan.copies.push(c);
+    try {
+      const r = decodeHeader(await readAt(spare, l.headerOffsets[k], HEADER_BYTES));
+      if (!r.ok) { c.failedCheck = r.failedCheck; continue; }
+      const h = r.header;
+      scan.maxSequence = Math.max(scan.maxSequence, h.sequence);
+      if (!h.setupUuid.equals(ref.setupUuid)) { c.failedCheck = 'setup'; continue; }
+      if (h.copyIndex !== k || !sameLayout(h, ref) || h.checkpointChunks * CHUNK_BYTES > l.checkpointSlotBytes) { c.failedCheck = 'layout'; continue; }
+      c.header = h;
+      c.sequence = h.sequence;
+      c.timestamp = h.timestamp;
+      const cp = await readAt(spare, checkpointOffset(l, k, h.activeSlot), h.checkpointChunks * CHUNK_BYTES);
+      const bad = verifyCheckpoint(cp, h.checkpointChunks, h.checkpointEntries, h.checkpointCrc, h.sequence);
+      if (bad) { c.failedCheck = bad; continue; }
+      const j = scanJournal(await readAt(spare, journalOffset(l, k), l.journalBytes), h.sequence, h.setupUuid, l.frameAlign);
+      c.journal = j;
+      if (j.frames.length) {
+        const last = j.frames[j.frames.length - 1];
+        c.sequence = last.sequence;
+        c.timestamp = last.timestamp;
+      }
+      scan.maxSequence = Math.max(scan.maxSequence, c.sequence);
+      c.valid = true;
+    } catch {
+      c.failedCheck = 'io';
+    }
+  }
+  chooseBest(scan);
+  return scan;
+}
+
+/** Pick the best valid copy and flag the valid copies that differ from it as stale. */
+export function chooseBest(scan: SpareScan): void {
+  let best: CopyScan | undefined;
+  for (const c of scan.copies) {
+    if (!c.valid) continue;
+    if (!best || c.sequence > best.sequence || (c.sequence === best.sequence && c.timestamp > best.timestamp)) best = c;
+  }
+  scan.best = best;
+  for (const c of scan.copies) {
+    c.stale = undefined;
+    if (c.valid && best && c !== best) {
+      if (c.sequence !== best.sequence || c.timestamp !== best.timestamp || c.header!.sequence !== best.header!.sequence
+        || c.journal!.end !== best.journal!.end) c.stale = true;
+    }
+  }
+}
+
+export function needsRepair(scan: SpareScan): boolean {
+  return scan.copies.some((c) => !c.valid || c.stale);
+}

@@ -1,0 +1,452 @@
+/**
+ * MetadataStore: the crash-safe, redundant remap metadata on the spare device (docs/FORMAT.md).
+ *
+ * API
+ *   MetadataStore.create(spare, main, { blockSize = 4096, force, journalBytes }) -> store
+ *       Writes a fresh setup. Refuses (NOT_EMPTY) when the spare holds remapd headers or non-zero bytes in
+ *       the metadata regions, unless force.
+ *   MetadataStore.open(spare, main?) -> store
+ *       Reads and verifies all 5 copies, chooses one (highest sequence, then newest timestamp, then lowest
+ *       index), checks the pairing with `main` (FINGERPRINT_MISMATCH), refuses NEWER_VERSION and
+ *       NO_VALID_COPY without writing anything, and repairs damaged or stale copies by a checkpoint.
+ *   MetadataStore.inspect(spare, { repair?, main? }) -> CheckReport (for `remapd check`).
+ *   store.entries(), pending(), lookup(mainBlock), isPending(mainBlock), scanState()
+ *   store.allocateSpareBlock() -> a spare block number (offset = block * blockSize), reserved in memory so it
+ *       is never handed out twice; releaseSpareBlock(b) gives back a reservation that will not be committed.
+ *   store.commit(change) -> resolves once the change is on disk in every writable copy (fdatasync done).
+ *       Changes queued while a round is in flight are written together in the next round (group commit).
+ *       Spare blocks of removed/replaced remaps become allocatable only after the change is durable.
+ *   store.saveScanState(s), store.checkpoint(), store.close()
+ * Errors are MetadataError with a code (see types.ts). After a failed metadata write the store refuses
+ * further commits (FAILED): its memory may be ahead of the disk, so the daemon must reopen.
+ */
+import { randomBytes } from 'crypto';
+import type { Backend } from '../remap/backend';
+import { SpareAllocator } from './allocator';
+import { chooseBest, findHeaders, needsRepair, scanSpare, type CopyScan, type SpareScan } from './copies';
+import { identityFromHeader, pairingMismatches } from './fingerprint';
+import { encodeHeader, FORMAT_VERSION, HEADER_BYTES, uuidFromString, uuidToString, type Header } from './header';
+import { encodeFrame } from './journal';
+import {
+  checkpointOffset, CHUNK_BYTES, computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout,
+} from './layout';
+import { applyOp, decodeCheckpoint, emptyState, encodeCheckpoint, OP_ADD, opsForChange, type Op, type TableState } from './table';
+import {
+  MetadataError, type CheckReport, type MainIdentity, type MetadataChange, type RemapEntry, type ScanState,
+} from './types';
+
+export * from './types';
+
+export interface StoreOptions {
+  /** Clock in ms (tests pass a fixed clock for golden files). */
+  now?: () => number;
+}
+
+export interface CreateOptions extends StoreOptions {
+  blockSize?: number;
+  force?: boolean;
+  /** Journal area per copy, multiple of 64 KiB (default: spare/1024 clamped to 1..8 MiB). */
+  journalBytes?: number;
+  /** Fixed setup UUID (tests); random otherwise. */
+  setupUuid?: string;
+}
+
+interface Queued { ops: Op[]; spares: number[]; resolve: () => void; reject: (e: Error) => void }
+
+const REPAIR_RETRY_MS = 60_000;
+
+export class MetadataStore {
+  private state: TableState;
+  private seq: number;
+  private epoch: number;
+  private activeSlot: number;
+  private journalPos: number;
+  private queue: Queued[] = [];
+  private inFlight: Promise<void> | null = null;
+  private queuedSpares = new Set<number>();
+  private queuedAdds = 0;
+  private failed: Error | null = null;
+  private closed = false;
+  private repairWanted = false;
+  private lastRepairAttempt = 0;
+  private readonly now: () => number;
+  /** Number of write rounds (journal appends + checkpoints) so far; for tests and metrics. */
+  rounds = 0;
+  checkpoints = 0;
+
+  private constructor(
+    private readonly spare: Backend,
+    readonly layout: Layout,
+    private readonly base: Header,
+    state: TableState,
+    private readonly alloc: SpareAllocator,
+    pos: { seq: number; epoch: number; slot: number; journalPos: number },
+    opts: StoreOptions,
+  ) {
+    this.state = state;
+    this.seq = pos.seq;
+    this.epoch = pos.epoch;
+    this.activeSlot = pos.slot;
+    this.journalPos = pos.journalPos;
+    this.now = opts.now ?? Date.now;
+  }
+
+  get setupUuid(): string { return uuidToString(this.base.setupUuid); }
+  get blockSize(): number { return this.layout.blockSize; }
+  get spareDataBlocks(): number { return this.layout.spareDataBlocks; }
+  get freeSpareBlocks(): number { return this.alloc.free; }
+  get mainIdentity(): MainIdentity { return identityFromHeader(this.base); }
+  get mainBlocks(): number { return Math.ceil(this.base.mainSize / this.layout.blockSize); }
+  get sequence(): number { return this.seq; }
+  get remapCount(): number { return this.state.remaps.size; }
+  get pendingCount(): number { return this.state.pending.size; }
+
+  entries(): IterableIterator<RemapEntry> { return this.state.remaps.values(); }
+  pending(): IterableIterator<number> { return this.state.pending.keys(); }
+  lookup(mainBlock: number): RemapEntry | undefined { return this.state.remaps.get(mainBlock); }
+  isPending(mainBlock: number): boolean { return this.state.pending.has(mainBlock); }
+  scanState(): ScanState { return { ...this.state.scan }; }
+  spareBlockOffset(spareBlock: number): number { return spareBlock * this.layout.blockSize; }
+
+  allocateSpareBlock(): number | undefined { return this.alloc.allocate(); }
+  releaseSpareBlock(b: number): void {
+    if (this.alloc.isReserved(b) && !this.queuedSpares.has(b)) this.alloc.release(b);
+  }
+
+  // ---------------------------------------------------------------- create
+
+  static async create(spare: Backend, main: MainIdentity, opts: CreateOptions = {}): Promise<MetadataStore> {
+    if (spare.readOnly) throw new MetadataError('READ_ONLY', `spare ${spare.path} is open read-only`);
+    const blockSize = opts.blockSize ?? 4096;
+    let layout: Layout;
+    try {
+      validateBlockSize(blockSize, spare.logicalBlockSize, main.logicalBlockSize);
+      layout = computeLayout(spare.size, blockSize, spare.logicalBlockSize, opts.journalBytes);
+    } catch (e) {
+      if (e instanceof LayoutError) throw new MetadataError('LAYOUT', e.message);
+      throw e;
+    }
+    const found = await findHeaders(spare);
+    const stray = found.filter((f) => f.buf && f.failedCheck !== 'magic');
+    if (!opts.force) {
+      if (stray.length) {
+        throw new MetadataError('NOT_EMPTY', `spare ${spare.path} already holds remapd metadata (at byte ${stray[0].offset}); use --force to overwrite it`);
+      }
+      for (const r of layout.regionOffsets) {
+        const at = await firstNonZero(spare, r, layout.regionBytes);
+        if (at >= 0) {
+          throw new MetadataError('NOT_EMPTY', `spare ${spare.path} has non-zero data at byte ${at}, inside a metadata region; use --force to overwrite it`);
+        }
+      }
+    }
+    const now = opts.now ?? Date.now;
+    const t = now();
+    const base: Header = {
+      version: FORMAT_VERSION, incompatFeatures: 0, compatFeatures: 0, copyIndex: 0, sequence: 1, timestamp: t,
+      setupUuid: opts.setupUuid ? uuidFromString(opts.setupUuid) : randomBytes(16),
+      mainSize: main.size, mainLogicalBlockSize: main.logicalBlockSize, blockSize, spareSize: spare.size,
+      spareLogicalBlockSize: spare.logicalBlockSize, activeSlot: 0, regionBytes: layout.regionBytes,
+      journalBytes: layout.journalBytes, checkpointSlotBytes: layout.checkpointSlotBytes, tableCapacity: layout.tableCapacity,
+      copyOffsets: layout.regionOffsets, checkpointEntries: 0, checkpointChunks: 0, checkpointCrc: 0,
+      scanCursor: 0, scanPasses: 0, lastFullScanAt: 0, createdAt: t, mainSerial: main.serial, mainWwn: main.wwn,
+    };
+    if (!opts.setupUuid) { base.setupUuid[6] = (base.setupUuid[6] & 0x0f) | 0x40; base.setupUuid[8] = (base.setupUuid[8] & 0x3f) | 0x80; }
+    const zero = Buffer.alloc(HEADER_BYTES);
+    for (const f of stray) await spare.write(f.offset, zero);
+    for (let k = 0; k < COPIES; k++) await spare.zero(journalOffset(layout, k), layout.journalBytes, false);
+    await spare.sync();
+    await writeHeaders(spare, layout, base);
+    await spare.sync();
+    return new MetadataStore(spare, layout, base, emptyState(), new SpareAllocator(layout),
+      { seq: 1, epoch: 1, slot: 0, journalPos: 0 }, opts);
+  }
+
+  // ---------------------------------------------------------------- open
+
+  static async open(spare: Backend, main?: MainIdentity, opts: StoreOptions = {}): Promise<MetadataStore> {
+    const scan = await scanSpare(spare);
+    const loaded = loadBest(scan, spare, main);
+    const l = await loaded;
+    const store = new MetadataStore(spare, scan.layout!, l.best.header!, l.state, l.alloc, {
+      seq: Math.max(scan.maxSequence, l.best.sequence), epoch: l.best.header!.sequence, slot: l.best.header!.activeSlot,
+      journalPos: l.best.journal!.end,
+    }, opts);
+    if (!spare.readOnly && (needsRepair(scan) || scan.maxSequence !== l.best.sequence)) {
+      await store.checkpoint();
+    }
+    return store;
+  }
+
+  // ---------------------------------------------------------------- inspect
+
+  static async inspect(spare: Backend, opts: { repair?: boolean; main?: MainIdentity } = {}): Promise<CheckReport> {
+    let scan = await scanSpare(spare);
+    let repaired = false;
+    if (opts.repair && !scan.newer && scan.best && needsRepair(scan) && !spare.readOnly) {
+      const s = await MetadataStore.open(spare, opts.main);
+      await s.close();
+      repaired = true;
+      scan = await scanSpare(spare);
+    }
+    const report: CheckReport = {
+      copies: scan.copies.map((c) => ({
+        index: c.index, offset: c.offset, length: c.length, valid: c.valid,
+        ...(c.valid ? {} : { failedCheck: c.failedCheck ?? 'unknown' }), ...(c.stale ? { stale: true } : {}),
+        sequence: c.sequence, timestamp: c.timestamp,
+      })),
+      chosen: null,
+      repaired,
+    };
+    if (scan.newer) return report;
+    try {
+      const l = await loadBest(scan, spare, undefined);
+      report.copies = scan.copies.map((c, i) => ({ ...report.copies[i], valid: c.valid, ...(c.valid ? {} : { failedCheck: c.failedCheck ?? 'unknown' }) }));
+      const h = l.best.header!;
+      report.chosen = l.best.index;
+      report.formatVersion = h.version;
+      report.setupUuid = uuidToString(h.setupUuid);
+      report.blockSize = h.blockSize;
+      report.spareDataBlocks = scan.layout!.spareDataBlocks;
+      report.main = identityFromHeader(h);
+      report.table = { remaps: l.state.remaps.size, pending: l.state.pending.size, freeSpareBlocks: l.alloc.free, scan: l.state.scan };
+    } catch (e) {
+      if (!(e instanceof MetadataError)) throw e;
+    }
+    return report;
+  }
+
+  // ---------------------------------------------------------------- commit
+
+  commit(change: MetadataChange): Promise<void> {
+    if (this.closed) return Promise.reject(new MetadataError('CLOSED', 'metadata store is closed'));
+    if (this.failed) return Promise.reject(new MetadataError('FAILED', `metadata store failed earlier: ${this.failed.message}`));
+    if (this.spare.readOnly) return Promise.reject(new MetadataError('READ_ONLY', 'spare is open read-only'));
+    let ops: Op[];
+    const spares: number[] = [];
+    try {
+      const mainBlocks = this.mainBlocks;
+      const checkMain = (m: number): void => {
+        if (!Number.isSafeInteger(m) || m < 0 || m >= mainBlocks) throw new MetadataError('INVALID_CHANGE', `main block ${m} out of range 0..${mainBlocks - 1}`);
+      };
+      const seen = new Set<number>();
+      for (const e of change.add ?? []) {
+        checkMain(e.mainBlock);
+        const b = e.spareBlock;
+        if (!this.alloc.isDataBlock(b)) throw new MetadataError('INVALID_CHANGE', `spare block ${b} is not a data block`);
+        const owner = this.state.remaps.get(e.mainBlock);
+        const mine = owner?.spareBlock === b;
+        if (!mine && (this.alloc.isCommitted(b) || this.queuedSpares.has(b) || seen.has(b))) {
+          throw new MetadataError('INVALID_CHANGE', `spare block ${b} is already in use`);
+        }
+        if (!Number.isSafeInteger(e.createdAt) || e.createdAt < 0 || e.createdAt >= 2 ** 48) throw new MetadataError('INVALID_CHANGE', `bad createdAt ${e.createdAt}`);
+        seen.add(b);
+        spares.push(b);
+      }
+      for (const m of [...(change.remove ?? []), ...(change.pendingAdd ?? []), ...(change.pendingRemove ?? [])]) checkMain(m);
+      const adds = (change.add?.length ?? 0) + (change.pendingAdd?.length ?? 0);
+      if (this.state.remaps.size + this.state.pending.size + this.queuedAdds + adds > this.layout.tableCapacity) {
+        throw new MetadataError('TABLE_FULL', `table capacity ${this.layout.tableCapacity} entries reached`);
+      }
+      ops = opsForChange(change, this.now());
+      if (change.scan) {
+        const s = change.scan;
+        for (const v of [s.cursorOffset, s.passesCompleted, s.lastFullScanAt]) {
+          if (!Number.isSafeInteger(v) || v < 0) throw new MetadataError('INVALID_CHANGE', `bad scan state value ${v}`);
+        }
+      }
+      this.queuedAdds += adds;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    for (const b of spares) {
+      this.queuedSpares.add(b);
+      if (!this.alloc.isReserved(b) && !this.alloc.isCommitted(b)) this.alloc.markCommitted(b); // never allocated: take it now
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ ops, spares, resolve, reject });
+      if (!this.inFlight) this.inFlight = this.drain();
+    });
+  }
+
+  saveScanState(s: ScanState): Promise<void> {
+    return this.commit({ scan: s });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length) {
+      const batch = this.queue.splice(0);
+      const ops = batch.flatMap((q) => q.ops);
+      let err: Error | null = null;
+      try {
+        if (this.failed) throw new MetadataError('FAILED', `metadata store failed earlier: ${this.failed.message}`);
+        await this.writeRound(ops);
+      } catch (e) {
+        err = e instanceof Error ? e : new Error(String(e));
+      }
+      for (const q of batch) for (const b of q.spares) this.queuedSpares.delete(b);
+      this.queuedAdds = 0;
+      for (const q of this.queue) this.queuedAdds += q.ops.filter((o) => o.op === OP_ADD).length;
+      for (const q of batch) (err ? q.reject(err) : q.resolve());
+    }
+    this.inFlight = null;
+  }
+
+  private applyOps(ops: Op[]): void {
+    for (const o of ops) {
+      const freed = applyOp(this.state, o);
+      if (o.op === OP_ADD) this.alloc.markCommitted(o.b);
+      if (freed >= 0) this.alloc.release(freed);
+    }
+  }
+
+  private async writeRound(ops: Op[]): Promise<void> {
+    this.rounds++;
+    const l = this.layout;
+    const seq = this.seq + 1;
+    const t = this.now();
+    const frame = encodeFrame(ops, this.epoch, seq, t, this.base.setupUuid, l.frameAlign);
+    const repairDue = this.repairWanted && t - this.lastRepairAttempt >= REPAIR_RETRY_MS;
+    if (repairDue || this.journalPos + frame.length > l.journalBytes || frame.length > l.journalBytes / 2) {
+      await this.checkpoint(ops);
+      return;
+    }
+    const results = await Promise.allSettled(
+      Array.from({ length: COPIES }, (_, k) => this.spare.write(journalOffset(l, k) + this.journalPos, frame)),
+    );
+    const ok = results.filter((r) => r.status === 'fulfilled').length;
+    if (ok === 0) this.fail((results[0] as PromiseRejectedResult).reason);
+    if (ok < COPIES) this.repairWanted = true;
+    try {
+      await this.spare.sync();
+    } catch (e) {
+      this.fail(e);
+    }
+    this.seq = seq;
+    this.journalPos += frame.length;
+    this.applyOps(ops);
+  }
+
+  private fail(e: unknown): never {
+    const err = e instanceof Error ? e : new Error(String(e));
+    this.failed = err;
+    throw new MetadataError('FAILED', `metadata write failed: ${err.message}`);
+  }
+
+  /**
+   * Write the whole table (plus `ops`) into the inactive checkpoint slot of every copy, sync, then write
+   * all headers pointing at it with a new sequence (which also starts a fresh journal epoch), sync.
+   * Used when the journal is full, to repair copies, and on demand (compaction).
+   */
+  async checkpoint(ops: Op[] = []): Promise<void> {
+    if (this.failed) throw new MetadataError('FAILED', `metadata store failed earlier: ${this.failed.message}`);
+    const l = this.layout;
+    this.checkpoints++;
+    this.lastRepairAttempt = this.now();
+    this.applyOps(ops); // memory runs ahead of disk from here; any failure below poisons the store
+    const seq = this.seq + 1;
+    const slot = 1 - this.activeSlot;
+    const cp = encodeCheckpoint(this.state, seq);
+    if (cp.bytes.length > l.checkpointSlotBytes) this.fail(new Error('checkpoint larger than its slot'));
+    const wr = await Promise.allSettled(Array.from({ length: COPIES }, (_, k) => this.spare.write(checkpointOffset(l, k, slot), cp.bytes)));
+    const okCopies = wr.map((r) => r.status === 'fulfilled');
+    if (!okCopies.some(Boolean)) this.fail((wr[0] as PromiseRejectedResult).reason);
+    try { await this.spare.sync(); } catch (e) { this.fail(e); }
+    const h: Header = {
+      ...this.base, sequence: seq, timestamp: this.now(), activeSlot: slot, checkpointEntries: cp.entries,
+      checkpointChunks: cp.chunks, checkpointCrc: cp.crc, scanCursor: this.state.scan.cursorOffset,
+      scanPasses: this.state.scan.passesCompleted, lastFullScanAt: this.state.scan.lastFullScanAt,
+    };
+    let written = 0;
+    try {
+      written = await writeHeaders(this.spare, l, h, okCopies);
+    } catch (e) {
+      this.fail(e);
+    }
+    if (written === 0) this.fail(new Error('no header could be written'));
+    try { await this.spare.sync(); } catch (e) { this.fail(e); }
+    this.repairWanted = written < COPIES;
+    this.seq = seq;
+    this.epoch = seq;
+    this.activeSlot = slot;
+    this.journalPos = 0;
+    Object.assign(this.base, { sequence: seq, activeSlot: slot });
+  }
+
+  /** Wait for queued commits, then stop accepting new ones. Does not close the spare backend. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.inFlight) await this.inFlight.catch(() => undefined);
+  }
+}
+
+async function writeHeaders(spare: Backend, l: Layout, h: Header, which?: boolean[]): Promise<number> {
+  const res = await Promise.allSettled(Array.from({ length: COPIES }, (_, k) =>
+    which && !which[k] ? Promise.reject(new Error('skipped')) : spare.write(l.headerOffsets[k], encodeHeader({ ...h, copyIndex: k }))));
+  return res.filter((r) => r.status === 'fulfilled').length;
+}
+
+async function firstNonZero(spare: Backend, offset: number, length: number): Promise<number> {
+  const piece = 1 << 20;
+  const buf = Buffer.alloc(piece);
+  let pos = offset;
+  for (const ext of await spare.extents(offset, length)) {
+    if (!ext.hole) {
+      for (let o = pos; o < pos + ext.length; o += piece) {
+        const n = Math.min(piece, pos + ext.length - o);
+        await spare.read(o, n, buf, 0);
+        for (let i = 0; i < n; i += 8) {
+          if (i + 8 <= n ? buf.readBigUInt64LE(i) !== 0n : buf.subarray(i, n).some((x) => x !== 0)) {
+            for (let j = i; j < n; j++) if (buf[j] !== 0) return o + j;
+          }
+        }
+      }
+    }
+    pos += ext.length;
+  }
+  return -1;
+}
+
+interface Loaded { best: CopyScan; state: TableState; alloc: SpareAllocator }
+
+/** Refuse what must be refused, then decode the best copy (falling back when its table is unusable). */
+async function loadBest(scan: SpareScan, spare: Backend, main: MainIdentity | undefined): Promise<Loaded> {
+  if (scan.newer) {
+    throw new MetadataError(scan.newer.features ? 'UNSUPPORTED_FEATURES' : 'NEWER_VERSION', scan.newer.features
+      ? `spare ${spare.path} uses metadata features this remapd does not know; upgrade remapd`
+      : `spare ${spare.path} has metadata format version ${scan.newer.version}, newer than this remapd supports (${FORMAT_VERSION}); upgrade remapd`);
+  }
+  for (;;) {
+    const best = scan.best;
+    if (!best || !scan.layout) {
+      throw new MetadataError('NO_VALID_COPY', scan.anyMagic
+        ? `spare ${spare.path} has remapd metadata but no valid copy (${scan.copies.map((c) => `#${c.index}: ${c.failedCheck ?? 'stale'}`).join(', ')}); nothing was changed`
+        : `spare ${spare.path} has no remapd metadata; run 'remapd create' first`);
+    }
+    const h = best.header!;
+    if (main) {
+      const diff = pairingMismatches(identityFromHeader(h), main);
+      if (diff.length) {
+        throw new MetadataError('FINGERPRINT_MISMATCH', `spare ${spare.path} belongs to another main device (setup ${uuidToString(h.setupUuid)}): ${diff.join('; ')}; nothing was changed`);
+      }
+    }
+    try {
+      const l = scan.layout;
+      const buf = Buffer.alloc(h.checkpointChunks * CHUNK_BYTES);
+      await spare.read(checkpointOffset(l, best.index, h.activeSlot), buf.length, buf, 0);
+      const state = decodeCheckpoint(buf, h.checkpointChunks, { cursorOffset: h.scanCursor, passesCompleted: h.scanPasses, lastFullScanAt: h.lastFullScanAt });
+      for (const f of best.journal!.frames) for (const o of f.ops) applyOp(state, o);
+      const alloc = new SpareAllocator(l);
+      const mainBlocks = Math.ceil(h.mainSize / h.blockSize);
+      for (const e of state.remaps.values()) {
+        if (!alloc.isDataBlock(e.spareBlock)) throw new Error(`remap of main block ${e.mainBlock} points at spare block ${e.spareBlock} outside the data area`);
+        if (!alloc.markCommitted(e.spareBlock)) throw new Error(`spare block ${e.spareBlock} is used twice`);
+        if (e.mainBlock >= mainBlocks) throw new Error(`main block ${e.mainBlock} beyond the main device`);
+      }
+      return { best, state, alloc };
+    } catch (e) {
+      best.valid = false;
+      best.failedCheck = 'table';
+      chooseBest(scan);
+    }
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * The remap table in memory, the change operations applied to it (shared by journal replay and live
+ * commits, so both produce the same table), and the chunked checkpoint encoding (docs/FORMAT.md §5).
+ */
+import { crc32 } from './crc';
+import { readU64, writeU64 } from './codec';
+import { CHUNK_BYTES, CHUNK_HEADER_BYTES, ENTRIES_PER_CHUNK, ENTRY_BYTES } from './layout';
+import { reasonCode, reasonName, type RemapEntry, type ScanState } from './types';
+
+export const CHUNK_MAGIC = 0x43544d52; // "RMTC" little-endian
+export const KIND_REMAP = 1;
+export const KIND_PENDING = 2;
+
+export const OP_ADD = 1;
+export const OP_REMOVE = 2;
+export const OP_PENDING_ADD = 3;
+export const OP_PENDING_REMOVE = 4;
+export const OP_SCAN = 5;
+export const OP_BYTES = 32;
+
+/** One change operation: 32 bytes on disk (op u8, reason u8, 6 reserved, a u64, b u64, c u64). */
+export interface Op { op: number; reason: number; a: number; b: number; c: number }
+
+export interface TableState {
+  remaps: Map<number, RemapEntry>;
+  /** Pending main block -> time it was marked (ms). */
+  pending: Map<number, number>;
+  scan: ScanState;
+}
+
+export function emptyState(): TableState {
+  return { remaps: new Map(), pending: new Map(), scan: { cursorOffset: 0, passesCompleted: 0, lastFullScanAt: 0 } };
+}
+
+export function opsForChange(change: {
+  add?: RemapEntry[]; remove?: number[]; pendingAdd?: number[]; pendingRemove?: number[]; scan?: ScanState;
+}, now: number): Op[] {
+  const ops: Op[] = [];
+  for (const m of change.remove ?? []) ops.push({ op: OP_REMOVE, reason: 0, a: m, b: 0, c: 0 });
+  for (const e of change.add ?? []) ops.push({ op: OP_ADD, reason: reasonCode(e.reason), a: e.mainBlock, b: e.spareBlock, c: e.createdAt });
+  for (const m of change.pendingRemove ?? []) ops.push({ op: OP_PENDING_REMOVE, reason: 0, a: m, b: 0, c: 0 });
+  for (const m of change.pendingAdd ?? []) ops.push({ op: OP_PENDING_ADD, reason: 0, a: m, b: 0, c: now });
+  if (change.scan) ops.push({ op: OP_SCAN, reason: 0, a: change.scan.cursorOffset, b: change.scan.passesCompleted, c: change.scan.lastFullScanAt });
+  return ops;
+}
+
+/**
+ * Apply one op. Returns the spare block that the op released (a removed or replaced remap), or -1.
+ * Rules: ADD replaces any remap of the same main block and clears its pending mark; PENDING_ADD is
+ * ignored for a block that is remapped.
+ */
+export function applyOp(s: TableState, o: Op): number {
+  switch (o.op) {
+    case OP_ADD: {
+      const old = s.remaps.get(o.a);
+      s.remaps.set(o.a, { mainBlock: o.a, spareBlock: o.b, reason: reasonName(o.reason) ?? 'manual', createdAt: o.c });
+      s.pending.delete(o.a);
+      return old && old.spareBlock !== o.b ? old.spareBlock : -1;
+    }
+    case OP_REMOVE: {
+      const old = s.remaps.get(o.a);
+      if (!old) return -1;
+      s.remaps.delete(o.a);
+      return old.spareBlock;
+    }
+    case OP_PENDING_ADD:
+      if (!s.remaps.has(o.a)) s.pending.set(o.a, o.c);
+      return -1;
+    case OP_PENDING_REMOVE:
+      s.pending.delete(o.a);
+      return -1;
+    case OP_SCAN:
+      s.scan = { cursorOffset: o.a, passesCompleted: o.b, lastFullScanAt: o.c };
+      return -1;
+    default:
+      throw new Error(`unknown op ${o.op}`);
+  }
+}
+
+export function encodeOp(buf: Buffer, off: number, o: Op): void {
+  buf.writeUInt8(o.op, off);
+  buf.writeUInt8(o.reason, off + 1);
+  buf.fill(0, off + 2, off + 8);
+  writeU64(buf, off + 8, o.a);
+  writeU64(buf, off + 16, o.b);
+  writeU64(buf, off + 24, o.c);
+}
+
+export function decodeOp(buf: Buffer, off: number): Op {
+  return { op: buf[off], reason: buf[off + 1], a: readU64(buf, off + 8), b: readU64(buf, off + 16), c: readU64(buf, off + 24) };
+}
+
+export interface EncodedCheckpoint { bytes: Buffer; chunks: number; entries: number; crc: number }
+
+/** Encode the table as chunks of 64 KiB: remaps first, then pending blocks, each in map order. */
+export function encodeCheckpoint(s: TableState, sequence: number): EncodedCheckpoint {
+  const entries = s.remaps.size + s.pending.size;
+  const chunks = Math.ceil(entries / ENTRIES_PER_CHUNK);
+  const bytes = Buffer.alloc(chunks * CHUNK_BYTES);
+  let i = 0;
+  const put = (kind: number, reason: number, main: number, spare: number, created: number): void => {
+    const chunk = Math.floor(i / ENTRIES_PER_CHUNK);
+    const off = chunk * CHUNK_BYTES + CHUNK_HEADER_BYTES + (i % ENTRIES_PER_CHUNK) * ENTRY_BYTES;
+    bytes[off] = kind;
+    bytes[off + 1] = reason;
+    bytes.writeUIntLE(main, off + 2, 6);
+    bytes.writeUIntLE(spare, off + 8, 6);
+    bytes.writeUIntLE(created, off + 16, 6);
+    i++;
+  };
+  for (const e of s.remaps.values()) put(KIND_REMAP, reasonCode(e.reason), e.mainBlock, e.spareBlock, e.createdAt);
+  for (const [m, t] of s.pending) put(KIND_PENDING, 0, m, 0, t);
+  for (let c = 0; c < chunks; c++) {
+    const base = c * CHUNK_BYTES;
+    const count = Math.min(ENTRIES_PER_CHUNK, entries - c * ENTRIES_PER_CHUNK);
+    bytes.writeUInt32LE(CHUNK_MAGIC, base);
+    bytes.writeUInt32LE(c, base + 4);
+    writeU64(bytes, base + 8, sequence);
+    bytes.writeUInt32LE(count, base + 16);
+    bytes.writeUInt32LE(chunkCrc(bytes, base, count), base + 28);
+  }
+  return { bytes, chunks, entries, crc: crc32(bytes) };
+}
+
+function chunkCrc(bytes: Buffer, base: number, count: number): number {
+  const head = crc32(bytes.subarray(base, base + 28));
+  return crc32(bytes.subarray(base + CHUNK_HEADER_BYTES, base + CHUNK_HEADER_BYTES + count * ENTRY_BYTES), head);
+}
+
+/**
+ * Verify a checkpoint read from disk (chunk CRCs, chunk numbering/sequence, entry count, whole-table CRC).
+ * Returns the failed check name or null.
+ */
+export function verifyCheckpoint(bytes: Buffer, chunks: number, entries: number, crc: number, sequence: number): string | null {
+  let total = 0;
+  for (let c = 0; c < chunks; c++) {
+    const base = c * CHUNK_BYTES;
+    const count = bytes.readUInt32LE(base + 16);
+    if (bytes.readUInt32LE(base) !== CHUNK_MAGIC || bytes.readUInt32LE(base + 4) !== c || count > ENTRIES_PER_CHUNK) return 'chunk-crc';
+    if (chunkCrc(bytes, base, count) !== bytes.readUInt32LE(base + 28)) return 'chunk-crc';
+    if (readU64(bytes, base + 8) !== sequence) return 'chunk-crc';
+    total += count;
+  }
+  if (total !== entries) return 'table-crc';
+  if (crc32(bytes.subarray(0, chunks * CHUNK_BYTES)) !== crc) return 'table-crc';
+  return null;
+}
+
+/** Decode a verified checkpoint into a fresh state. Throws on semantically impossible entries. */
+export function decodeCheckpoint(bytes: Buffer, chunks: number, scan: ScanState): TableState {
+  const s = emptyState();
+  s.scan = scan;
+  for (let c = 0; c < chunks; c++) {
+    const base = c * CHUNK_BYTES;
+    const count = bytes.readUInt32LE(base + 16);
+    for (let i = 0; i < count; i++) {
+      const off = base + CHUNK_HEADER_BYTES + i * ENTRY_BYTES;
+      const kind = bytes[off];
+      const main = bytes.readUIntLE(off + 2, 6);
+      const created = bytes.readUIntLE(off + 16, 6);
+      if (kind === KIND_REMAP) {
+        const reason = reasonName(bytes[off + 1]);
+        if (!reason) throw new Error(`unknown remap reason ${bytes[off + 1]}`);
+        if (s.remaps.has(main)) throw new Error(`main block ${main} appears twice`);
+        s.remaps.set(main, { mainBlock: main, spareBlock: bytes.readUIntLE(off + 8, 6), reason, createdAt: created });
+      } else if (kind === KIND_PENDING) {
+        s.pending.set(main, created);
+      } else {
+        throw new Error(`unknown table entry kind ${kind}`);
+      }
+    }
+  }
+  return s;
+}
