@@ -21,6 +21,8 @@ export interface ServeOptions {
   readonly handshakeTimeoutSec: number;
   readonly maxConnections: number;
   readonly socketMode: number;
+  /** Listening sockets passed by systemd (socket activation); served in addition to socket/listen. */
+  readonly listenFds?: readonly number[];
 }
 
 export class UsageError extends Error {}
@@ -49,6 +51,10 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
 
   const endpoints: string[] = [];
   try {
+    for (const fd of opts.listenFds ?? []) {
+      await server.listenFd(fd);
+      endpoints.push(`fd:${fd}`);
+    }
     if (opts.socket) {
       mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o755 });
       await server.listenUnix(opts.socket, opts.socketMode);

@@ -1,9 +1,11 @@
 import type { CommandModule } from 'yargs';
 import { createLogger, LOG_LEVELS } from '../logger';
 import { startDaemon, ServerStartError } from '../serve';
+import { applyConfigFile, ConfigFileError } from '../config-file';
+import { Systemd, activationFds } from '../systemd';
 
 interface ServeArgs {
-  main: string;
+  main?: string;
   socket?: string;
   listen?: string;
   export: string;
@@ -12,6 +14,7 @@ interface ServeArgs {
   'max-connections': number;
   'socket-mode': string;
   'log-level': string;
+  config?: string;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -19,7 +22,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
   describe: 'Serve the main device over NBD',
   builder: (y) =>
     y
-      .option('main', { type: 'string', demandOption: true, describe: 'Main (failing) device or image file' })
+      .option('main', { type: 'string', describe: 'Main (failing) device or image file [required, here or in --config]' })
       .option('socket', { type: 'string', describe: 'Unix socket to listen on [default: /run/remapd/<export>.sock unless --listen]' })
       .option('listen', { type: 'string', describe: 'Also/instead listen on TCP HOST[:PORT] (port 10809 if omitted)' })
       .option('export', { type: 'string', default: 'disk', describe: 'Export name (the empty name reaches it too)' })
@@ -28,6 +31,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('max-connections', { type: 'number', default: 4096, describe: 'Connections accepted at once' })
       .option('socket-mode', { type: 'string', default: '0600', describe: 'Mode of the Unix socket (octal)' })
       .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info' })
+      .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
         if (!(Number.isInteger(a['max-connections']) && a['max-connections'] > 0)) throw new Error('--max-connections must be a positive integer');
@@ -36,16 +40,32 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       })
       .example('$0 serve --main /dev/sdb --socket /run/remapd/sdb.sock', 'serve a disk on a Unix socket')
       .example('$0 serve --main disk.img --listen 127.0.0.1:10809', 'serve an image over TCP on loopback'),
-  handler: async (a) => {
+  handler: async (argv) => {
+    let a: typeof argv;
+    try {
+      a = applyConfigFile(argv);
+    } catch (err) {
+      if (!(err instanceof ConfigFileError)) throw err;
+      process.stderr.write(`remapd: ${err.message}\n`);
+      process.exit(2);
+    }
+    if (!a.main) {
+      process.stderr.write('remapd: missing --main (or "main" in the --config file)\n');
+      process.exit(2);
+    }
     const log = createLogger(a['log-level']);
-    const socket = a.socket ?? (a.listen ? undefined : `/run/remapd/${a.export}.sock`);
+    const systemd = new Systemd(log);
+    systemd.startWatchdog();
+    const fds = activationFds(systemd, a, log);
+    const socket = fds.length ? undefined : a.socket ?? (a.listen ? undefined : `/run/remapd/${a.export}.sock`);
     let daemon;
     try {
       daemon = await startDaemon(
         {
           main: a.main,
           socket,
-          listen: a.listen,
+          listen: fds.length ? undefined : a.listen,
+          listenFds: fds,
           exportName: a.export,
           readOnly: a['read-only'],
           handshakeTimeoutSec: a['handshake-timeout'],
@@ -58,13 +78,17 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       const msg = err instanceof ServerStartError ? err.message : (err as Error).message;
       log.fatal({ err }, `cannot start: ${msg}`);
       process.stderr.write(`remapd: cannot start: ${msg}\n`);
+      await systemd.status(`cannot start: ${msg}`);
+      await systemd.flush();
       process.exit(1);
     }
     const onSignal = (sig: NodeJS.Signals) => {
-      void daemon.stop(sig).then(() => process.exit(0));
+      void systemd.stopping(`stopping (${sig})`);
+      void daemon.stop(sig).then(() => systemd.flush()).then(() => process.exit(0));
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    void systemd.ready(`serving ${a.main} as export '${a.export}' on ${fds.length ? `passed fds ${fds.join(',')}` : [socket, a.listen].filter(Boolean).join(', ')}`);
     await daemon.stopped;
   },
 };
