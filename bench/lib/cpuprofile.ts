@@ -20,6 +20,8 @@ export interface ProfileSummary {
   readonly file: string;
   readonly durationMs: number;
   readonly samples: number;
+  /** true when only samples inside the requested window were used. */
+  readonly windowed: boolean;
   /** Percent of wall time the main thread was idle (waiting in the event loop). */
   readonly idlePct: number;
   readonly byCategory: ReadonlyArray<{ category: string; ms: number; pct: number }>;
@@ -48,7 +50,12 @@ function categorize(cf: CallFrame, repoRoot: string): string {
   return 'other';
 }
 
-export function summarizeCpuProfile(file: string, repoRoot: string, topN = 20): ProfileSummary {
+/**
+ * `window` (monotonic microseconds, the clock V8 stamps profiles with) limits the summary to samples taken
+ * in that interval, e.g. the measured part of a fio job; ignored if it does not overlap the profile.
+ */
+export function summarizeCpuProfile(file: string, repoRoot: string, topN = 20,
+  window?: { fromUs: number; toUs: number }): ProfileSummary {
   const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map<number, ProfileNode>();
   for (const n of prof.nodes) byId.set(n.id, n);
@@ -59,9 +66,17 @@ export function summarizeCpuProfile(file: string, repoRoot: string, topN = 20): 
   const selfUs = new Map<number, number>();
   const samples = prof.samples ?? [];
   const deltas = prof.timeDeltas ?? [];
-  const durationUs = prof.endTime - prof.startTime;
-  const avg = samples.length ? durationUs / samples.length : 0;
+  const windowed = window !== undefined && window.fromUs < prof.endTime && window.toUs > prof.startTime;
+  const from = windowed ? Math.max(window.fromUs, prof.startTime) : prof.startTime;
+  const to = windowed ? Math.min(window.toUs, prof.endTime) : prof.endTime;
+  const durationUs = to - from;
+  const avg = samples.length ? (prof.endTime - prof.startTime) / samples.length : 0;
+  let ts = prof.startTime;
+  let used = 0;
   for (let i = 0; i < samples.length; i++) {
+    ts += deltas[i] ?? 0;
+    if (ts < from || ts > to) continue;
+    used++;
     const dt = i + 1 < deltas.length ? deltas[i + 1] : avg;
     selfUs.set(samples[i], (selfUs.get(samples[i]) ?? 0) + Math.max(0, dt));
   }
@@ -113,7 +128,8 @@ export function summarizeCpuProfile(file: string, repoRoot: string, topN = 20): 
   return {
     file,
     durationMs: durationUs / 1000,
-    samples: samples.length,
+    samples: used,
+    windowed,
     idlePct: (100 * idleUs) / totalUs,
     byCategory: [...cats.entries()].sort((a, b) => b[1] - a[1])
       .map(([category, us]) => ({ category, ms: us / 1000, pct: (100 * us) / totalUs })),

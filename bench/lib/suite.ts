@@ -43,6 +43,9 @@ export interface MeasuredRun {
   /** 1-minute load average just before the job (noise indicator: other work on the machine). */
   readonly loadAvgBefore: number;
   readonly wallSec: number;
+  /** fio start/end on the monotonic clock, microseconds (same clock as V8 .cpuprofile timestamps). */
+  readonly startMonoUs: number;
+  readonly endMonoUs: number;
 }
 
 export interface FioOverrides {
@@ -125,11 +128,15 @@ export class SuiteContext {
       rampSec: o.rampSec ?? this.config.rampSec,
       outFile,
     });
-    const wallSec = Number(process.hrtime.bigint() - t0) / 1e9;
+    const t1 = process.hrtime.bigint();
+    const wallSec = Number(t1 - t0) / 1e9;
     const cpu1 = treeCpuSeconds(server.pid);
     const after = server.exited();
     if (after) throw new Error(`${server.label} ${after} during ${w.id} (log: ${server.logFile})`);
-    return { fio, serverCpuPct: (100 * (cpu1 - cpu0)) / wallSec, loadAvgBefore, wallSec };
+    return {
+      fio, serverCpuPct: (100 * (cpu1 - cpu0)) / wallSec, loadAvgBefore, wallSec,
+      startMonoUs: Number(t0 / 1000n), endMonoUs: Number(t1 / 1000n),
+    };
   }
 
   /** Save extra raw data (JSON) next to the fio output; returns the path. */

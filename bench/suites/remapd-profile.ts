@@ -35,7 +35,10 @@ export const remapdProfileSuite: Suite = {
       ctx.setupError('remapd exited without writing a .cpuprofile');
       return { markdown: `### remapd CPU profile (rand read 4K QD32)\n\nNo profile written (remapd did not exit normally on SIGTERM).` };
     }
-    const sum = summarizeCpuProfile(files[0], ctx.config.repoRoot, 20);
+    // only the measured part of the fio job: skip startup, the ramp, and shutdown
+    const sum = summarizeCpuProfile(files[0], ctx.config.repoRoot, 20, {
+      fromUs: run.startMonoUs + ctx.config.rampSec * 1e6 + 200_000, toUs: run.endMonoUs - 200_000,
+    });
     const busy = 100 - sum.idlePct;
     const md = [
       '### remapd CPU profile (rand read 4K QD32)',
@@ -43,8 +46,8 @@ export const remapdProfileSuite: Suite = {
       `Run ${new Date().toISOString()}${ctx.config.quick ? ' (QUICK MODE)' : ''}: \`node --cpu-prof --cpu-prof-interval=250\` on remapd's main` +
       ` thread while fio ran ${ctx.config.runtimeSec} s + ${ctx.config.rampSec} s ramp; under profiling remapd did` +
       ` ${fmt(run.fio.main.iops)} IOPS (${fmt(run.fio.main.mbps, 1)} MB/s, p99 ${fmt(run.fio.main.clatP99Us)} µs),` +
-      ` server CPU ${fmt(run.serverCpuPct)}% of a core (incl. libuv threadpool). Profile covers ${fmt(sum.durationMs / 1000, 1)} s` +
-      ` (${fmt(sum.samples)} samples, incl. startup and shutdown); main thread busy ${fmt(busy, 1)}%, idle ${fmt(sum.idlePct, 1)}%.`,
+      ` server CPU ${fmt(run.serverCpuPct)}% of a core (incl. libuv threadpool). Summary covers ${fmt(sum.durationMs / 1000, 1)} s` +
+      ` (${fmt(sum.samples)} samples, ${sum.windowed ? 'the measured part of the fio job only' : 'whole profile incl. startup and shutdown'}); main thread busy ${fmt(busy, 1)}%, idle ${fmt(sum.idlePct, 1)}%.`,
       '',
       'Where the main thread\'s time goes, by category (% of profile):',
       '',
