@@ -5,10 +5,17 @@
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { serveCommand } from './commands/serve';
+import { statusCommand } from './commands/status';
+import { faultsCommand, listCommand, remapCommand, unremapCommand } from './commands/remap';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const commands: CommandModule<any, any>[] = [
   serveCommand,
+  statusCommand,
+  remapCommand,
+  unremapCommand,
+  listCommand,
+  faultsCommand,
 ];
 
 export async function main(argv: string[]): Promise<void> {

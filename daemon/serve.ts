@@ -1,7 +1,7 @@
 /**
  * The serve lifecycle: open the devices, listen, run until SIGTERM/SIGINT, then drain, flush and exit.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { BlockDevice } from '../protocol/block-device';
@@ -9,6 +9,13 @@ import { NbdServer, ServerStartError } from '../protocol/server';
 import type { Backend } from '../remap/backend';
 import { openBackend } from '../remap/file-backend';
 import { PassthroughDevice } from '../remap/passthrough-device';
+import { RemapDevice } from '../remap/remap-device';
+import { FaultRules } from '../remap/faults';
+import { FaultInjectingBackend } from '../remap/fault-backend';
+import { MetadataStore } from '../metadata/store';
+import { identityFromBackend } from '../metadata/fingerprint';
+import { ControlServer } from './control-server';
+import { registerDeviceCommands } from './control-commands';
 import { isLoopback, parseListenAddress } from './listen-address';
 import { SingleExportCatalog } from './single-export';
 
@@ -21,6 +28,14 @@ export interface ServeOptions {
   readonly handshakeTimeoutSec: number;
   readonly maxConnections: number;
   readonly socketMode: number;
+  /** Spare device holding the metadata and remapped blocks; without it main is served as is. */
+  readonly spare?: string;
+  /** JSON fault-injection rules applied to every reader and writer of the main device. */
+  readonly faults?: string;
+  /** Control socket path (status, remap, unremap, list, faults …). */
+  readonly control?: string;
+  /** Extra attempts after a failed read of a main block. */
+  readonly readRetries?: number;
   /** Listening sockets passed by systemd (socket activation); served in addition to socket/listen. */
   readonly listenFds?: readonly number[];
 }
@@ -30,16 +45,51 @@ export class UsageError extends Error {}
 export interface RunningDaemon {
   readonly server: NbdServer;
   readonly device: BlockDevice;
+  /** The remapping device, when a spare is configured. */
+  readonly remap: RemapDevice | undefined;
+  readonly control: ControlServer | undefined;
+  /** Called on stop, before the devices close (scanner, metrics …). */
+  readonly beforeStop: (() => Promise<void>)[];
+  /** The fault rules in force (undefined without --faults). */
+  faultRules(): FaultRules | undefined;
+  /** Be told when `remapd faults FILE` reloads the rules (the scanner worker needs them). */
+  onFaultRules(listener: (rules: FaultRules) => void): void;
   /** Resolves when the daemon has stopped. */
   readonly stopped: Promise<void>;
   stop(reason: string): Promise<void>;
 }
 
 export async function startDaemon(opts: ServeOptions, log: Logger): Promise<RunningDaemon> {
+  const faultListeners: ((rules: FaultRules) => void)[] = [];
   const backends: Backend[] = [];
-  const main = await openBackend(opts.main, { readOnly: opts.readOnly });
-  backends.push(main);
-  const device: BlockDevice = new PassthroughDevice(main, { readOnly: opts.readOnly });
+  const rawMain = await openBackend(opts.main, { readOnly: opts.readOnly });
+  backends.push(rawMain);
+  let faultRules: FaultRules | undefined;
+  let main: Backend = rawMain;
+  let store: MetadataStore | undefined;
+  let remap: RemapDevice | undefined;
+  let device: BlockDevice;
+  try {
+    if (opts.faults) {
+      faultRules = FaultRules.parse(readFileSync(opts.faults, 'utf8'), opts.faults);
+      main = new FaultInjectingBackend(rawMain, faultRules);
+      log.warn({ faults: opts.faults, rules: faultRules.rules.length }, 'fault injection is active on the main device');
+    }
+    if (opts.spare) {
+      const spare = await openBackend(opts.spare, { readOnly: opts.readOnly });
+      backends.push(spare);
+      store = await MetadataStore.open(spare, identityFromBackend(rawMain));
+      remap = new RemapDevice(main, spare, store, { logger: log, readOnly: opts.readOnly, readRetries: opts.readRetries });
+      device = remap;
+      log.info({ spare: spare.path, setup: store.setupUuid, ...remap.status().remaps, pending: remap.status().pending.count }, 'remap table loaded');
+    } else {
+      device = new PassthroughDevice(main, { readOnly: opts.readOnly });
+    }
+  } catch (err) {
+    await store?.close().catch(() => undefined);
+    for (const b of backends) await b.close().catch(() => undefined);
+    throw err;
+  }
 
   const catalog = new SingleExportCatalog(opts.exportName, device, opts.readOnly);
   const server = new NbdServer({
@@ -50,7 +100,31 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
   });
 
   const endpoints: string[] = [];
+  let control: ControlServer | undefined;
   try {
+    if (opts.control) {
+      control = new ControlServer(log);
+      registerDeviceCommands(control, {
+        device,
+        remap,
+        server,
+        store,
+        main: rawMain.path,
+        exportName: opts.exportName,
+        setFaults: (text: string, source: string) => {
+          if (!(main instanceof FaultInjectingBackend)) {
+            throw new Error('fault injection was not enabled at start (serve --faults FILE)');
+          }
+          const rules = FaultRules.parse(text, source);
+          main.setRules(rules);
+          faultRules = rules;
+          for (const l of faultListeners) l(rules);
+          log.warn({ source, rules: rules.rules.length }, 'fault rules reloaded');
+          return rules.rules.length;
+        },
+      });
+      await control.listen(opts.control, opts.socketMode);
+    }
     for (const fd of opts.listenFds ?? []) {
       await server.listenFd(fd);
       endpoints.push(`fd:${fd}`);
@@ -70,6 +144,8 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     }
   } catch (err) {
     await server.shutdown(0);
+    await control?.close();
+    await store?.close().catch(() => undefined);
     for (const b of backends) await b.close().catch(() => undefined);
     throw err;
   }
@@ -79,6 +155,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     'remapd serving',
   );
 
+  const beforeStop: (() => Promise<void>)[] = [];
   let stopping: Promise<void> | undefined;
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((r) => (resolveStopped = r));
@@ -87,18 +164,21 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     stopping = (async () => {
       log.info({ reason }, 'shutting down');
       await server.shutdown();
+      for (const f of beforeStop) await f().catch((err) => log.error({ err }, 'stop hook failed'));
+      await control?.close();
       try {
         await device.flush();
       } catch (err) {
         log.error({ err }, 'final flush failed');
       }
+      await store?.close().catch((err) => log.error({ err }, 'closing the metadata failed'));
       for (const b of backends) await b.close().catch((err) => log.error({ err }, 'close failed'));
       log.info('stopped');
       resolveStopped();
     })();
     return stopping;
   };
-  return { server, device, stopped, stop };
+  return { server, device, remap, control, beforeStop, stopped, stop, faultRules: () => faultRules, onFaultRules: (l) => faultListeners.push(l) };
 }
 
 export { ServerStartError };

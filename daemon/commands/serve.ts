@@ -3,6 +3,7 @@ import { createLogger, LOG_LEVELS } from '../logger';
 import { startDaemon, ServerStartError } from '../serve';
 import { applyConfigFile, ConfigFileError } from '../config-file';
 import { Systemd, activationFds } from '../systemd';
+import { defaultControlPath } from '../control-protocol';
 
 interface ServeArgs {
   main?: string;
@@ -15,6 +16,10 @@ interface ServeArgs {
   'socket-mode': string;
   'log-level': string;
   config?: string;
+  spare?: string;
+  faults?: string;
+  control?: string;
+  'read-retries': number;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -31,14 +36,20 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('max-connections', { type: 'number', default: 4096, describe: 'Connections accepted at once' })
       .option('socket-mode', { type: 'string', default: '0600', describe: 'Mode of the Unix socket (octal)' })
       .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info' })
+      .option('spare', { type: 'string', describe: 'Spare device holding the remap metadata (remapd create first); without it main is served as is' })
+      .option('control', { type: 'string', describe: 'Control socket [default: beside the NBD socket, <name>.ctl]' })
+      .option('faults', { type: 'string', describe: 'Fault-injection rules (JSON) applied to the main device, for tests and demos' })
+      .option('read-retries', { type: 'number', default: 3, describe: 'Extra attempts after a failed read of a main block' })
       .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
         if (!(Number.isInteger(a['max-connections']) && a['max-connections'] > 0)) throw new Error('--max-connections must be a positive integer');
+        if (!(Number.isInteger(a['read-retries']) && a['read-retries'] >= 0 && a['read-retries'] <= 100)) throw new Error('--read-retries must be an integer from 0 to 100');
         if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
         return true;
       })
       .example('$0 serve --main /dev/sdb --socket /run/remapd/sdb.sock', 'serve a disk on a Unix socket')
+      .example('$0 serve --main /dev/sdb --spare /dev/sdc --socket /run/remapd/sdb.sock', 'serve a failing disk, remapping bad blocks to a spare')
       .example('$0 serve --main disk.img --listen 127.0.0.1:10809', 'serve an image over TCP on loopback'),
   handler: async (argv) => {
     let a: typeof argv;
@@ -71,6 +82,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           handshakeTimeoutSec: a['handshake-timeout'],
           maxConnections: a['max-connections'],
           socketMode: parseInt(a['socket-mode'], 8),
+          spare: a.spare,
+          faults: a.faults,
+          control: a.control ?? defaultControlPath(socket, a.export),
+          readRetries: a['read-retries'],
         },
         log,
       );

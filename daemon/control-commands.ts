@@ -1,0 +1,117 @@
+/**
+ * Control-socket commands about the device: status, list, remap, unremap, faults.
+ * Other parts (the scanner, metrics) add their own commands and status sections.
+ */
+import type { BlockDevice } from '../protocol/block-device';
+import type { NbdServer } from '../protocol/server';
+import type { MetadataStore } from '../metadata/store';
+import type { RemapDevice } from '../remap/remap-device';
+import { blockSpan, parseRange } from '../remap/units';
+import { ControlError, type ControlServer } from './control-server';
+
+export interface DeviceCommandContext {
+  readonly device: BlockDevice;
+  readonly remap: RemapDevice | undefined;
+  readonly server: NbdServer;
+  readonly store: MetadataStore | undefined;
+  readonly main: string;
+  readonly exportName: string;
+  /** Replace the fault rules; returns the number of rules. */
+  readonly setFaults: (text: string, source: string) => number;
+}
+
+/** Extra sections of `remapd status`, by name (e.g. "scan", "health"). */
+export const statusSections = new Map<string, () => unknown>();
+
+const startedAt = Date.now();
+
+function requireRemap(ctx: DeviceCommandContext): RemapDevice {
+  if (!ctx.remap) throw new ControlError('this daemon runs without a spare (serve --spare PATH): nothing can be remapped');
+  return ctx.remap;
+}
+
+function rangeArg(args: Record<string, unknown>): { offset: number; length: number } {
+  if (typeof args.range !== 'string') throw new ControlError('missing range: OFFSET[+LENGTH]');
+  try {
+    return parseRange(args.range);
+  } catch (err) {
+    throw new ControlError((err as Error).message);
+  }
+}
+
+export function registerDeviceCommands(control: ControlServer, ctx: DeviceCommandContext): void {
+  control.register('ping', () => ({ pid: process.pid }));
+
+  control.register('status', () => {
+    const base = {
+      pid: process.pid,
+      uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+      export: ctx.exportName,
+      main: ctx.main,
+      size: ctx.device.size,
+      connections: ctx.server.connectionCount,
+      spare: null as unknown,
+      setupUuid: ctx.store?.setupUuid ?? null,
+    };
+    const out: Record<string, unknown> = { ...base };
+    if (ctx.remap) {
+      const s = ctx.remap.status();
+      out.spare = { path: ctx.remap.spare.path, ...s.spare };
+      out.blockSize = s.blockSize;
+      out.remaps = s.remaps;
+      out.pending = s.pending;
+      out.counters = s.counters;
+    } else {
+      out.remaps = { total: 0, byReason: {} };
+      out.pending = { count: 0, offsets: [] };
+    }
+    for (const [name, fn] of statusSections) out[name] = fn();
+    return out;
+  });
+
+  control.register('list', () => {
+    const remap = requireRemap(ctx);
+    return { blockSize: remap.remapBlockSize, remaps: remap.entries(), pending: remap.status().pending };
+  });
+
+  control.register('remap', async (args) => {
+    const remap = requireRemap(ctx);
+    const { offset, length } = rangeArg(args);
+    if (offset + length > remap.size) throw new ControlError(`range ends past the device (${remap.size} bytes)`);
+    const [first, last] = blockSpan(offset, length, remap.remapBlockSize);
+    const results: Record<string, number[]> = {};
+    for (let b = first; b <= last; b++) {
+      const r = await remap.moveToSpare(b, 'manual');
+      (results[r] ??= []).push(b * remap.remapBlockSize);
+      if (r === 'spare-full') break;
+    }
+    return { blockSize: remap.remapBlockSize, results };
+  });
+
+  control.register('unremap', async (args) => {
+    const remap = requireRemap(ctx);
+    const { offset, length } = rangeArg(args);
+    if (offset + length > remap.size) throw new ControlError(`range ends past the device (${remap.size} bytes)`);
+    const [first, last] = blockSpan(offset, length, remap.remapBlockSize);
+    const results: Record<string, number[]> = {};
+    for (let b = first; b <= last; b++) {
+      let r: string;
+      try {
+        r = await remap.moveToMain(b);
+      } catch (err) {
+        throw new ControlError(`${(err as Error).message}${Object.keys(results).length ? `; done before: ${JSON.stringify(results)}` : ''}`);
+      }
+      (results[r] ??= []).push(b * remap.remapBlockSize);
+    }
+    return { blockSize: remap.remapBlockSize, results };
+  });
+
+  control.register('faults', (args) => {
+    if (typeof args.text !== 'string') throw new ControlError('missing the rules (text)');
+    try {
+      return { rules: ctx.setFaults(args.text, typeof args.source === 'string' ? args.source : 'control socket') };
+    } catch (err) {
+      throw new ControlError((err as Error).message);
+    }
+  });
+}

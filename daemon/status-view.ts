@@ -1,0 +1,34 @@
+/** The human view of `remapd status`. */
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+export function formatStatus(s: Record<string, any>): string {
+  const lines: string[] = [];
+  lines.push(`export      ${s.export} (${bytes(s.size)}) from ${s.main}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
+  lines.push(`clients     ${s.connections} connected`);
+  if (s.health) lines.push(`health      ${s.health.score}/100 (${s.health.label})`);
+  if (s.spare) {
+    const sp = s.spare;
+    const flag = sp.exhausted ? '  ** SPARE EXHAUSTED **' : sp.low ? '  ** spare running low **' : '';
+    lines.push(`spare       ${sp.path}: ${sp.used} of ${sp.dataBlocks} blocks used (${sp.usedPercent}%), ${sp.free} free${flag}`);
+    const reasons = Object.entries(s.remaps.byReason ?? {}).map(([k, v]) => `${k} ${v}`).join(', ');
+    lines.push(`remaps      ${s.remaps.total}${reasons ? ` (${reasons})` : ''}, block size ${s.blockSize}`);
+    lines.push(`pending     ${s.pending.count}${s.pending.count ? ` at ${s.pending.offsets.slice(0, 8).join(', ')}${s.pending.count > 8 ? ', …' : ''}` : ''}`);
+  } else {
+    lines.push('spare       none (passthrough)');
+  }
+  if (s.scan) {
+    const sc = s.scan;
+    lines.push(`scan        ${sc.state}, ${typeof sc.progress === 'number' ? (sc.progress * (sc.progress <= 1 ? 100 : 1)).toFixed(1) + '%' : ''} passes ${sc.passesCompleted ?? 0}, last full ${sc.lastFullScanAt ? new Date(sc.lastFullScanAt).toISOString() : 'never'}`);
+  }
+  if (s.io) lines.push(`io          ${JSON.stringify(s.io)}`);
+  return lines.join('\n') + '\n';
+}
