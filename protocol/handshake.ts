@@ -120,6 +120,9 @@ export class Handshake {
   /** The option that was too large to buffer: its payload is being skipped. */
   oversized(option: number, length: number): HandshakeStep {
     this.seen.push(optionName(option));
+    if (++this.optionCount > MAX_OPTIONS) {
+      return { next: 'drop', send: [], reason: `more than ${MAX_OPTIONS} options` };
+    }
     if (!this.fixedNewstyle || option === Opt.EXPORT_NAME) {
       return { next: 'drop', send: [], reason: `option ${optionName(option)} of ${length} bytes is too large` };
     }
