@@ -6,6 +6,7 @@ import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { serveCommand } from './commands/serve';
 import { statusCommand } from './commands/status';
+import { demoCommand } from './commands/demo';
 import { faultsCommand, listCommand, remapCommand, unremapCommand } from './commands/remap';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -16,6 +17,7 @@ const commands: CommandModule<any, any>[] = [
   unremapCommand,
   listCommand,
   faultsCommand,
+  demoCommand,
 ];
 
 export async function main(argv: string[]): Promise<void> {
