@@ -168,6 +168,10 @@ export class FaultRules {
   private readonly readIndex: IntervalIndex;
   private readonly writeIndex: IntervalIndex;
   private readonly remaining: Int32Array;
+  private readonly scratch: number[] = [];
+  private readonly collect = (k: number): void => {
+    this.scratch.push(k);
+  };
 
   private constructor(
     readonly rules: readonly FaultRule[],
@@ -240,8 +244,9 @@ export class FaultRules {
     const index = op === 'read' ? this.readIndex : this.writeIndex;
     const end = offset + length;
     // Collect candidates (usually zero or one).
-    const hits: number[] = [];
-    index.query(offset, end, (k) => hits.push(k));
+    const hits = this.scratch; // match() is synchronous: one scratch array per instance is safe
+    hits.length = 0;
+    index.query(offset, end, this.collect);
     if (hits.length === 0) return result;
     const overlapStart = (k: number): number => Math.max(index.starts[k], offset);
     if (hits.length > 1) {
