@@ -76,6 +76,7 @@ export class ConfigFileError extends Error {
     message: string,
   ) {
     super(`${file}: ${message}`);
+    this.name = 'ConfigFileError';
   }
 }
 
