@@ -1,0 +1,81 @@
+/**
+ * Wires the health scanner into a running daemon: creates it on the RemapDevice, registers the
+ * scan.* control commands, forwards fault-rule reloads to the worker, stops it before the devices close.
+ *
+ *   scan.status            → ScanStatus
+ *   scan.start / pause / resume
+ *   scan.set {rate?: bytes/s | "512M", interval?: ms | "7d"}
+ *   scan.loopdelay {reset?} → main-thread event-loop delay (ms percentiles)
+ *   scan.crash             → test hook, only with REMAPD_TEST_HOOKS=1
+ */
+import type { Logger } from 'pino';
+import { parseSize } from '../remap/units';
+import type { FaultRules } from '../remap/faults';
+import type { ScanSettings } from './config';
+import { parseDuration } from './duration';
+import { LoopDelayMonitor } from './loop-delay';
+import { HealthScanner, type ScanDevice } from './scanner';
+
+interface ControlLike {
+  register(cmd: string, handler: (args: Record<string, unknown>) => unknown): void;
+}
+
+/** The parts of daemon/serve.ts's RunningDaemon the scanner uses. */
+export interface DaemonHooks {
+  readonly control: ControlLike | undefined;
+  readonly beforeStop: (() => Promise<void>)[];
+  faultRules(): FaultRules | undefined;
+  onFaultRules(listener: (rules: FaultRules) => void): void;
+}
+
+function rateArg(v: unknown): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'number') return v;
+  if (typeof v === 'string') return parseSize(v);
+  throw new Error('rate: expected bytes/s or a size like 512M');
+}
+
+function intervalArg(v: unknown): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'number') return v;
+  if (typeof v === 'string') return parseDuration(v);
+  throw new Error('interval: expected ms or a duration like 7d');
+}
+
+export function attachScanner(
+  daemon: DaemonHooks,
+  device: ScanDevice,
+  o: { mainPath: string; logger: Logger; settings?: Partial<ScanSettings> },
+): HealthScanner {
+  const scanner = new HealthScanner(device, {
+    mainPath: o.mainPath,
+    logger: o.logger,
+    settings: o.settings,
+    faults: daemon.faultRules()?.toShared() ?? null,
+  });
+  const loop = new LoopDelayMonitor();
+  daemon.onFaultRules((rules) => scanner.setFaultRules(rules.toShared()));
+  const c = daemon.control;
+  if (c) {
+    c.register('scan.status', () => scanner.status());
+    c.register('scan.start', () => scanner.start());
+    c.register('scan.pause', () => scanner.pause());
+    c.register('scan.resume', () => scanner.resume());
+    c.register('scan.set', (args) => scanner.set({ rate: rateArg(args.rate), intervalMs: intervalArg(args.interval) }));
+    c.register('scan.loopdelay', (args) => loop.read(args.reset === true));
+    if (process.env.REMAPD_TEST_HOOKS === '1') {
+      c.register('scan.crash', () => {
+        scanner.crashWorker();
+        return { crashed: true };
+      });
+    }
+  }
+  daemon.beforeStop.push(async () => {
+    loop.close();
+    await scanner.close();
+  });
+  scanner.begin();
+  const s = scanner.status();
+  o.logger.info({ rate: s.rate, interval: s.interval, cursorOffset: s.cursorOffset, passesCompleted: s.passesCompleted, state: s.state }, 'health scanner started');
+  return scanner;
+}

@@ -1,0 +1,54 @@
+/** Scanner settings and their defaults (rationale in docs/HEALTH.md). */
+
+export const MiB = 1024 * 1024;
+
+export interface ScanSettings {
+  /** Bytes per second the scan may read when the device is idle (token bucket). */
+  rate: number;
+  /** Time from the end of one full pass to the start of the next, ms. */
+  intervalMs: number;
+  /** Bytes per read. */
+  chunkBytes: number;
+  /** A chunk (or a single block) read taking at least this long is slow. */
+  slowMs: number;
+  /** … at least this long is very slow (a block confirmed very slow twice is migrated at once). */
+  verySlowMs: number;
+  /** A block slow in this many consecutive passes is migrated ('scan-slow'). */
+  slowPasses: number;
+  /** Extra attempts after a failed block read (the I/O path's default). */
+  readRetries: number;
+  /** How often the parent samples client I/O to decide the back-off, ms. */
+  sampleMs: number;
+  /** Client requests per second above which the scan pauses (below it, and above 0, it slows to 1/4). */
+  busyRequestsPerSec: number;
+  /** How often progress is persisted to the metadata, ms. */
+  persistEveryMs: number;
+}
+
+export const DEFAULT_SCAN_SETTINGS: Readonly<ScanSettings> = Object.freeze({
+  rate: 64 * MiB,
+  intervalMs: 7 * 86_400_000,
+  chunkBytes: 1 * MiB,
+  slowMs: 50,
+  verySlowMs: 200,
+  slowPasses: 2,
+  readRetries: 3,
+  sampleMs: 250,
+  busyRequestsPerSec: 200,
+  persistEveryMs: 5000,
+});
+
+/** Fraction of `rate` the scan may use given client requests/s seen in the last sample. */
+export function backoffFactor(requestsPerSec: number, busyRequestsPerSec: number): number {
+  if (requestsPerSec <= 0) return 1;
+  if (requestsPerSec < busyRequestsPerSec) return 0.25;
+  return 0;
+}
+
+export type ReadClass = 'ok' | 'slow' | 'very-slow';
+
+export function classifyLatency(ms: number, s: Pick<ScanSettings, 'slowMs' | 'verySlowMs'>): ReadClass {
+  if (ms >= s.verySlowMs) return 'very-slow';
+  if (ms >= s.slowMs) return 'slow';
+  return 'ok';
+}

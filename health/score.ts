@@ -1,0 +1,66 @@
+/**
+ * Health score 0–100 (higher is better) and its label. Formula (docs/HEALTH.md §Score):
+ *
+ *   100
+ *   − min(60, 15 × unreadable)     blocks pending (unreadable, data lost until rewritten)
+ *   − min(30,  3 × errorRemaps)    blocks remapped after read/write errors or flaky reads
+ *   − min(15,  1 × slow)           slow blocks (migrated 'scan-slow' + slow ones seen and not migrated)
+ *   − spare penalty                40 exhausted, 20 at ≥ 90 % used, 10 at ≥ 75 %, 5 at ≥ 50 %
+ *   − 10 when the trend is worse   the last complete pass found more new bad blocks than the one before
+ *
+ * clamped to [0, 100]. Labels: ≥ 90 healthy, ≥ 70 degraded, ≥ 40 failing, else critical.
+ */
+
+export type HealthLabel = 'healthy' | 'degraded' | 'failing' | 'critical';
+
+export interface ScoreInputs {
+  /** Pending (unreadable) blocks. */
+  unreadable: number;
+  /** Remaps with reasons read-error, write-error, scan-flaky, scan-error, spare-error. */
+  errorRemaps: number;
+  /** Remaps with reason scan-slow plus slow blocks seen and not migrated. */
+  slow: number;
+  spareUsedPercent: number;
+  spareExhausted: boolean;
+  /** New bad blocks (failed, flaky, slow) found by each completed pass, oldest first. */
+  recentPasses: readonly number[];
+}
+
+export interface Score {
+  score: number;
+  label: HealthLabel;
+  /** Points taken off, by cause (for status and the log). */
+  penalties: Record<string, number>;
+  trend: 'better' | 'same' | 'worse' | 'unknown';
+}
+
+export function trendOf(recent: readonly number[]): Score['trend'] {
+  if (recent.length < 2) return 'unknown';
+  const last = recent[recent.length - 1];
+  const prev = recent[recent.length - 2];
+  return last > prev ? 'worse' : last < prev ? 'better' : 'same';
+}
+
+export function labelOf(score: number): HealthLabel {
+  if (score >= 90) return 'healthy';
+  if (score >= 70) return 'degraded';
+  if (score >= 40) return 'failing';
+  return 'critical';
+}
+
+export function healthScore(i: ScoreInputs): Score {
+  const penalties: Record<string, number> = {};
+  const add = (name: string, points: number): void => {
+    if (points > 0) penalties[name] = points;
+  };
+  add('unreadable', Math.min(60, 15 * Math.max(0, i.unreadable)));
+  add('errorRemaps', Math.min(30, 3 * Math.max(0, i.errorRemaps)));
+  add('slow', Math.min(15, Math.max(0, i.slow)));
+  add('spare', i.spareExhausted ? 40 : i.spareUsedPercent >= 90 ? 20 : i.spareUsedPercent >= 75 ? 10 : i.spareUsedPercent >= 50 ? 5 : 0);
+  const trend = trendOf(i.recentPasses);
+  if (trend === 'worse') add('trend', 10);
+  let score = 100;
+  for (const p of Object.values(penalties)) score -= p;
+  score = Math.max(0, Math.min(100, Math.round(score)));
+  return { score, label: labelOf(score), penalties, trend };
+}
