@@ -30,7 +30,7 @@ export function parseListenAddress(text: string, defaultPort = NBD_DEFAULT_PORT)
   if (portText !== undefined) {
     if (!/^\d+$/.test(portText)) throw new Error(`--listen '${text}': port must be a number`);
     port = Number(portText);
-    if (port < 1 || port > 65535) throw new Error(`--listen '${text}': port ${port} is out of range`);
+    if (port < 0 || port > 65535) throw new Error(`--listen '${text}': port ${port} is out of range`);
   }
   return { host, port };
 }

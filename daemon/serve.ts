@@ -15,7 +15,8 @@ import { FaultInjectingBackend } from '../remap/fault-backend';
 import { MetadataStore } from '../metadata/store';
 import { identityFromBackend } from '../metadata/fingerprint';
 import { ControlServer } from './control-server';
-import { registerDeviceCommands } from './control-commands';
+import { registerDeviceCommands, statusSections } from './control-commands';
+import { Metrics } from './metrics';
 import { isLoopback, parseListenAddress } from './listen-address';
 import { SingleExportCatalog } from './single-export';
 
@@ -34,6 +35,10 @@ export interface ServeOptions {
   readonly faults?: string;
   /** Control socket path (status, remap, unremap, list, faults …). */
   readonly control?: string;
+  /** Serve Prometheus metrics on HOST:PORT. */
+  readonly metrics?: string;
+  /** Bytes of requests and replies in flight per connection before reading pauses. */
+  readonly maxOutstandingBytes?: number;
   /** Extra attempts after a failed read of a main block. */
   readonly readRetries?: number;
   /** Listening sockets passed by systemd (socket activation); served in addition to socket/listen. */
@@ -92,11 +97,29 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
   }
 
   const catalog = new SingleExportCatalog(opts.exportName, device, opts.readOnly);
-  const server = new NbdServer({
+  // eslint-disable-next-line prefer-const
+  let server: NbdServer;
+  const metrics = new Metrics({
+    connections: () => server.connectionCount,
+    remaps: remap
+      ? () => {
+          const s = remap!.status();
+          return { total: s.remaps.total, byReason: s.remaps.byReason, pending: s.pending.count, spareUsed: s.spare.used, spareFree: s.spare.free, spareBlocks: s.spare.dataBlocks, exhausted: s.spare.exhausted };
+        }
+      : undefined,
+    health: () => (statusSections.get('health')?.() as { score: number } | undefined),
+    scan: () => (statusSections.get('scan')?.() as { progress: number; passesCompleted: number } | undefined),
+  });
+  statusSections.set('io', () => metrics.totals());
+  server = new NbdServer({
+    onRequestDone: metrics.onRequestDone,
     catalog,
     logger: log,
     maxConnections: opts.maxConnections,
-    limits: { handshakeTimeoutMs: opts.handshakeTimeoutSec * 1000 },
+    limits: {
+      handshakeTimeoutMs: opts.handshakeTimeoutSec * 1000,
+      ...(opts.maxOutstandingBytes ? { maxOutstandingBytes: opts.maxOutstandingBytes } : {}),
+    },
   });
 
   const endpoints: string[] = [];
@@ -129,6 +152,11 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       await server.listenFd(fd);
       endpoints.push(`fd:${fd}`);
     }
+    if (opts.metrics) {
+      const addr = parseListenAddress(opts.metrics, 9810);
+      const port = await metrics.listen(addr.host, addr.port, log);
+      endpoints.push(`metrics:http://${addr.host}:${port}/metrics`);
+    }
     if (opts.socket) {
       mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o755 });
       await server.listenUnix(opts.socket, opts.socketMode);
@@ -145,6 +173,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
   } catch (err) {
     await server.shutdown(0);
     await control?.close();
+    await metrics.close();
     await store?.close().catch(() => undefined);
     for (const b of backends) await b.close().catch(() => undefined);
     throw err;
@@ -166,6 +195,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       await server.shutdown();
       for (const f of beforeStop) await f().catch((err) => log.error({ err }, 'stop hook failed'));
       await control?.close();
+      await metrics.close();
       try {
         await device.flush();
       } catch (err) {

@@ -4,6 +4,7 @@ import { startDaemon, ServerStartError } from '../serve';
 import { applyConfigFile, ConfigFileError } from '../config-file';
 import { Systemd, activationFds } from '../systemd';
 import { defaultControlPath } from '../control-protocol';
+import { parseSize } from '../../remap/units';
 
 interface ServeArgs {
   main?: string;
@@ -20,6 +21,8 @@ interface ServeArgs {
   faults?: string;
   control?: string;
   'read-retries': number;
+  metrics?: string;
+  'max-outstanding-bytes': string;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -39,11 +42,20 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('spare', { type: 'string', describe: 'Spare device holding the remap metadata (remapd create first); without it main is served as is' })
       .option('control', { type: 'string', describe: 'Control socket [default: beside the NBD socket, <name>.ctl]' })
       .option('faults', { type: 'string', describe: 'Fault-injection rules (JSON) applied to the main device, for tests and demos' })
+      .option('metrics', { type: 'string', describe: 'Serve Prometheus metrics at http://HOST:PORT/metrics (port 9810 if omitted)' })
+      .option('max-outstanding-bytes', { type: 'string', default: '64M', describe: 'Request and reply bytes in flight per connection before reading pauses' })
       .option('read-retries', { type: 'number', default: 3, describe: 'Extra attempts after a failed read of a main block' })
       .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
         if (!(Number.isInteger(a['max-connections']) && a['max-connections'] > 0)) throw new Error('--max-connections must be a positive integer');
+        let outstanding: number;
+        try {
+          outstanding = parseSize(a['max-outstanding-bytes']);
+        } catch (err) {
+          throw new Error(`--max-outstanding-bytes: ${(err as Error).message}`);
+        }
+        if (outstanding < 1024 * 1024) throw new Error('--max-outstanding-bytes must be at least 1M');
         if (!(Number.isInteger(a['read-retries']) && a['read-retries'] >= 0 && a['read-retries'] <= 100)) throw new Error('--read-retries must be an integer from 0 to 100');
         if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
         return true;
@@ -86,6 +98,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           faults: a.faults,
           control: a.control ?? defaultControlPath(socket, a.export),
           readRetries: a['read-retries'],
+          metrics: a.metrics,
+          maxOutstandingBytes: parseSize(a['max-outstanding-bytes']),
         },
         log,
       );

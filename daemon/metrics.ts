@@ -1,0 +1,108 @@
+/**
+ * Prometheus metrics (prom-client), served over HTTP at /metrics when `serve --metrics HOST:PORT` is given.
+ * Request counters and latency histograms are fed by the protocol layer; device-level values (remaps,
+ * spare, health, scan) are read at scrape time from providers.
+ */
+import http from 'node:http';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { CMD_NAMES, type NbdErrnoName } from '../protocol/constants';
+
+export interface MetricSources {
+  connections(): number;
+  remaps?(): { total: number; byReason: Record<string, number>; pending: number; spareUsed: number; spareFree: number; spareBlocks: number; exhausted: boolean };
+  health?(): { score: number } | undefined;
+  scan?(): { progress: number; passesCompleted: number } | undefined;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'cmd' | 'result'>;
+  private readonly bytes: Counter<'cmd'>;
+  private readonly latency: Histogram<'cmd'>;
+  private readonly perCmd = new Map<number, { requests: number; errors: number; bytes: number }>();
+  private server: http.Server | undefined;
+
+  constructor(sources: MetricSources) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'remapd_process_' });
+    this.requests = new Counter({ name: 'remapd_requests_total', help: 'NBD requests completed, by command and result (ok or errno)', labelNames: ['cmd', 'result'], registers: [r] });
+    this.bytes = new Counter({ name: 'remapd_bytes_total', help: 'Payload bytes of completed READ and WRITE requests', labelNames: ['cmd'], registers: [r] });
+    this.latency = new Histogram({
+      name: 'remapd_request_duration_seconds',
+      help: 'Time from dispatch to reply, by command',
+      labelNames: ['cmd'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [r],
+    });
+    new Gauge({ name: 'remapd_connections', help: 'Open NBD connections', registers: [r], collect() { this.set(sources.connections()); } });
+    if (sources.remaps) {
+      const get = sources.remaps;
+      new Gauge({ name: 'remapd_remaps', help: 'Remapped blocks, by reason', labelNames: ['reason'], registers: [r], collect() {
+        this.reset();
+        const s = get();
+        for (const [reason, n] of Object.entries(s.byReason)) this.set({ reason }, n);
+      } });
+      new Gauge({ name: 'remapd_remaps_total', help: 'Remapped blocks in all', registers: [r], collect() { this.set(get().total); } });
+      new Gauge({ name: 'remapd_pending_blocks', help: 'Unreadable blocks waiting for a write', registers: [r], collect() { this.set(get().pending); } });
+      new Gauge({ name: 'remapd_spare_blocks_used', help: 'Spare data blocks in use', registers: [r], collect() { this.set(get().spareUsed); } });
+      new Gauge({ name: 'remapd_spare_blocks_free', help: 'Spare data blocks free', registers: [r], collect() { this.set(get().spareFree); } });
+      new Gauge({ name: 'remapd_spare_exhausted', help: '1 when a remap failed for lack of spare space', registers: [r], collect() { this.set(get().exhausted ? 1 : 0); } });
+    }
+    if (sources.health) {
+      const get = sources.health;
+      new Gauge({ name: 'remapd_health_score', help: 'Health score of the main device, 0 (dead) to 100', registers: [r], collect() { const h = get(); if (h) this.set(h.score); } });
+    }
+    if (sources.scan) {
+      const get = sources.scan;
+      new Gauge({ name: 'remapd_scan_progress_ratio', help: 'Progress of the current scan pass, 0 to 1', registers: [r], collect() { const s = get(); if (s) this.set(s.progress); } });
+      new Gauge({ name: 'remapd_scan_passes_completed', help: 'Full scan passes completed', registers: [r], collect() { const s = get(); if (s) this.set(s.passesCompleted); } });
+    }
+  }
+
+  /** Hook for the protocol layer: one call per completed request. */
+  readonly onRequestDone = (type: number, bytes: number, ms: number, error: NbdErrnoName | undefined): void => {
+    const cmd = CMD_NAMES[type] ?? String(type);
+    this.requests.inc({ cmd, result: error ?? 'ok' });
+    if (bytes) this.bytes.inc({ cmd }, bytes);
+    this.latency.observe({ cmd }, ms / 1000);
+    let c = this.perCmd.get(type);
+    if (!c) this.perCmd.set(type, (c = { requests: 0, errors: 0, bytes: 0 }));
+    c.requests++;
+    if (error) c.errors++;
+    c.bytes += bytes;
+  };
+
+  /** Totals by command, for `remapd status`. */
+  totals(): Record<string, { requests: number; errors: number; bytes: number }> {
+    const out: Record<string, { requests: number; errors: number; bytes: number }> = {};
+    for (const [type, c] of this.perCmd) out[CMD_NAMES[type] ?? String(type)] = { ...c };
+    return out;
+  }
+
+  async listen(host: string, port: number, log: Logger): Promise<number> {
+    this.server = http.createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
+        res.writeHead(404).end('not found: try /metrics\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { 'Content-Type': this.registry.contentType }).end(text),
+        (err: Error) => {
+          log.error({ err }, 'metrics collection failed');
+          res.writeHead(500).end('error\n');
+        },
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen({ host, port }, () => resolve());
+    });
+    const addr = this.server.address();
+    return typeof addr === 'object' && addr ? addr.port : port;
+  }
+
+  async close(): Promise<void> {
+    if (this.server) await new Promise<void>((r) => this.server!.close(() => r()));
+  }
+}
