@@ -339,6 +339,11 @@ for (const sectorSize of [512, 4096]) {
     const ro = await openBackend(dev, { readOnly: true });
     tt.equal(ro.size, 32 * MiB);
     await ro.close();
+
+    // exclusive: O_EXCL claims the device; a second exclusive open is EBUSY.
+    const ex = await openBackend(dev, { exclusive: true });
+    await expectBackendError(tt, openBackend(dev, { exclusive: true }), 'EBUSY', 0, 'second exclusive open');
+    await ex.close();
   });
 }
 
