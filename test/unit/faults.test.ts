@@ -142,7 +142,8 @@ t.test('count is shared with a worker thread (atomic under contention)', async (
   await worker.terminate();
   tt.comment(`main thread saw ${mainFailures} failures, worker ${workerFailures}`);
   tt.equal(mainFailures + workerFailures, 5000, 'exactly count failures across both threads');
-  tt.ok(workerFailures > 0, 'the worker drew from the shared budget');
+  // Unshared counters would give 10,000 here (5000 per thread). How the 5000 split between the
+  // threads depends on scheduling, so only the sum is asserted.
   tt.equal(rules.remainingCount(0), 0);
 });
 
