@@ -17,6 +17,7 @@ import { identityFromBackend } from '../metadata/fingerprint';
 import { ControlServer } from './control-server';
 import { registerDeviceCommands, statusSections } from './control-commands';
 import { Metrics } from './metrics';
+import { loadTlsSettings, type TlsFlags } from './tls-config';
 import { isLoopback, parseListenAddress } from './listen-address';
 import { SingleExportCatalog } from './single-export';
 
@@ -35,6 +36,8 @@ export interface ServeOptions {
   readonly faults?: string;
   /** Control socket path (status, remap, unremap, list, faults …). */
   readonly control?: string;
+  /** TLS mode and credentials (NBD_OPT_STARTTLS). */
+  readonly tls?: TlsFlags;
   /** Serve Prometheus metrics on HOST:PORT. */
   readonly metrics?: string;
   /** Bytes of requests and replies in flight per connection before reading pauses. */
@@ -111,7 +114,9 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     scan: () => (statusSections.get('scan')?.() as { progress: number; passesCompleted: number } | undefined),
   });
   statusSections.set('io', () => metrics.totals());
+  const tls = opts.tls ? loadTlsSettings(opts.tls) : undefined;
   server = new NbdServer({
+    tls,
     onRequestDone: metrics.onRequestDone,
     catalog,
     logger: log,
@@ -166,8 +171,8 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       const addr = parseListenAddress(opts.listen);
       const bound = await server.listenTcp(addr.host, addr.port);
       endpoints.push(`tcp:${addr.host}:${bound.port}`);
-      if (!isLoopback(addr.host)) {
-        log.warn({ listen: opts.listen }, 'listening on a non-loopback address without TLS: anyone who can reach it can read and overwrite the disk');
+      if (!isLoopback(addr.host) && tls?.mode !== 'require') {
+        log.warn({ listen: opts.listen }, 'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT --tls require: anyone who can reach it can read and overwrite the disk');
       }
     }
   } catch (err) {

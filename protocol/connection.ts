@@ -7,10 +7,11 @@
  * `drop(reason)`, which logs one line and destroys this socket only.
  */
 import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { CMD_NAMES, Cmd, CmdFlag, NbdErrno, REQUEST_HEADER_SIZE, SIMPLE_REPLY_SIZE, type NbdErrnoName } from './constants';
 import { DeviceError, type BlockDevice, type ExportCatalog } from './block-device';
-import { Handshake, SERVER_HANDSHAKE_FLAGS, optionName, type HandshakeStep, type Session } from './handshake';
+import { Handshake, SERVER_HANDSHAKE_FLAGS, optionName, type HandshakeStep, type Session, type TlsMode } from './handshake';
 import type { ClientMessage, RequestMessage, StatusDescriptor } from './messages';
 import { ClientParser } from './parser';
 import {
@@ -45,8 +46,19 @@ export interface ConnectionContext {
   readonly logger: Logger;
   readonly limits: ConnectionLimits;
   readonly isShuttingDown: () => boolean;
+  readonly tls?: TlsServerSettings;
   /** Called for every completed request (metrics). */
   readonly onRequestDone?: (type: number, bytes: number, ms: number, error: NbdErrnoName | undefined) => void;
+}
+
+/** What a connection needs to run STARTTLS. */
+export interface TlsServerSettings {
+  readonly mode: TlsMode;
+  readonly secureContext: SecureContext;
+  /** Ask for and verify a client certificate against the CA. */
+  readonly verifyPeer: boolean;
+  /** TLS-PSK: the key for an identity, or null to refuse it. */
+  readonly pskCallback?: (socket: TLSSocket, identity: string) => Buffer | null;
 }
 
 type Phase = 'handshake' | 'transmission' | 'closing' | 'closed';
@@ -70,12 +82,12 @@ export class Connection {
   readonly stats = { requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 };
 
   constructor(
-    private readonly socket: Socket,
+    private socket: Socket,
     private readonly ctx: ConnectionContext,
   ) {
     this.log = ctx.logger.child({ conn: ctx.id });
     this.trace = this.log.isLevelEnabled('debug');
-    this.handshake = new Handshake(ctx.catalog, { shuttingDown: ctx.isShuttingDown });
+    this.handshake = new Handshake(ctx.catalog, { shuttingDown: ctx.isShuttingDown, tls: ctx.tls?.mode });
     this.parser = new ClientParser((m) => this.onMessage(m));
     this.closedPromise = new Promise((r) => (this.resolveClosed = r));
   }
@@ -90,22 +102,53 @@ export class Connection {
   }
 
   start(): void {
-    const s = this.socket;
-    s.setNoDelay?.(true);
-    s.on('data', (chunk: Buffer) => this.onData(chunk));
-    s.on('error', (err) => this.drop(`socket error: ${err.message}`, 'debug'));
-    s.on('close', () => this.onClose());
-    s.on('drain', () => this.maybeResume());
-    s.on('end', () => {
-      if (this.phase === 'handshake') this.drop('client closed during handshake', 'debug');
-      else this.beginClose();
-    });
+    this.socket.setNoDelay?.(true);
+    this.attach(this.socket);
     this.handshakeTimer = setTimeout(
       () => this.drop(`handshake not finished within ${this.ctx.limits.handshakeTimeoutMs} ms`),
       this.ctx.limits.handshakeTimeoutMs,
     );
     this.handshakeTimer.unref();
     this.send(encodeGreeting(SERVER_HANDSHAKE_FLAGS));
+  }
+
+  private attach(s: Socket): void {
+    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    s.on('error', (err) => this.drop(`socket error: ${err.message}`, s instanceof TLSSocket && this.phase === 'handshake' ? 'warn' : 'debug'));
+    s.on('close', () => this.onClose());
+    s.on('drain', () => this.maybeResume());
+    s.on('end', () => {
+      if (this.phase === 'handshake') this.drop('client closed during handshake', 'debug');
+      else this.beginClose();
+    });
+  }
+
+  /**
+   * NBD_OPT_STARTTLS was acknowledged: run the TLS handshake on this socket, then continue option
+   * haggling inside TLS with a clean slate. Bytes the client sent early (its ClientHello) are handed
+   * to the TLS layer.
+   */
+  private startTls(): void {
+    const tls = this.ctx.tls!;
+    const raw = this.socket;
+    this.parser.pause();
+    const early = this.parser.takeBuffered();
+    for (const ev of ['data', 'end', 'drain', 'error', 'close']) raw.removeAllListeners(ev);
+    if (early.length) raw.unshift(early);
+    const secure = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: tls.secureContext,
+      requestCert: tls.verifyPeer,
+      rejectUnauthorized: tls.verifyPeer,
+      ...(tls.pskCallback ? { pskCallback: tls.pskCallback } : {}),
+    } as ConstructorParameters<typeof TLSSocket>[1]);
+    this.socket = secure;
+    this.attach(secure);
+    secure.once('secure', () => {
+      this.handshake.tlsEstablished();
+      this.log.debug({ protocol: secure.getProtocol(), cipher: secure.getCipher()?.name, peer: secure.authorized ? 'verified' : 'anonymous' }, 'TLS established');
+      this.parser.resume();
+    });
   }
 
   /** The server is stopping: refuse new work, finish what is in flight, then close. */
@@ -182,6 +225,9 @@ export class Connection {
       case 'transmission':
         this.enterTransmission(step.session);
         return;
+      case 'starttls':
+        this.startTls();
+        return;
     }
   }
 
@@ -206,6 +252,7 @@ export class Connection {
         metaContexts: [...session.metaContexts.values()],
         transmissionFlags: `0x${session.transmissionFlags.toString(16)}`,
         noZeroes: this.handshake.noZeroes,
+        tls: this.handshake.tls,
       },
       'client connected',
     );

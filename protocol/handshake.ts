@@ -37,6 +37,8 @@ export type HandshakeStep =
   | { readonly next: 'continue'; readonly send: Buffer[] }
   /** Send, then switch to transmission with this export. */
   | { readonly next: 'transmission'; readonly send: Buffer[]; readonly session: Session }
+  /** Send the ACK, then run the TLS handshake on the socket (NBD_OPT_STARTTLS). */
+  | { readonly next: 'starttls'; readonly send: Buffer[] }
   /** Send, then close politely (NBD_OPT_ABORT). */
   | { readonly next: 'abort'; readonly send: Buffer[] }
   /** Close without a reply (the protocol leaves no other choice). */
@@ -53,9 +55,13 @@ export interface Session {
   readonly options: readonly string[];
 }
 
+/** off: STARTTLS refused. on: TLS offered, plaintext allowed. require: nothing but STARTTLS/ABORT without TLS. */
+export type TlsMode = 'off' | 'on' | 'require';
+
 export interface HandshakeOptions {
   /** When true, every option is answered ERR_SHUTDOWN (the server is stopping). */
   readonly shuttingDown: () => boolean;
+  readonly tls?: TlsMode;
 }
 
 const OPTION_NAMES: Record<number, string> = {
@@ -95,6 +101,7 @@ export class Handshake {
   private metaContextExport: string | undefined;
   private optionCount = 0;
   private readonly seen: string[] = [];
+  private tlsActive = false;
 
   constructor(
     private readonly catalog: ExportCatalog,
@@ -107,6 +114,18 @@ export class Handshake {
     if ((flags & ~known) !== 0) return `unknown client flags 0x${flags.toString(16)}`;
     this.clientFlags = flags;
     return undefined;
+  }
+
+  /** TLS is now up: forget everything negotiated in plaintext, as the spec requires. */
+  tlsEstablished(): void {
+    this.tlsActive = true;
+    this.structured = false;
+    this.metaContexts = new Map();
+    this.metaContextExport = undefined;
+  }
+
+  get tls(): boolean {
+    return this.tlsActive;
   }
 
   get noZeroes(): boolean {
@@ -139,6 +158,12 @@ export class Handshake {
       // Without fixed newstyle there are no option replies; the only way to refuse is to hang up.
       return { next: 'drop', send: [], reason: `option ${optionName(option)} without fixed newstyle` };
     }
+    const tlsMode = this.opts.tls ?? 'off';
+    if (tlsMode === 'require' && !this.tlsActive && option !== Opt.STARTTLS && option !== Opt.ABORT) {
+      // FORCEDTLS: nothing is negotiated in plaintext.
+      if (option === Opt.EXPORT_NAME) return { next: 'drop', send: [], reason: 'EXPORT_NAME without TLS on a TLS-only server' };
+      return this.error(option, Rep.ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+    }
     if (this.opts.shuttingDown() && option !== Opt.ABORT) {
       if (option === Opt.EXPORT_NAME) return { next: 'drop', send: [], reason: 'server shutting down' };
       return { next: 'continue', send: [encodeOptionError(option, Rep.ERR_SHUTDOWN, 'server is shutting down')] };
@@ -162,7 +187,10 @@ export class Handshake {
       case Opt.SET_META_CONTEXT:
         return this.metaContext(option, data);
       case Opt.STARTTLS:
-        return this.error(option, Rep.ERR_POLICY, 'TLS is not enabled on this server');
+        if (tlsMode === 'off') return this.error(option, Rep.ERR_UNSUP, 'TLS is not enabled on this server');
+        if (data.length !== 0) return this.error(option, Rep.ERR_INVALID, 'STARTTLS takes no data');
+        if (this.tlsActive) return this.error(option, Rep.ERR_INVALID, 'TLS is already active');
+        return { next: 'starttls', send: [encodeOptionReply(option, Rep.ACK)] };
       default:
         return this.error(option, Rep.ERR_UNSUP, `option ${optionName(option)} is not supported`);
     }

@@ -41,6 +41,11 @@ export class ClientParser {
     return this.queue.length;
   }
 
+  /** Remove and return every byte received but not parsed (used when TLS takes over the stream). */
+  takeBuffered(): Buffer {
+    return this.queue.take(this.queue.length);
+  }
+
   setPhase(phase: ParserPhase): void {
     this.phase = phase;
   }

@@ -6,7 +6,7 @@ import { existsSync, lstatSync, unlinkSync, chmodSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ExportCatalog } from './block-device';
-import { Connection, DEFAULT_LIMITS, type ConnectionContext, type ConnectionLimits } from './connection';
+import { Connection, DEFAULT_LIMITS, type ConnectionContext, type ConnectionLimits, type TlsServerSettings } from './connection';
 
 export interface NbdServerOptions {
   readonly catalog: ExportCatalog;
@@ -15,6 +15,7 @@ export interface NbdServerOptions {
   /** Connections beyond this are closed at once. */
   readonly maxConnections?: number;
   readonly onRequestDone?: ConnectionContext['onRequestDone'];
+  readonly tls?: TlsServerSettings;
 }
 
 export class ServerStartError extends Error {}
@@ -139,6 +140,7 @@ export class NbdServer {
       logger: this.opts.logger,
       limits: this.limits,
       isShuttingDown: () => this.stopping,
+      tls: this.opts.tls,
       onRequestDone: this.opts.onRequestDone,
     });
     this.connections.add(conn);

@@ -23,6 +23,10 @@ interface ServeArgs {
   'read-retries': number;
   metrics?: string;
   'max-outstanding-bytes': string;
+  tls: string;
+  'tls-certificates'?: string;
+  'tls-verify-peer': boolean;
+  'tls-psk'?: string;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -42,6 +46,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('spare', { type: 'string', describe: 'Spare device holding the remap metadata (remapd create first); without it main is served as is' })
       .option('control', { type: 'string', describe: 'Control socket [default: beside the NBD socket, <name>.ctl]' })
       .option('faults', { type: 'string', describe: 'Fault-injection rules (JSON) applied to the main device, for tests and demos' })
+      .option('tls', { type: 'string', choices: ['off', 'on', 'require'], default: 'off', describe: 'TLS via NBD_OPT_STARTTLS: off, on (offered), require (nothing without TLS)' })
+      .option('tls-certificates', { type: 'string', describe: 'Directory with ca-cert.pem, server-cert.pem, server-key.pem' })
+      .option('tls-verify-peer', { type: 'boolean', default: false, describe: 'Require client certificates signed by ca-cert.pem' })
+      .option('tls-psk', { type: 'string', describe: 'TLS-PSK key file: identity:hexkey lines (psktool format)' })
       .option('metrics', { type: 'string', describe: 'Serve Prometheus metrics at http://HOST:PORT/metrics (port 9810 if omitted)' })
       .option('max-outstanding-bytes', { type: 'string', default: '64M', describe: 'Request and reply bytes in flight per connection before reading pauses' })
       .option('read-retries', { type: 'number', default: 3, describe: 'Extra attempts after a failed read of a main block' })
@@ -99,6 +107,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           control: a.control ?? defaultControlPath(socket, a.export),
           readRetries: a['read-retries'],
           metrics: a.metrics,
+          tls: { mode: a.tls as 'off' | 'on' | 'require', certificates: a['tls-certificates'], verifyPeer: a['tls-verify-peer'], psk: a['tls-psk'] },
           maxOutstandingBytes: parseSize(a['max-outstanding-bytes']),
         },
         log,
