@@ -289,9 +289,12 @@ export function runCodecFuzzInWorker(opts: CodecFuzzOptions & { hangMs?: number 
   const shared = new SharedArrayBuffer(8 + SHARED_INPUT_BYTES);
   const progress = new Int32Array(shared, 0, 2);
   const hangMs = opts.hangMs ?? 10_000;
+  Atomics.store(progress, 0, -1); // not started yet: start-up time is not a hang
   return new Promise((resolve, reject) => {
     const worker = new Worker(join(__dirname, 'codec-worker.js'), {
       workerData: { ...opts, shared },
+      // no inherited loaders/instrumentation (e.g. tap's): the worker runs plain compiled JS
+      execArgv: [],
       resourceLimits: { maxOldGenerationSizeMb: 1024 },
     });
     let last = -1;
@@ -299,7 +302,7 @@ export function runCodecFuzzInWorker(opts: CodecFuzzOptions & { hangMs?: number 
     let settled = false;
     const timer = setInterval(() => {
       const now = Atomics.load(progress, 0);
-      if (now !== last) {
+      if (now !== last || now === -1) {
         last = now;
         lastChange = Date.now();
         return;
