@@ -7,6 +7,7 @@ import type { CommandModule } from 'yargs';
 import { serveCommand } from './commands/serve';
 import { statusCommand } from './commands/status';
 import { demoCommand } from './commands/demo';
+import { assembleCommand } from './commands/assemble';
 import { faultsCommand, listCommand, remapCommand, unremapCommand } from './commands/remap';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -18,6 +19,7 @@ const commands: CommandModule<any, any>[] = [
   listCommand,
   faultsCommand,
   demoCommand,
+  assembleCommand,
 ];
 
 export async function main(argv: string[]): Promise<void> {

@@ -138,6 +138,19 @@ function stableIdsFor(devicePath: string, sysDir: string, diskDir: string): Bloc
       if (us >= 0) ids.serial = body.slice(us + 1);
     }
   }
+  if (!ids.serial) {
+    // A loop device has no serial; its backing file (device and inode, not its path) identifies it
+    // across detach/attach in any order.
+    const backing = readSysfs(path.join(sysDir, 'loop', 'backing_file'));
+    if (backing) {
+      try {
+        const st = fs.statSync(backing.trim());
+        ids.serial = `loop-backing:${st.dev}:${st.ino}`;
+      } catch {
+        /* backing file gone (deleted): no stable id */
+      }
+    }
+  }
   const out: { serial?: string; wwn?: string } = {};
   if (ids.serial) out.serial = ids.serial;
   if (ids.wwn) out.wwn = ids.wwn;
