@@ -9,7 +9,10 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
-import { CMD_NAMES, Cmd, CmdFlag, NbdErrno, REQUEST_HEADER_SIZE, SIMPLE_REPLY_SIZE, type NbdErrnoName } from './constants';
+import { CMD_NAMES, Cmd, CmdFlag, NbdErrno, REQUEST_HEADER_SIZE, SIMPLE_REPLY_SIZE, StateFlag, type NbdErrnoName } from './constants';
+
+/** Structured READs at least this long report holes as OFFSET_HOLE chunks. */
+const HOLE_REPLY_MIN = 64 * 1024;
 import { DeviceError, type BlockDevice, type ExportCatalog } from './block-device';
 import { Handshake, SERVER_HANDSHAKE_FLAGS, optionName, type HandshakeStep, type Session, type TlsMode } from './handshake';
 import type { ClientMessage, RequestMessage, StatusDescriptor } from './messages';
@@ -19,6 +22,7 @@ import {
   encodeBlockStatusChunk,
   encodeErrorChunk,
   encodeGreeting,
+  encodeOffsetHole,
   encodeSimpleReply,
   writeOffsetDataHeader,
   writeSimpleReplyHeader,
@@ -358,9 +362,56 @@ export class Connection {
       return;
     }
     const buf = Buffer.allocUnsafe(READ_CHUNK_HEADER_SIZE + req.length);
-    await dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE);
+    // For larger reads, ask for the allocation map at the same time: holes go out as OFFSET_HOLE
+    // chunks (no zero bytes on the wire). DF asks for a single chunk, so it gets plain data.
+    const wantHoles = req.length >= HOLE_REPLY_MIN && (req.flags & CmdFlag.DF) === 0 && dev.capabilities.extents;
+    if (wantHoles) {
+      const [, extents] = await Promise.all([
+        dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE),
+        dev.extents(req.offset, req.length).catch(() => undefined),
+      ]);
+      if (extents && extents.some((e) => e.flags & StateFlag.HOLE)) {
+        this.sendReadChunks(req, buf, extents);
+        return;
+      }
+    } else {
+      await dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE);
+    }
     writeOffsetDataHeader(buf, 0, true, req.cookieHi, req.cookieLo, req.offset, req.length);
     this.send(buf);
+  }
+
+  /** A READ reply as OFFSET_DATA and OFFSET_HOLE chunks following the extents; the last one is DONE. */
+  private sendReadChunks(req: RequestMessage, buf: Buffer, extents: readonly { length: number; flags: number }[]): void {
+    const pieces: { at: number; length: number; hole: boolean }[] = [];
+    let at = 0;
+    for (const e of extents) {
+      if (at >= req.length) break;
+      const length = Math.min(e.length, req.length - at);
+      const hole = (e.flags & StateFlag.HOLE) !== 0;
+      const last = pieces[pieces.length - 1];
+      if (last && last.hole === hole) last.length += length;
+      else pieces.push({ at, length, hole });
+      at += length;
+    }
+    if (at < req.length) {
+      const last = pieces[pieces.length - 1];
+      if (last && !last.hole) last.length += req.length - at;
+      else pieces.push({ at, length: req.length - at, hole: false });
+    }
+    this.socket.cork();
+    pieces.forEach((p, i) => {
+      const done = i === pieces.length - 1;
+      if (p.hole) {
+        this.send(encodeOffsetHole(done, req.cookieHi, req.cookieLo, req.offset + p.at, p.length));
+      } else {
+        const header = Buffer.allocUnsafe(READ_CHUNK_HEADER_SIZE);
+        writeOffsetDataHeader(header, 0, done, req.cookieHi, req.cookieLo, req.offset + p.at, p.length);
+        this.send(header);
+        this.send(buf.subarray(READ_CHUNK_HEADER_SIZE + p.at, READ_CHUNK_HEADER_SIZE + p.at + p.length));
+      }
+    });
+    this.socket.uncork();
   }
 
   private async blockStatus(req: RequestMessage, session: Session): Promise<void> {
