@@ -5,6 +5,9 @@
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { serveCommand } from './commands/serve';
+import { createCommand } from './commands/create';
+import { checkCommand } from './commands/check';
+import { dumpCommand } from './commands/dump';
 import { statusCommand } from './commands/status';
 import { demoCommand } from './commands/demo';
 import { assembleCommand } from './commands/assemble';
@@ -13,6 +16,9 @@ import { faultsCommand, listCommand, remapCommand, unremapCommand } from './comm
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const commands: CommandModule<any, any>[] = [
   serveCommand,
+  createCommand,
+  checkCommand,
+  dumpCommand,
   statusCommand,
   remapCommand,
   unremapCommand,
