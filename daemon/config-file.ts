@@ -64,6 +64,12 @@ export const CONFIG_SCHEMA = {
   control: path,
   faults: path,
   metrics: str,
+  maxOutstandingBytes: str,
+  readRetries: { expect: 'an integer from 0 to 100', check: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 100 ? undefined : 'x') },
+  tls: oneOf(['off', 'on', 'require']),
+  tlsCertificates: path,
+  tlsVerifyPeer: bool,
+  tlsPsk: path,
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_SCHEMA;

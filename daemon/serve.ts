@@ -36,6 +36,8 @@ export interface ServeOptions {
   readonly faults?: string;
   /** Control socket path (status, remap, unremap, list, faults …). */
   readonly control?: string;
+  /** The control path was not chosen by the user: failing to create it is a warning, not an error. */
+  readonly controlIsDefault?: boolean;
   /** TLS mode and credentials (NBD_OPT_STARTTLS). */
   readonly tls?: TlsFlags;
   /** Serve Prometheus metrics on HOST:PORT. */
@@ -151,7 +153,16 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
           return rules.rules.length;
         },
       });
-      await control.listen(opts.control, opts.socketMode);
+      try {
+        mkdirSync(dirname(opts.control), { recursive: true, mode: 0o755 });
+        await control.listen(opts.control, opts.socketMode);
+        endpoints.push(`control:${opts.control}`);
+      } catch (err) {
+        if (!opts.controlIsDefault) throw err;
+        // The default place is a convenience: a daemon that can serve should not fail over it.
+        log.warn({ control: opts.control, err: (err as Error).message }, 'control socket unavailable; status and remap commands will not work');
+        control = undefined;
+      }
     }
     for (const fd of opts.listenFds ?? []) {
       await server.listenFd(fd);

@@ -105,6 +105,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           spare: a.spare,
           faults: a.faults,
           control: a.control ?? defaultControlPath(socket, a.export),
+          controlIsDefault: a.control === undefined,
           readRetries: a['read-retries'],
           metrics: a.metrics,
           tls: { mode: a.tls as 'off' | 'on' | 'require', certificates: a['tls-certificates'], verifyPeer: a['tls-verify-peer'], psk: a['tls-psk'] },
