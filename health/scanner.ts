@@ -70,6 +70,8 @@ export interface ScanStatus {
   blocks: { slow: number; failed: number; flaky: number; migrated: number; pending: number };
   /** Byte offsets of blocks the scan could not read (still pending), at most 1000. */
   pendingOffsets: number[];
+  /** Byte offsets of slow blocks seen and not (yet) migrated, at most 1000. */
+  slowOffsets: number[];
   workerRestarts: number;
   blockSize: number;
 }
@@ -164,6 +166,7 @@ export class HealthScanner extends EventEmitter {
       this.clearWait();
       this.post({ type: 'stop', id: this.scanId });
       this.state = 'paused';
+      this.worker?.unref();
       this.log.info({ cursorOffset: this.cursor }, 'health scan paused');
       void this.persist();
     }
@@ -238,6 +241,7 @@ export class HealthScanner extends EventEmitter {
         pending: dev.pending.count,
       },
       pendingOffsets,
+      slowOffsets: [...this.slowHistory.keys()].filter((b) => !this.device.isRemapped(b)).sort((a, b) => a - b).slice(0, 1000).map((b) => b * this.device.remapBlockSize),
       workerRestarts: this.restarts,
       blockSize: this.device.remapBlockSize,
     };
@@ -267,6 +271,7 @@ export class HealthScanner extends EventEmitter {
   private run(): void {
     this.clearWait();
     this.state = 'running';
+    this.worker?.ref();
     this.scanId++;
     if (this.cursor === 0) this.passFindings = new Set();
     this.post({ type: 'scan', id: this.scanId, fromOffset: this.cursor });
@@ -275,6 +280,7 @@ export class HealthScanner extends EventEmitter {
   private wait(): void {
     this.clearWait();
     this.state = 'waiting';
+    this.worker?.unref();
     this.nextScanAt = this.lastFullScanAt + this.settings.intervalMs;
     const delay = Math.max(0, this.nextScanAt - Date.now());
     // setTimeout holds at most ~24.8 days; re-arm in steps.
@@ -301,7 +307,8 @@ export class HealthScanner extends EventEmitter {
     this.worker = w;
     this.workerReady = false;
     this.workerStartedAt = Date.now();
-    w.unref();
+    // Referenced only while a pass runs: a waiting or paused scanner never keeps the process alive.
+    if (this.state !== 'running') w.unref();
     w.on('message', (m: FromWorker) => this.onMessage(m));
     w.on('error', (err) => {
       if (this.worker !== w) return;
@@ -331,7 +338,6 @@ export class HealthScanner extends EventEmitter {
       this.log.warn({ restarts: this.restarts }, 'health scan worker restarted');
       if (this.state === 'running') this.run();
     }, delay);
-    this.restartTimer.unref();
   }
 
   private post(m: ToWorker): void {
