@@ -3,6 +3,8 @@
  * the bytes are contiguous and copies only when a message straddles chunks. discard() drops bytes that
  * have not arrived yet (used to skip payloads we refuse to buffer).
  */
+import { sharedPool, type Lease } from './buffer-pool';
+
 export class ByteQueue {
   private chunks: Buffer[] = [];
   /** Read position inside chunks[0]. */
@@ -62,8 +64,21 @@ export class ByteQueue {
     return out;
   }
 
-  private copyOut(at: number, n: number): Buffer {
-    const out = Buffer.allocUnsafe(n);
+  /**
+   * Like take(), but a straddling message is copied into a pooled buffer; the caller releases the
+   * lease once it is done with the bytes (a contiguous view needs no release).
+   */
+  takeLease(n: number): Lease {
+    const first = this.chunks[0];
+    if (n === 0 || this.head + n <= first.length) return { buf: this.take(n), release: () => undefined };
+    const lease = sharedPool.acquire(n);
+    this.copyOut(0, n, lease.buf);
+    this.consume(n);
+    return lease;
+  }
+
+  private copyOut(at: number, n: number, into?: Buffer): Buffer {
+    const out = into ?? Buffer.allocUnsafe(n);
     let written = 0;
     let skip = at;
     let pos = this.head;

@@ -13,6 +13,7 @@ import { CMD_NAMES, Cmd, CmdFlag, NbdErrno, REQUEST_HEADER_SIZE, SIMPLE_REPLY_SI
 
 /** Structured READs at least this long report holes as OFFSET_HOLE chunks. */
 const HOLE_REPLY_MIN = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
 import { DeviceError, type BlockDevice, type ExportCatalog } from './block-device';
 import { Handshake, SERVER_HANDSHAKE_FLAGS, optionName, type HandshakeStep, type Session, type TlsMode } from './handshake';
 import type { ClientMessage, RequestMessage, StatusDescriptor } from './messages';
@@ -28,6 +29,7 @@ import {
   writeSimpleReplyHeader,
 } from './serializer';
 import { validateRequest, type ValidationContext } from './validate';
+import { sharedPool } from './buffer-pool';
 
 export interface ConnectionLimits {
   /** Requests executing at once before reading pauses (the kernel sends at most 128). */
@@ -273,11 +275,13 @@ export class Connection {
     }
     this.stats.requests++;
     if (this.phase !== 'transmission' || this.ctx.isShuttingDown()) {
+      req.release?.();
       this.replyError(req, 'ESHUTDOWN', 'server is shutting down');
       return;
     }
     const invalid = validateRequest(req, this.validation!);
     if (invalid) {
+      req.release?.();
       if (this.trace) this.log.debug({ cmd: CMD_NAMES[req.type] ?? req.type, offset: req.offset, length: req.length, error: invalid }, 'rejected');
       this.replyError(req, invalid, `${CMD_NAMES[req.type] ?? `command ${req.type}`} rejected: ${invalid}`);
       return;
@@ -299,6 +303,7 @@ export class Connection {
   }
 
   private finished(req: RequestMessage, cost: number, started: number, errno: NbdErrnoName | undefined): void {
+    req.release?.();
     this.inFlight--;
     this.outstandingBytes -= cost;
     if (errno) this.stats.errors++;
@@ -355,13 +360,29 @@ export class Connection {
   private async read(req: RequestMessage, session: Session): Promise<void> {
     const dev = this.device!;
     if (!session.structuredReplies) {
-      const buf = Buffer.allocUnsafe(SIMPLE_REPLY_SIZE + req.length);
-      await dev.read(req.offset, req.length, buf, SIMPLE_REPLY_SIZE);
-      writeSimpleReplyHeader(buf, 0, 0, req.cookieHi, req.cookieLo);
-      this.send(buf);
+      const lease = sharedPool.acquire(SIMPLE_REPLY_SIZE + req.length);
+      try {
+        await dev.read(req.offset, req.length, lease.buf, SIMPLE_REPLY_SIZE);
+      } catch (err) {
+        lease.release();
+        throw err;
+      }
+      writeSimpleReplyHeader(lease.buf, 0, 0, req.cookieHi, req.cookieLo);
+      this.send(lease.buf, lease.release);
       return;
     }
-    const buf = Buffer.allocUnsafe(READ_CHUNK_HEADER_SIZE + req.length);
+    const lease = sharedPool.acquire(READ_CHUNK_HEADER_SIZE + req.length);
+    try {
+      await this.structuredRead(req, lease.buf);
+    } finally {
+      // Chunks are queued on the socket; release once they are written out.
+      if (this.socket.destroyed || this.phase === 'closed') lease.release();
+      else this.socket.write(EMPTY, () => lease.release());
+    }
+  }
+
+  private async structuredRead(req: RequestMessage, buf: Buffer): Promise<void> {
+    const dev = this.device!;
     // For larger reads, ask for the allocation map at the same time: holes go out as OFFSET_HOLE
     // chunks (no zero bytes on the wire). DF asks for a single chunk, so it gets plain data.
     const wantHoles = req.length >= HOLE_REPLY_MIN && (req.flags & CmdFlag.DF) === 0 && dev.capabilities.extents;
@@ -470,11 +491,30 @@ export class Connection {
     }
   }
 
-  private send(buf: Buffer): void {
-    if (this.phase === 'closed' || this.socket.destroyed) return;
-    this.socket.write(buf);
+  /**
+   * Queue bytes on the socket. Replies completed in the same event-loop turn go out in one write:
+   * the socket is corked on the first and uncorked in setImmediate.
+   */
+  private send(buf: Buffer, written?: () => void): void {
+    if (this.phase === 'closed' || this.socket.destroyed) {
+      written?.();
+      return;
+    }
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      setImmediate(this.uncork);
+    }
+    if (written) this.socket.write(buf, written);
+    else this.socket.write(buf);
     if (this.socket.writableLength > this.ctx.limits.maxOutstandingBytes) this.pauseReading();
   }
+
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
 
   private pauseReading(): void {
     if (this.readPaused) return;

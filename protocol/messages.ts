@@ -41,6 +41,8 @@ export interface RequestMessage {
   readonly length: number;
   /** WRITE payload; undefined for every other command. */
   readonly payload: Buffer | undefined;
+  /** Give the payload's buffer back to the pool once the request is finished with it. */
+  readonly release: (() => void) | undefined;
 }
 
 /** A byte stream that no longer follows the protocol: the connection must be dropped. */

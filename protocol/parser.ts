@@ -126,7 +126,7 @@ export class ClientParser {
         if (q.length < REQUEST_HEADER_SIZE + payloadLength) return undefined;
         const h = q.take(REQUEST_HEADER_SIZE);
         const offset = h.readUInt32BE(16) * TWO_POW_32 + h.readUInt32BE(20);
-        const payload = type === Cmd.WRITE ? q.take(payloadLength) : undefined;
+        const lease = type === Cmd.WRITE ? q.takeLease(payloadLength) : undefined;
         return {
           kind: 'request',
           flags: flagsType >>> 16,
@@ -135,7 +135,8 @@ export class ClientParser {
           cookieLo: h.readUInt32BE(12),
           offset,
           length,
-          payload,
+          payload: lease?.buf,
+          release: lease?.release,
         };
       }
       case 'closed':
