@@ -5,6 +5,7 @@
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { serveCommand } from './commands/serve';
+import { scanCommand } from './commands/scan';
 import { createCommand } from './commands/create';
 import { checkCommand } from './commands/check';
 import { dumpCommand } from './commands/dump';
@@ -16,6 +17,7 @@ import { faultsCommand, listCommand, remapCommand, unremapCommand } from './comm
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const commands: CommandModule<any, any>[] = [
   serveCommand,
+  scanCommand,
   createCommand,
   checkCommand,
   dumpCommand,

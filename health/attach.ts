@@ -45,7 +45,13 @@ function intervalArg(v: unknown): number | undefined {
 export function attachScanner(
   daemon: DaemonHooks,
   device: ScanDevice,
-  o: { mainPath: string; logger: Logger; settings?: Partial<ScanSettings> },
+  o: {
+    mainPath: string;
+    logger: Logger;
+    settings?: Partial<ScanSettings>;
+    /** `remapd status` sections (daemon/control-commands.ts statusSections): 'scan' and 'health' are added. */
+    sections?: Map<string, () => unknown>;
+  },
 ): HealthScanner {
   const scanner = new HealthScanner(device, {
     mainPath: o.mainPath,
@@ -69,6 +75,16 @@ export function attachScanner(
         return { crashed: true };
       });
     }
+  }
+  if (o.sections) {
+    o.sections.set('scan', () => {
+      const s = scanner.status();
+      return { state: s.state, progress: s.progress, cursorOffset: s.cursorOffset, rate: s.rate, interval: s.interval, passesCompleted: s.passesCompleted, lastFullScanAt: s.lastFullScanAt, blocks: s.blocks };
+    });
+    o.sections.set('health', () => {
+      const s = scanner.status();
+      return { score: s.score, label: s.label, trend: s.trend, penalties: s.penalties };
+    });
   }
   daemon.beforeStop.push(async () => {
     loop.close();

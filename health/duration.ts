@@ -18,9 +18,9 @@ export function parseDuration(text: string): number {
   return Math.round(ms);
 }
 
-/** The largest unit that divides exactly: 604800000 → "7d", 90000 → "90s". */
+/** The largest unit (up to days) that divides exactly: 604800000 → "7d", 90000 → "90s". */
 export function formatDuration(ms: number): string {
-  for (const u of ['w', 'd', 'h', 'm', 's'] as const) {
+  for (const u of ['d', 'h', 'm', 's'] as const) {
     if (ms >= UNIT_MS[u] && ms % UNIT_MS[u] === 0) return `${ms / UNIT_MS[u]}${u}`;
   }
   return `${ms}ms`;

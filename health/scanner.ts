@@ -49,7 +49,10 @@ export interface ScanStatus {
   state: ScanStateName;
   /** While running: 'none', 'slowed' (client I/O, 1/4 rate) or 'held' (busy clients, no scan reads). */
   throttle: 'none' | 'slowed' | 'held';
+  /** Fraction of the current pass done, 0 to 1. */
   progress: number;
+  /** The same in percent, for people. */
+  progressPercent: number;
   cursorOffset: number;
   size: number;
   /** Configured rate, bytes/s (0 = unlimited). */
@@ -219,7 +222,8 @@ export class HealthScanner extends EventEmitter {
     return {
       state: this.state,
       throttle: this.factor === 1 ? 'none' : this.factor === 0 ? 'held' : 'slowed',
-      progress: this.device.size > 0 ? +((100 * this.cursor) / this.device.size).toFixed(2) : 100,
+      progress: this.device.size > 0 ? +(this.cursor / this.device.size).toFixed(4) : 1,
+      progressPercent: this.device.size > 0 ? +((100 * this.cursor) / this.device.size).toFixed(2) : 100,
       cursorOffset: this.cursor,
       size: this.device.size,
       rate: this.settings.rate,

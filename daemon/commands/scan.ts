@@ -39,7 +39,7 @@ function bar(pct: number, width: number): string {
 export function formatStatus(s: ScanStatus): string {
   const lines = [
     `state:       ${s.state}${s.state === 'running' && s.throttle !== 'none' ? ` (${s.throttle}: client I/O)` : ''}`,
-    `progress:    ${s.progress.toFixed(1)}%  (${human(s.cursorOffset)} of ${human(s.size)})`,
+    `progress:    ${s.progressPercent.toFixed(1)}%  (${human(s.cursorOffset)} of ${human(s.size)})`,
     `rate:        ${s.rate === 0 ? 'unlimited' : `${human(s.rate)}/s`} configured, ${human(s.currentRate)}/s now`,
     `interval:    ${s.interval}${s.nextScanAt ? `  (next pass ${s.nextScanAt})` : ''}`,
     `passes:      ${s.passesCompleted}  (last full scan: ${s.lastFullScanAt ?? 'never'})`,
@@ -52,9 +52,9 @@ export function formatStatus(s: ScanStatus): string {
 }
 
 function progressLine(s: ScanStatus, width: number): string {
-  const tail = ` ${s.progress.toFixed(1).padStart(5)}% ${human(s.currentRate)}/s ${s.state}${s.throttle !== 'none' && s.state === 'running' ? `/${s.throttle}` : ''} ${s.label} ${s.score}`;
+  const tail = ` ${s.progressPercent.toFixed(1).padStart(5)}% ${human(s.currentRate)}/s ${s.state}${s.throttle !== 'none' && s.state === 'running' ? `/${s.throttle}` : ''} ${s.label} ${s.score}`;
   const barWidth = Math.max(10, Math.min(50, width - tail.length - 2));
-  return bar(s.progress, barWidth) + tail;
+  return bar(s.progressPercent, barWidth) + tail;
 }
 
 async function watch(path: string, a: ScanArgs): Promise<void> {

@@ -5,6 +5,9 @@ import { applyConfigFile, ConfigFileError } from '../config-file';
 import { Systemd, activationFds } from '../systemd';
 import { defaultControlPath } from '../control-protocol';
 import { parseSize } from '../../remap/units';
+import { attachScanner } from '../../health/attach';
+import { parseDuration } from '../../health/duration';
+import { statusSections } from '../control-commands';
 
 interface ServeArgs {
   main?: string;
@@ -27,6 +30,9 @@ interface ServeArgs {
   'tls-certificates'?: string;
   'tls-verify-peer': boolean;
   'tls-psk'?: string;
+  scan?: boolean;
+  'scan-rate'?: string;
+  'scan-interval'?: string;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -53,6 +59,9 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('metrics', { type: 'string', describe: 'Serve Prometheus metrics at http://HOST:PORT/metrics (port 9810 if omitted)' })
       .option('max-outstanding-bytes', { type: 'string', default: '64M', describe: 'Request and reply bytes in flight per connection before reading pauses' })
       .option('read-retries', { type: 'number', default: 3, describe: 'Extra attempts after a failed read of a main block' })
+      .option('scan', { type: 'boolean', describe: 'Background health scan of the main device (--no-scan to disable) [default: on with --spare, unless --read-only]' })
+      .option('scan-rate', { type: 'string', describe: 'Health scan read rate, bytes/s with K/M/G suffix; 0 = unlimited [default: 64M]' })
+      .option('scan-interval', { type: 'string', describe: 'Time between full health scan passes: 30s, 15m, 12h, 7d [default: 7d]' })
       .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
@@ -66,6 +75,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         if (outstanding < 1024 * 1024) throw new Error('--max-outstanding-bytes must be at least 1M');
         if (!(Number.isInteger(a['read-retries']) && a['read-retries'] >= 0 && a['read-retries'] <= 100)) throw new Error('--read-retries must be an integer from 0 to 100');
         if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
+        if (a['scan-rate'] !== undefined) parseSize(a['scan-rate']);
+        if (a['scan-interval'] !== undefined) parseDuration(a['scan-interval']);
         return true;
       })
       .example('$0 serve --main /dev/sdb --socket /run/remapd/sdb.sock', 'serve a disk on a Unix socket')
@@ -120,6 +131,19 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       await systemd.status(`cannot start: ${msg}`);
       await systemd.flush();
       process.exit(1);
+    }
+    if (daemon.remap && (a.scan ?? !a['read-only'])) {
+      attachScanner(daemon, daemon.remap, {
+        mainPath: a.main,
+        logger: log,
+        sections: statusSections,
+        settings: {
+          ...(a['scan-rate'] !== undefined ? { rate: parseSize(a['scan-rate']) } : {}),
+          ...(a['scan-interval'] !== undefined ? { intervalMs: parseDuration(a['scan-interval']) } : {}),
+        },
+      });
+    } else if (a.scan && !daemon.remap) {
+      log.warn('--scan needs --spare (found blocks are migrated to it); health scan disabled');
     }
     const onSignal = (sig: NodeJS.Signals) => {
       void systemd.stopping(`stopping (${sig})`);

@@ -20,7 +20,7 @@ t.test('parseDuration / formatDuration', async (t) => {
   t.equal(parseDuration('90'), 90_000, 'bare number = seconds');
   t.equal(parseDuration(' 2D '), 172_800_000, 'case and blanks');
   for (const bad of ['', 'd', '7x', '-1s', '7 days', '1e3s']) t.throws(() => parseDuration(bad), bad);
-  t.equal(formatDuration(604_800_000), '1w');
+  t.equal(formatDuration(604_800_000), '7d');
   t.equal(formatDuration(86_400_000 * 3), '3d');
   t.equal(formatDuration(90_000), '90s');
   t.equal(formatDuration(1500), '1500ms');
