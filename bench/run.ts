@@ -15,11 +15,13 @@ import { writeSection } from './lib/markdown';
 import { SuiteContext, type Suite } from './lib/suite';
 import { nbdServersSuite } from './suites/nbd-servers';
 import { remapdProfileSuite } from './suites/remapd-profile';
+import { scannerSuite } from './suites/scanner';
 
 /** Registered suites, in run order. Add new suites here. */
 export const SUITES: readonly Suite[] = [
   nbdServersSuite,
   remapdProfileSuite,
+  scannerSuite,
 ];
 
 async function main(argv: string[]): Promise<number> {

@@ -56,7 +56,7 @@ export function attachScanner(
   const scanner = new HealthScanner(device, {
     mainPath: o.mainPath,
     logger: o.logger,
-    settings: o.settings,
+    settings: { ...o.settings, ...(process.env.REMAPD_SCAN_BACKOFF === '0' ? { backoff: false } : {}) },
     faults: daemon.faultRules()?.toShared() ?? null,
   });
   const loop = new LoopDelayMonitor();

@@ -23,6 +23,8 @@ export interface ScanSettings {
   busyRequestsPerSec: number;
   /** How often progress is persisted to the metadata, ms. */
   persistEveryMs: number;
+  /** Back off while clients are busy (benchmarks turn it off with REMAPD_SCAN_BACKOFF=0 to see the worst case). */
+  backoff: boolean;
 }
 
 export const DEFAULT_SCAN_SETTINGS: Readonly<ScanSettings> = Object.freeze({
@@ -36,6 +38,7 @@ export const DEFAULT_SCAN_SETTINGS: Readonly<ScanSettings> = Object.freeze({
   sampleMs: 250,
   busyRequestsPerSec: 200,
   persistEveryMs: 5000,
+  backoff: true,
 });
 
 /** Fraction of `rate` the scan may use given client requests/s seen in the last sample. */

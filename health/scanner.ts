@@ -359,7 +359,7 @@ export class HealthScanner extends EventEmitter {
     const rps = ((io - this.lastIo) * 1000) / Math.max(1, now - this.lastSampleAt);
     this.lastIo = io;
     this.lastSampleAt = now;
-    const f = backoffFactor(rps, this.settings.busyRequestsPerSec);
+    const f = this.settings.backoff ? backoffFactor(rps, this.settings.busyRequestsPerSec) : 1;
     if (f !== this.factor) {
       this.factor = f;
       this.sendConfig();
