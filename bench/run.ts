@@ -15,6 +15,7 @@ import { writeSection } from './lib/markdown';
 import { SuiteContext, type Suite } from './lib/suite';
 import { nbdServersSuite } from './suites/nbd-servers';
 import { remapdProfileSuite } from './suites/remapd-profile';
+import { remapSuite } from './suites/remap';
 import { scannerSuite } from './suites/scanner';
 
 /** Registered suites, in run order. Add new suites here. */
