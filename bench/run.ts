@@ -23,6 +23,7 @@ export const SUITES: readonly Suite[] = [
   nbdServersSuite,
   remapdProfileSuite,
   scannerSuite,
+  remapSuite,
 ];
 
 async function main(argv: string[]): Promise<number> {
