@@ -5,7 +5,7 @@
  * client still works at the end (our own client: write + read back + compare; then nbdinfo --size).
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -45,6 +45,21 @@ function rssOf(pid: number): number {
     return m ? Number(m[1]) * 1024 : 0;
   } catch {
     return 0;
+  }
+}
+
+/** Open sockets of a process (listeners + connections), from /proc/PID/fd. */
+function socketsOf(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).filter((f) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${f}`).startsWith('socket:');
+      } catch {
+        return false;
+      }
+    }).length;
+  } catch {
+    return -1;
   }
 }
 
@@ -176,12 +191,23 @@ export async function runLiveFuzz(opts: LiveFuzzOptions): Promise<LiveFuzzResult
   const out = openSync(logFile, 'a');
   const proc = spawn(
     process.execPath,
-    [join(REPO, 'bin', 'remapd'), 'serve', '--main', image, '--socket', sock, '--handshake-timeout', '2', '--log-level', 'warn'],
+    [join(REPO, 'bin', 'remapd'), 'serve', '--main', image, '--socket', sock, '--handshake-timeout', '2', '--log-level', process.env.FUZZ_LOG_LEVEL ?? 'info'],
     { stdio: ['ignore', out, out] },
   );
   closeSync(out);
   let exited: string | undefined;
   proc.on('exit', (code, signal) => (exited = `daemon exited (code ${code}, signal ${signal})`));
+  // never leave the daemon behind if this process is killed (e.g. a test timeout)
+  const killDaemon = (): void => {
+    if (!exited) proc.kill('SIGKILL');
+  };
+  process.once('exit', killDaemon);
+  const onSignal = (sig: NodeJS.Signals): void => {
+    killDaemon();
+    process.kill(process.pid, sig);
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
   const problems: string[] = [];
   const recent: string[] = [];
   let connections = 0;
@@ -196,6 +222,7 @@ export async function runLiveFuzz(opts: LiveFuzzOptions): Promise<LiveFuzzResult
       await sleep(100);
     }
     startRssBytes = rssOf(proc.pid!);
+    const baselineSockets = socketsOf(proc.pid!);
     log(`live fuzz: daemon pid ${proc.pid}, rss ${(startRssBytes / 1048576).toFixed(1)} MiB, seed ${opts.seed}`);
     const corpus = validSessions();
     const big = oversizedSession();
@@ -221,6 +248,15 @@ export async function runLiveFuzz(opts: LiveFuzzOptions): Promise<LiveFuzzResult
     clearInterval(monitor);
     if (exited) problems.push(exited);
     else {
+      // Every fuzz client has closed its socket; after the 2 s handshake timeout the daemon must hold
+      // no connection any more (a leftover one is a leaked socket and delays shutdown).
+      let leftover = 0;
+      for (let waited = 0; waited < 6000; waited += 250) {
+        await sleep(250);
+        leftover = socketsOf(proc.pid!) - baselineSockets;
+        if (leftover <= 0) break;
+      }
+      if (leftover > 0) problems.push(`${leftover} connection socket(s) still open in the daemon 6 s after every client closed`);
       // Let handshake timeouts (2 s) clear any connection the fuzz left hanging, then check a real client.
       const problem = await wellBehavedClient(sock);
       if (problem) problems.push(problem);
@@ -234,17 +270,31 @@ export async function runLiveFuzz(opts: LiveFuzzOptions): Promise<LiveFuzzResult
     }
     const daemonLog = readFileSync(logFile, 'utf8');
     const errors = daemonLog.split('\n').filter((l) => /"level":(50|60)/.test(l));
+    if (problems.length) {
+      // connections that said hello but never said goodbye
+      const open = new Map<number, string>();
+      for (const line of daemonLog.split('\n')) {
+        const m = /"conn":(\d+)/.exec(line);
+        if (!m) continue;
+        if (/client disconnected|dropping connection/.test(line)) open.delete(Number(m[1]));
+        else open.set(Number(m[1]), line);
+      }
+      for (const line of [...open.values()].slice(0, 5)) problems.push(`connection without a close in the log: ${line.slice(0, 600)}`);
+    }
     if (errors.length) problems.push(`daemon logged ${errors.length} error line(s), first: ${errors[0].slice(0, 1500)}`);
   } finally {
     if (!exited) {
       proc.kill('SIGTERM');
       const t0 = Date.now();
-      while (!exited && Date.now() - t0 < 10_000) await sleep(50);
+      while (!exited && Date.now() - t0 < 15_000) await sleep(50);
       if (!exited) {
-        problems.push('daemon did not exit within 10 s of SIGTERM');
+        problems.push('daemon did not exit within 15 s of SIGTERM');
         proc.kill('SIGKILL');
       }
     }
+    process.off('exit', killDaemon);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
     if (process.env.REMAPD_TEST_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
   }
   const seconds = (Date.now() - started) / 1000;

@@ -13,7 +13,10 @@ import * as wire from '../helpers/nbd-wire';
 type Plain = Record<string, unknown>;
 function plain(m: ClientMessage): Plain {
   const o: Plain = { ...m };
-  for (const [k, v] of Object.entries(o)) if (Buffer.isBuffer(v)) o[k] = v.toString('hex');
+  for (const [k, v] of Object.entries(o)) {
+    if (Buffer.isBuffer(v)) o[k] = v.toString('hex');
+    else if (typeof v === 'function' || v === undefined) delete o[k]; // e.g. a pooled payload's release()
+  }
   return o;
 }
 
@@ -72,7 +75,7 @@ const req = (type: number, flags: number, cookie: bigint, offset: number, length
   cookieLo: Number(cookie & 0xffffffffn),
   offset,
   length,
-  payload: payload?.toString('hex'),
+  ...(payload ? { payload: payload.toString('hex') } : {}),
 });
 const expected: Plain[] = [
   { kind: 'clientFlags', flags: 3 },

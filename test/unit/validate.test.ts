@@ -32,7 +32,7 @@ function r(type: number, offset: number, length: number, flags = 0): RequestMess
   return {
     kind: 'request', type, flags, offset, length, cookieHi: 0, cookieLo: 1,
     payload: type === Cmd.WRITE ? Buffer.alloc(0) : undefined,
-  };
+  } as RequestMessage;
 }
 
 type Row = [string, ValidationContext, RequestMessage, NbdErrnoName | undefined];
