@@ -11,6 +11,16 @@ import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { CMD_NAMES, Cmd, CmdFlag, NbdErrno, REQUEST_HEADER_SIZE, SIMPLE_REPLY_SIZE, StateFlag, type NbdErrnoName } from './constants';
 
+/**
+ * Transmission-phase socket reads go straight into large slabs (see useLargeReads): one read syscall
+ * and one JS callback per up to READ_SLAB - pos bytes instead of per 64 KiB chunk. A slab is handed out
+ * piece by piece and never reused, so the parser and WRITE payloads can keep views into it.
+ * REMAPD_LARGE_READS=0 keeps Node's default 64 KiB 'data' chunks.
+ */
+const READ_SLAB = 1024 * 1024;
+const READ_MIN = 128 * 1024;
+const LARGE_READS = process.env.REMAPD_LARGE_READS !== '0';
+
 /** Structured READs at least this long report holes as OFFSET_HOLE chunks. */
 const HOLE_REPLY_MIN = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -29,7 +39,7 @@ import {
   writeSimpleReplyHeader,
 } from './serializer';
 import { validateRequest, type ValidationContext } from './validate';
-import { sharedPool } from './buffer-pool';
+import { isPooled, sharedPool } from './buffer-pool';
 
 export interface ConnectionLimits {
   /** Requests executing at once before reading pauses (the kernel sends at most 128). */
@@ -215,6 +225,41 @@ export class Connection {
     }
   }
 
+  /**
+   * Switch a plain (non-TLS) socket to Node's user-buffer read mode (the `onread` option of
+   * net.Socket, which a server-accepted socket cannot be given at construction): libuv reads into
+   * our slab and the bytes go to onData without a 'data' event. pause()/resume() and 'end' keep
+   * working. Any missing piece of Node internals leaves the socket as it is.
+   */
+  private useLargeReads(): void {
+    const s = this.socket;
+    if (s instanceof TLSSocket) return;
+    const handle = (s as unknown as { _handle?: { useUserBuffer?: (b: Uint8Array) => void } })._handle;
+    if (!handle || typeof handle.useUserBuffer !== 'function') return;
+    const syms = Object.getOwnPropertySymbols(s);
+    const kBuffer = syms.find((x) => x.description === 'kBuffer');
+    const kBufferCb = syms.find((x) => x.description === 'kBufferCb');
+    const kBufferGen = syms.find((x) => x.description === 'kBufferGen');
+    if (!kBuffer || !kBufferCb || !kBufferGen) return;
+    const fields = s as unknown as Record<symbol, unknown>;
+    if (fields[kBuffer] || fields[kBufferCb]) return;
+    let slab = Buffer.allocUnsafeSlow(READ_SLAB);
+    let pos = 0;
+    fields[kBufferCb] = (nread: number, buf: Buffer): void => {
+      pos += nread;
+      this.onData(buf.subarray(0, nread));
+    };
+    fields[kBufferGen] = (): Buffer => {
+      if (slab.length - pos < READ_MIN) {
+        slab = Buffer.allocUnsafeSlow(READ_SLAB);
+        pos = 0;
+      }
+      return slab.subarray(pos);
+    };
+    fields[kBuffer] = slab;
+    handle.useUserBuffer(slab);
+  }
+
   private afterOption(step: HandshakeStep): void {
     for (const b of step.send) this.send(b);
     switch (step.next) {
@@ -249,6 +294,7 @@ export class Connection {
     };
     this.phase = 'transmission';
     this.parser.setPhase('transmission');
+    if (LARGE_READS) this.useLargeReads();
     this.log.info(
       {
         export: session.export.name,
@@ -372,6 +418,7 @@ export class Connection {
       return;
     }
     const lease = sharedPool.acquire(READ_CHUNK_HEADER_SIZE + req.length);
+    if (!isPooled(lease)) return this.structuredRead(req, lease.buf); // nothing to give back
     try {
       await this.structuredRead(req, lease.buf);
     } finally {
@@ -537,14 +584,17 @@ export class Connection {
   private beginClose(): void {
     if (this.phase === 'closing' || this.phase === 'closed') return;
     this.phase = 'closing';
+    // The parser ignores anything more; keep the socket flowing so the peer's close is seen.
     this.parser.setPhase('closed');
-    this.socket.pause();
+    this.socket.resume();
     if (this.inFlight === 0) this.finishClose();
   }
 
   private finishClose(): void {
     if (this.phase === 'closed') return;
     this.socket.end();
+    // A peer that never closes its side must not keep the connection (and shutdown) waiting.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
   }
 
   private drop(reason: string, level: 'warn' | 'info' | 'debug' | 'error' = 'warn'): void {
