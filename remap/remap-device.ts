@@ -274,7 +274,10 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
       await this.settleAll(
         segs.map((s) => {
           const piece = data.subarray(s.offset - offset, s.offset - offset + s.length);
-          return s.spareOffset === -1 ? this.writeMainOrPending(s.offset, piece) : this.writeSpare(s.spareOffset, piece);
+          if (s.spareOffset === -1) return this.writeMainOrPending(s.offset, piece);
+          // Tracked like main writes, so moving the block back to main waits for it.
+          const [f, l] = blockSpan(s.offset, s.length, this.remapBlockSize);
+          return this.locks.trackWrite(f, l, this.writeSpare(s.spareOffset, piece));
         }),
       );
     }
@@ -338,6 +341,12 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
       const part = piece.subarray(start - offset, stop - offset);
       work.push(
         (async () => {
+          // The block may have been moved (remap, migration, rescue) since the failed write was
+          // routed: follow it instead of writing behind its back.
+          await this.locks.waitUnlocked(b, b);
+          const moved = this.table.lookup(b);
+          if (moved !== undefined) return this.writeSpare(moved * B + (start - b * B), part);
+          if (this.table.isPending(b)) return this.remapOnWrite(b, start, part, 'read-error');
           if (first !== last) {
             try {
               await this.locks.trackWrite(b, b, this.main.write(start, part));
