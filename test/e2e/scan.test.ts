@@ -11,6 +11,8 @@ import type { ScanStatus } from '../../health/scanner';
 import { describe, MiB, randomImage, REMAPD_BIN, run, runPython, sleep, startServer, tempDir, type Server } from '../helpers';
 
 const B = 4096;
+// Real worker threads and real reads: slow on a loaded 2-core machine (no timing is asserted).
+t.setTimeout(300_000);
 
 interface Setup {
   dir: string;

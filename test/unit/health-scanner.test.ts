@@ -18,6 +18,8 @@ import { RemapDevice } from '../../remap/remap-device';
 import { HealthScanner } from '../../health/scanner';
 
 const MiB = 1 << 20;
+// Real worker threads and real reads: slow on a loaded 2-core machine (no timing is asserted).
+t.setTimeout(300_000);
 const B = 4096;
 
 interface Rig {
