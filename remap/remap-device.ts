@@ -205,12 +205,15 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
     const [firstBlock, lastBlock] = blockSpan(offset, length, B);
     const singleBlock = firstBlock === lastBlock;
     const unreadable: MainBlock[] = [];
+    /** The first failing byte the backend reported inside the first unreadable block. */
+    let failAt: ByteOffset | undefined;
     const rescue: { block: MainBlock; data: Buffer }[] = [];
     for (let b = firstBlock; b <= lastBlock; b++) {
       const blockBuf = Buffer.allocUnsafe(this.blockLength(b));
       // For a one-block request the failed read was this block's first attempt.
       let failures = singleBlock ? 1 : 0;
       let ok = false;
+      let lastErrOffset: ByteOffset | undefined;
       for (let attempt = 0; attempt <= this.readRetries; attempt++) {
         try {
           await this.main.read(blockStart(b, B), blockBuf.length, blockBuf, 0);
@@ -219,9 +222,11 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
         } catch (err) {
           if (!(err instanceof BackendError)) throw toDeviceError(err);
           failures++;
+          if (failAt === undefined && err.offset >= b * B && err.offset < b * B + blockBuf.length) lastErrOffset = err.offset;
         }
       }
       if (!ok) {
+        if (failAt === undefined) failAt = Math.max(offset, lastErrOffset ?? b * B);
         unreadable.push(b);
         continue;
       }
@@ -239,8 +244,8 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
       }
     }
     if (unreadable.length === 0) return;
-    const failAt = Math.max(offset, unreadable[0] * B);
     await this.markPending(unreadable);
+    failAt = Math.min(Math.max(failAt ?? offset, offset), offset + length - 1);
     throw new DeviceError('EIO', `unreadable block on the main device at byte ${failAt} (${first.code})`, failAt);
   }
 

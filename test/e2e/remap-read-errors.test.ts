@@ -89,7 +89,7 @@ t.test('block that never reads: EIO with its offset, pending, then a write lands
   t.equal(out.errno, 'EIO', 'client gets EIO');
   const errChunk = (out.chunks ?? []).find((c) => c.status === 3);
   t.ok(errChunk, 'an error chunk (NBD_REPLY_TYPE_ERROR_OFFSET) arrived', { chunks: out.chunks });
-  t.equal(errChunk?.offset, bad, 'error chunk offset = start of the unreadable block');
+  t.equal(errChunk?.offset, bad + 1000, 'error chunk offset = the exact failing byte (inside the unreadable block)');
   t.equal(out.simple_ok, false, 'simple replies: read fails');
   t.equal(out.simple_errno, 'EIO', 'simple replies: EIO');
   const logged = logRecords(srv).filter((l) => l.level === 50 && l.offset === bad && /unreadable/.test(String(l.msg)));
