@@ -36,6 +36,26 @@ export interface SpareScan {
   /** Some candidate position starts with the remapd magic. */
   anyMagic: boolean;
   best?: CopyScan;
+  /**
+   * Bytes of the first checkpoint that verified, kept so that open() does not read and verify the table
+   * again (see takeCheckpointBytes). `key` identifies the checkpoint by its header fields.
+   */
+  checkpoint?: { key: string; bytes: Buffer };
+}
+
+function checkpointKey(h: Header): string {
+  return `${h.sequence}/${h.activeSlot}/${h.checkpointChunks}/${h.checkpointEntries}/${h.checkpointCrc}`;
+}
+
+/**
+ * The verified checkpoint bytes of `copy`, when the scan kept an identical checkpoint (same header fields,
+ * and every copy with those fields was verified byte-equal to it). Hands the buffer over (the scan drops it).
+ */
+export function takeCheckpointBytes(scan: SpareScan, copy: CopyScan): Buffer | undefined {
+  const kept = scan.checkpoint;
+  if (!kept || !copy.header || kept.key !== checkpointKey(copy.header)) return undefined;
+  scan.checkpoint = undefined;
+  return kept.bytes;
 }
 
 async function readAt(spare: Backend, offset: number, length: number): Promise<Buffer> {
@@ -102,6 +122,7 @@ export async function scanSpare(spare: Backend): Promise<SpareScan> {
   }
   const l = scan.layout;
   const ref = scan.reference;
+  let scratch: Buffer | undefined;
   for (let k = 0; k < COPIES; k++) {
     const c: CopyScan = { index: k, offset: l.regionOffsets[k], length: l.regionBytes, valid: false, sequence: 0, timestamp: 0 };
     scan.copies.push(c);
@@ -115,9 +136,23 @@ export async function scanSpare(spare: Backend): Promise<SpareScan> {
       c.header = h;
       c.sequence = h.sequence;
       c.timestamp = h.timestamp;
-      const cp = await readAt(spare, checkpointOffset(l, k, h.activeSlot), h.checkpointChunks * CHUNK_BYTES);
-      const bad = verifyCheckpoint(cp, h.checkpointChunks, h.checkpointEntries, h.checkpointCrc, h.sequence);
+      // Copies normally hold identical checkpoints. The first one is verified in full (chunk CRCs and the
+      // whole-table CRC) and kept; a later copy with the same header fields whose bytes are equal to it
+      // passes the very same checks, so a memcmp replaces two CRC passes over the table.
+      const len = h.checkpointChunks * CHUNK_BYTES;
+      const key = checkpointKey(h);
+      const same = scan.checkpoint?.key === key;
+      let cp: Buffer;
+      if (same) {
+        if (!scratch || scratch.length < len) scratch = Buffer.alloc(len);
+        cp = scratch.subarray(0, len);
+        await spare.read(checkpointOffset(l, k, h.activeSlot), len, cp, 0);
+      } else {
+        cp = await readAt(spare, checkpointOffset(l, k, h.activeSlot), len);
+      }
+      const bad = same && cp.equals(scan.checkpoint!.bytes) ? null : verifyCheckpoint(cp, h.checkpointChunks, h.checkpointEntries, h.checkpointCrc, h.sequence);
       if (bad) { c.failedCheck = bad; continue; }
+      if (!scan.checkpoint) scan.checkpoint = { key, bytes: cp };
       const j = scanJournal(await readAt(spare, journalOffset(l, k), l.journalBytes), h.sequence, h.setupUuid, l.frameAlign);
       c.journal = j;
       if (j.frames.length) {

@@ -11,6 +11,11 @@
  *       NO_VALID_COPY without writing anything, and repairs damaged or stale copies by a checkpoint.
  *   MetadataStore.inspect(spare, { repair?, main? }) -> CheckReport (for `remapd check`).
  *   store.entries(), pending(), lookup(mainBlock), isPending(mainBlock), scanState()
+ *   store.spareBlockOf(mainBlock) -> spare block or -1 (allocation-free; the I/O path's lookup),
+ *       reasonOf(mainBlock), reasonCounts(). The table is compact (metadata/remap-index.ts): entries() and
+ *       lookup() build RemapEntry objects on demand.
+ *   The in-memory table changes only when a commit's round is durable (journal frame or checkpoint synced),
+ *       immediately before that commit resolves; the engine routes I/O by it (remap/remap-table.ts).
  *   store.allocateSpareBlock() -> a spare block number (offset = block * blockSize), reserved in memory so it
  *       is never handed out twice; releaseSpareBlock(b) gives back a reservation that will not be committed.
  *   store.commit(change) -> resolves once the change is on disk in every writable copy (fdatasync done).
@@ -23,16 +28,17 @@
 import { randomBytes } from 'crypto';
 import type { Backend } from '../remap/backend';
 import { SpareAllocator } from './allocator';
-import { chooseBest, findHeaders, needsRepair, scanSpare, type CopyScan, type SpareScan } from './copies';
+import { chooseBest, findHeaders, needsRepair, scanSpare, takeCheckpointBytes, type CopyScan, type SpareScan } from './copies';
 import { identityFromHeader, pairingMismatches } from './fingerprint';
 import { encodeHeader, FORMAT_VERSION, HEADER_BYTES, uuidFromString, uuidToString, type Header } from './header';
 import { encodeFrame } from './journal';
 import {
   checkpointOffset, CHUNK_BYTES, computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout,
 } from './layout';
-import { applyOp, decodeCheckpoint, emptyState, encodeCheckpoint, OP_ADD, opsForChange, type Op, type TableState } from './table';
+import { applyOp, cloneState, decodeCheckpoint, emptyState, encodeCheckpoint, OP_ADD, opsForChange, type Op, type TableState } from './table';
 import {
-  MetadataError, type CheckReport, type MainIdentity, type MetadataChange, type RemapEntry, type ScanState,
+  MetadataError, REMAP_REASONS, type CheckReport, type MainIdentity, type MetadataChange, type RemapEntry, type RemapReason,
+  type ScanState,
 } from './types';
 
 export * from './types';
@@ -101,10 +107,17 @@ export class MetadataStore {
   get remapCount(): number { return this.state.remaps.size; }
   get pendingCount(): number { return this.state.pending.size; }
 
-  entries(): IterableIterator<RemapEntry> { return this.state.remaps.values(); }
+  /** Remaps as fresh objects, built lazily (insertion order). */
+  entries(): IterableIterator<RemapEntry> { return this.state.remaps.entries(); }
   pending(): IterableIterator<number> { return this.state.pending.keys(); }
+  /** A fresh RemapEntry object; on hot paths use spareBlockOf(). */
   lookup(mainBlock: number): RemapEntry | undefined { return this.state.remaps.get(mainBlock); }
-  isPending(mainBlock: number): boolean { return this.state.pending.has(mainBlock); }
+  /** Spare block holding `mainBlock`, or -1 when it is not remapped. No allocation. */
+  spareBlockOf(mainBlock: number): number { return this.state.remaps.spareOf(mainBlock); }
+  reasonOf(mainBlock: number): RemapReason | undefined { return REMAP_REASONS[this.state.remaps.reasonCodeOf(mainBlock) - 1]; }
+  /** Remaps per reason (reasons without remaps left out). */
+  reasonCounts(): Record<string, number> { return this.state.remaps.reasonCounts(); }
+  isPending(mainBlock: number): boolean { return this.state.pending.size !== 0 && this.state.pending.has(mainBlock); }
   scanState(): ScanState { return { ...this.state.scan }; }
   spareBlockOffset(spareBlock: number): number { return spareBlock * this.layout.blockSize; }
 
@@ -233,8 +246,7 @@ export class MetadataStore {
         checkMain(e.mainBlock);
         const b = e.spareBlock;
         if (!this.alloc.isDataBlock(b)) throw new MetadataError('INVALID_CHANGE', `spare block ${b} is not a data block`);
-        const owner = this.state.remaps.get(e.mainBlock);
-        const mine = owner?.spareBlock === b;
+        const mine = this.state.remaps.spareOf(e.mainBlock) === b;
         if (!mine && (this.alloc.isCommitted(b) || this.queuedSpares.has(b) || seen.has(b))) {
           throw new MetadataError('INVALID_CHANGE', `spare block ${b} is already in use`);
         }
@@ -342,10 +354,17 @@ export class MetadataStore {
     const l = this.layout;
     this.checkpoints++;
     this.lastRepairAttempt = this.now();
-    this.applyOps(ops); // memory runs ahead of disk from here; any failure below poisons the store
+    // Encode the table as it will be after `ops`, but change memory (and free spare blocks) only once the
+    // checkpoint is durable, exactly like a journal round: lookups must not see a commit before it resolves.
+    let next = this.state;
+    if (ops.length) {
+      next = cloneState(this.state);
+      for (const o of ops) applyOp(next, o);
+    }
     const seq = this.seq + 1;
     const slot = 1 - this.activeSlot;
-    const cp = encodeCheckpoint(this.state, seq);
+    const cp = encodeCheckpoint(next, seq);
+    next = this.state; // let the clone go before the writes
     if (cp.bytes.length > l.checkpointSlotBytes) this.fail(new Error('checkpoint larger than its slot'));
     const wr = await Promise.allSettled(Array.from({ length: COPIES }, (_, k) => this.spare.write(checkpointOffset(l, k, slot), cp.bytes)));
     const okCopies = wr.map((r) => r.status === 'fulfilled');
@@ -353,8 +372,8 @@ export class MetadataStore {
     try { await this.spare.sync(); } catch (e) { this.fail(e); }
     const h: Header = {
       ...this.base, sequence: seq, timestamp: this.now(), activeSlot: slot, checkpointEntries: cp.entries,
-      checkpointChunks: cp.chunks, checkpointCrc: cp.crc, scanCursor: this.state.scan.cursorOffset,
-      scanPasses: this.state.scan.passesCompleted, lastFullScanAt: this.state.scan.lastFullScanAt,
+      checkpointChunks: cp.chunks, checkpointCrc: cp.crc, scanCursor: cp.scan.cursorOffset,
+      scanPasses: cp.scan.passesCompleted, lastFullScanAt: cp.scan.lastFullScanAt,
     };
     let written = 0;
     try {
@@ -370,6 +389,7 @@ export class MetadataStore {
     this.activeSlot = slot;
     this.journalPos = 0;
     Object.assign(this.base, { sequence: seq, activeSlot: slot });
+    this.applyOps(ops);
   }
 
   /** Wait for queued commits, then stop accepting new ones. Does not close the spare backend. */
@@ -431,16 +451,25 @@ async function loadBest(scan: SpareScan, spare: Backend, main: MainIdentity | un
     }
     try {
       const l = scan.layout;
-      const buf = Buffer.alloc(h.checkpointChunks * CHUNK_BYTES);
-      await spare.read(checkpointOffset(l, best.index, h.activeSlot), buf.length, buf, 0);
-      const state = decodeCheckpoint(buf, h.checkpointChunks, { cursorOffset: h.scanCursor, passesCompleted: h.scanPasses, lastFullScanAt: h.lastFullScanAt });
+      // The scan kept the verified bytes of the best copy's checkpoint; read them only if it did not.
+      let buf = takeCheckpointBytes(scan, best);
+      if (!buf) {
+        buf = Buffer.alloc(h.checkpointChunks * CHUNK_BYTES);
+        await spare.read(checkpointOffset(l, best.index, h.activeSlot), buf.length, buf, 0);
+      }
+      const state = decodeCheckpoint(buf, h.checkpointChunks, { cursorOffset: h.scanCursor, passesCompleted: h.scanPasses, lastFullScanAt: h.lastFullScanAt }, h.checkpointEntries);
+      buf = undefined;
       for (const f of best.journal!.frames) for (const o of f.ops) applyOp(state, o);
       const alloc = new SpareAllocator(l);
       const mainBlocks = Math.ceil(h.mainSize / h.blockSize);
-      for (const e of state.remaps.values()) {
-        if (!alloc.isDataBlock(e.spareBlock)) throw new Error(`remap of main block ${e.mainBlock} points at spare block ${e.spareBlock} outside the data area`);
-        if (!alloc.markCommitted(e.spareBlock)) throw new Error(`spare block ${e.spareBlock} is used twice`);
-        if (e.mainBlock >= mainBlocks) throw new Error(`main block ${e.mainBlock} beyond the main device`);
+      const r = state.remaps;
+      for (let k = 0, n = r.slotCount; k < n; k++) {
+        if (r.reasonAt(k) === 0) continue;
+        const m = r.mainAt(k);
+        const b = r.spareAt(k);
+        if (!alloc.isDataBlock(b)) throw new Error(`remap of main block ${m} points at spare block ${b} outside the data area`);
+        if (!alloc.markCommitted(b)) throw new Error(`spare block ${b} is used twice`);
+        if (m >= mainBlocks) throw new Error(`main block ${m} beyond the main device`);
       }
       return { best, state, alloc };
     } catch (e) {

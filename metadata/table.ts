@@ -5,6 +5,7 @@
 import { crc32 } from './crc';
 import { readU64, writeU64 } from './codec';
 import { CHUNK_BYTES, CHUNK_HEADER_BYTES, ENTRIES_PER_CHUNK, ENTRY_BYTES } from './layout';
+import { RemapIndex } from './remap-index';
 import { reasonCode, reasonName, type RemapEntry, type ScanState } from './types';
 
 export const CHUNK_MAGIC = 0x43544d52; // "RMTC" little-endian
@@ -22,15 +23,24 @@ export const OP_BYTES = 32;
 export interface Op { op: number; reason: number; a: number; b: number; c: number }
 
 export interface TableState {
-  remaps: Map<number, RemapEntry>;
+  /** Main block -> remap, compact (no object per entry); iteration order = insertion order, like a Map. */
+  remaps: RemapIndex;
   /** Pending main block -> time it was marked (ms). */
   pending: Map<number, number>;
   scan: ScanState;
 }
 
 export function emptyState(): TableState {
-  return { remaps: new Map(), pending: new Map(), scan: { cursorOffset: 0, passesCompleted: 0, lastFullScanAt: 0 } };
+  return { remaps: new RemapIndex(), pending: new Map(), scan: { cursorOffset: 0, passesCompleted: 0, lastFullScanAt: 0 } };
 }
+
+/** A copy of `s` that can be changed without touching `s` (checkpoints encode the table plus a round's ops). */
+export function cloneState(s: TableState): TableState {
+  return { remaps: s.remaps.clone(), pending: new Map(s.pending), scan: { ...s.scan } };
+}
+
+/** Reason code stored for an ADD op: unknown codes become manual (3), as the Map-based table did. */
+const MANUAL = reasonCode('manual');
 
 export function opsForChange(change: {
   add?: RemapEntry[]; remove?: number[]; pendingAdd?: number[]; pendingRemove?: number[]; scan?: ScanState;
@@ -52,17 +62,12 @@ export function opsForChange(change: {
 export function applyOp(s: TableState, o: Op): number {
   switch (o.op) {
     case OP_ADD: {
-      const old = s.remaps.get(o.a);
-      s.remaps.set(o.a, { mainBlock: o.a, spareBlock: o.b, reason: reasonName(o.reason) ?? 'manual', createdAt: o.c });
-      s.pending.delete(o.a);
-      return old && old.spareBlock !== o.b ? old.spareBlock : -1;
+      const old = s.remaps.set(o.a, o.b, reasonName(o.reason) ? o.reason : MANUAL, o.c);
+      if (s.pending.size) s.pending.delete(o.a);
+      return old >= 0 && old !== o.b ? old : -1;
     }
-    case OP_REMOVE: {
-      const old = s.remaps.get(o.a);
-      if (!old) return -1;
-      s.remaps.delete(o.a);
-      return old.spareBlock;
-    }
+    case OP_REMOVE:
+      return s.remaps.delete(o.a);
     case OP_PENDING_ADD:
       if (!s.remaps.has(o.a)) s.pending.set(o.a, o.c);
       return -1;
@@ -90,7 +95,7 @@ export function decodeOp(buf: Buffer, off: number): Op {
   return { op: buf[off], reason: buf[off + 1], a: readU64(buf, off + 8), b: readU64(buf, off + 16), c: readU64(buf, off + 24) };
 }
 
-export interface EncodedCheckpoint { bytes: Buffer; chunks: number; entries: number; crc: number }
+export interface EncodedCheckpoint { bytes: Buffer; chunks: number; entries: number; crc: number; scan: ScanState }
 
 /** Encode the table as chunks of 64 KiB: remaps first, then pending blocks, each in map order. */
 export function encodeCheckpoint(s: TableState, sequence: number): EncodedCheckpoint {
@@ -108,7 +113,11 @@ export function encodeCheckpoint(s: TableState, sequence: number): EncodedCheckp
     bytes.writeUIntLE(created, off + 16, 6);
     i++;
   };
-  for (const e of s.remaps.values()) put(KIND_REMAP, reasonCode(e.reason), e.mainBlock, e.spareBlock, e.createdAt);
+  const r = s.remaps;
+  for (let k = 0, n = r.slotCount; k < n; k++) {
+    const reason = r.reasonAt(k);
+    if (reason !== 0) put(KIND_REMAP, reason, r.mainAt(k), r.spareAt(k), r.createdAtOf(k));
+  }
   for (const [m, t] of s.pending) put(KIND_PENDING, 0, m, 0, t);
   for (let c = 0; c < chunks; c++) {
     const base = c * CHUNK_BYTES;
@@ -119,7 +128,7 @@ export function encodeCheckpoint(s: TableState, sequence: number): EncodedCheckp
     bytes.writeUInt32LE(count, base + 16);
     bytes.writeUInt32LE(chunkCrc(bytes, base, count), base + 28);
   }
-  return { bytes, chunks, entries, crc: crc32(bytes) };
+  return { bytes, chunks, entries, crc: crc32(bytes), scan: { ...s.scan } };
 }
 
 function chunkCrc(bytes: Buffer, base: number, count: number): number {
@@ -146,23 +155,32 @@ export function verifyCheckpoint(bytes: Buffer, chunks: number, entries: number,
   return null;
 }
 
-/** Decode a verified checkpoint into a fresh state. Throws on semantically impossible entries. */
-export function decodeCheckpoint(bytes: Buffer, chunks: number, scan: ScanState): TableState {
+/** u48 little-endian at `off` (no bounds checks: callers stay inside verified chunks). */
+function u48(b: Buffer, off: number): number {
+  return b[off] + b[off + 1] * 0x100 + b[off + 2] * 0x10000 + b[off + 3] * 0x1000000 + (b[off + 4] + b[off + 5] * 0x100) * 0x100000000;
+}
+
+/**
+ * Decode a verified checkpoint into a fresh state. Throws on semantically impossible entries.
+ * `entries` (the header's count) only sizes the table up front.
+ */
+export function decodeCheckpoint(bytes: Buffer, chunks: number, scan: ScanState, entries = 0): TableState {
   const s = emptyState();
+  s.remaps = new RemapIndex(entries + (entries >>> 4));
   s.scan = scan;
+  const remaps = s.remaps;
   for (let c = 0; c < chunks; c++) {
     const base = c * CHUNK_BYTES;
     const count = bytes.readUInt32LE(base + 16);
     for (let i = 0; i < count; i++) {
       const off = base + CHUNK_HEADER_BYTES + i * ENTRY_BYTES;
       const kind = bytes[off];
-      const main = bytes.readUIntLE(off + 2, 6);
-      const created = bytes.readUIntLE(off + 16, 6);
+      const main = u48(bytes, off + 2);
+      const created = u48(bytes, off + 16);
       if (kind === KIND_REMAP) {
-        const reason = reasonName(bytes[off + 1]);
-        if (!reason) throw new Error(`unknown remap reason ${bytes[off + 1]}`);
-        if (s.remaps.has(main)) throw new Error(`main block ${main} appears twice`);
-        s.remaps.set(main, { mainBlock: main, spareBlock: bytes.readUIntLE(off + 8, 6), reason, createdAt: created });
+        const reason = bytes[off + 1];
+        if (!reasonName(reason)) throw new Error(`unknown remap reason ${reason}`);
+        if (remaps.set(main, u48(bytes, off + 8), reason, created) >= 0) throw new Error(`main block ${main} appears twice`);
       } else if (kind === KIND_PENDING) {
         s.pending.set(main, created);
       } else {

@@ -95,7 +95,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
     this.remapBlockSize = store.blockSize;
     this.readRetries = opts.readRetries ?? 3;
     this.spareWarnFraction = opts.spareWarnFraction ?? 0.9;
-    this.table = RemapTable.from(store.entries(), store.pending());
+    this.table = RemapTable.from(store); // a view of the store's table: nothing copied
     const writable = !opts.readOnly && !main.readOnly && !spare.readOnly;
     this.capabilities = {
       writable,

@@ -1,90 +1,90 @@
 /**
- * The in-memory remap table: which main blocks live on the spare, why, and which main blocks are
- * pending (unreadable: the next write remaps them). The durable copy is the metadata store; this is
- * the lookup structure of the I/O path, rebuilt from the store at start.
+ * The engine's view of the remap table: which main blocks live on the spare, why, and which main blocks
+ * are pending (unreadable: the next write remaps them).
+ *
+ * It holds no copy of the table. Everything is read from the metadata store's compact in-memory table
+ * (metadata/remap-index.ts), which changes only when a commit is durable, immediately before that commit
+ * resolves. That is exactly the moment the engine may switch a block, so a block routes to the spare only
+ * once its remap is on disk, and back to main only once its removal is. There is nothing to build at start
+ * (1,000,000 remaps used to cost two more Maps and several seconds) and no second copy to keep in sync.
+ *
+ * add/remove/markPending/clearPending are kept for the engine's call sites, which call them after the
+ * commit resolved; by then the store already shows the change, so they do nothing.
  */
 import type { RemapEntry, RemapReason } from '../metadata/types';
 import type { MainBlock, SpareBlock } from './units';
 
-export class RemapTable {
-  private readonly spareOf = new Map<MainBlock, SpareBlock>();
-  private readonly reasonOf = new Map<MainBlock, RemapReason>();
-  private readonly pendingBlocks = new Set<MainBlock>();
-  private readonly byReason = new Map<RemapReason, number>();
+/** What the table needs from the metadata store (MetadataStore implements it). */
+export interface RemapSource {
+  readonly remapCount: number;
+  readonly pendingCount: number;
+  /** Spare block of `mainBlock`, or -1. */
+  spareBlockOf(mainBlock: number): number;
+  reasonOf(mainBlock: number): RemapReason | undefined;
+  isPending(mainBlock: number): boolean;
+  reasonCounts(): Record<string, number>;
+  entries(): IterableIterator<RemapEntry>;
+  pending(): IterableIterator<number>;
+}
 
-  static from(entries: Iterable<RemapEntry>, pending: Iterable<MainBlock>): RemapTable {
-    const t = new RemapTable();
-    for (const e of entries) t.add(e.mainBlock, e.spareBlock, e.reason);
-    for (const b of pending) t.pendingBlocks.add(b);
-    return t;
+export class RemapTable {
+  private constructor(private readonly src: RemapSource) {}
+
+  /** A view of the store's table (O(1): nothing is copied). */
+  static from(store: RemapSource): RemapTable {
+    return new RemapTable(store);
   }
 
   get size(): number {
-    return this.spareOf.size;
+    return this.src.remapCount;
   }
 
   get pendingCount(): number {
-    return this.pendingBlocks.size;
+    return this.src.pendingCount;
   }
 
   /** True when nothing is remapped or pending: the I/O path can skip all lookups. */
   get isEmpty(): boolean {
-    return this.spareOf.size === 0 && this.pendingBlocks.size === 0;
+    return this.src.remapCount === 0 && this.src.pendingCount === 0;
   }
 
   lookup(block: MainBlock): SpareBlock | undefined {
-    return this.spareOf.get(block);
+    const s = this.src.spareBlockOf(block);
+    return s < 0 ? undefined : s;
   }
 
   reason(block: MainBlock): RemapReason | undefined {
-    return this.reasonOf.get(block);
+    return this.src.reasonOf(block);
   }
 
   isPending(block: MainBlock): boolean {
-    return this.pendingBlocks.has(block);
+    return this.src.isPending(block);
   }
 
-  add(block: MainBlock, spare: SpareBlock, reason: RemapReason): void {
-    const old = this.reasonOf.get(block);
-    if (old !== undefined) this.byReason.set(old, (this.byReason.get(old) ?? 1) - 1);
-    this.spareOf.set(block, spare);
-    this.reasonOf.set(block, reason);
-    this.byReason.set(reason, (this.byReason.get(reason) ?? 0) + 1);
-    this.pendingBlocks.delete(block);
-  }
+  /** Called after the commit adding the remap resolved; the store already shows it. */
+  add(_block: MainBlock, _spare: SpareBlock, _reason: RemapReason): void {}
 
-  remove(block: MainBlock): SpareBlock | undefined {
-    const spare = this.spareOf.get(block);
-    if (spare === undefined) return undefined;
-    const reason = this.reasonOf.get(block)!;
-    this.byReason.set(reason, (this.byReason.get(reason) ?? 1) - 1);
-    this.spareOf.delete(block);
-    this.reasonOf.delete(block);
-    return spare;
-  }
+  /** Called after the commit removing the remap resolved; the store already shows it. */
+  remove(_block: MainBlock): void {}
 
-  markPending(block: MainBlock): void {
-    this.pendingBlocks.add(block);
-  }
+  /** Called after the pendingAdd commit resolved (a remapped block is never pending). */
+  markPending(_block: MainBlock): void {}
 
-  clearPending(block: MainBlock): void {
-    this.pendingBlocks.delete(block);
-  }
+  clearPending(_block: MainBlock): void {}
 
   pending(): IterableIterator<MainBlock> {
-    return this.pendingBlocks.values();
+    return this.src.pending();
   }
 
+  /** All remaps sorted by main block (built on demand: status/control commands, not the I/O path). */
   entries(): { mainBlock: MainBlock; spareBlock: SpareBlock; reason: RemapReason }[] {
     const out: { mainBlock: MainBlock; spareBlock: SpareBlock; reason: RemapReason }[] = [];
-    for (const [mainBlock, spareBlock] of this.spareOf) out.push({ mainBlock, spareBlock, reason: this.reasonOf.get(mainBlock)! });
+    for (const e of this.src.entries()) out.push({ mainBlock: e.mainBlock, spareBlock: e.spareBlock, reason: e.reason });
     out.sort((a, b) => a.mainBlock - b.mainBlock);
     return out;
   }
 
   countsByReason(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const [r, n] of this.byReason) if (n > 0) out[r] = n;
-    return out;
+    return this.src.reasonCounts();
   }
 }
