@@ -70,6 +70,9 @@ export const CONFIG_SCHEMA = {
   tlsCertificates: path,
   tlsVerifyPeer: bool,
   tlsPsk: path,
+  scan: bool,
+  scanRate: str,
+  scanInterval: str,
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_SCHEMA;
