@@ -8,7 +8,7 @@ import { basename } from 'node:path';
 import { MetadataStore } from '../metadata/store';
 import { identityFromBackend, pairingMismatches } from '../metadata/fingerprint';
 import type { MainIdentity } from '../metadata/types';
-import { openBackend } from '../remap/file-backend';
+import { devMajorMinor, openBackend } from '../remap/file-backend';
 
 export interface Candidate {
   readonly path: string;
@@ -48,28 +48,45 @@ export function defaultCandidates(): string[] {
   }
 }
 
-/** Block devices mounted or held by another driver (device-mapper, md, …) are not ours to take. */
+/** Block devices mounted or held by another driver (device-mapper, md, …), or with such a partition, are not ours to take. */
 function inUse(realPath: string): string | undefined {
   let st;
   try {
-    st = statSync(realPath);
+    st = statSync(realPath, { bigint: true });
   } catch {
     return undefined;
   }
   if (!st.isBlockDevice()) return undefined;
-  const major = Math.floor(st.rdev / 256);
-  const minor = st.rdev % 256;
+  const [major, minor] = devMajorMinor(st.rdev);
+  let mounted = new Set<string>();
   try {
-    const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
-    for (const line of mounts.split('\n')) if (line.split(' ')[2] === `${major}:${minor}`) return 'mounted';
+    mounted = new Set(readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[2]));
   } catch {
     /* no procfs */
   }
+  const sys = `/sys/dev/block/${major}:${minor}`;
+  const check = (dir: string, devno: string, what: string): string | undefined => {
+    if (mounted.has(devno)) return `${what}mounted`;
+    try {
+      const holders = readdirSync(`${dir}/holders`);
+      if (holders.length) return `${what}in use by ${holders.join(', ')}`;
+    } catch {
+      /* no sysfs entry */
+    }
+    return undefined;
+  };
+  const self = check(sys, `${major}:${minor}`, '');
+  if (self) return self;
+  // A whole disk whose partition is mounted or held is in use too.
   try {
-    const holders = readdirSync(`/sys/dev/block/${major}:${minor}/holders`);
-    if (holders.length) return `in use by ${holders.join(', ')}`;
+    for (const entry of readdirSync(sys)) {
+      const dev = readFileSync(`${sys}/${entry}/dev`, 'utf8').trim();
+      if (!existsSync(`${sys}/${entry}/partition`)) continue;
+      const p = check(`${sys}/${entry}`, dev, `partition ${entry} `);
+      if (p) return p;
+    }
   } catch {
-    /* no sysfs entry */
+    /* not a disk with partitions */
   }
   return undefined;
 }

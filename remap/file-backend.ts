@@ -84,7 +84,7 @@ function sysfsNumber(file: string): number | undefined {
 }
 
 /** Linux dev_t split (glibc's gnu_dev_major/minor). */
-function devMajorMinor(rdev: bigint): [number, number] {
+export function devMajorMinor(rdev: bigint): [number, number] {
   const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
   const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
   return [major, minor];
