@@ -74,21 +74,12 @@ export function registerDeviceCommands(control: ControlServer, ctx: DeviceComman
     return { blockSize: remap.remapBlockSize, remaps: remap.entries(), pending: remap.status().pending };
   });
 
-  control.register('remap', async (args) => {
-    const remap = requireRemap(ctx);
-    const { offset, length } = rangeArg(args);
-    if (offset + length > remap.size) throw new ControlError(`range ends past the device (${remap.size} bytes)`);
-    const [first, last] = blockSpan(offset, length, remap.remapBlockSize);
-    const results: Record<string, number[]> = {};
-    for (let b = first; b <= last; b++) {
-      const r = await remap.moveToSpare(b, 'manual');
-      (results[r] ??= []).push(b * remap.remapBlockSize);
-      if (r === 'spare-full') break;
-    }
-    return { blockSize: remap.remapBlockSize, results };
-  });
-
-  control.register('unremap', async (args) => {
+  /** Run `move` on every block of the request's range; results grouped by outcome, as byte offsets. */
+  const eachBlock = async (
+    args: Record<string, unknown>,
+    move: (remap: RemapDevice, block: number) => Promise<string>,
+    stopOn?: string,
+  ) => {
     const remap = requireRemap(ctx);
     const { offset, length } = rangeArg(args);
     if (offset + length > remap.size) throw new ControlError(`range ends past the device (${remap.size} bytes)`);
@@ -97,14 +88,18 @@ export function registerDeviceCommands(control: ControlServer, ctx: DeviceComman
     for (let b = first; b <= last; b++) {
       let r: string;
       try {
-        r = await remap.moveToMain(b);
+        r = await move(remap, b);
       } catch (err) {
         throw new ControlError(`${(err as Error).message}${Object.keys(results).length ? `; done before: ${JSON.stringify(results)}` : ''}`);
       }
       (results[r] ??= []).push(b * remap.remapBlockSize);
+      if (r === stopOn) break;
     }
     return { blockSize: remap.remapBlockSize, results };
-  });
+  };
+
+  control.register('remap', (args) => eachBlock(args, (remap, b) => remap.moveToSpare(b, 'manual'), 'spare-full'));
+  control.register('unremap', (args) => eachBlock(args, (remap, b) => remap.moveToMain(b)));
 
   control.register('faults', (args) => {
     if (typeof args.text !== 'string') throw new ControlError('missing the rules (text)');
