@@ -100,9 +100,10 @@ run_tap() { # name, timeout, jobs, files...
   local name=$1 timeout=$2 jobs=$3; shift 3
   if (($# == 0)); then echo "(no $name test files)"; return 0; fi
   echo "files: $*"
-  npx --no-install tap "${TAP_ARGS[@]}" --timeout="$timeout" --jobs="$jobs" \
-      --output-file="$OUT/$name.tap" "$@" </dev/null
-  local rc=$?
+  # raw TAP goes to the log and (via tee) to the file that the summary parses
+  npx --no-install tap "${TAP_ARGS[@]}" --timeout="$timeout" --jobs="$jobs" "$@" </dev/null |
+    tee "$OUT/$name.tap"
+  local rc=${PIPESTATUS[0]}
   ((rc == 0)) || TAP_RC=$rc
   echo "($name: tap exit $rc, $((SECONDS - T0)) s since start)"
 }
