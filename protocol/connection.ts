@@ -148,6 +148,11 @@ export class Connection {
     const tls = this.ctx.tls!;
     const raw = this.socket;
     this.parser.pause();
+    // The ACK is queued on the plain socket, which may be corked for this turn: flush it first.
+    if (this.corked) {
+      this.corked = false;
+      raw.uncork();
+    }
     const early = this.parser.takeBuffered();
     for (const ev of ['data', 'end', 'drain', 'error', 'close']) raw.removeAllListeners(ev);
     if (early.length) raw.unshift(early);
@@ -161,8 +166,14 @@ export class Connection {
     this.socket = secure;
     this.attach(secure);
     secure.once('secure', () => {
+      // A TLSSocket made by hand (not by tls.Server) never rejects a bad peer certificate by itself.
+      const verifyError = (secure as unknown as { _handle?: { verifyError(): Error | null } })._handle?.verifyError() ?? null;
+      if (tls.verifyPeer && (verifyError || !secure.getPeerCertificate())) {
+        this.drop(`client certificate rejected: ${(verifyError as NodeJS.ErrnoException | null)?.code ?? verifyError?.message ?? 'none presented'}`);
+        return;
+      }
       this.handshake.tlsEstablished();
-      this.log.debug({ protocol: secure.getProtocol(), cipher: secure.getCipher()?.name, peer: secure.authorized ? 'verified' : 'anonymous' }, 'TLS established');
+      this.log.debug({ protocol: secure.getProtocol(), cipher: secure.getCipher()?.name, peer: tls.verifyPeer ? 'verified' : 'not checked' }, 'TLS established');
       this.parser.resume();
     });
   }
