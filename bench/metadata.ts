@@ -1,6 +1,10 @@
 /**
  * Metadata benchmark (real sparse file on this disk, fdatasync on every commit round). Prints JSON:
- *  - loadMs1M: MetadataStore.open() of a spare holding 1,000,000 remaps
+ *  - loadMs1M: MetadataStore.open() of a spare holding 1,000,000 remaps (+ the engine's RemapTable view: O(1))
+ *  - openCpuMs1M: CPU time of that open (less sensitive to machine load than wall time); loadavg at that moment
+ *  - rssMB1M: process RSS after the open (the table is compact: typed arrays, no object per entry)
+ *  - lookupNs: ns per RemapTable.lookup (the per-block lookup of the I/O path), hits and misses mixed,
+ *    with 1,000,000 / 10,000 / 0 remaps
  *  - commit latency p50/p99 (ms) of single-remap commits, one at a time, with 0 and 100,000 existing remaps
  * Usage: node dist/bench/metadata.js [dir]   (default: os.tmpdir())
  */
@@ -9,6 +13,7 @@ import * as os from 'os';
 import * as path from 'path';
 import type { Backend } from '../remap/backend';
 import { MetadataStore } from '../metadata/store';
+import { RemapTable } from '../remap/remap-table';
 
 const MAIN = { size: 2 ** 40, logicalBlockSize: 512 };
 
@@ -52,6 +57,30 @@ async function latency(existing: number, dir: string, samples: number): Promise<
   return { p50: pct(lat, 50), p99: pct(lat, 99), max: +Math.max(...lat).toFixed(3), samples };
 }
 
+/** ns per lookup over `n` probes of main blocks in [0, range): about a third of them hit in the benches. */
+function lookupNs(table: RemapTable, range: number, n = 2_000_000): number {
+  const keys = new Float64Array(4096);
+  for (let i = 0; i < keys.length; i++) keys[i] = Math.floor(Math.random() * range);
+  let hits = 0;
+  for (let i = 0; i < n / 4; i++) if (table.lookup(keys[i & 4095]) !== undefined) hits++; // warm up
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) if (table.lookup(keys[i & 4095]) !== undefined) hits++;
+  const ns = Number(process.hrtime.bigint() - t0) / n;
+  return hits < 0 ? -1 : +ns.toFixed(1);
+}
+
+async function smallTableLookupNs(dir: string, remaps: number): Promise<number> {
+  const file = path.join(dir, `bench-lookup-${remaps}.img`);
+  const spare = await openSpare(file, 1 * 2 ** 30);
+  const s = await MetadataStore.create(spare, MAIN, { blockSize: 4096, force: true });
+  await fill(s, remaps);
+  const ns = lookupNs(RemapTable.from(s), 3 * remaps + 3);
+  await s.close();
+  await spare.close();
+  fs.rmSync(file, { force: true });
+  return ns;
+}
+
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(process.argv[2] ?? os.tmpdir(), 'remapd-bench-'));
   try {
@@ -65,16 +94,26 @@ async function main(): Promise<void> {
     await s.close();
     await spare.close();
     spare = await (require('../remap/file-backend') as { openBackend(p: string, o: { readOnly?: boolean }): Promise<Backend> }).openBackend(file, { readOnly: false });
+    const c1 = process.cpuUsage();
     const t1 = process.hrtime.bigint();
     s = await MetadataStore.open(spare, MAIN);
+    const table = RemapTable.from(s);
     const loadMs = Number(process.hrtime.bigint() - t1) / 1e6;
-    const count = s.remapCount;
+    const cpu = process.cpuUsage(c1);
+    const loadavg = os.loadavg().map((x) => +x.toFixed(2));
+    const rssMB = +(process.memoryUsage().rss / 2 ** 20).toFixed(1);
+    const count = table.size;
+    const ns1M = lookupNs(table, 3_000_003);
     await s.close();
     await spare.close();
     fs.rmSync(file, { force: true });
     const out = {
       remapsLoaded: count,
       loadMs1M: +loadMs.toFixed(1),
+      openCpuMs1M: +((cpu.user + cpu.system) / 1000).toFixed(1),
+      loadavgAtOpen: loadavg,
+      rssMB1M: rssMB,
+      lookupNs: { remaps1M: ns1M, remaps10k: await smallTableLookupNs(dir, 10_000), remaps0: await smallTableLookupNs(dir, 0) },
       fill1MBatchesOf10kMs: fillMs,
       commitLatencyMs: { existing0: await latency(0, dir, 1000), existing100k: await latency(100_000, dir, 1000) },
       note: 'single-remap commits issued one at a time; each = 1 journal frame x 5 copies + fdatasync; a journal-full checkpoint shows up in max',

@@ -97,6 +97,37 @@ export async function findHeaders(spare: Backend): Promise<{ offset: number; buf
   return out;
 }
 
+const COMPARE_PIECE = 1 << 20;
+const JOURNAL_FIRST_PIECE = 256 << 10;
+
+/** Whether the `bytes.length` bytes at `offset` equal `bytes` (read piecewise into `scratch`). */
+async function equalsOnDisk(spare: Backend, offset: number, bytes: Buffer, scratch: Buffer): Promise<boolean> {
+  for (let o = 0; o < bytes.length; o += scratch.length) {
+    const n = Math.min(scratch.length, bytes.length - o);
+    await spare.read(offset + o, n, scratch, 0);
+    if (!scratch.subarray(0, n).equals(bytes.subarray(o, o + n))) return false;
+  }
+  return true;
+}
+
+async function verifyOnDisk(spare: Backend, offset: number, h: Header): Promise<string | null> {
+  const cp = await readAt(spare, offset, h.checkpointChunks * CHUNK_BYTES);
+  return verifyCheckpoint(cp, h.checkpointChunks, h.checkpointEntries, h.checkpointCrc, h.sequence);
+}
+
+/**
+ * Scan one copy's journal, reading only as much as its frame chain needs: a first piece, then 4x longer
+ * pieces while the chain runs to the end of what was read. (Most of a journal is old-epoch frames or zeroes.)
+ */
+async function readJournal(spare: Backend, offset: number, journalBytes: number, h: Header, frameAlign: number): Promise<JournalScan> {
+  let n = Math.min(journalBytes, JOURNAL_FIRST_PIECE);
+  for (;;) {
+    const j = scanJournal(await readAt(spare, offset, n), h.sequence, h.setupUuid, frameAlign);
+    if (!j.truncated || n === journalBytes) return { frames: j.frames, end: j.end };
+    n = Math.min(journalBytes, n * 4);
+  }
+}
+
 export async function scanSpare(spare: Backend): Promise<SpareScan> {
   const found = await findHeaders(spare);
   const scan: SpareScan = { copies: [], maxSequence: 0, anyMagic: found.some((f) => f.buf && f.failedCheck !== 'magic') };
@@ -139,21 +170,22 @@ export async function scanSpare(spare: Backend): Promise<SpareScan> {
       // Copies normally hold identical checkpoints. The first one is verified in full (chunk CRCs and the
       // whole-table CRC) and kept; a later copy with the same header fields whose bytes are equal to it
       // passes the very same checks, so a memcmp replaces two CRC passes over the table.
+      // The comparison reads the copy piecewise into one small buffer that stays in cache.
       const len = h.checkpointChunks * CHUNK_BYTES;
+      const at = checkpointOffset(l, k, h.activeSlot);
       const key = checkpointKey(h);
-      const same = scan.checkpoint?.key === key;
-      let cp: Buffer;
-      if (same) {
-        if (!scratch || scratch.length < len) scratch = Buffer.alloc(len);
-        cp = scratch.subarray(0, len);
-        await spare.read(checkpointOffset(l, k, h.activeSlot), len, cp, 0);
+      const kept = scan.checkpoint?.key === key ? scan.checkpoint.bytes : undefined;
+      let bad: string | null = 'chunk-crc';
+      if (kept) {
+        scratch ??= Buffer.alloc(COMPARE_PIECE);
+        bad = await equalsOnDisk(spare, at, kept, scratch) ? null : await verifyOnDisk(spare, at, h);
       } else {
-        cp = await readAt(spare, checkpointOffset(l, k, h.activeSlot), len);
+        const cp = await readAt(spare, at, len);
+        bad = verifyCheckpoint(cp, h.checkpointChunks, h.checkpointEntries, h.checkpointCrc, h.sequence);
+        if (!bad && !scan.checkpoint) scan.checkpoint = { key, bytes: cp };
       }
-      const bad = same && cp.equals(scan.checkpoint!.bytes) ? null : verifyCheckpoint(cp, h.checkpointChunks, h.checkpointEntries, h.checkpointCrc, h.sequence);
       if (bad) { c.failedCheck = bad; continue; }
-      if (!scan.checkpoint) scan.checkpoint = { key, bytes: cp };
-      const j = scanJournal(await readAt(spare, journalOffset(l, k), l.journalBytes), h.sequence, h.setupUuid, l.frameAlign);
+      const j = await readJournal(spare, journalOffset(l, k), l.journalBytes, h, l.frameAlign);
       c.journal = j;
       if (j.frames.length) {
         const last = j.frames[j.frames.length - 1];

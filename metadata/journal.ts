@@ -37,18 +37,26 @@ function frameCrc(b: Buffer, opCount: number, base = 0): number {
 }
 
 export interface Frame { sequence: number; timestamp: number; ops: Op[] }
-export interface JournalScan { frames: Frame[]; end: number }
+export interface JournalScan {
+  frames: Frame[];
+  end: number;
+  /** The chain reached the end of `buf` (the next frame may lie beyond it): scan a longer piece. */
+  truncated?: boolean;
+}
 
 /** Read the valid frame chain of one copy's journal area. */
 export function scanJournal(buf: Buffer, epoch: number, setupTag: Buffer, frameAlign: number): JournalScan {
   const frames: Frame[] = [];
   let pos = 0;
   let expect = epoch + 1;
-  while (pos + FRAME_HEADER_BYTES <= buf.length) {
+  let truncated = false;
+  for (;;) {
+    if (pos + FRAME_HEADER_BYTES > buf.length) { truncated = true; break; }
     if (buf.readUInt32LE(pos) !== FRAME_MAGIC) break;
     const count = buf.readUInt32LE(pos + 4);
     const size = buf.readUInt32LE(pos + 40);
-    if (size !== frameBytesFor(count, frameAlign) || pos + size > buf.length) break;
+    if (size !== frameBytesFor(count, frameAlign)) break;
+    if (pos + size > buf.length) { truncated = true; break; }
     if (readU64(buf, pos + 8) !== epoch || readU64(buf, pos + 16) !== expect) break;
     if (!buf.subarray(pos + 32, pos + 40).equals(setupTag.subarray(0, 8))) break;
     if (frameCrc(buf, count, pos) !== buf.readUInt32LE(pos + 44)) break;
@@ -58,5 +66,5 @@ export function scanJournal(buf: Buffer, epoch: number, setupTag: Buffer, frameA
     expect++;
     pos += size;
   }
-  return { frames, end: pos };
+  return truncated ? { frames, end: pos, truncated } : { frames, end: pos };
 }

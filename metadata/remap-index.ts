@@ -6,7 +6,7 @@
  *   (reason 0) until the arrays are compacted; compaction keeps the order. Iteration order is therefore
  *   exactly that of a Map with the same set/delete history, which keeps checkpoint encoding byte-identical
  *   to the earlier Map-based table.
- * - An open-addressing hash table (linear probing, load factor <= 1/2, backward-shift deletion, no
+ * - An open-addressing hash table (linear probing, load factor <= 2/3, backward-shift deletion, no
  *   tombstones) on an Int32Array maps a main block to its slot (stored as slot + 1; 0 = empty).
  * - Main blocks are integers < 2^48 (u48 on disk), so they are kept in a Float64Array.
  *
@@ -33,6 +33,11 @@ function pow2AtLeast(n: number): number {
   return p;
 }
 
+/** Hash table size for `cap` slots: a power of two >= 1.5 * cap, so the load factor stays <= 2/3. */
+function tableSizeFor(cap: number): number {
+  return pow2AtLeast(cap + (cap >>> 1));
+}
+
 export class RemapIndex {
   private mains: Float64Array;
   private spares: Float64Array;
@@ -53,7 +58,7 @@ export class RemapIndex {
     this.spares = new Float64Array(cap);
     this.created = new Float64Array(cap);
     this.reasons = new Uint8Array(cap);
-    this.table = new Int32Array(pow2AtLeast(2 * cap));
+    this.table = new Int32Array(tableSizeFor(cap));
     this.mask = this.table.length - 1;
   }
 
@@ -237,7 +242,7 @@ export class RemapIndex {
     this.created = created;
     this.reasons = reasons;
     this.slots = n;
-    const size = pow2AtLeast(2 * cap);
+    const size = tableSizeFor(cap);
     if (size !== this.table.length) {
       this.table = new Int32Array(size);
       this.mask = size - 1;

@@ -142,6 +142,7 @@ function chunkCrc(bytes: Buffer, base: number, count: number): number {
  */
 export function verifyCheckpoint(bytes: Buffer, chunks: number, entries: number, crc: number, sequence: number): string | null {
   let total = 0;
+  let whole = 0;
   for (let c = 0; c < chunks; c++) {
     const base = c * CHUNK_BYTES;
     const count = bytes.readUInt32LE(base + 16);
@@ -149,9 +150,11 @@ export function verifyCheckpoint(bytes: Buffer, chunks: number, entries: number,
     if (chunkCrc(bytes, base, count) !== bytes.readUInt32LE(base + 28)) return 'chunk-crc';
     if (readU64(bytes, base + 8) !== sequence) return 'chunk-crc';
     total += count;
+    // Whole-table CRC, continued chunk by chunk while the chunk is still in cache.
+    whole = crc32(bytes.subarray(base, base + CHUNK_BYTES), whole);
   }
   if (total !== entries) return 'table-crc';
-  if (crc32(bytes.subarray(0, chunks * CHUNK_BYTES)) !== crc) return 'table-crc';
+  if (whole !== crc) return 'table-crc';
   return null;
 }
 
