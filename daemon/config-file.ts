@@ -71,6 +71,7 @@ export const CONFIG_SCHEMA = {
   tlsVerifyPeer: bool,
   tlsPsk: path,
   scan: bool,
+  socketGroup: str,
   scanRate: str,
   scanInterval: str,
 } as const satisfies Record<string, KeySpec>;

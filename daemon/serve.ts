@@ -30,6 +30,8 @@ export interface ServeOptions {
   readonly handshakeTimeoutSec: number;
   readonly maxConnections: number;
   readonly socketMode: number;
+  /** Group owning the NBD and control sockets (with a mode like 0660, its members may connect). */
+  readonly socketGroup?: number;
   /** Spare device holding the metadata and remapped blocks; without it main is served as is. */
   readonly spare?: string;
   /** JSON fault-injection rules applied to every reader and writer of the main device. */
@@ -155,7 +157,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       });
       try {
         mkdirSync(dirname(opts.control), { recursive: true, mode: 0o755 });
-        await control.listen(opts.control, opts.socketMode);
+        await control.listen(opts.control, opts.socketMode, opts.socketGroup);
         endpoints.push(`control:${opts.control}`);
       } catch (err) {
         if (!opts.controlIsDefault) throw err;
@@ -175,7 +177,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     }
     if (opts.socket) {
       mkdirSync(dirname(opts.socket), { recursive: true, mode: 0o755 });
-      await server.listenUnix(opts.socket, opts.socketMode);
+      await server.listenUnix(opts.socket, opts.socketMode, opts.socketGroup);
       endpoints.push(`unix:${opts.socket}`);
     }
     if (opts.listen) {

@@ -2,7 +2,7 @@
  * Listening sockets and the set of live connections. Unix sockets are created with a restrictive mode
  * and a stale socket file is replaced only when nothing listens on it.
  */
-import { existsSync, lstatSync, unlinkSync, chmodSync } from 'node:fs';
+import { existsSync, lstatSync, unlinkSync, chmodSync, chownSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ExportCatalog } from './block-device';
@@ -55,8 +55,8 @@ export class NbdServer {
     return this.stopping;
   }
 
-  /** Listen on a Unix socket created with `mode`. */
-  async listenUnix(path: string, mode = 0o600): Promise<void> {
+  /** Listen on a Unix socket created with `mode` (and group `gid`, when given). */
+  async listenUnix(path: string, mode = 0o600, gid?: number): Promise<void> {
     if (existsSync(path)) {
       const st = lstatSync(path);
       if (!st.isSocket()) throw new ServerStartError(`${path} exists and is not a socket; refusing to replace it`);
@@ -79,6 +79,7 @@ export class NbdServer {
       process.umask(oldMask);
     }
     chmodSync(path, mode);
+    if (gid !== undefined) chownSync(path, process.getuid?.() ?? 0, gid);
     this.unixPaths.push(path);
     this.servers.push(server);
   }

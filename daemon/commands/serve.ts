@@ -5,6 +5,7 @@ import { applyConfigFile, ConfigFileError } from '../config-file';
 import { Systemd, activationFds } from '../systemd';
 import { defaultControlPath } from '../control-protocol';
 import { parseSize } from '../../remap/units';
+import { resolveGroup } from '../groups';
 import { attachScanner } from '../../health/attach';
 import { parseDuration } from '../../health/duration';
 import { statusSections } from '../control-commands';
@@ -18,6 +19,7 @@ interface ServeArgs {
   'handshake-timeout': number;
   'max-connections': number;
   'socket-mode': string;
+  'socket-group'?: string;
   'log-level': string;
   config?: string;
   spare?: string;
@@ -47,6 +49,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('read-only', { type: 'boolean', default: false, describe: 'Refuse writes' })
       .option('handshake-timeout', { type: 'number', default: 30, describe: 'Seconds a client may take to finish the handshake' })
       .option('max-connections', { type: 'number', default: 4096, describe: 'Connections accepted at once' })
+      .option('socket-group', { type: 'string', describe: 'Group (name or GID) owning the NBD and control sockets; use with --socket-mode 0660' })
       .option('socket-mode', { type: 'string', default: '0600', describe: 'Mode of the Unix socket (octal)' })
       .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info' })
       .option('spare', { type: 'string', describe: 'Spare device holding the remap metadata (remapd create first); without it main is served as is' })
@@ -113,6 +116,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           handshakeTimeoutSec: a['handshake-timeout'],
           maxConnections: a['max-connections'],
           socketMode: parseInt(a['socket-mode'], 8),
+          socketGroup: a['socket-group'] === undefined ? undefined : resolveGroup(a['socket-group']),
           spare: a.spare,
           faults: a.faults,
           control: a.control ?? defaultControlPath(socket, a.export),

@@ -54,7 +54,7 @@ t.test('--socket-mode 0660: group bits set', async (t) => {
   t.equal(mode(join(f.dir, 'nbd.ctl')), 0o660, 'control socket mode 0660');
 });
 
-t.todo('a group for the sockets (--socket-group): not implemented, see docs/SECURITY.md', async (t) => {
+t.test('a group for the sockets (--socket-group)', async (t) => {
   const f = await withServer(t, { sizeBytes: 4 * MiB, extraArgs: ['--socket-mode', '0660', '--socket-group', 'nogroup'] });
   t.equal(statSync(f.server.socket).gid, 65534, 'NBD socket group nogroup');
   t.equal(statSync(join(f.dir, 'nbd.ctl')).gid, 65534, 'control socket group nogroup');
