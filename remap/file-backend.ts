@@ -22,6 +22,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { getSystemErrorMap } from 'util';
 import { Backend, BackendError, BackendKind } from './backend';
 import * as native from './native';
 
@@ -54,6 +55,42 @@ function zeroes(): Buffer {
 }
 
 type NodeErr = NodeJS.ErrnoException;
+
+/**
+ * Batched I/O (native addon only): reads and writes issued in one event-loop turn are collected and
+ * run as a few thread-pool jobs of at most BATCH_MAX_OPS ops / BATCH_MAX_BYTES bytes each (an op at
+ * least that large runs alone), instead of one job per request. Jobs still run in parallel, so a real
+ * disk keeps seeing several requests at once. REMAPD_IO_BATCH=N sets the ops per job; 0 turns
+ * batching off (plain fs.read/fs.write).
+ */
+const BATCH_MAX_OPS = (() => {
+  const v = Number(process.env.REMAPD_IO_BATCH ?? '8');
+  return Number.isInteger(v) && v >= 0 ? Math.min(v, 64) : 8;
+})();
+const BATCH_MAX_BYTES = 256 * 1024;
+const OP_SLOTS = native.BATCH_HDR + 3; // one segment per op
+
+interface BatchOp {
+  readonly write: boolean;
+  readonly offset: number;
+  readonly length: number;
+  readonly buf: Buffer;
+  readonly bufOffset: number;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+let systemErrors: Map<number, [string, string]> | undefined;
+/** A Node-style fs error for an errno from the addon ("EIO: i/o error, read"). */
+function errnoError(errno: number, syscall: string): NodeErr {
+  systemErrors ??= getSystemErrorMap();
+  const [code, text] = systemErrors.get(-errno) ?? [native.errnoName(errno), 'unknown error'];
+  const err = new Error(`${code}: ${text}, ${syscall}`) as NodeErr;
+  err.code = code;
+  err.errno = -errno;
+  err.syscall = syscall;
+  return err;
+}
 
 function toBackendError(err: unknown, what: string, file: string, offset: number): BackendError {
   if (err instanceof BackendError) return err;
@@ -215,6 +252,9 @@ export class FileBackend implements Backend {
   private closed = false;
   private inFlight = 0;
   private drained: (() => void) | undefined;
+  private readonly batching: boolean;
+  private batchQueue: BatchOp[] = [];
+  private batchScheduled = false;
 
   constructor(
     readonly path: string,
@@ -237,6 +277,92 @@ export class FileBackend implements Backend {
     this.physicalBlockSize = extra.physicalBlockSize ?? logicalBlockSize;
     this.punchOk = extra.punchHoles;
     this.holesOk = useNative && kind === 'file';
+    this.batching = useNative && native.ioBatch !== undefined && BATCH_MAX_OPS > 0;
+  }
+
+  /** Queue a read or write for the batch of this event-loop turn (begin() already called). */
+  private enqueue(write: boolean, offset: number, length: number, buf: Buffer, bufOffset: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.batchQueue.push({ write, offset, length, buf, bufOffset, resolve, reject });
+      if (!this.batchScheduled) {
+        this.batchScheduled = true;
+        queueMicrotask(this.flushBatch);
+      }
+    });
+  }
+
+  private readonly flushBatch = (): void => {
+    this.batchScheduled = false;
+    const q = this.batchQueue;
+    this.batchQueue = [];
+    // Spread the ops evenly over the fewest jobs that respect BATCH_MAX_OPS.
+    const perJob = Math.ceil(q.length / Math.ceil(q.length / BATCH_MAX_OPS));
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < q.length; i++) {
+      const len = q[i].length;
+      if (i > start && (i - start >= perJob || bytes + len > BATCH_MAX_BYTES)) {
+        this.submit(q, start, i);
+        start = i;
+        bytes = 0;
+      }
+      bytes += len;
+    }
+    if (start < q.length) this.submit(q, start, q.length);
+  };
+
+  private submit(q: BatchOp[], start: number, end: number): void {
+    const n = end - start;
+    const bufs: Buffer[] = new Array<Buffer>(n);
+    const desc = new Float64Array(n * OP_SLOTS);
+    for (let i = 0; i < n; i++) {
+      const op = q[start + i];
+      const d = i * OP_SLOTS;
+      bufs[i] = op.buf;
+      desc[d] = op.write ? 1 : 0;
+      desc[d + 1] = op.offset;
+      desc[d + 2] = op.length;
+      desc[d + 3] = 1;
+      desc[d + native.BATCH_HDR] = i;
+      desc[d + native.BATCH_HDR + 1] = op.bufOffset;
+      desc[d + native.BATCH_HDR + 2] = op.length;
+    }
+    try {
+      native.ioBatch!(this.fd, bufs, desc, () => this.batchDone(q, start, end, desc));
+    } catch (err) {
+      for (let i = start; i < end; i++) {
+        const op = q[i];
+        this.end();
+        op.reject(toBackendError(err, op.write ? 'write' : 'read', this.path, op.offset));
+      }
+    }
+  }
+
+  private batchDone(q: BatchOp[], start: number, end: number, desc: Float64Array): void {
+    for (let i = start; i < end; i++) {
+      const op = q[i];
+      const d = (i - start) * OP_SLOTS;
+      const done = desc[d + 4];
+      const errno = desc[d + 5];
+      this.end();
+      const what = op.write ? 'write' : 'read';
+      if (errno !== 0) {
+        op.reject(toBackendError(errnoError(errno, what), what, this.path, op.offset + done));
+      } else if (done < op.length) {
+        const at = op.offset + done;
+        if (op.write) {
+          op.reject(new BackendError('ENOSPC', `write ${this.path} at offset ${at}: no progress`, at));
+        } else if (this.kind === 'file') {
+          // A regular file shorter than `size` (sparse tail): the rest reads as zeroes.
+          op.buf.fill(0, op.bufOffset + done, op.bufOffset + op.length);
+          op.resolve();
+        } else {
+          op.reject(new BackendError('EIO', `read ${this.path} at offset ${at}: unexpected end of device`, at));
+        }
+      } else {
+        op.resolve();
+      }
+    }
   }
 
   get canPunchHoles(): boolean {
@@ -290,6 +416,7 @@ export class FileBackend implements Backend {
     }
     if (length === 0) return Promise.resolve();
     this.begin();
+    if (this.batching) return this.enqueue(false, offset, length, target, targetOffset);
     return new Promise<void>((resolve, reject) => {
       const fd = this.fd;
       let done = 0;
@@ -336,6 +463,7 @@ export class FileBackend implements Backend {
     }
     if (len === 0) return Promise.resolve();
     this.begin();
+    if (this.batching) return this.enqueue(true, offset, len, source, sourceOffset);
     return this.writeRaw(offset, source, sourceOffset, len).finally(() => this.end());
   }
 

@@ -21,6 +21,7 @@ interface RawAddon {
   blkDiscard(fd: number, offset: number, length: number): Promise<void>;
   blkZeroout(fd: number, offset: number, length: number): Promise<void>;
   sendDatagram(socketPath: string, message: Buffer | string): Promise<void>;
+  ioBatch?(fd: number, bufs: Buffer[], desc: Float64Array, done: () => void): void;
 }
 
 /** An error from the addon, shaped like a Node fs error. */
@@ -154,3 +155,16 @@ export function sendDatagram(socketPath: string, message: Buffer | string): Prom
   if (!addon) return unavailable('sendDatagram');
   return addon.sendDatagram(socketPath, message).catch(wrapError);
 }
+
+/** Ops header slots in an ioBatch descriptor (see remap/native/remapd_native.c io_batch). */
+export const BATCH_HDR = 6;
+
+/**
+ * Runs several preadv/pwritev calls in one thread-pool job; undefined when the addon (or an addon
+ * built before ioBatch existed) is not loaded. `desc` holds the ops back to back:
+ * [isWrite, fileOffset, length, nseg, done(out), errno(out), (bufIndex, bufOffset, segLength) x nseg];
+ * `done` is called once every op has run and desc holds the results.
+ */
+export const ioBatch: ((fd: number, bufs: Buffer[], desc: Float64Array, done: () => void) => void) | undefined =
+  addon && typeof addon.ioBatch === 'function' ? addon.ioBatch.bind(addon) : undefined;
+
