@@ -15,6 +15,11 @@ export interface Lease {
 
 const NO_RELEASE = (): void => undefined;
 
+/** True when the lease holds a pooled slab (its release() matters); false for small plain buffers. */
+export function isPooled(lease: Lease): boolean {
+  return lease.release !== NO_RELEASE;
+}
+
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();
   private retained = 0;

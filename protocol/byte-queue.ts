@@ -77,6 +77,13 @@ export class ByteQueue {
     return lease;
   }
 
+  /** Move the next n bytes (caller ensures n <= length) into `into` at `at`. */
+  takeInto(n: number, into: Buffer, at: number): void {
+    if (n === 0) return;
+    this.copyOut(0, n, at === 0 ? into : into.subarray(at));
+    this.consume(n);
+  }
+
   private copyOut(at: number, n: number, into?: Buffer): Buffer {
     const out = into ?? Buffer.allocUnsafe(n);
     let written = 0;

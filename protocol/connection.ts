@@ -256,11 +256,24 @@ export class Connection {
     if (fields[kBuffer] || fields[kBufferCb]) return;
     let slab = Buffer.allocUnsafeSlow(READ_SLAB);
     let pos = 0;
+    // True while the socket reads into the parser's large WRITE payload buffer (parser.directTarget).
+    let direct = false;
     fields[kBufferCb] = (nread: number, buf: Buffer): void => {
+      if (direct) {
+        try {
+          this.parser.directFilled(nread);
+        } catch (err) {
+          this.drop(`internal error while parsing: ${(err as Error).stack ?? err}`, 'error');
+        }
+        return;
+      }
       pos += nread;
       this.onData(buf.subarray(0, nread));
     };
     fields[kBufferGen] = (): Buffer => {
+      const target = this.phase === 'transmission' ? this.parser.directTarget() : undefined;
+      direct = target !== undefined;
+      if (target) return target;
       if (slab.length - pos < READ_MIN) {
         slab = Buffer.allocUnsafeSlow(READ_SLAB);
         pos = 0;

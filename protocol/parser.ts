@@ -7,6 +7,7 @@
  * follow a GO in the same TCP segment are already parsed as requests.
  */
 import { ByteQueue } from './byte-queue';
+import { sharedPool, type Lease } from './buffer-pool';
 import {
   Cmd,
   CLIENT_FLAGS_SIZE,
@@ -24,11 +25,29 @@ export type ParserPhase = 'clientFlags' | 'options' | 'transmission' | 'closed';
 
 const TWO_POW_32 = 4294967296;
 
+/**
+ * A WRITE payload at least this large that has not fully arrived is collected straight into a pooled
+ * buffer: bytes already received are copied once, and the reader can have the socket read the rest
+ * directly into it (directTarget/directFilled) instead of into receive chunks that would then be copied.
+ */
+export const DIRECT_PAYLOAD_MIN = 64 * 1024;
+
+interface DirectWrite {
+  readonly flags: number;
+  readonly cookieHi: number;
+  readonly cookieLo: number;
+  readonly offset: number;
+  readonly length: number;
+  readonly lease: Lease;
+  filled: number;
+}
+
 export class ClientParser {
   private readonly queue = new ByteQueue();
   private phase: ParserPhase = 'clientFlags';
   private paused = false;
   private draining = false;
+  private direct: DirectWrite | undefined;
 
   constructor(private readonly onMessage: (m: ClientMessage) => void) {}
 
@@ -38,7 +57,27 @@ export class ClientParser {
 
   /** Bytes received but not yet turned into messages. */
   get buffered(): number {
-    return this.queue.length;
+    const d = this.direct;
+    return this.queue.length + (d ? REQUEST_HEADER_SIZE + d.filled : 0);
+  }
+
+  /**
+   * Where the next received bytes belong when a large WRITE payload is being collected (see
+   * DIRECT_PAYLOAD_MIN): the unfilled rest of its buffer. Read at most that many bytes into it and
+   * report them with directFilled(). undefined when the next bytes should go through push().
+   */
+  directTarget(): Buffer | undefined {
+    const d = this.direct;
+    if (!d || d.filled >= d.length || this.phase !== 'transmission') return undefined;
+    return d.lease.buf.subarray(d.filled);
+  }
+
+  /** `n` bytes were written into directTarget(). */
+  directFilled(n: number): void {
+    const d = this.direct;
+    if (!d) throw new Error('directFilled without a direct payload');
+    d.filled += n;
+    if (d.filled >= d.length) this.drain();
   }
 
   /** Remove and return every byte received but not parsed (used when TLS takes over the stream). */
@@ -48,6 +87,9 @@ export class ClientParser {
 
   setPhase(phase: ParserPhase): void {
     this.phase = phase;
+    // A half-received payload is dropped with the connection (not returned to the pool: the socket
+    // may still hold it as its read target).
+    if (phase === 'closed') this.direct = undefined;
   }
 
   push(chunk: Buffer): void {
@@ -108,6 +150,20 @@ export class ClientParser {
         return { kind: 'option', option, data };
       }
       case 'transmission': {
+        const d = this.direct;
+        if (d) {
+          if (d.filled < d.length && q.length > 0) {
+            const n = Math.min(q.length, d.length - d.filled);
+            q.takeInto(n, d.lease.buf, d.filled);
+            d.filled += n;
+          }
+          if (d.filled < d.length) return undefined;
+          this.direct = undefined;
+          return {
+            kind: 'request', flags: d.flags, type: Cmd.WRITE, cookieHi: d.cookieHi, cookieLo: d.cookieLo,
+            offset: d.offset, length: d.length, payload: d.lease.buf, release: d.lease.release,
+          };
+        }
         if (q.length < REQUEST_HEADER_SIZE) return undefined;
         const head = q.length >= REQUEST_HEADER_SIZE ? q.peekUInt32(0) : 0;
         if (head !== REQUEST_MAGIC) {
@@ -123,7 +179,19 @@ export class ClientParser {
           }
           payloadLength = length;
         }
-        if (q.length < REQUEST_HEADER_SIZE + payloadLength) return undefined;
+        if (q.length < REQUEST_HEADER_SIZE + payloadLength) {
+          if (payloadLength < DIRECT_PAYLOAD_MIN) return undefined;
+          // Start collecting the payload in its own buffer; the request is emitted once it is full.
+          const h = q.take(REQUEST_HEADER_SIZE);
+          const lease = sharedPool.acquire(payloadLength);
+          const have = q.length;
+          q.takeInto(have, lease.buf, 0);
+          this.direct = {
+            flags: flagsType >>> 16, cookieHi: h.readUInt32BE(8), cookieLo: h.readUInt32BE(12),
+            offset: h.readUInt32BE(16) * TWO_POW_32 + h.readUInt32BE(20), length, lease, filled: have,
+          };
+          return undefined;
+        }
         const h = q.take(REQUEST_HEADER_SIZE);
         const offset = h.readUInt32BE(16) * TWO_POW_32 + h.readUInt32BE(20);
         const lease = type === Cmd.WRITE ? q.takeLease(payloadLength) : undefined;

@@ -17,6 +17,10 @@ import { toDeviceError } from './device-errors';
 const CACHE_CHUNK = 1024 * 1024;
 const CACHE_LIMIT = 64 * 1024 * 1024;
 
+function rethrowDeviceError(err: unknown): never {
+  throw toDeviceError(err);
+}
+
 export class PassthroughDevice implements BlockDevice {
   readonly size: number;
   readonly capabilities: DeviceCapabilities;
@@ -42,18 +46,28 @@ export class PassthroughDevice implements BlockDevice {
     this.description = opts.description ?? `${main.path} (passthrough)`;
   }
 
-  async read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
+  // read and write (the hot path) without an async wrapper: one promise per request fewer.
+  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
     try {
-      await this.main.read(offset, length, target, targetOffset);
+      return this.main.read(offset, length, target, targetOffset).catch(rethrowDeviceError);
     } catch (err) {
-      throw toDeviceError(err);
+      return Promise.reject(toDeviceError(err));
     }
   }
 
-  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+  write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    if (fua) return this.writeFua(offset, data);
+    try {
+      return this.main.write(offset, data).catch(rethrowDeviceError);
+    } catch (err) {
+      return Promise.reject(toDeviceError(err));
+    }
+  }
+
+  private async writeFua(offset: number, data: Buffer): Promise<void> {
     try {
       await this.main.write(offset, data);
-      if (fua) await this.main.sync();
+      await this.main.sync();
     } catch (err) {
       throw toDeviceError(err);
     }
