@@ -156,7 +156,9 @@ export class NbdServer {
   async shutdown(timeoutMs = 10_000): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    // net.Server.close() reports only once every connection has ended: stop accepting now, and wait
+    // for the listeners after the connections below were closed.
+    const listenersClosed = Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
     for (const p of this.unixPaths) {
       try {
         unlinkSync(p);
@@ -174,5 +176,6 @@ export class NbdServer {
       this.opts.logger.warn({ open: this.connections.size }, 'shutdown timeout: closing remaining connections');
       for (const c of this.connections) c.destroy();
     }
+    await listenersClosed;
   }
 }

@@ -278,7 +278,8 @@ for (const sectorSize of [512, 4096]) {
     tt.equal(b.kind, 'block');
     tt.equal(b.size, 32 * MiB, 'size from sysfs');
     tt.equal(b.logicalBlockSize, sectorSize, 'logical sector size from sysfs');
-    tt.same(b.stableIds, {}, 'a loop device has no serial or WWN');
+    const st = fs.statSync(image);
+    tt.same(b.stableIds, { serial: `loop-backing:${st.dev}:${st.ino}` }, 'a loop device is identified by its backing file (device and inode), no WWN');
     tt.equal(b.canReportHoles, false);
     tt.equal(b.canPunchHoles, native.nativeAvailable);
     tt.same(await b.extents(0, b.size), [{ length: 32 * MiB, hole: false }]);
