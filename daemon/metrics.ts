@@ -8,6 +8,9 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { CMD_NAMES, type NbdErrnoName } from '../protocol/constants';
 
+const RATE_SAMPLE_MS = 5000;
+const RATE_SAMPLES = 7;
+
 export interface MetricSources {
   connections(): number;
   remaps?(): { total: number; byReason: Record<string, number>; pending: number; spareUsed: number; spareFree: number; spareBlocks: number; exhausted: boolean };
@@ -94,6 +97,32 @@ export class Metrics {
     return out;
   }
 
+  /** Snapshots of the totals, every RATE_SAMPLE_MS, to turn them into rates. */
+  private samples: { at: number; totals: Record<string, { requests: number; errors: number; bytes: number }> }[] = [];
+  private sampler: NodeJS.Timeout | undefined;
+
+  startRates(): void {
+    this.samples.push({ at: Date.now(), totals: this.totals() });
+    this.sampler = setInterval(() => {
+      this.samples.push({ at: Date.now(), totals: this.totals() });
+      if (this.samples.length > RATE_SAMPLES) this.samples.shift();
+    }, RATE_SAMPLE_MS);
+    this.sampler.unref();
+  }
+
+  /** Totals plus requests/s and bytes/s per command over the last ~30 s. */
+  io(): { totals: ReturnType<Metrics['totals']>; rates: Record<string, { requestsPerSecond: number; bytesPerSecond: number }>; windowSeconds: number } {
+    const now = { at: Date.now(), totals: this.totals() };
+    const old = this.samples[0] ?? now;
+    const dt = Math.max(0.001, (now.at - old.at) / 1000);
+    const rates: Record<string, { requestsPerSecond: number; bytesPerSecond: number }> = {};
+    for (const [cmd, c] of Object.entries(now.totals)) {
+      const before = old.totals[cmd] ?? { requests: 0, errors: 0, bytes: 0 };
+      rates[cmd] = { requestsPerSecond: +((c.requests - before.requests) / dt).toFixed(1), bytesPerSecond: Math.round((c.bytes - before.bytes) / dt) };
+    }
+    return { totals: now.totals, rates, windowSeconds: +dt.toFixed(1) };
+  }
+
   async listen(host: string, port: number, log: Logger): Promise<number> {
     this.server = http.createServer((req, res) => {
       if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
@@ -117,6 +146,7 @@ export class Metrics {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.sampler);
     if (this.server) await new Promise<void>((r) => this.server!.close(() => r()));
   }
 }

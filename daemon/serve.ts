@@ -117,7 +117,8 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     health: () => (statusSections.get('health')?.() as { score: number } | undefined),
     scan: () => (statusSections.get('scan')?.() as { progress: number; passesCompleted: number } | undefined),
   });
-  statusSections.set('io', () => metrics.totals());
+  metrics.startRates();
+  statusSections.set('io', () => metrics.io());
   const tls = opts.tls ? loadTlsSettings(opts.tls) : undefined;
   server = new NbdServer({
     tls,

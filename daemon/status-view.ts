@@ -29,6 +29,15 @@ export function formatStatus(s: Record<string, any>): string {
     const sc = s.scan;
     lines.push(`scan        ${sc.state}, ${typeof sc.progress === 'number' ? (sc.progress * (sc.progress <= 1 ? 100 : 1)).toFixed(1) + '%' : ''} passes ${sc.passesCompleted ?? 0}, last full ${sc.lastFullScanAt ? new Date(sc.lastFullScanAt).toISOString() : 'never'}`);
   }
-  if (s.io) lines.push(`io          ${JSON.stringify(s.io)}`);
+  if (s.io?.rates) {
+    const r = s.io.rates;
+    const rate = (cmd: string) => r[cmd] ?? { requestsPerSecond: 0, bytesPerSecond: 0 };
+    lines.push(
+      `io          read ${bytes(rate('READ').bytesPerSecond)}/s (${rate('READ').requestsPerSecond} req/s), ` +
+        `write ${bytes(rate('WRITE').bytesPerSecond)}/s (${rate('WRITE').requestsPerSecond} req/s) over ${s.io.windowSeconds}s`,
+    );
+    const errors = Object.entries(s.io.totals ?? {}).filter(([, c]: [string, any]) => c.errors > 0).map(([k, c]: [string, any]) => `${k} ${c.errors}`);
+    if (errors.length) lines.push(`io errors   ${errors.join(', ')}`);
+  }
   return lines.join('\n') + '\n';
 }

@@ -22,7 +22,11 @@ interface Status {
   remaps: { total: number; byReason: Record<string, number> };
   pending: { count: number; offsets: number[] };
   spare: { path: string; used: number; free: number; dataBlocks: number; usedPercent: number };
-  io: Record<string, { requests: number; errors: number; bytes: number }>;
+  io: {
+    totals: Record<string, { requests: number; errors: number; bytes: number }>;
+    rates: Record<string, { requestsPerSecond: number; bytesPerSecond: number }>;
+    windowSeconds: number;
+  };
 }
 
 t.test('status --json, the human view and --watch', async (t) => {
@@ -61,8 +65,9 @@ t.test('status --json, the human view and --watch', async (t) => {
   t.equal(st.spare.free, st.spare.dataBlocks - 3, 'spare.free = dataBlocks - used');
   t.equal(st.spare.path, s.spare, 'spare.path');
   t.equal(st.connections, 1, 'connections: the held client');
-  t.ok(st.io?.WRITE && st.io.WRITE.requests > 0 && st.io.WRITE.bytes >= 2 * MiB, 'io.WRITE counts the writes', { io: st.io });
-  t.ok(st.io?.READ && st.io.READ.errors >= 1, 'io.READ counts the failed read as an error', { io: st.io });
+  t.ok(st.io?.totals?.WRITE && st.io.totals.WRITE.requests > 0 && st.io.totals.WRITE.bytes >= 2 * MiB, 'io.totals.WRITE counts the writes', { io: st.io });
+  t.ok(st.io?.rates?.WRITE && st.io.rates.WRITE.bytesPerSecond > 0, 'io.rates.WRITE: a write rate over the recent window', { io: st.io });
+  t.ok(st.io?.totals?.READ && st.io.totals.READ.errors >= 1, 'io.totals.READ counts the failed read as an error', { io: st.io });
 
   const h = await remapctl(s, ['status']);
   t.equal(h.code, 0, 'human status exits 0', { out: describe(h) });
@@ -71,7 +76,7 @@ t.test('status --json, the human view and --watch', async (t) => {
   t.match(text, /^remaps\s+3 \((write-error 2, manual 1|manual 1, write-error 2)\), block size 4096$/m, 'human view: remaps with reasons');
   t.match(text, new RegExp(`^pending\\s+1 at ${12 * MiB}$`, 'm'), 'human view: pending count and offset');
   t.match(text, new RegExp(`^spare\\s+${s.spare.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 3 of ${st.spare.dataBlocks} blocks used \\(\\S+%\\), ${st.spare.free} free$`, 'm'), 'human view: spare used/free');
-  t.match(text, /^io\s+.*"WRITE"/m, 'human view: io');
+  t.match(text, /^io\s+read .*\/s .*write .*\/s/m, 'human view: io rates');
   t.notMatch(text, /undefined|NaN|\[object Object\]/, 'human view has no undefined/NaN');
 
   // --watch under a pseudo-terminal: clears the screen and redraws (at least twice).
