@@ -159,7 +159,6 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       try {
         mkdirSync(dirname(opts.control), { recursive: true, mode: 0o755 });
         await control.listen(opts.control, opts.socketMode, opts.socketGroup);
-        endpoints.push(`control:${opts.control}`);
       } catch (err) {
         if (!opts.controlIsDefault) throw err;
         // The default place is a convenience: a daemon that can serve should not fail over it.
@@ -199,7 +198,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
   }
 
   log.info(
-    { main: main.path, size: device.size, export: opts.exportName, readOnly: opts.readOnly, endpoints, pid: process.pid },
+    { main: main.path, size: device.size, export: opts.exportName, readOnly: opts.readOnly, endpoints, control: control ? opts.control : null, pid: process.pid },
     'remapd serving',
   );
 
