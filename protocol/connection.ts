@@ -23,6 +23,8 @@ const LARGE_READS = process.env.REMAPD_LARGE_READS !== '0';
 
 /** Structured READs at least this long report holes as OFFSET_HOLE chunks. */
 const HOLE_REPLY_MIN = 64 * 1024;
+/** At most this many large reads go by without an allocation lookup. */
+const MAX_HOLE_PROBE_INTERVAL = 255;
 const EMPTY = Buffer.alloc(0);
 import { DeviceError, type BlockDevice, type ExportCatalog } from './block-device';
 import { Handshake, SERVER_HANDSHAKE_FLAGS, optionName, type HandshakeStep, type Session, type TlsMode } from './handshake';
@@ -456,16 +458,22 @@ export class Connection {
     const dev = this.device!;
     // For larger reads, ask for the allocation map at the same time: holes go out as OFFSET_HOLE
     // chunks (no zero bytes on the wire). DF asks for a single chunk, so it gets plain data.
-    const wantHoles = req.length >= HOLE_REPLY_MIN && (req.flags & CmdFlag.DF) === 0 && dev.capabilities.extents;
+    // Reporting holes is optional: while lookups keep finding none (a fully allocated disk), ask
+    // exponentially less often, so a dense device pays almost nothing for it.
+    const wantHoles = req.length >= HOLE_REPLY_MIN && (req.flags & CmdFlag.DF) === 0 && dev.capabilities.extents && --this.holeProbeSkip < 0;
     if (wantHoles) {
       const [, extents] = await Promise.all([
         dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE),
         dev.extents(req.offset, req.length).catch(() => undefined),
       ]);
       if (extents && extents.some((e) => e.flags & StateFlag.HOLE)) {
+        this.holeProbeInterval = 0;
+        this.holeProbeSkip = 0;
         this.sendReadChunks(req, buf, extents);
         return;
       }
+      this.holeProbeInterval = Math.min(MAX_HOLE_PROBE_INTERVAL, this.holeProbeInterval * 2 + 1);
+      this.holeProbeSkip = this.holeProbeInterval;
     } else {
       await dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE);
     }
@@ -582,6 +590,9 @@ export class Connection {
   }
 
   private corked = false;
+  /** Large structured reads left before the next allocation lookup, and the current spacing. */
+  private holeProbeSkip = 0;
+  private holeProbeInterval = 0;
   private readonly uncork = (): void => {
     this.corked = false;
     this.socket.uncork();

@@ -167,7 +167,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
 
   async read(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
     this.ioCount++;
-    await this.waitForMovingBlocks(offset, length);
+    if (this.locks.anyLocked) await this.waitForMovingBlocks(offset, length);
     if (this.table.isEmpty) {
       return this.readMain(offset, length, target, targetOffset);
     }
@@ -271,7 +271,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
 
   async write(offset: ByteOffset, data: Buffer, fua: boolean): Promise<void> {
     this.ioCount++;
-    await this.waitForMovingBlocks(offset, data.length);
+    if (this.locks.anyLocked) await this.waitForMovingBlocks(offset, data.length);
     if (this.table.isEmpty) {
       await this.writeMain(offset, data);
     } else {
@@ -518,7 +518,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
 
   async trim(offset: ByteOffset, length: ByteLength, fua: boolean): Promise<void> {
     this.ioCount++;
-    await this.waitForMovingBlocks(offset, length);
+    if (this.locks.anyLocked) await this.waitForMovingBlocks(offset, length);
     const segs = this.table.size === 0 ? [{ offset, length, spareOffset: -1 }] : this.route(offset, length);
     await Promise.all(
       segs.map(async (s) => {
@@ -537,7 +537,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
   async zero(offset: ByteOffset, length: ByteLength, o: ZeroOptions): Promise<void> {
     if (o.fastZero && !this.capabilities.fastZero) throw new DeviceError('ENOTSUP', 'fast zeroing is not available');
     this.ioCount++;
-    await this.waitForMovingBlocks(offset, length);
+    if (this.locks.anyLocked) await this.waitForMovingBlocks(offset, length);
     const segs = this.table.size === 0 && this.table.pendingCount === 0 ? [{ offset, length, spareOffset: -1 }] : this.route(offset, length);
     await this.settleAll(
       segs.map(async (s) => {
