@@ -10,7 +10,8 @@ import {
   candidateHeaderOffsets, checkpointOffset, CHUNK_BYTES, computeLayout, COPIES, headerOffsetsFor, alignUnit,
   journalOffset, type Layout,
 } from './layout';
-import { verifyCheckpoint } from './table';
+import { CheckpointDecoder, CheckpointVerifier, type TableState } from './table';
+import type { ScanState } from './types';
 
 export interface CopyScan {
   index: number;
@@ -20,7 +21,8 @@ export interface CopyScan {
   failedCheck?: string;
   stale?: boolean;
   header?: Header;
-  journal?: JournalScan;
+  /** The journal's valid frame chain (the bytes are not kept: loadJournal reads them again). */
+  journal?: Pick<JournalScan, 'frames' | 'end' | 'opCount'>;
   sequence: number;
   timestamp: number;
 }
@@ -36,26 +38,23 @@ export interface SpareScan {
   /** Some candidate position starts with the remapd magic. */
   anyMagic: boolean;
   best?: CopyScan;
-  /**
-   * Bytes of the first checkpoint that verified, kept so that open() does not read and verify the table
-   * again (see takeCheckpointBytes). `key` identifies the checkpoint by its header fields.
-   */
-  checkpoint?: { key: string; bytes: Buffer };
-}
-
-function checkpointKey(h: Header): string {
-  return `${h.sequence}/${h.activeSlot}/${h.checkpointChunks}/${h.checkpointEntries}/${h.checkpointCrc}`;
+  /** Reused read buffers (see ScanBuffers); loadCheckpoint and loadJournal reuse them after the scan. */
+  buffers: ScanBuffers;
 }
 
 /**
- * The verified checkpoint bytes of `copy`, when the scan kept an identical checkpoint (same header fields,
- * and every copy with those fields was verified byte-equal to it). Hands the buffer over (the scan drops it).
+ * Read buffers shared by every copy of one scan. Fresh memory is expensive (page faults, and on VMs a fault in
+ * the host as well), so checkpoints are streamed through one 1 MiB piece and journals through one buffer
+ * of the journal's size, touched only as far as the reads go.
  */
-export function takeCheckpointBytes(scan: SpareScan, copy: CopyScan): Buffer | undefined {
-  const kept = scan.checkpoint;
-  if (!kept || !copy.header || kept.key !== checkpointKey(copy.header)) return undefined;
-  scan.checkpoint = undefined;
-  return kept.bytes;
+export interface ScanBuffers { piece?: Buffer; journal?: Buffer }
+
+const PIECE_BYTES = 16 * CHUNK_BYTES;
+
+function pieceBuffer(b: ScanBuffers): Buffer {
+  // Its own ArrayBuffer (offset 0), so the decoder can read entries through aligned typed-array views.
+  b.piece ??= Buffer.from(new ArrayBuffer(PIECE_BYTES));
+  return b.piece;
 }
 
 async function readAt(spare: Backend, offset: number, length: number): Promise<Buffer> {
@@ -97,40 +96,67 @@ export async function findHeaders(spare: Backend): Promise<{ offset: number; buf
   return out;
 }
 
-const COMPARE_PIECE = 1 << 20;
-const JOURNAL_FIRST_PIECE = 256 << 10;
-
-/** Whether the `bytes.length` bytes at `offset` equal `bytes` (read piecewise into `scratch`). */
-async function equalsOnDisk(spare: Backend, offset: number, bytes: Buffer, scratch: Buffer): Promise<boolean> {
-  for (let o = 0; o < bytes.length; o += scratch.length) {
-    const n = Math.min(scratch.length, bytes.length - o);
-    await spare.read(offset + o, n, scratch, 0);
-    if (!scratch.subarray(0, n).equals(bytes.subarray(o, o + n))) return false;
+/**
+ * Stream the checkpoint of header `h` at `offset` through the piece buffer: verify every check, and decode it
+ * into a table when `decoder` is given. Returns the failed check, or null.
+ */
+async function streamCheckpoint(spare: Backend, offset: number, h: Header, buffers: ScanBuffers, decoder?: CheckpointDecoder): Promise<string | null> {
+  const v = new CheckpointVerifier({ chunks: h.checkpointChunks, entries: h.checkpointEntries, crc: h.checkpointCrc, sequence: h.sequence });
+  const piece = pieceBuffer(buffers);
+  const per = PIECE_BYTES / CHUNK_BYTES;
+  for (let c = 0; c < h.checkpointChunks; c += per) {
+    const n = Math.min(per, h.checkpointChunks - c);
+    await spare.read(offset + c * CHUNK_BYTES, n * CHUNK_BYTES, piece, 0);
+    const bad = v.feed(piece, n);
+    if (bad) return bad;
+    decoder?.feed(piece, n);
   }
-  return true;
-}
-
-async function verifyOnDisk(spare: Backend, offset: number, h: Header): Promise<string | null> {
-  const cp = await readAt(spare, offset, h.checkpointChunks * CHUNK_BYTES);
-  return verifyCheckpoint(cp, h.checkpointChunks, h.checkpointEntries, h.checkpointCrc, h.sequence);
+  return v.finish();
 }
 
 /**
- * Scan one copy's journal, reading only as much as its frame chain needs: a first piece, then 4x longer
- * pieces while the chain runs to the end of what was read. (Most of a journal is old-epoch frames or zeroes.)
+ * Verify and decode the checkpoint of `copy` into a table sized for `extra` more entries (the journal ops
+ * replayed on top). Throws when a check fails or an entry is impossible.
  */
-async function readJournal(spare: Backend, offset: number, journalBytes: number, h: Header, frameAlign: number): Promise<JournalScan> {
+export async function loadCheckpoint(spare: Backend, layout: Layout, copy: CopyScan, buffers: ScanBuffers, extra: number): Promise<TableState> {
+  const h = copy.header!;
+  const decoder = new CheckpointDecoder(h.checkpointEntries + extra);
+  const bad = await streamCheckpoint(spare, checkpointOffset(layout, copy.index, h.activeSlot), h, buffers, decoder);
+  if (bad) throw new Error(`checkpoint of copy ${copy.index} failed its ${bad} check`);
+  const scan: ScanState = { cursorOffset: h.scanCursor, passesCompleted: h.scanPasses, lastFullScanAt: h.lastFullScanAt };
+  return decoder.finish(scan);
+}
+
+const JOURNAL_FIRST_PIECE = 256 << 10;
+
+/**
+ * Scan one copy's journal into the shared journal buffer, reading only as much as its frame chain needs:
+ * 256 KiB first, and the rest of the area only when the chain runs to the end of that. (Most of a journal
+ * is old-epoch frames or zeroes.) The result's `buf` is the shared buffer: valid until the next read.
+ */
+async function readJournal(spare: Backend, offset: number, journalBytes: number, h: Header, frameAlign: number, buffers: ScanBuffers): Promise<JournalScan> {
+  buffers.journal ??= Buffer.allocUnsafe(journalBytes);
+  const buf = buffers.journal.subarray(0, journalBytes);
   let n = Math.min(journalBytes, JOURNAL_FIRST_PIECE);
+  await spare.read(offset, n, buf, 0);
   for (;;) {
-    const j = scanJournal(await readAt(spare, offset, n), h.sequence, h.setupUuid, frameAlign);
-    if (!j.truncated || n === journalBytes) return { frames: j.frames, end: j.end };
-    n = Math.min(journalBytes, n * 4);
+    const j = scanJournal(buf.subarray(0, n), h.sequence, h.setupUuid, frameAlign);
+    if (!j.truncated || n === journalBytes) return { frames: j.frames, end: j.end, buf, opCount: j.opCount };
+    await spare.read(offset + n, journalBytes - n, buf, n);
+    n = journalBytes;
   }
+}
+
+/** The journal of a valid copy read again into the shared buffer, to replay it (scans keep no bytes). */
+export async function loadJournal(spare: Backend, layout: Layout, copy: CopyScan, buffers: ScanBuffers): Promise<JournalScan> {
+  const j = await readJournal(spare, journalOffset(layout, copy.index), layout.journalBytes, copy.header!, layout.frameAlign, buffers);
+  if (j.end !== copy.journal!.end) throw new Error(`journal of copy ${copy.index} changed while loading`);
+  return j;
 }
 
 export async function scanSpare(spare: Backend): Promise<SpareScan> {
   const found = await findHeaders(spare);
-  const scan: SpareScan = { copies: [], maxSequence: 0, anyMagic: found.some((f) => f.buf && f.failedCheck !== 'magic') };
+  const scan: SpareScan = { copies: [], maxSequence: 0, buffers: {}, anyMagic: found.some((f) => f.buf && f.failedCheck !== 'magic') };
   for (const f of found) {
     if ((f.failedCheck === 'version' && (f.version ?? 0) > FORMAT_VERSION) || f.failedCheck === 'features') {
       scan.newer = { version: f.version ?? FORMAT_VERSION, features: f.failedCheck === 'features' };
@@ -153,7 +179,6 @@ export async function scanSpare(spare: Backend): Promise<SpareScan> {
   }
   const l = scan.layout;
   const ref = scan.reference;
-  let scratch: Buffer | undefined;
   for (let k = 0; k < COPIES; k++) {
     const c: CopyScan = { index: k, offset: l.regionOffsets[k], length: l.regionBytes, valid: false, sequence: 0, timestamp: 0 };
     scan.copies.push(c);
@@ -167,26 +192,10 @@ export async function scanSpare(spare: Backend): Promise<SpareScan> {
       c.header = h;
       c.sequence = h.sequence;
       c.timestamp = h.timestamp;
-      // Copies normally hold identical checkpoints. The first one is verified in full (chunk CRCs and the
-      // whole-table CRC) and kept; a later copy with the same header fields whose bytes are equal to it
-      // passes the very same checks, so a memcmp replaces two CRC passes over the table.
-      // The comparison reads the copy piecewise into one small buffer that stays in cache.
-      const len = h.checkpointChunks * CHUNK_BYTES;
-      const at = checkpointOffset(l, k, h.activeSlot);
-      const key = checkpointKey(h);
-      const kept = scan.checkpoint?.key === key ? scan.checkpoint.bytes : undefined;
-      let bad: string | null = 'chunk-crc';
-      if (kept) {
-        scratch ??= Buffer.alloc(COMPARE_PIECE);
-        bad = await equalsOnDisk(spare, at, kept, scratch) ? null : await verifyOnDisk(spare, at, h);
-      } else {
-        const cp = await readAt(spare, at, len);
-        bad = verifyCheckpoint(cp, h.checkpointChunks, h.checkpointEntries, h.checkpointCrc, h.sequence);
-        if (!bad && !scan.checkpoint) scan.checkpoint = { key, bytes: cp };
-      }
+      const bad = await streamCheckpoint(spare, checkpointOffset(l, k, h.activeSlot), h, scan.buffers);
       if (bad) { c.failedCheck = bad; continue; }
-      const j = await readJournal(spare, journalOffset(l, k), l.journalBytes, h, l.frameAlign);
-      c.journal = j;
+      const j = await readJournal(spare, journalOffset(l, k), l.journalBytes, h, l.frameAlign, scan.buffers);
+      c.journal = { frames: j.frames, end: j.end, opCount: j.opCount };
       if (j.frames.length) {
         const last = j.frames[j.frames.length - 1];
         c.sequence = last.sequence;

@@ -7,7 +7,7 @@
 import { crc32 } from './crc';
 import { readU64, writeU64 } from './codec';
 import { alignUp } from './layout';
-import { decodeOp, encodeOp, OP_BYTES, type Op } from './table';
+import { encodeOp, OP_BYTES, type Op } from './table';
 
 export const FRAME_MAGIC = 0x464a4d52; // "RMJF" little-endian
 export const FRAME_HEADER_BYTES = 48;
@@ -36,10 +36,19 @@ function frameCrc(b: Buffer, opCount: number, base = 0): number {
   return crc32(b.subarray(base + FRAME_HEADER_BYTES, base + FRAME_HEADER_BYTES + opCount * OP_BYTES), head);
 }
 
-export interface Frame { sequence: number; timestamp: number; ops: Op[] }
+/**
+ * One valid frame of a scanned journal. Its ops stay in the scanned buffer (`JournalScan.buf`, at
+ * `opsOffset`, `count` ops of OP_BYTES each) and are applied from there (table.ts applyOpsAt): a journal
+ * of 100,000s of ops is never turned into objects.
+ */
+export interface Frame { sequence: number; timestamp: number; opsOffset: number; count: number }
 export interface JournalScan {
   frames: Frame[];
   end: number;
+  /** The bytes the frames point into (only their first `end` bytes matter). */
+  buf: Buffer;
+  /** Total number of ops in the frames. */
+  opCount: number;
   /** The chain reached the end of `buf` (the next frame may lie beyond it): scan a longer piece. */
   truncated?: boolean;
 }
@@ -50,6 +59,7 @@ export function scanJournal(buf: Buffer, epoch: number, setupTag: Buffer, frameA
   let pos = 0;
   let expect = epoch + 1;
   let truncated = false;
+  let opCount = 0;
   for (;;) {
     if (pos + FRAME_HEADER_BYTES > buf.length) { truncated = true; break; }
     if (buf.readUInt32LE(pos) !== FRAME_MAGIC) break;
@@ -60,11 +70,12 @@ export function scanJournal(buf: Buffer, epoch: number, setupTag: Buffer, frameA
     if (readU64(buf, pos + 8) !== epoch || readU64(buf, pos + 16) !== expect) break;
     if (!buf.subarray(pos + 32, pos + 40).equals(setupTag.subarray(0, 8))) break;
     if (frameCrc(buf, count, pos) !== buf.readUInt32LE(pos + 44)) break;
-    const ops: Op[] = [];
-    for (let i = 0; i < count; i++) ops.push(decodeOp(buf, pos + FRAME_HEADER_BYTES + i * OP_BYTES));
-    frames.push({ sequence: expect, timestamp: readU64(buf, pos + 24), ops });
+    frames.push({ sequence: expect, timestamp: readU64(buf, pos + 24), opsOffset: pos + FRAME_HEADER_BYTES, count });
+    opCount += count;
     expect++;
     pos += size;
   }
-  return truncated ? { frames, end: pos, truncated } : { frames, end: pos };
+  const out: JournalScan = { frames, end: pos, buf, opCount };
+  if (truncated) out.truncated = true;
+  return out;
 }

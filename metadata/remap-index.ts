@@ -38,6 +38,9 @@ function tableSizeFor(cap: number): number {
   return pow2AtLeast(cap + (cap >>> 1));
 }
 
+/** The per-slot arrays of a RemapIndex (see allocateSlots / fromSlots). */
+export interface SlotArrays { mains: Float64Array; spares: Float64Array; created: Float64Array; reasons: Uint8Array }
+
 export class RemapIndex {
   private mains: Float64Array;
   private spares: Float64Array;
@@ -63,6 +66,43 @@ export class RemapIndex {
   }
 
   get size(): number { return this.live; }
+
+  /** Empty slot arrays for `capacity` entries, to fill and hand to fromSlots(). */
+  static allocateSlots(capacity: number): SlotArrays {
+    const cap = Math.max(MIN_SLOTS, capacity);
+    return { mains: new Float64Array(cap), spares: new Float64Array(cap), created: new Float64Array(cap), reasons: new Uint8Array(cap) };
+  }
+
+  /**
+   * An index over the first `n` filled slots (all live: reason 1..8), taking the arrays over; the spare
+   * capacity beyond `n` is used by later set() calls. One pass builds the hash table; a main block that
+   * appears twice throws.
+   */
+  static fromSlots(a: SlotArrays, n: number): RemapIndex {
+    const ix = new RemapIndex(0);
+    ix.mains = a.mains;
+    ix.spares = a.spares;
+    ix.created = a.created;
+    ix.reasons = a.reasons;
+    ix.table = new Int32Array(tableSizeFor(a.mains.length));
+    const t = ix.table;
+    const mask = (ix.mask = t.length - 1);
+    const mains = a.mains;
+    for (let s = 0; s < n; s++) {
+      const m = mains[s];
+      let i = hashOf(m) & mask;
+      for (;;) {
+        const x = t[i];
+        if (x === 0) { t[i] = s + 1; break; }
+        if (mains[x - 1] === m) throw new Error(`main block ${m} appears twice`);
+        i = (i + 1) & mask;
+      }
+      ix.perReason[a.reasons[s]]++;
+    }
+    ix.slots = n;
+    ix.live = n;
+    return ix;
+  }
 
   /** Spare block of `main`, or -1 when it is not remapped. This is the lookup of the I/O path. */
   spareOf(main: number): number {

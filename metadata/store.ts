@@ -28,14 +28,18 @@
 import { randomBytes } from 'crypto';
 import type { Backend } from '../remap/backend';
 import { SpareAllocator } from './allocator';
-import { chooseBest, findHeaders, needsRepair, scanSpare, takeCheckpointBytes, type CopyScan, type SpareScan } from './copies';
+import {
+  chooseBest, findHeaders, loadCheckpoint, loadJournal, needsRepair, scanSpare, type CopyScan, type SpareScan,
+} from './copies';
 import { identityFromHeader, pairingMismatches } from './fingerprint';
 import { encodeHeader, FORMAT_VERSION, HEADER_BYTES, uuidFromString, uuidToString, type Header } from './header';
 import { encodeFrame } from './journal';
 import {
-  checkpointOffset, CHUNK_BYTES, computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout,
+  checkpointOffset, computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout,
 } from './layout';
-import { applyOp, cloneState, decodeCheckpoint, emptyState, encodeCheckpoint, OP_ADD, opsForChange, type Op, type TableState } from './table';
+import {
+  applyOp, applyOpAt, cloneState, emptyState, encodeCheckpoint, OP_ADD, OP_BYTES, opsForChange, type Op, type TableState,
+} from './table';
 import {
   MetadataError, REMAP_REASONS, type CheckReport, type MainIdentity, type MetadataChange, type RemapEntry, type RemapReason,
   type ScanState,
@@ -451,15 +455,11 @@ async function loadBest(scan: SpareScan, spare: Backend, main: MainIdentity | un
     }
     try {
       const l = scan.layout;
-      // The scan kept the verified bytes of the best copy's checkpoint; read them only if it did not.
-      let buf = takeCheckpointBytes(scan, best);
-      if (!buf) {
-        buf = Buffer.alloc(h.checkpointChunks * CHUNK_BYTES);
-        await spare.read(checkpointOffset(l, best.index, h.activeSlot), buf.length, buf, 0);
-      }
-      const state = decodeCheckpoint(buf, h.checkpointChunks, { cursorOffset: h.scanCursor, passesCompleted: h.scanPasses, lastFullScanAt: h.lastFullScanAt }, h.checkpointEntries);
-      buf = undefined;
-      for (const f of best.journal!.frames) for (const o of f.ops) applyOp(state, o);
+      // Stream the checkpoint again (verified and decoded in one pass through a reused 1 MiB buffer), then
+      // replay the journal from its bytes, sized up front so the table never grows during the load.
+      const state = await loadCheckpoint(spare, l, best, scan.buffers, best.journal!.opCount);
+      const j = await loadJournal(spare, l, best, scan.buffers);
+      for (const f of j.frames) for (let i = 0; i < f.count; i++) applyOpAt(state, j.buf, f.opsOffset + i * OP_BYTES);
       const alloc = new SpareAllocator(l);
       const mainBlocks = Math.ceil(h.mainSize / h.blockSize);
       const r = state.remaps;

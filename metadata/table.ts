@@ -5,7 +5,7 @@
 import { crc32 } from './crc';
 import { readU64, writeU64 } from './codec';
 import { CHUNK_BYTES, CHUNK_HEADER_BYTES, ENTRIES_PER_CHUNK, ENTRY_BYTES } from './layout';
-import { RemapIndex } from './remap-index';
+import { RemapIndex, type SlotArrays } from './remap-index';
 import { reasonCode, reasonName, type RemapEntry, type ScanState } from './types';
 
 export const CHUNK_MAGIC = 0x43544d52; // "RMTC" little-endian
@@ -60,25 +60,34 @@ export function opsForChange(change: {
  * ignored for a block that is remapped.
  */
 export function applyOp(s: TableState, o: Op): number {
-  switch (o.op) {
+  return applyFields(s, o.op, o.reason, o.a, o.b, o.c);
+}
+
+/** applyOp for the op encoded at `off` of `buf` (journal replay: no Op object per op). */
+export function applyOpAt(s: TableState, buf: Buffer, off: number): number {
+  return applyFields(s, buf[off], buf[off + 1], readU64(buf, off + 8), readU64(buf, off + 16), readU64(buf, off + 24));
+}
+
+function applyFields(s: TableState, op: number, reason: number, a: number, b: number, c: number): number {
+  switch (op) {
     case OP_ADD: {
-      const old = s.remaps.set(o.a, o.b, reasonName(o.reason) ? o.reason : MANUAL, o.c);
-      if (s.pending.size) s.pending.delete(o.a);
-      return old >= 0 && old !== o.b ? old : -1;
+      const old = s.remaps.set(a, b, reasonName(reason) ? reason : MANUAL, c);
+      if (s.pending.size) s.pending.delete(a);
+      return old >= 0 && old !== b ? old : -1;
     }
     case OP_REMOVE:
-      return s.remaps.delete(o.a);
+      return s.remaps.delete(a);
     case OP_PENDING_ADD:
-      if (!s.remaps.has(o.a)) s.pending.set(o.a, o.c);
+      if (!s.remaps.has(a)) s.pending.set(a, c);
       return -1;
     case OP_PENDING_REMOVE:
-      s.pending.delete(o.a);
+      s.pending.delete(a);
       return -1;
     case OP_SCAN:
-      s.scan = { cursorOffset: o.a, passesCompleted: o.b, lastFullScanAt: o.c };
+      s.scan = { cursorOffset: a, passesCompleted: b, lastFullScanAt: c };
       return -1;
     default:
-      throw new Error(`unknown op ${o.op}`);
+      throw new Error(`unknown op ${op}`);
   }
 }
 
@@ -89,10 +98,6 @@ export function encodeOp(buf: Buffer, off: number, o: Op): void {
   writeU64(buf, off + 8, o.a);
   writeU64(buf, off + 16, o.b);
   writeU64(buf, off + 24, o.c);
-}
-
-export function decodeOp(buf: Buffer, off: number): Op {
-  return { op: buf[off], reason: buf[off + 1], a: readU64(buf, off + 8), b: readU64(buf, off + 16), c: readU64(buf, off + 24) };
 }
 
 export interface EncodedCheckpoint { bytes: Buffer; chunks: number; entries: number; crc: number; scan: ScanState }
@@ -136,60 +141,115 @@ function chunkCrc(bytes: Buffer, base: number, count: number): number {
   return crc32(bytes.subarray(base + CHUNK_HEADER_BYTES, base + CHUNK_HEADER_BYTES + count * ENTRY_BYTES), head);
 }
 
+/** What a header says about its checkpoint. */
+export interface CheckpointInfo { chunks: number; entries: number; crc: number; sequence: number }
+
 /**
- * Verify a checkpoint read from disk (chunk CRCs, chunk numbering/sequence, entry count, whole-table CRC).
- * Returns the failed check name or null.
+ * Verifies a checkpoint read from disk piece by piece (whole chunks, in order): chunk magic, number,
+ * sequence and CRC, the entry count and the whole-table CRC (continued chunk by chunk while the chunk is
+ * still in cache). Pieces are read into one small reused buffer, so verifying a 20 MB table touches no
+ * fresh memory.
  */
-export function verifyCheckpoint(bytes: Buffer, chunks: number, entries: number, crc: number, sequence: number): string | null {
-  let total = 0;
-  let whole = 0;
-  for (let c = 0; c < chunks; c++) {
-    const base = c * CHUNK_BYTES;
-    const count = bytes.readUInt32LE(base + 16);
-    if (bytes.readUInt32LE(base) !== CHUNK_MAGIC || bytes.readUInt32LE(base + 4) !== c || count > ENTRIES_PER_CHUNK) return 'chunk-crc';
-    if (chunkCrc(bytes, base, count) !== bytes.readUInt32LE(base + 28)) return 'chunk-crc';
-    if (readU64(bytes, base + 8) !== sequence) return 'chunk-crc';
-    total += count;
-    // Whole-table CRC, continued chunk by chunk while the chunk is still in cache.
-    whole = crc32(bytes.subarray(base, base + CHUNK_BYTES), whole);
+export class CheckpointVerifier {
+  private next = 0;
+  private total = 0;
+  private whole = 0;
+  private failed: string | null = null;
+
+  constructor(private readonly info: CheckpointInfo) {}
+
+  /** Check `n` chunks at the start of `piece`. Returns the failed check (then and ever after) or null. */
+  feed(piece: Buffer, n: number): string | null {
+    for (let k = 0; k < n && !this.failed; k++) {
+      const base = k * CHUNK_BYTES;
+      const count = piece.readUInt32LE(base + 16);
+      if (piece.readUInt32LE(base) !== CHUNK_MAGIC || piece.readUInt32LE(base + 4) !== this.next || count > ENTRIES_PER_CHUNK
+        || chunkCrc(piece, base, count) !== piece.readUInt32LE(base + 28) || readU64(piece, base + 8) !== this.info.sequence) {
+        this.failed = 'chunk-crc';
+        break;
+      }
+      this.total += count;
+      this.whole = crc32(piece.subarray(base, base + CHUNK_BYTES), this.whole);
+      this.next++;
+    }
+    return this.failed;
   }
-  if (total !== entries) return 'table-crc';
-  if (whole !== crc) return 'table-crc';
-  return null;
+
+  /** After the last piece: the failed check or null. */
+  finish(): string | null {
+    if (this.failed) return this.failed;
+    if (this.next !== this.info.chunks) return 'chunk-crc';
+    if (this.total !== this.info.entries || this.whole !== this.info.crc) return 'table-crc';
+    return null;
+  }
 }
 
-/** u48 little-endian at `off` (no bounds checks: callers stay inside verified chunks). */
-function u48(b: Buffer, off: number): number {
-  return b[off] + b[off + 1] * 0x100 + b[off + 2] * 0x10000 + b[off + 3] * 0x1000000 + (b[off + 4] + b[off + 5] * 0x100) * 0x100000000;
-}
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
- * Decode a verified checkpoint into a fresh state. Throws on semantically impossible entries.
- * `entries` (the header's count) only sizes the table up front.
+ * Decodes verified checkpoint chunks, piece by piece, straight into the typed arrays of a RemapIndex (built
+ * at the end in one pass, which also finds duplicate main blocks). `capacity` sizes the arrays: the
+ * checkpoint's entries plus the journal ops that will be replayed on top, so nothing grows during a load.
+ * Throws on semantically impossible entries.
  */
-export function decodeCheckpoint(bytes: Buffer, chunks: number, scan: ScanState, entries = 0): TableState {
-  const s = emptyState();
-  s.remaps = new RemapIndex(entries + (entries >>> 4));
-  s.scan = scan;
-  const remaps = s.remaps;
-  for (let c = 0; c < chunks; c++) {
-    const base = c * CHUNK_BYTES;
-    const count = bytes.readUInt32LE(base + 16);
-    for (let i = 0; i < count; i++) {
-      const off = base + CHUNK_HEADER_BYTES + i * ENTRY_BYTES;
-      const kind = bytes[off];
-      const main = u48(bytes, off + 2);
-      const created = u48(bytes, off + 16);
-      if (kind === KIND_REMAP) {
-        const reason = bytes[off + 1];
-        if (!reasonName(reason)) throw new Error(`unknown remap reason ${reason}`);
-        if (remaps.set(main, u48(bytes, off + 8), reason, created) >= 0) throw new Error(`main block ${main} appears twice`);
-      } else if (kind === KIND_PENDING) {
-        s.pending.set(main, created);
-      } else {
-        throw new Error(`unknown table entry kind ${kind}`);
+export class CheckpointDecoder {
+  private readonly slots: SlotArrays;
+  private n = 0;
+  private readonly pending = new Map<number, number>();
+
+  constructor(capacity: number) {
+    this.slots = RemapIndex.allocateSlots(capacity);
+  }
+
+  /** Decode `n` (verified) chunks at the start of `piece`. */
+  feed(piece: Buffer, n: number): void {
+    const { mains, spares, created, reasons } = this.slots;
+    // Entries start 8-byte aligned (chunk base + 32 + 24 i): read the u48 fields through aligned 16/32-bit
+    // views when the buffer allows it (little-endian hosts), otherwise byte by byte.
+    const aligned = LITTLE_ENDIAN && piece.byteOffset % 4 === 0;
+    const u16 = aligned ? new Uint16Array(piece.buffer, piece.byteOffset, piece.length >>> 1) : undefined;
+    const u32 = aligned ? new Uint32Array(piece.buffer, piece.byteOffset, piece.length >>> 2) : undefined;
+    let k = this.n;
+    for (let c = 0; c < n; c++) {
+      const base = c * CHUNK_BYTES;
+      const count = piece.readUInt32LE(base + 16);
+      for (let i = 0; i < count; i++) {
+        const off = base + CHUNK_HEADER_BYTES + i * ENTRY_BYTES;
+        const kind = piece[off];
+        let main: number;
+        let spare: number;
+        let when: number;
+        if (u16 && u32) {
+          main = u16[(off + 2) >>> 1] + u32[(off + 4) >>> 2] * 0x10000;
+          spare = u32[(off + 8) >>> 2] + u16[(off + 12) >>> 1] * 0x100000000;
+          when = u32[(off + 16) >>> 2] + u16[(off + 20) >>> 1] * 0x100000000;
+        } else {
+          main = piece.readUIntLE(off + 2, 6);
+          spare = piece.readUIntLE(off + 8, 6);
+          when = piece.readUIntLE(off + 16, 6);
+        }
+        if (kind === KIND_REMAP) {
+          const reason = piece[off + 1];
+          if (!reasonName(reason)) throw new Error(`unknown remap reason ${reason}`);
+          if (k === mains.length) throw new Error('checkpoint holds more entries than its header says');
+          mains[k] = main;
+          spares[k] = spare;
+          created[k] = when;
+          reasons[k] = reason;
+          k++;
+        } else if (kind === KIND_PENDING) {
+          this.pending.set(main, when);
+        } else {
+          throw new Error(`unknown table entry kind ${kind}`);
+        }
       }
     }
+    this.n = k;
   }
-  return s;
+
+  /** The decoded table (throws when a main block appears twice). */
+  finish(scan: ScanState): TableState {
+    const remaps = RemapIndex.fromSlots(this.slots, this.n);
+    return { remaps, pending: this.pending, scan };
+  }
 }
