@@ -1,20 +1,56 @@
 /**
  * Ordering for blocks whose location changes (remap on write error, migration, manual remap/unremap).
  * A block being moved is locked: I/O that touches it waits, then routes again. The mover first waits
- * for writes that were already in flight on that block, so none of them can land on the old location
- * after the switch.
+ * for the writes that were already in flight when it took the lock, so none of them can land on the old
+ * location after the switch.
+ *
+ * In-flight writes are counted, not listed: every write joins the current *generation* (a counter);
+ * taking a lock closes the generation and waits until it and every older one has drained. A mover may
+ * thus wait for a write to another block too (microseconds to milliseconds; moves are rare), and the
+ * write path pays one increment and one decrement instead of an entry in a set: it must cost no more
+ * than the passthrough device's (docs/PERFORMANCE.md, remap layer cost).
  */
 import type { MainBlock } from './units';
 
-interface ActiveWrite {
-  readonly first: MainBlock;
-  readonly last: MainBlock;
-  readonly done: Promise<unknown>;
+/** The writes started between two lock acquisitions. */
+export class WriteGeneration {
+  private inFlight = 0;
+  private previous: WriteGeneration | undefined;
+  private drained: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(previous: WriteGeneration | undefined) {
+    this.previous = previous;
+  }
+
+  /** A write joined this generation; call end() once its backend I/O settled (success or not). */
+  begin(): this {
+    this.inFlight++;
+    return this;
+  }
+
+  end(): void {
+    if (--this.inFlight === 0 && this.wake) {
+      this.wake();
+      this.wake = undefined;
+    }
+  }
+
+  /** Resolves once no write of this generation or an older one is in flight. */
+  async drain(): Promise<void> {
+    if (this.previous) {
+      await this.previous.drain();
+      this.previous = undefined; // drained: let the chain go
+    }
+    if (this.inFlight === 0) return;
+    this.drained ??= new Promise<void>((r) => (this.wake = r));
+    await this.drained;
+  }
 }
 
 export class BlockLocks {
   private readonly locks = new Map<MainBlock, Promise<void>>();
-  private readonly activeWrites = new Set<ActiveWrite>();
+  private generation = new WriteGeneration(undefined);
 
   get anyLocked(): boolean {
     return this.locks.size > 0;
@@ -41,27 +77,34 @@ export class BlockLocks {
     }
   }
 
-  /** Track a write in flight on [first, last] until `done` settles. */
-  trackWrite<T>(first: MainBlock, last: MainBlock, done: Promise<T>): Promise<T> {
-    const w: ActiveWrite = { first, last, done };
-    this.activeWrites.add(w);
-    const clear = () => this.activeWrites.delete(w);
-    done.then(clear, clear);
+  /**
+   * A write is about to start (synchronously after routing): end() the returned generation once its
+   * backend I/O settled. The hot path's form of trackWrite().
+   */
+  beginWrite(): WriteGeneration {
+    return this.generation.begin();
+  }
+
+  /** Track a write in flight until `done` settles. */
+  trackWrite<T>(done: Promise<T>): Promise<T> {
+    const g = this.generation.begin();
+    const end = (): void => g.end();
+    done.then(end, end);
     return done;
   }
 
   /**
-   * Run `fn` holding the lock on `block`: waits for the current holder, then for writes in flight on
-   * the block, then runs. Concurrent callers run one after another.
+   * Run `fn` holding the lock on `block`: waits for the current holder, then for the writes in flight,
+   * then runs. Concurrent callers run one after another.
    */
   async withLock<T>(block: MainBlock, fn: () => Promise<T>): Promise<T> {
     while (this.locks.has(block)) await this.locks.get(block);
     let release!: () => void;
     this.locks.set(block, new Promise<void>((r) => (release = r)));
     try {
-      const inFlight: Promise<unknown>[] = [];
-      for (const w of this.activeWrites) if (w.first <= block && w.last >= block) inFlight.push(w.done);
-      await Promise.allSettled(inFlight);
+      const closed = this.generation;
+      this.generation = new WriteGeneration(closed);
+      await closed.drain();
       return await fn();
     } finally {
       this.locks.delete(block);

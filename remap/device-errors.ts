@@ -25,3 +25,8 @@ export function toDeviceError(err: unknown): DeviceError {
   const e = err as NodeJS.ErrnoException;
   return new DeviceError((e?.code && CODE_TO_ERRNO[e.code]) || 'EIO', e?.message ?? String(err));
 }
+
+/** For promise chains: `.catch(rethrowDeviceError)`. */
+export function rethrowDeviceError(err: unknown): never {
+  throw toDeviceError(err);
+}

@@ -11,15 +11,11 @@ import {
   type ZeroOptions,
 } from '../protocol/block-device';
 import type { Backend } from './backend';
-import { toDeviceError } from './device-errors';
+import { rethrowDeviceError, toDeviceError } from './device-errors';
 
 /** CACHE reads at most this much per request into a scratch buffer to warm the page cache. */
 const CACHE_CHUNK = 1024 * 1024;
 const CACHE_LIMIT = 64 * 1024 * 1024;
-
-function rethrowDeviceError(err: unknown): never {
-  throw toDeviceError(err);
-}
 
 export class PassthroughDevice implements BlockDevice {
   readonly size: number;

@@ -27,7 +27,7 @@ import type { MetadataStore } from '../metadata/store';
 import type { RemapReason } from '../metadata/types';
 import { BackendError, type Backend } from './backend';
 import { BlockLocks } from './block-locks';
-import { toDeviceError } from './device-errors';
+import { rethrowDeviceError, toDeviceError } from './device-errors';
 import { RemapTable } from './remap-table';
 import { blockSpan, blockStart, type ByteLength, type ByteOffset, type MainBlock, type SpareBlock } from './units';
 
@@ -165,8 +165,26 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
 
   // ---------------------------------------------------------------- read
 
-  async read(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
+  /**
+   * The hot path, for a request inside one remap block or a device with nothing remapped, while no block
+   * moves and none is pending: one lookup, then straight to the backend, exactly as many promises as the
+   * passthrough device. Everything else is routed (readRouted).
+   */
+  read(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
     this.ioCount++;
+    if (!this.locks.anyLocked && this.table.pendingCount === 0) {
+      const B = this.remapBlockSize;
+      const first = Math.floor(offset / B);
+      if (this.table.size === 0 || first === Math.floor((offset + length - 1) / B)) {
+        const spare = this.table.size === 0 ? undefined : this.table.lookup(first);
+        if (spare === undefined) return this.readMain(offset, length, target, targetOffset);
+        return this.spare.read(spare * B + (offset - first * B), length, target, targetOffset).catch(rethrowDeviceError);
+      }
+    }
+    return this.readRouted(offset, length, target, targetOffset);
+  }
+
+  private async readRouted(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
     if (this.locks.anyLocked) await this.waitForMovingBlocks(offset, length);
     if (this.table.isEmpty) {
       return this.readMain(offset, length, target, targetOffset);
@@ -176,9 +194,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
       const at = targetOffset + (s.offset - offset);
       return s.spareOffset === -1
         ? this.readMain(s.offset, s.length, target, at)
-        : this.spare.read(s.spareOffset, s.length, target, at).catch((err) => {
-            throw toDeviceError(err);
-          });
+        : this.spare.read(s.spareOffset, s.length, target, at).catch(rethrowDeviceError);
     });
     const results = await Promise.allSettled(work);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -186,13 +202,11 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
     if (this.table.pendingCount > 0) await this.rescuePendingThatRead(offset, length, target, targetOffset);
   }
 
-  private async readMain(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
-    try {
-      await this.main.read(offset, length, target, targetOffset);
-    } catch (err) {
+  private readMain(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
+    return this.main.read(offset, length, target, targetOffset).catch((err: unknown) => {
       if (!(err instanceof BackendError)) throw toDeviceError(err);
-      await this.recoverRead(offset, length, target, targetOffset, err);
-    }
+      return this.recoverRead(offset, length, target, targetOffset, err);
+    });
   }
 
   /**
@@ -269,8 +283,24 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
 
   // ---------------------------------------------------------------- write
 
-  async write(offset: ByteOffset, data: Buffer, fua: boolean): Promise<void> {
+  /** The hot path, as for read(): one lookup, then straight to the backend. Everything else: writeRouted. */
+  write(offset: ByteOffset, data: Buffer, fua: boolean): Promise<void> {
     this.ioCount++;
+    if (!fua && !this.locks.anyLocked && this.table.pendingCount === 0) {
+      if (this.table.size === 0) return this.writeMain(offset, data);
+      const B = this.remapBlockSize;
+      const first = Math.floor(offset / B);
+      if (first === Math.floor((offset + data.length - 1) / B)) {
+        const spare = this.table.lookup(first);
+        if (spare === undefined) return this.writeMain(offset, data);
+        // Tracked like main writes, so moving the block back to main waits for it.
+        return this.locks.trackWrite(this.writeSpare(spare * B + (offset - first * B), data));
+      }
+    }
+    return this.writeRouted(offset, data, fua);
+  }
+
+  private async writeRouted(offset: ByteOffset, data: Buffer, fua: boolean): Promise<void> {
     if (this.locks.anyLocked) await this.waitForMovingBlocks(offset, data.length);
     if (this.table.isEmpty) {
       await this.writeMain(offset, data);
@@ -281,8 +311,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
           const piece = data.subarray(s.offset - offset, s.offset - offset + s.length);
           if (s.spareOffset === -1) return this.writeMainOrPending(s.offset, piece);
           // Tracked like main writes, so moving the block back to main waits for it.
-          const [f, l] = blockSpan(s.offset, s.length, this.remapBlockSize);
-          return this.locks.trackWrite(f, l, this.writeSpare(s.spareOffset, piece));
+          return this.locks.trackWrite(this.writeSpare(s.spareOffset, piece));
         }),
       );
     }
@@ -299,12 +328,8 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
     if (failed) throw failed.reason;
   }
 
-  private async writeSpare(spareOffset: ByteOffset, piece: Buffer): Promise<void> {
-    try {
-      await this.spare.write(spareOffset, piece);
-    } catch (err) {
-      throw toDeviceError(err);
-    }
+  private writeSpare(spareOffset: ByteOffset, piece: Buffer): Promise<void> {
+    return this.spare.write(spareOffset, piece).catch(rethrowDeviceError);
   }
 
   /** A main segment that may contain pending blocks: those go to the spare now. */
@@ -327,16 +352,23 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
     await this.settleAll(work);
   }
 
-  private async writeMain(offset: ByteOffset, piece: Buffer): Promise<void> {
+  /** Write to main, tracked until the backend settles; a failure goes to writeMainFailed. */
+  private writeMain(offset: ByteOffset, piece: Buffer): Promise<void> {
+    const g = this.locks.beginWrite();
+    return this.main.write(offset, piece).then(
+      () => g.end(),
+      (err: unknown) => {
+        g.end();
+        return this.writeMainFailed(offset, piece, err);
+      },
+    );
+  }
+
+  private async writeMainFailed(offset: ByteOffset, piece: Buffer, err: unknown): Promise<void> {
+    if (!(err instanceof BackendError)) throw toDeviceError(err);
+    this.log.warn({ offset, length: piece.length, code: err.code }, 'write to main failed; redirecting to the spare');
     const B = this.remapBlockSize;
     const [first, last] = blockSpan(offset, piece.length, B);
-    try {
-      await this.locks.trackWrite(first, last, this.main.write(offset, piece));
-      return;
-    } catch (err) {
-      if (!(err instanceof BackendError)) throw toDeviceError(err);
-      this.log.warn({ offset, length: piece.length, code: err.code }, 'write to main failed; redirecting to the spare');
-    }
     // Find the failing blocks: write each block alone; the ones that still fail are remapped.
     const end = offset + piece.length;
     const work: Promise<void>[] = [];
@@ -350,11 +382,11 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
           // routed: follow it instead of writing behind its back.
           await this.locks.waitUnlocked(b, b);
           const moved = this.table.lookup(b);
-          if (moved !== undefined) return this.writeSpare(moved * B + (start - b * B), part);
+          if (moved !== undefined) return this.locks.trackWrite(this.writeSpare(moved * B + (start - b * B), part));
           if (this.table.isPending(b)) return this.remapOnWrite(b, start, part, 'read-error');
           if (first !== last) {
             try {
-              await this.locks.trackWrite(b, b, this.main.write(start, part));
+              await this.locks.trackWrite(this.main.write(start, part));
               return;
             } catch (err) {
               if (!(err instanceof BackendError)) throw toDeviceError(err);
@@ -551,7 +583,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
         }
         try {
           if (this.table.pendingCount > 0) throw new BackendError('EIO', 'range has pending blocks', s.offset);
-          await this.locks.trackWrite(...blockSpan(s.offset, s.length, this.remapBlockSize), this.main.zero(s.offset, s.length, o.noHole));
+          await this.locks.trackWrite(this.main.zero(s.offset, s.length, o.noHole));
         } catch (err) {
           if (!(err instanceof BackendError)) throw toDeviceError(err);
           if (o.fastZero) throw new DeviceError('ENOTSUP', 'fast zeroing failed on the main device');
