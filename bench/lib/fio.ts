@@ -51,6 +51,8 @@ export interface FioRunOptions {
   readonly rampSec: number;
   /** Where fio writes its JSON. */
   readonly outFile: string;
+  /** CPU list for `taskset -c`. */
+  readonly cpus?: string;
 }
 
 interface FioDirJson {
@@ -94,7 +96,8 @@ export async function runFio(uri: string, w: Workload, o: FioRunOptions): Promis
   fs.mkdirSync(path.dirname(o.outFile), { recursive: true });
   try { fs.unlinkSync(o.outFile); } catch { /* none */ }
   const args = fioArgs(uri, w, o);
-  const r = await run('fio', args, { timeoutMs: (o.runtimeSec + o.rampSec + 60) * 1000 });
+  const timeout = { timeoutMs: (o.runtimeSec + o.rampSec + 60) * 1000 };
+  const r = await (o.cpus ? run('taskset', ['-c', o.cpus, 'fio', ...args], timeout) : run('fio', args, timeout));
   let json: { jobs?: Array<{ error: number; read: FioDirJson; write: FioDirJson }> } | undefined;
   try {
     json = JSON.parse(fs.readFileSync(o.outFile, 'utf8'));

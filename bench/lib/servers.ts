@@ -25,6 +25,10 @@ export interface ServerOptions {
   /** Label used in file names and logs; defaults to the kind. */
   readonly label?: string;
   readonly readyTimeoutMs?: number;
+  /** Serve this image instead of the suite's (e.g. a copy on tmpfs). */
+  readonly image?: string;
+  /** CPU list for `taskset -c` (every thread of the server runs there). */
+  readonly cpus?: string;
 }
 
 export interface RunningServer {
@@ -75,7 +79,12 @@ function removeStale(p: string): void {
 
 /** Wrap a foreground child process. */
 function childServer(kind: ServerKind, label: string, socketPath: string, uri: string, logFile: string,
-  cmd: string, args: string[], env: NodeJS.ProcessEnv): { server: RunningServer; child: ChildProcess } {
+  cmd: string, args: string[], env: NodeJS.ProcessEnv, cpus?: string): { server: RunningServer; child: ChildProcess } {
+  if (cpus) {
+    // taskset execs the server: same pid, and threads started later inherit the CPU list.
+    args = ['-c', cpus, cmd, ...args];
+    cmd = 'taskset';
+  }
   const log = fs.openSync(logFile, 'a');
   const child = spawn(cmd, args, { env, stdio: ['ignore', log, log] });
   fs.closeSync(log);
@@ -116,17 +125,17 @@ export async function startServer(kind: ServerKind, senv: ServerEnv, opts: Serve
       const nodeArgs = [...senv.remapdNodeOptions, ...(opts.nodeOptions ?? [])];
       const bin = path.join(senv.repoRoot, 'bin', 'remapd');
       server = childServer(kind, label, socketPath, `nbd+unix:///?socket=${socketPath}`, logFile, process.execPath,
-        [...nodeArgs, bin, 'serve', '--main', senv.image, '--socket', socketPath, ...extra], env).server;
+        [...nodeArgs, bin, 'serve', '--main', senv.image, '--socket', socketPath, ...extra], env, opts.cpus).server;
       break;
     }
     case 'nbdkit':
       server = childServer(kind, label, socketPath, `nbd+unix:///?socket=${socketPath}`, logFile, 'nbdkit',
-        ['-f', '--exit-with-parent', '-U', socketPath, ...extra, 'file', `file=${senv.image}`], env).server;
+        ['-f', '--exit-with-parent', '-U', socketPath, ...extra, 'file', `file=${senv.image}`], env, opts.cpus).server;
       break;
     case 'qemu-nbd':
       server = childServer(kind, label, socketPath, `nbd+unix:///?socket=${socketPath}`, logFile, 'qemu-nbd',
         ['-k', socketPath, '-f', 'raw', '--cache=writeback', '--aio=threads', '--persistent', '--shared=8', ...extra, senv.image],
-        env).server;
+        env, opts.cpus).server;
       break;
     case 'nbd-server':
       server = await startNbdServer(label, socketPath, logFile, senv, extra, env);

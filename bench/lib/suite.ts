@@ -53,6 +53,8 @@ export interface FioOverrides {
   readonly rampSec?: number;
   /** Distinguishes repeated runs in raw file names. */
   readonly tag?: string;
+  /** Pin fio to these CPUs (`taskset -c`). */
+  readonly cpus?: string;
 }
 
 export class SuiteContext {
@@ -90,7 +92,7 @@ export class SuiteContext {
   async startServer(kind: ServerKind, opts: ServerOptions = {}): Promise<RunningServer> {
     const s = await startServer(kind, {
       repoRoot: this.config.repoRoot,
-      image: this.image,
+      image: opts.image ?? this.image,
       workDir: this.workDir,
       remapdNodeOptions: this.config.remapdNodeOptions,
     }, opts);
@@ -127,6 +129,7 @@ export class SuiteContext {
       runtimeSec: o.runtimeSec ?? this.config.runtimeSec,
       rampSec: o.rampSec ?? this.config.rampSec,
       outFile,
+      cpus: o.cpus,
     });
     const t1 = process.hrtime.bigint();
     const wallSec = Number(t1 - t0) / 1e9;
