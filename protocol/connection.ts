@@ -280,7 +280,11 @@ export class Connection {
         slab = Buffer.allocUnsafeSlow(READ_SLAB);
         pos = 0;
       }
-      return slab.subarray(pos);
+      // A client streaming large WRITEs: read just the next header, so that its payload is read straight
+      // into the payload buffer (no copy out of the slab, and the slab, fresh memory each time it is
+      // replaced, is hardly used). One more small read per large request; any other request switches back.
+      const missing = this.parser.expectingLargeWrite ? this.parser.headerBytesMissing() : 0;
+      return missing > 0 ? slab.subarray(pos, pos + missing) : slab.subarray(pos);
     };
     fields[kBuffer] = slab;
     handle.useUserBuffer(slab);

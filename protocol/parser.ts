@@ -48,6 +48,7 @@ export class ClientParser {
   private paused = false;
   private draining = false;
   private direct: DirectWrite | undefined;
+  private lastLargeWrite = false;
 
   constructor(private readonly onMessage: (m: ClientMessage) => void) {}
 
@@ -70,6 +71,26 @@ export class ClientParser {
     const d = this.direct;
     if (!d || d.filled >= d.length || this.phase !== 'transmission') return undefined;
     return d.lease.buf.subarray(d.filled);
+  }
+
+  /**
+   * True when the last request header parsed was a WRITE with a payload of at least DIRECT_PAYLOAD_MIN
+   * (a client streaming large writes will likely send another).
+   */
+  get expectingLargeWrite(): boolean {
+    return this.lastLargeWrite;
+  }
+
+  /**
+   * Bytes still missing from the next request header (1..REQUEST_HEADER_SIZE) when the parser is at a
+   * request boundary in the transmission phase; 0 otherwise. A reader expecting a large WRITE reads just
+   * this many, so that the payload that follows goes straight into its buffer (directTarget) instead of
+   * through receive chunks and a copy.
+   */
+  headerBytesMissing(): number {
+    if (this.phase !== 'transmission' || this.direct || this.queue.discarding > 0) return 0;
+    const have = this.queue.length;
+    return have < REQUEST_HEADER_SIZE ? REQUEST_HEADER_SIZE - have : 0;
   }
 
   /** `n` bytes were written into directTarget(). */
@@ -179,6 +200,7 @@ export class ClientParser {
           }
           payloadLength = length;
         }
+        this.lastLargeWrite = payloadLength >= DIRECT_PAYLOAD_MIN;
         if (q.length < REQUEST_HEADER_SIZE + payloadLength) {
           if (payloadLength < DIRECT_PAYLOAD_MIN) return undefined;
           // Start collecting the payload in its own buffer; the request is emitted once it is full.

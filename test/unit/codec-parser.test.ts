@@ -383,3 +383,46 @@ t.test('non-WRITE commands never consume a payload, whatever their length', asyn
     t.equal(out[1].type, Cmd.FLUSH);
   }
 });
+
+t.test('large WRITEs: header-sized reads, then the payload straight into its buffer (as Connection does)', async (t) => {
+  const out: ClientMessage[] = [];
+  const p = new ClientParser((m) => out.push(m));
+  p.setPhase('transmission');
+  t.equal(p.headerBytesMissing(), 28, 'at a request boundary: a whole header is missing');
+  t.notOk(p.expectingLargeWrite);
+  const payloads = [Buffer.alloc(1 << 20, 1), Buffer.alloc(256 << 10, 2)];
+  const stream = Buffer.concat([
+    wire.request({ type: Cmd.WRITE, offset: 0n, cookie: 1n, payload: payloads[0] }),
+    wire.request({ type: Cmd.WRITE, offset: 1n << 20n, cookie: 2n, payload: payloads[1] }),
+    wire.request({ type: Cmd.READ, offset: 0n, length: 4096, cookie: 3n }),
+    wire.request({ type: Cmd.WRITE, offset: 0n, cookie: 4n, payload: Buffer.alloc(4096, 3) }),
+  ]);
+  // A reader in the style of Connection's large-read mode: the direct target when there is one, else the
+  // missing header bytes when a large write is expected, else up to 100,000 bytes.
+  let at = 0;
+  let directReads = 0;
+  let headerReads = 0;
+  while (at < stream.length) {
+    const target = p.directTarget();
+    if (target) {
+      const n = Math.min(target.length, 200_000, stream.length - at);
+      stream.copy(target, 0, at, at + n);
+      at += n;
+      directReads++;
+      p.directFilled(n);
+      continue;
+    }
+    const missing = p.expectingLargeWrite ? p.headerBytesMissing() : 0;
+    if (missing > 0) headerReads++;
+    const n = Math.min(missing > 0 ? missing : 100_000, stream.length - at);
+    p.push(Buffer.from(stream.subarray(at, at + n)));
+    at += n;
+  }
+  t.same(out.map((m) => (m.kind === 'request' ? Number(m.cookieLo) : -1)), [1, 2, 3, 4], 'every request, in order');
+  const writes = out.filter((m): m is Extract<ClientMessage, { kind: 'request' }> => m.kind === 'request' && m.type === Cmd.WRITE);
+  t.ok(writes[0].payload!.equals(payloads[0]) && writes[1].payload!.equals(payloads[1]), 'payloads intact');
+  t.ok(writes[2].payload!.equals(Buffer.alloc(4096, 3)));
+  t.equal(headerReads, 2, 'after each large WRITE the next header is read on its own');
+  t.ok(directReads >= 6, `most payload bytes went straight into the payload buffers (${directReads} direct reads)`);
+  t.notOk(p.expectingLargeWrite, 'a small request ends large-write mode');
+});
