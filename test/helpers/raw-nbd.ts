@@ -3,6 +3,7 @@
  * Only what the e2e malformed-client tests need: greeting, options, GO, simple-reply transmission.
  */
 import { connect, type Socket } from 'node:net';
+import { ByteStream } from './byte-stream';
 
 export const NBDMAGIC = Buffer.from('NBDMAGIC', 'latin1');
 export const IHAVEOPT = Buffer.from('IHAVEOPT', 'latin1');
@@ -15,25 +16,21 @@ export const SIMPLE_REPLY_MAGIC = 0x67446698;
 
 export class RawConn {
   readonly sock: Socket;
-  private buf = Buffer.alloc(0);
-  private waiters: (() => void)[] = [];
+  private readonly input: ByteStream;
+  /** The socket closed ('close' event). */
   closed = false;
   readonly closedP: Promise<void>;
   error: Error | null = null;
 
   private constructor(sock: Socket) {
     this.sock = sock;
-    sock.on('data', (b: Buffer) => {
-      this.buf = Buffer.concat([this.buf, b]);
-      this.wake();
-    });
+    this.input = new ByteStream(sock);
     sock.on('error', (e) => {
       this.error = e;
     });
     this.closedP = new Promise((res) =>
       sock.on('close', () => {
         this.closed = true;
-        this.wake();
         res();
       }),
     );
@@ -57,30 +54,9 @@ export class RawConn {
     });
   }
 
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
   /** Exactly n bytes, or throws on close/timeout. */
-  async read(n: number, timeoutMs = 10_000): Promise<Buffer> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.buf.length < n) {
-      if (this.closed) throw new Error(`connection closed after ${this.buf.length}/${n} bytes`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timeout waiting for ${n} bytes (have ${this.buf.length})`);
-      await new Promise<void>((res) => {
-        const timer = setTimeout(res, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          res();
-        });
-      });
-    }
-    const out = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
-    return Buffer.from(out);
+  read(n: number, timeoutMs = 10_000): Promise<Buffer> {
+    return this.input.read(n, timeoutMs);
   }
 
   write(b: Buffer): void {

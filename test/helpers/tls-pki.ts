@@ -18,8 +18,8 @@
 import { mkdirSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { Duplex } from 'node:stream';
 import { run, describe } from './exec';
+import { ByteStream } from './byte-stream';
 
 export interface Pki {
   root: string;
@@ -123,63 +123,8 @@ export function readPem(path: string): Buffer {
   return readFileSync(path);
 }
 
-/** Exact-length reads from any stream (net.Socket before STARTTLS, TLSSocket after). */
-export class StreamReader {
-  private buf = Buffer.alloc(0);
-  private waiters: (() => void)[] = [];
-  closed = false;
-  private readonly onData = (b: Buffer): void => {
-    this.buf = Buffer.concat([this.buf, b]);
-    this.wake();
-  };
-  private readonly onClose = (): void => {
-    this.closed = true;
-    this.wake();
-  };
-
-  constructor(readonly stream: Duplex) {
-    stream.on('data', this.onData);
-    stream.on('close', this.onClose);
-    stream.on('end', this.onClose);
-    stream.on('error', this.onClose);
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-
-  /** Stop consuming the stream (before handing it to tls.connect); returns unread bytes. */
-  detach(): Buffer {
-    this.stream.off('data', this.onData);
-    this.stream.off('close', this.onClose);
-    this.stream.off('end', this.onClose);
-    this.stream.off('error', this.onClose);
-    const rest = this.buf;
-    this.buf = Buffer.alloc(0);
-    return rest;
-  }
-
-  async read(n: number, timeoutMs = 10_000): Promise<Buffer> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.buf.length < n) {
-      if (this.closed) throw new Error(`stream closed after ${this.buf.length}/${n} bytes`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timeout waiting for ${n} bytes (have ${this.buf.length})`);
-      await new Promise<void>((res) => {
-        const timer = setTimeout(res, left);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          res();
-        });
-      });
-    }
-    const out = Buffer.from(this.buf.subarray(0, n));
-    this.buf = this.buf.subarray(n);
-    return out;
-  }
-
+/** Exact-length reads from any stream (net.Socket before STARTTLS, TLSSocket after), plus option helpers. */
+export class StreamReader extends ByteStream {
   write(b: Buffer): void {
     this.stream.write(b);
   }
