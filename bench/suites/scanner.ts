@@ -3,6 +3,10 @@
  *  - fio seq read 1M QD8 and rand read 4K QD32 against remapd --spare with the scanner paused (baseline), with the scan at its
  *    default rate (64 MiB/s, back-off on), and with back-off disabled (REMAPD_SCAN_BACKOFF=0: the scan keeps
  *    reading at the full rate while fio runs — the worst case). Bars: seq ≥ 95 %, rand ≥ 90 % of no-scan.
+ *    The three daemons (each with its own spare) are up at once and BENCH_SCAN_ROUNDS rounds (default 3)
+ *    run every workload on each, in an order that rotates; medians are reported, since single fio runs on
+ *    this 2-vCPU machine differ by up to ±20 % between identical servers. While one daemon is measured, the
+ *    scanners of the others are paused, so only the measured daemon's own scan runs.
  *  - main-thread event-loop delay p99 (scan.loopdelay) during each fio run and while idle.
  *  - idle full-pass time with --scan-rate 0 (unlimited) vs `dd bs=1M` of the same file, and the measured rate
  *    at the default 64 MiB/s.
@@ -41,8 +45,8 @@ async function waitControl(ctl: string): Promise<void> {
   throw new Error(`no scan control on ${ctl}`);
 }
 
-async function makeSpare(ctx: SuiteContext): Promise<string> {
-  const spare = path.join(ctx.workDir, 'scanner-spare.img');
+async function makeSpare(ctx: SuiteContext, name: string): Promise<string> {
+  const spare = path.join(ctx.workDir, `scanner-${name}-spare.img`);
   fs.rmSync(spare, { force: true });
   fs.closeSync(fs.openSync(spare, 'w'));
   fs.truncateSync(spare, 256 * 1024 * 1024);
@@ -65,7 +69,6 @@ export const scannerSuite: Suite = {
   async run(ctx: SuiteContext) {
     const verdicts: Verdict[] = [];
     const data: Record<string, unknown> = {};
-    const spare = await makeSpare(ctx);
     const modes = [
       // The baseline keeps the scanner attached but paused before any measurement, so scan.loopdelay exists;
       // a paused scanner's worker is idle (no reads, no messages).
@@ -73,24 +76,45 @@ export const scannerSuite: Suite = {
       { id: 'scan', label: 'scan 64 MiB/s (default, back-off on)', args: ['--scan-interval', '0s'], env: {} },
       { id: 'scan-nobackoff', label: 'scan 64 MiB/s, back-off off (worst case)', args: ['--scan-interval', '0s'], env: { REMAPD_SCAN_BACKOFF: '0' } },
     ];
-    const cells: Record<string, Record<string, Cell>> = {};
+    const rounds = Number(process.env.BENCH_SCAN_ROUNDS ?? (ctx.config.quick ? 1 : 3));
+    const servers: Record<string, { s: RunningServer; ctl: string }> = {};
+    for (const m of modes) {
+      const spare = await makeSpare(ctx, m.id);
+      const s = await ctx.startServer('remapd', { label: `remapd-${m.id}`, extraArgs: ['--spare', spare, ...m.args], env: m.env });
+      const ctl = ctlOf(s);
+      await waitControl(ctl);
+      await callControl(ctl, 'scan.pause');
+      servers[m.id] = { s, ctl };
+    }
+    /** Only `id`'s scanner runs (none for the baseline). */
+    const only = async (id: string): Promise<void> => {
+      for (const m of modes) {
+        if (m.id === 'no-scan') continue;
+        await callControl(servers[m.id].ctl, m.id === id ? 'scan.resume' : 'scan.pause');
+      }
+    };
     const idleLoop: Record<string, LoopDelay> = {};
     for (const m of modes) {
-      cells[m.id] = {};
-      await ctx.withServer('remapd', { label: `remapd-${m.id}`, extraArgs: ['--spare', spare, ...m.args], env: m.env }, async (s) => {
-        const ctl = ctlOf(s);
-        await waitControl(ctl);
-        const hasScan = m.id !== 'no-scan';
-        if (!hasScan) await callControl(ctl, 'scan.pause');
-        // Idle event-loop delay over 3 s (the scan reads at its rate; no clients).
-        await callControl(ctl, 'scan.loopdelay', { reset: true }).catch(() => undefined);
-        await sleep(3000);
-        const idle = (await callControl(ctl, 'scan.loopdelay', { reset: true }).catch(() => null)) as LoopDelay | null;
-        if (idle) idleLoop[m.id] = idle;
-        for (const w of WORKLOADS) {
+      // Idle event-loop delay over 3 s (the scan reads at its rate; no clients).
+      const { ctl } = servers[m.id];
+      await only(m.id);
+      await callControl(ctl, 'scan.loopdelay', { reset: true }).catch(() => undefined);
+      await sleep(3000);
+      const idle = (await callControl(ctl, 'scan.loopdelay', { reset: true }).catch(() => null)) as LoopDelay | null;
+      if (idle) idleLoop[m.id] = idle;
+    }
+    const runs: Record<string, Record<string, Cell[]>> = Object.fromEntries(modes.map((m) => [m.id, Object.fromEntries(WORKLOADS.map((w) => [w.id, [] as Cell[]]))]));
+    for (let r = 0; r < rounds; r++) {
+      for (let wi = 0; wi < WORKLOADS.length; wi++) {
+        const w = WORKLOADS[wi];
+        for (let k = 0; k < modes.length; k++) {
+          const m = modes[(r + wi + k) % modes.length];
+          const { s, ctl } = servers[m.id];
+          const hasScan = m.id !== 'no-scan';
+          await only(m.id);
           const before = hasScan ? ((await callControl(ctl, 'scan.status')) as ScanStatus) : undefined;
           await callControl(ctl, 'scan.loopdelay', { reset: true }).catch(() => undefined);
-          const r = await ctx.runFio(s, w, { tag: m.id });
+          const res = await ctx.runFio(s, w, { tag: `${m.id}-r${r}` });
           const loop = (await callControl(ctl, 'scan.loopdelay', { reset: true }).catch(() => null)) as LoopDelay | null;
           const after = hasScan ? ((await callControl(ctl, 'scan.status')) as ScanStatus) : undefined;
           let scannedMiB: number | null = null;
@@ -98,17 +122,30 @@ export const scannerSuite: Suite = {
             const passes = after.passesCompleted - before.passesCompleted;
             scannedMiB = (passes * after.size + after.cursorOffset - before.cursorOffset) / 2 ** 20;
           }
-          cells[m.id][w.id] = { mbps: r.fio.main.mbps, iops: r.fio.main.iops, p99Us: r.fio.main.clatP99Us, loop, scannedMiB };
+          runs[m.id][w.id].push({ mbps: res.fio.main.mbps, iops: res.fio.main.iops, p99Us: res.fio.main.clatP99Us, loop, scannedMiB });
         }
-      });
+      }
+      ctx.log(`round ${r + 1}/${rounds} done`);
     }
+    for (const m of modes) await ctx.stopServer(servers[m.id].s);
+    // Per cell: the run with the median MB/s (its other numbers come with it).
+    const cells: Record<string, Record<string, Cell>> = {};
+    for (const m of modes) {
+      cells[m.id] = {};
+      for (const w of WORKLOADS) {
+        const sorted = [...runs[m.id][w.id]].sort((a, b) => a.mbps - b.mbps);
+        cells[m.id][w.id] = sorted[Math.floor(sorted.length / 2)];
+      }
+    }
+    data.runs = runs;
     data.cells = cells;
     data.idleLoop = idleLoop;
 
     // Idle full pass, unlimited rate, vs dd.
     let passSec: number | undefined;
     let rate64: number | undefined;
-    await ctx.withServer('remapd', { label: 'remapd-scan-unlimited', extraArgs: ['--spare', spare, '--scan-rate', '0', '--scan-interval', '1h'] }, async (s) => {
+    const unlimitedSpare = await makeSpare(ctx, 'unlimited');
+    await ctx.withServer('remapd', { label: 'remapd-scan-unlimited', extraArgs: ['--spare', unlimitedSpare, '--scan-rate', '0', '--scan-interval', '1h'] }, async (s) => {
       const ctl = ctlOf(s);
       await waitControl(ctl);
       // Finish whatever pass the persisted cursor left, then time one whole pass from offset 0.
@@ -158,7 +195,7 @@ export const scannerSuite: Suite = {
     const md = [
       '### Health scanner',
       '',
-      `Run ${new Date().toISOString()}${ctx.config.quick ? ' — **QUICK MODE**' : ''}. remapd with a spare (\`--spare\`, 256 MiB), image ${fmt(sizeMiB)} MiB of random data in the page cache; fio ${ctx.config.runtimeSec} s + ${ctx.config.rampSec} s ramp per cell. "scanned" = MiB the scan read during the fio job (the default back-off holds the scan while clients do ≥ 200 requests/s). Loop p99 = main-thread event-loop delay (perf_hooks.monitorEventLoopDelay, 10 ms resolution) during the job.`,
+      `Run ${new Date().toISOString()}${ctx.config.quick ? ' — **QUICK MODE**' : ''}. remapd with a spare (\`--spare\`, 256 MiB), image ${fmt(sizeMiB)} MiB of random data in the page cache; fio ${ctx.config.runtimeSec} s + ${ctx.config.rampSec} s ramp per run. The three daemons are up at once (each with its own spare); ${rounds} round(s), each running every workload on each daemon in a rotating order, while the other daemons' scanners are paused; each cell is the run with the median MB/s. "scanned" = MiB the scan read during the fio job (the default back-off holds the scan while clients do ≥ 200 requests/s). Loop p99 = main-thread event-loop delay (perf_hooks.monitorEventLoopDelay, 10 ms resolution) during the job.`,
       '',
       table(['workload', 'mode', 'MB/s', 'IOPS', 'p99 clat (µs)', 'vs no scan', 'loop p99 (ms)', 'scanned MiB'], rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r']),
       '',
