@@ -52,8 +52,7 @@ export interface ScanBuffers { piece?: Buffer; journal?: Buffer }
 const PIECE_BYTES = 16 * CHUNK_BYTES;
 
 function pieceBuffer(b: ScanBuffers): Buffer {
-  // Its own ArrayBuffer (offset 0), so the decoder can read entries through aligned typed-array views.
-  b.piece ??= Buffer.from(new ArrayBuffer(PIECE_BYTES));
+  b.piece ??= Buffer.allocUnsafe(PIECE_BYTES);
   return b.piece;
 }
 

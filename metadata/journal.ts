@@ -38,7 +38,7 @@ function frameCrc(b: Buffer, opCount: number, base = 0): number {
 
 /**
  * One valid frame of a scanned journal. Its ops stay in the scanned buffer (`JournalScan.buf`, at
- * `opsOffset`, `count` ops of OP_BYTES each) and are applied from there (table.ts applyOpsAt): a journal
+ * `opsOffset`, `count` ops of OP_BYTES each) and are applied from there (table.ts applyOpAt): a journal
  * of 100,000s of ops is never turned into objects.
  */
 export interface Frame { sequence: number; timestamp: number; opsOffset: number; count: number }

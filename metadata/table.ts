@@ -184,8 +184,6 @@ export class CheckpointVerifier {
   }
 }
 
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
 /**
  * Decodes verified checkpoint chunks, piece by piece, straight into the typed arrays of a RemapIndex (built
  * at the end in one pass, which also finds duplicate main blocks). `capacity` sizes the arrays: the
@@ -204,11 +202,6 @@ export class CheckpointDecoder {
   /** Decode `n` (verified) chunks at the start of `piece`. */
   feed(piece: Buffer, n: number): void {
     const { mains, spares, created, reasons } = this.slots;
-    // Entries start 8-byte aligned (chunk base + 32 + 24 i): read the u48 fields through aligned 16/32-bit
-    // views when the buffer allows it (little-endian hosts), otherwise byte by byte.
-    const aligned = LITTLE_ENDIAN && piece.byteOffset % 4 === 0;
-    const u16 = aligned ? new Uint16Array(piece.buffer, piece.byteOffset, piece.length >>> 1) : undefined;
-    const u32 = aligned ? new Uint32Array(piece.buffer, piece.byteOffset, piece.length >>> 2) : undefined;
     let k = this.n;
     for (let c = 0; c < n; c++) {
       const base = c * CHUNK_BYTES;
@@ -216,24 +209,14 @@ export class CheckpointDecoder {
       for (let i = 0; i < count; i++) {
         const off = base + CHUNK_HEADER_BYTES + i * ENTRY_BYTES;
         const kind = piece[off];
-        let main: number;
-        let spare: number;
-        let when: number;
-        if (u16 && u32) {
-          main = u16[(off + 2) >>> 1] + u32[(off + 4) >>> 2] * 0x10000;
-          spare = u32[(off + 8) >>> 2] + u16[(off + 12) >>> 1] * 0x100000000;
-          when = u32[(off + 16) >>> 2] + u16[(off + 20) >>> 1] * 0x100000000;
-        } else {
-          main = piece.readUIntLE(off + 2, 6);
-          spare = piece.readUIntLE(off + 8, 6);
-          when = piece.readUIntLE(off + 16, 6);
-        }
+        const main = piece.readUIntLE(off + 2, 6);
+        const when = piece.readUIntLE(off + 16, 6);
         if (kind === KIND_REMAP) {
           const reason = piece[off + 1];
           if (!reasonName(reason)) throw new Error(`unknown remap reason ${reason}`);
           if (k === mains.length) throw new Error('checkpoint holds more entries than its header says');
           mains[k] = main;
-          spares[k] = spare;
+          spares[k] = piece.readUIntLE(off + 8, 6);
           created[k] = when;
           reasons[k] = reason;
           k++;
