@@ -85,22 +85,11 @@ export class RemapIndex {
     ix.created = a.created;
     ix.reasons = a.reasons;
     ix.table = new Int32Array(tableSizeFor(a.mains.length));
-    const t = ix.table;
-    const mask = (ix.mask = t.length - 1);
-    const mains = a.mains;
-    for (let s = 0; s < n; s++) {
-      const m = mains[s];
-      let i = hashOf(m) & mask;
-      for (;;) {
-        const x = t[i];
-        if (x === 0) { t[i] = s + 1; break; }
-        if (mains[x - 1] === m) throw new Error(`main block ${m} appears twice`);
-        i = (i + 1) & mask;
-      }
-      ix.perReason[a.reasons[s]]++;
-    }
+    ix.mask = ix.table.length - 1;
     ix.slots = n;
     ix.live = n;
+    ix.indexSlots();
+    for (let s = 0; s < n; s++) ix.perReason[a.reasons[s]]++;
     return ix;
   }
 
@@ -289,12 +278,23 @@ export class RemapIndex {
     } else {
       this.table.fill(0);
     }
+    this.indexSlots();
+  }
+
+  /** Enter slots 0..slots-1 into the empty hash table (throws if a main block appears twice). */
+  private indexSlots(): void {
     const t = this.table;
     const mask = this.mask;
-    for (let s = 0; s < n; s++) {
-      let i = hashOf(mains[s]) & mask;
-      while (t[i] !== 0) i = (i + 1) & mask;
-      t[i] = s + 1;
+    const mains = this.mains;
+    for (let s = 0; s < this.slots; s++) {
+      const m = mains[s];
+      let i = hashOf(m) & mask;
+      for (;;) {
+        const x = t[i];
+        if (x === 0) { t[i] = s + 1; break; }
+        if (mains[x - 1] === m) throw new Error(`main block ${m} appears twice`);
+        i = (i + 1) & mask;
+      }
     }
   }
 }
