@@ -19,6 +19,7 @@ import type { Backend } from '../remap/backend';
 import { MetadataStore } from '../metadata/store';
 import { RemapTable } from '../remap/remap-table';
 import { spawnSync } from 'child_process';
+import { median } from './lib/stats';
 
 const LOAD_RUNS = 5;
 
@@ -123,8 +124,6 @@ function dropPageCache(): boolean {
     return false;
   }
 }
-
-const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(process.argv[2] ?? os.tmpdir(), 'remapd-bench-'));

@@ -19,6 +19,7 @@ import { MetadataStore } from '../metadata/store';
 import { PassthroughDevice } from '../remap/passthrough-device';
 import { RemapDevice } from '../remap/remap-device';
 import { openBackend } from '../remap/file-backend';
+import { median } from './lib/stats';
 
 const SIZE = 2 ** 30;
 const B = 4096;
@@ -87,12 +88,6 @@ function slice(dev: BlockDevice, w: Workload, offs: Float64Array, bufs: Buffer[]
     for (let s = 0; s < QD; s++) next(s);
   });
 }
-
-const median = (a: number[]): number => {
-  const s = [...a].sort((x, y) => x - y);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 async function remapDevice(dir: string, name: string, remaps: number): Promise<{ dev: RemapDevice; close: () => Promise<void> }> {
   const file = path.join(dir, `${name}-spare.img`);

@@ -7,6 +7,7 @@ import { STANDARD_WORKLOADS, type Workload } from '../lib/fio';
 import { fmt, table } from '../lib/markdown';
 import type { RunningServer, ServerKind } from '../lib/servers';
 import type { MeasuredRun, Suite, SuiteContext, Verdict } from '../lib/suite';
+import { median } from '../lib/stats';
 
 const BARS: Readonly<Record<string, number>> = {
   'seq-read': 0.8, 'seq-write': 0.8, 'rand-read': 0.5, 'rand-write': 0.5,
@@ -14,12 +15,6 @@ const BARS: Readonly<Record<string, number>> = {
 const REFERENCE: ServerKind = 'nbdkit';
 
 interface Cell { runs: MeasuredRun[]; error?: string }
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 /** The run with the median MB/s (so MB/s, IOPS, p99 and CPU in a row come from one real run). */
 function medianRun(runs: MeasuredRun[]): MeasuredRun | undefined {

@@ -24,18 +24,13 @@ import * as path from 'path';
 import { spawnSync } from 'child_process';
 import type { Workload } from '../lib/fio';
 import { fmt, table } from '../lib/markdown';
+import { median } from '../lib/stats';
 import type { Suite, SuiteContext, Verdict } from '../lib/suite';
 import type { RunningServer } from '../lib/servers';
 
 const REMAPS = Number(process.env.BENCH_REMAP_COUNT ?? 10_000);
 const B = 4096;
 const TMPFS = '/dev/shm';
-
-const median = (a: number[]): number => {
-  const s = [...a].sort((x, y) => x - y);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 
 /** A scratch directory on tmpfs when it can hold `bytes` more (with 25 % to spare), else undefined. */
 function tmpfsDir(bytes: number): string | undefined {
