@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "remapd_native",
-      "sources": ["remap/native/remapd_native.c"],
+      "sources": ["storage/native/remapd_native.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "defines": ["NAPI_VERSION=8"]
     }

@@ -15,7 +15,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import type { Backend } from '../remap/backend';
+import type { Backend } from '../storage/backend';
 import { MetadataStore } from '../metadata/store';
 import { RemapTable } from '../remap/remap-table';
 import { spawnSync } from 'child_process';
@@ -30,7 +30,7 @@ async function openSpare(file: string, size: number): Promise<Backend> {
   await f.truncate(size);
   await f.close();
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const fb = require('../remap/file-backend') as { openBackend(p: string, o: { readOnly?: boolean }): Promise<Backend> };
+  const fb = require('../storage/file-backend') as { openBackend(p: string, o: { readOnly?: boolean }): Promise<Backend> };
   return fb.openBackend(file, { readOnly: false });
 }
 
@@ -94,7 +94,7 @@ interface OpenResult { count: number; ms: number; cpuMs: number; rssMB: number; 
 /** `--open FILE`: the child side. Opens FILE's metadata once, prints an OpenResult as JSON. */
 async function openOnce(file: string, lookups: boolean): Promise<void> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const fb = require('../remap/file-backend') as { openBackend(p: string, o: { readOnly?: boolean }): Promise<Backend> };
+  const fb = require('../storage/file-backend') as { openBackend(p: string, o: { readOnly?: boolean }): Promise<Backend> };
   const spare = await fb.openBackend(file, { readOnly: false });
   const c1 = process.cpuUsage();
   const t1 = process.hrtime.bigint();

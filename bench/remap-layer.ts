@@ -13,12 +13,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
-import type { Backend } from '../remap/backend';
+import type { Backend } from '../storage/backend';
 import type { BlockDevice } from '../protocol/block-device';
 import { MetadataStore } from '../metadata/store';
 import { PassthroughDevice } from '../remap/passthrough-device';
 import { RemapDevice } from '../remap/remap-device';
-import { openBackend } from '../remap/file-backend';
+import { openBackend } from '../storage/file-backend';
 import { median } from './lib/stats';
 
 const SIZE = 2 ** 30;

@@ -8,7 +8,7 @@ import { basename } from 'node:path';
 import { MetadataStore } from '../metadata/store';
 import { identityFromBackend, pairingMismatches } from '../metadata/fingerprint';
 import type { MainIdentity } from '../metadata/types';
-import { devMajorMinor, openBackend } from '../remap/file-backend';
+import { devMajorMinor, openBackend } from '../storage/file-backend';
 
 export interface Candidate {
   readonly path: string;

@@ -6,7 +6,7 @@
  *
  * Notification transport. sd_notify is one datagram on an AF_UNIX SOCK_DGRAM socket, which Node
  * cannot open. In order of preference:
- *   1. the native addon's sendDatagram (remap/native.ts): sent from this process, so systemd sees the
+ *   1. the native addon's sendDatagram (storage/native.ts): sent from this process, so systemd sees the
  *      main PID and no process is spawned per watchdog ping;
  *   2. otherwise `systemd-notify --pid=<our pid> VAR=VALUE…`, spawned per message. As root it forges
  *      our PID in SCM_CREDENTIALS; if it cannot, the sender is the child, which is why the unit sets
@@ -15,7 +15,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
-import { nativeAvailable, sendDatagram } from '../remap/native';
+import { nativeAvailable, sendDatagram } from '../storage/native';
 import { explicitKeys } from './config-file';
 
 /** First passed fd (SD_LISTEN_FDS_START). */

@@ -10,7 +10,7 @@
  */
 import type { Logger } from 'pino';
 import { parseSize } from '../remap/units';
-import type { FaultRules } from '../remap/faults';
+import type { FaultRules } from '../storage/faults';
 import type { ScanSettings } from './config';
 import { parseDuration } from './duration';
 import { LoopDelayMonitor } from './loop-delay';

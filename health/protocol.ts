@@ -1,5 +1,5 @@
 /** Messages between the scanner (health/scanner.ts, main thread) and its worker (health/scan-worker.ts). */
-import type { SharedFaultRules } from '../remap/faults';
+import type { SharedFaultRules } from '../storage/faults';
 import type { ScanSettings } from './config';
 
 export interface WorkerInit {

@@ -6,10 +6,10 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { BackendError, type Backend } from '../remap/backend';
-import { openBackend } from '../remap/file-backend';
-import { FaultInjectingBackend } from '../remap/fault-backend';
-import { FaultRules } from '../remap/faults';
+import { BackendError, type Backend } from '../storage/backend';
+import { openBackend } from '../storage/file-backend';
+import { FaultInjectingBackend } from '../storage/fault-backend';
+import { FaultRules } from '../storage/faults';
 import { classifyLatency, type ScanSettings } from './config';
 import type { Finding, FromWorker, ToWorker, WorkerInit } from './protocol';
 import { TokenBucket } from './token-bucket';

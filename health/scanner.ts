@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ScanState } from '../metadata/types';
-import type { SharedFaultRules } from '../remap/faults';
+import type { SharedFaultRules } from '../storage/faults';
 import type { MigrationResult, RemapStatus } from '../remap/remap-device';
 import type { RemapReason } from '../metadata/types';
 import { backoffFactor, DEFAULT_SCAN_SETTINGS, type ScanSettings } from './config';

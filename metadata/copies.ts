@@ -3,7 +3,7 @@
  * journal frame CRCs), compute each copy's effective sequence/timestamp and choose the best copy
  * (highest sequence, then newest timestamp, then lowest index).
  */
-import type { Backend } from '../remap/backend';
+import type { Backend } from '../storage/backend';
 import { decodeHeader, FORMAT_VERSION, HEADER_BYTES, type Header } from './header';
 import { scanJournal, type JournalScan } from './journal';
 import {

@@ -3,7 +3,7 @@
  * made at create), the main device's size and logical block size, and its serial/WWN when it is a block
  * device. open() refuses a main device that differs in any recorded property.
  */
-import type { Backend } from '../remap/backend';
+import type { Backend } from '../storage/backend';
 import type { Header } from './header';
 import type { MainIdentity } from './types';
 

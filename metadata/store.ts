@@ -26,7 +26,7 @@
  * further commits (FAILED): its memory may be ahead of the disk, so the daemon must reopen.
  */
 import { randomBytes } from 'crypto';
-import type { Backend } from '../remap/backend';
+import type { Backend } from '../storage/backend';
 import { SpareAllocator } from './allocator';
 import {
   chooseBest, findHeaders, loadCheckpoint, loadJournal, needsRepair, scanSpare, type CopyScan, type SpareScan,

@@ -1,7 +1,7 @@
 /** Translation of backend (OS) failures into the errno a client sees. */
 import { DeviceError } from '../protocol/block-device';
 import type { NbdErrnoName } from '../protocol/constants';
-import { BackendError } from './backend';
+import { BackendError } from '../storage/backend';
 
 const CODE_TO_ERRNO: Record<string, NbdErrnoName> = {
   EIO: 'EIO',

@@ -10,7 +10,7 @@ import {
   type Extent,
   type ZeroOptions,
 } from '../protocol/block-device';
-import type { Backend } from './backend';
+import type { Backend } from '../storage/backend';
 import { rethrowDeviceError, toDeviceError } from './device-errors';
 
 /** CACHE reads at most this much per request into a scratch buffer to warm the page cache. */

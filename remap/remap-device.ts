@@ -25,7 +25,7 @@ import {
 } from '../protocol/block-device';
 import type { MetadataStore } from '../metadata/store';
 import type { RemapReason } from '../metadata/types';
-import { BackendError, type Backend } from './backend';
+import { BackendError, type Backend } from '../storage/backend';
 import { BlockLocks } from './block-locks';
 import { rethrowDeviceError, toDeviceError } from './device-errors';
 import { RemapTable } from './remap-table';

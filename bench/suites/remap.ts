@@ -76,7 +76,7 @@ async function createMetadata(main: string, spare: string): Promise<void> {
   // compiled to dist/bench/suites/: the product modules are two levels up
   const { MetadataStore } = await import('../../metadata/store');
   const { identityFromBackend } = await import('../../metadata/fingerprint');
-  const { openBackend } = await import('../../remap/file-backend');
+  const { openBackend } = await import('../../storage/file-backend');
   const mb = await openBackend(main, { readOnly: true });
   const sb = await openBackend(spare, {});
   try {

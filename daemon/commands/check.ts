@@ -1,6 +1,6 @@
 /** `remapd check`: verify the 5 metadata copies on a spare; optionally repair. Exit 0 iff a valid copy exists. */
 import type { CommandModule } from 'yargs';
-import { openBackend } from '../../remap/file-backend';
+import { openBackend } from '../../storage/file-backend';
 import { identityFromBackend, pairingMismatches } from '../../metadata/fingerprint';
 import { MetadataStore } from '../../metadata/store';
 

@@ -1,6 +1,6 @@
 /** `remapd create`: write fresh remapd metadata (5 copies) onto a spare, paired with a main device. */
 import type { CommandModule } from 'yargs';
-import { openBackend } from '../../remap/file-backend';
+import { openBackend } from '../../storage/file-backend';
 import { identityFromBackend } from '../../metadata/fingerprint';
 import { MetadataStore } from '../../metadata/store';
 

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { MetadataStore } from '../../metadata/store';
 import { identityFromBackend } from '../../metadata/fingerprint';
-import { openBackend } from '../../remap/file-backend';
+import { openBackend } from '../../storage/file-backend';
 
 interface Args { dir: string; stop: boolean; foreground: boolean; faults: boolean }
 

@@ -1,6 +1,6 @@
 /** `remapd dump`: print the remap table (and pending blocks, scan state) stored on a spare. */
 import type { CommandModule } from 'yargs';
-import { openBackend } from '../../remap/file-backend';
+import { openBackend } from '../../storage/file-backend';
 import { MetadataStore } from '../../metadata/store';
 
 interface DumpArgs { spare: string; json: boolean }

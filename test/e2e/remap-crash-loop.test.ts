@@ -11,7 +11,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { MetadataStore } from '../../metadata/store';
-import { openBackend } from '../../remap/file-backend';
+import { openBackend } from '../../storage/file-backend';
 import { createRemapSetup, startRemapd, listJson, type FaultRuleSpec } from '../helpers/remap-setup';
 import { runPython, sleep, describe, MiB } from '../helpers';
 import { spawn } from 'node:child_process';

@@ -11,7 +11,7 @@ import { openSync, closeSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, sparseImage, MiB, REMAPD_BIN, PYTHON, killGroup, probeGreeting, sleep } from '../helpers';
 import { takeListenFds, takeWatchdogUsec } from '../../daemon/systemd';
-import { nativeAvailable } from '../../remap/native';
+import { nativeAvailable } from '../../storage/native';
 
 const LISTENER = String.raw`
 import json, socket, sys, time

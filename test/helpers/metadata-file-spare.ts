@@ -1,9 +1,9 @@
 /**
- * Test-only Backend over a real file (used by the metadata tests until remap/file-backend.ts lands).
+ * Test-only Backend over a real file (used by the metadata tests until storage/file-backend.ts lands).
  * Plain positional I/O with fdatasync; trim/zero write zeroes; extents reports no holes.
  */
 import * as fs from 'fs';
-import type { Backend } from '../../remap/backend';
+import type { Backend } from '../../storage/backend';
 
 export class TestFileBackend implements Backend {
   readonly kind = 'file' as const;

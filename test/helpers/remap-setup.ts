@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { MetadataStore } from '../../metadata/store';
 import { identityFromBackend } from '../../metadata/fingerprint';
-import { openBackend } from '../../remap/file-backend';
+import { openBackend } from '../../storage/file-backend';
 import { run, type RunResult } from './exec';
 import { REMAPD_BIN, startServer, type Server } from './server';
 import { randomImage, sparseImage, tempDir, MiB } from './tmp';

@@ -8,14 +8,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
-import { BackendError } from '../../remap/backend';
-import { FaultRule, FaultRules, FaultRuleError } from '../../remap/faults';
-import { FaultInjectingBackend } from '../../remap/fault-backend';
-import { openBackend } from '../../remap/file-backend';
+import { BackendError } from '../../storage/backend';
+import { FaultRule, FaultRules, FaultRuleError } from '../../storage/faults';
+import { FaultInjectingBackend } from '../../storage/fault-backend';
+import { openBackend } from '../../storage/file-backend';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
-const FAULTS_JS = path.resolve(__dirname, '../../remap/faults.js');
+const FAULTS_JS = path.resolve(__dirname, '../../storage/faults.js');
 
 function tempFile(tt: { teardown(fn: () => unknown): void }, size: number): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'remapd-faults-'));

@@ -7,9 +7,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { execFileSync, spawn } from 'child_process';
-import { BackendError } from '../../remap/backend';
-import { openBackend, openFileBackend } from '../../remap/file-backend';
-import * as native from '../../remap/native';
+import { BackendError } from '../../storage/backend';
+import { openBackend, openFileBackend } from '../../storage/file-backend';
+import * as native from '../../storage/native';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;

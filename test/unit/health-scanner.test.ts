@@ -11,9 +11,9 @@ import * as path from 'path';
 import pino from 'pino';
 import { MetadataStore } from '../../metadata/store';
 import { identityFromBackend } from '../../metadata/fingerprint';
-import { FaultInjectingBackend } from '../../remap/fault-backend';
-import { FaultRules } from '../../remap/faults';
-import { openBackend } from '../../remap/file-backend';
+import { FaultInjectingBackend } from '../../storage/fault-backend';
+import { FaultRules } from '../../storage/faults';
+import { openBackend } from '../../storage/file-backend';
 import { RemapDevice } from '../../remap/remap-device';
 import { HealthScanner } from '../../health/scanner';
 

@@ -4,7 +4,7 @@
  * Data path: the callback fs.read/fs.write API on a raw fd (no FileHandle, no intermediate copies),
  * one Promise per request however many syscalls a short read or write takes.
  *
- * Trim/zero/extents use the optional native addon (remap/native.ts). Without it, trim and zero
+ * Trim/zero/extents use the optional native addon (storage/native.ts). Without it, trim and zero
  * write zeroes (canPunchHoles=false) and extents report everything as data (canReportHoles=false).
  *
  *               regular file                          block device

@@ -1,5 +1,5 @@
 /**
- * Loader and typed wrappers for the optional native addon (remap/native/remapd_native.c, built by
+ * Loader and typed wrappers for the optional native addon (storage/native/remapd_native.c, built by
  * node-gyp at install time into build/Release/remapd_native.node).
  *
  * When the addon is missing (no compiler at install time) or disabled with REMAPD_NATIVE=0,
@@ -46,7 +46,7 @@ function candidates(): string[] {
   const file = 'remapd_native.node';
   const out: string[] = [];
   if (process.env.REMAPD_NATIVE_PATH) out.push(process.env.REMAPD_NATIVE_PATH);
-  // dist/remap/native.js -> repo root is two levels up; remap/native.ts (ts-node) one level up.
+  // dist/storage/native.js -> repo root is two levels up; storage/native.ts (ts-node) one level up.
   for (const up of ['../..', '..']) {
     out.push(path.resolve(__dirname, up, 'build', 'Release', file));
     out.push(path.resolve(__dirname, up, 'build', 'Debug', file));
@@ -156,7 +156,7 @@ export function sendDatagram(socketPath: string, message: Buffer | string): Prom
   return addon.sendDatagram(socketPath, message).catch(wrapError);
 }
 
-/** Ops header slots in an ioBatch descriptor (see remap/native/remapd_native.c io_batch). */
+/** Ops header slots in an ioBatch descriptor (see storage/native/remapd_native.c io_batch). */
 export const BATCH_HDR = 6;
 
 /**
