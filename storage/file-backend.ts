@@ -30,6 +30,14 @@ export interface OpenBackendOptions {
   readonly readOnly?: boolean;
   /** Block devices only: open with O_EXCL (fails with EBUSY if mounted or held by someone else). */
   readonly exclusive?: boolean;
+  /**
+   * Bypass the page cache (O_DIRECT): a media error fails the very request that met it, and reads see
+   * the disk, not RAM. Unaligned requests are handled inside the backend. (Interface fixed; the engine
+   * is being built in storage/.)
+   */
+  readonly direct?: boolean;
+  /** A main I/O slower than this (ms) fails with ETIMEDOUT, counted as a media error. 0 = no deadline. */
+  readonly deadlineMs?: number;
   /** Set false to ignore the native addon even when it is built (tests of the fallback paths). */
   readonly useNative?: boolean;
 }
