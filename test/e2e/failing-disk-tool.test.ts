@@ -3,6 +3,7 @@
  * loop devices with plain `dd`:
  * - a planted unreadable sector fails exactly the requests that touch it (EIO), its neighbours read
  *   with O_DIRECT, and the per-sector counters see every request;
+ * - a pending sector is unreadable until written;
  * - a planted unwritable sector fails the write request and nothing of it reaches the image;
  * - the chosen errno (ENODATA) reaches the reader through a direct-I/O loop device;
  * - a 4096-byte-sector loop device fails exactly the 4 KiB block holding the bad sector;
@@ -83,6 +84,18 @@ t.test('a bad sector for writes: the request fails and writes nothing', async (t
   t.ok(imageBytes(d.image, 3 * MiB + 4096, 4096).equals(Buffer.alloc(4096)), 'and reaches the image');
   t.equal((await ddRead(d.device, 4096, (3 * MiB) / 4096)).code, 0, 'a write-bad sector still reads');
   t.equal((await d.stats()).write_errors, 1);
+});
+
+t.test('a pending sector: unreadable until written, then readable (as a drive reallocates it)', async (t) => {
+  const d = await failingDisk(t, { sizeBytes: 8 * MiB, fill: 'random' });
+  await d.failPending(MiB + 512);
+  t.not((await ddRead(d.device, 4096, MiB / 4096)).code, 0, 'unreadable');
+  t.equal((await ddWrite(d.device, 512, MiB / 512)).code, 0, 'writing another sector of the block succeeds and does not heal it');
+  t.not((await ddRead(d.device, 4096, MiB / 4096)).code, 0, 'still unreadable');
+  const w = await ddWrite(d.device, 4096, MiB / 4096, 1, '/dev/zero');
+  t.equal(w.code, 0, `writing the block succeeds\n${describe(w)}`);
+  t.equal((await ddRead(d.device, 4096, MiB / 4096)).code, 0, 'readable after the write');
+  t.same(await d.faults(), [], 'no fault left');
 });
 
 t.test('the chosen errno reaches the reader: ENODATA (as a SCSI medium error)', async (t) => {

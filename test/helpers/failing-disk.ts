@@ -44,7 +44,8 @@ export type FaultErrno =
   | 'EIO' | 'ENODATA' | 'EILSEQ' | 'EBADMSG' | 'ENOSPC' | 'EROFS' | 'EACCES' | 'EPERM' | 'ENXIO'
   | 'ENODEV' | 'ETIMEDOUT' | 'EBADF' | 'EINVAL' | 'ENOLINK';
 
-export type FaultKind = 'read' | 'write' | 'rw';
+/** 'pending': reads fail until a successful write covers the sector (a drive reallocates it then). */
+export type FaultKind = 'read' | 'write' | 'rw' | 'pending';
 
 export interface FailingDiskStats {
   reads: number;
@@ -98,6 +99,8 @@ export interface FailingDisk {
   fail(kind: FaultKind, offset: number, length?: number, errno?: FaultErrno): Promise<void>;
   failRead(offset: number, length?: number, errno?: FaultErrno): Promise<void>;
   failWrite(offset: number, length?: number, errno?: FaultErrno): Promise<void>;
+  /** unreadable until written (a pending sector) */
+  failPending(offset: number, length?: number, errno?: FaultErrno): Promise<void>;
   heal(kind: FaultKind, offset: number, length?: number): Promise<void>;
   /** requests touching [offset, offset+length) sleep `ms` first (0 removes) */
   delay(ms: number, offset: number, length?: number): Promise<void>;
@@ -303,6 +306,7 @@ export async function failingDisk(t: Teardown, o: FailingDiskOptions = {}): Prom
     fail,
     failRead: (offset, length, errno) => fail('read', offset, length, errno),
     failWrite: (offset, length, errno) => fail('write', offset, length, errno),
+    failPending: (offset, length, errno) => fail('pending', offset, length, errno),
     heal: async (kind, offset, length = SECTOR) => {
       const { start, count } = sectorsOf(offset, length);
       await command(`heal ${kind} ${start} ${count}`);

@@ -18,7 +18,9 @@
  *
  *     fail read|write|rw START COUNT [ERRNO]   requests touching these sectors fail (default EIO;
  *                                              also ENODATA, EILSEQ, EBADMSG, ENOSPC, EROFS, ENXIO, ...)
- *     heal read|write|rw START COUNT           remove those sectors from the failing ranges
+ *     fail pending START COUNT [ERRNO]         reads fail until a successful write covers the sector
+ *                                              (a drive reallocates a pending sector when written)
+ *     heal read|write|rw|pending START COUNT   remove those sectors from the failing ranges
  *     delay MS START COUNT                     requests touching these sectors sleep MS first (0: none)
  *     vanish on [ERRNO] | vanish off           every I/O and fsync fails (default ENXIO): device gone
  *     fail-fsync on [ERRNO] | fail-fsync off   fsync/flush fails (default EIO)
@@ -56,6 +58,7 @@
 #define SECTOR 512ULL
 #define FAULT_READ 1
 #define FAULT_WRITE 2
+#define FAULT_PENDING 4 /* read fails until a successful write of the sector (a drive's pending sector) */
 #define MAX_HITS_QUERY 65536
 
 /* A failing or slow range of sectors [start, start+count). */
@@ -206,6 +209,7 @@ static int parse_kinds(const char *s) {
   if (!strcmp(s, "read")) return FAULT_READ;
   if (!strcmp(s, "write")) return FAULT_WRITE;
   if (!strcmp(s, "rw")) return FAULT_READ | FAULT_WRITE;
+  if (!strcmp(s, "pending")) return FAULT_PENDING;
   return 0;
 }
 
@@ -233,7 +237,7 @@ static int run_command(char *line, struct answer *a) {
     int kinds = parse_kinds(w[1]);
     int err = !strcmp(cmd, "fail") ? parse_errno(w[4], EIO) : EIO;
     if (!kinds || parse_u64(w[2], &start) || parse_u64(w[3], &count) || count == 0 || err < 0) {
-      answer_add(a, "error: usage: %s read|write|rw START COUNT%s\n", cmd, !strcmp(cmd, "fail") ? " [ERRNO]" : "");
+      answer_add(a, "error: usage: %s read|write|rw|pending START COUNT%s\n", cmd, !strcmp(cmd, "fail") ? " [ERRNO]" : "");
       rc = -EINVAL;
     } else {
       fails_remove(start, count, kinds);
@@ -299,7 +303,8 @@ static int run_command(char *line, struct answer *a) {
   } else if (!strcmp(cmd, "faults")) {
     for (size_t i = 0; i < fails.n; i++)
       answer_add(a, "fail %s %" PRIu64 " %" PRIu64 " %s\n",
-                 fails.v[i].kinds == 3 ? "rw" : fails.v[i].kinds == FAULT_READ ? "read" : "write",
+                 fails.v[i].kinds == FAULT_PENDING ? "pending" : fails.v[i].kinds == 3 ? "rw"
+                 : fails.v[i].kinds == FAULT_READ ? "read" : "write",
                  fails.v[i].start, fails.v[i].count, errno_name(fails.v[i].err));
     for (size_t i = 0; i < delays.n; i++)
       answer_add(a, "delay %u %" PRIu64 " %" PRIu64 "\n", delays.v[i].ms, delays.v[i].start, delays.v[i].count);
@@ -405,7 +410,7 @@ static int ff_read(const char *path, char *buf, size_t size, off_t off, struct f
   __atomic_fetch_add(&n_reads, 1, __ATOMIC_RELAXED);
   count_hits(read_hits, first, last);
   unsigned ms;
-  int err = check_request(FAULT_READ, first, last, &ms);
+  int err = check_request(FAULT_READ | FAULT_PENDING, first, last, &ms);
   if (ms) sleep_ms(ms);
   if (err) {
     __atomic_fetch_add(&n_read_errors, 1, __ATOMIC_RELAXED);
@@ -466,6 +471,16 @@ static int ff_write(const char *path, const char *buf, size_t size, off_t off, s
     done += (size_t)r;
   }
   __atomic_fetch_add(&n_bytes_written, size, __ATOMIC_RELAXED);
+  /* whole sectors written successfully are no longer pending */
+  uint64_t full_first = ((uint64_t)off + SECTOR - 1) / SECTOR, full_end = ((uint64_t)off + size) / SECTOR;
+  if (full_end > full_first) {
+    pthread_mutex_lock(&lock);
+    int any = 0;
+    for (size_t i = 0; i < fails.n && !any; i++)
+      any = (fails.v[i].kinds & FAULT_PENDING) && fails.v[i].start < full_end && fails.v[i].start + fails.v[i].count > full_first;
+    if (any) fails_remove(full_first, full_end - full_first, FAULT_PENDING);
+    pthread_mutex_unlock(&lock);
+  }
   return (int)size;
 }
 
