@@ -21,10 +21,13 @@
  * first byte not yet transferred).
  */
 import * as fs from 'fs';
-import * as path from 'path';
-import { getSystemErrorMap } from 'util';
 import { Backend, BackendError, BackendKind } from './backend';
 import * as native from './native';
+import { blockDeviceInfo } from './block-device-info';
+import { IoBatcher, batchingAvailable } from './io-batch';
+import { NodeErr, isUnsupported, toBackendError } from './io-errors';
+
+export { blockDeviceInfo, devMajorMinor, type BlockDeviceInfo } from './block-device-info';
 
 export interface OpenBackendOptions {
   readonly readOnly?: boolean;
@@ -42,198 +45,12 @@ export interface OpenBackendOptions {
   readonly useNative?: boolean;
 }
 
-/** Information about a block device read from sysfs. */
-export interface BlockDeviceInfo {
-  readonly sysfsPath: string;
-  readonly size: number;
-  readonly logicalBlockSize: number;
-  readonly physicalBlockSize: number;
-  readonly rotational: boolean;
-  readonly discardMaxBytes: number;
-  readonly writeZeroesMaxBytes: number;
-  readonly stableIds: { readonly serial?: string; readonly wwn?: string };
-}
-
 const ZERO_CHUNK = 1024 * 1024;
 let zeroBuffer: Buffer | undefined;
 function zeroes(): Buffer {
   // Shared and never written into: fs.write only reads from it.
   if (!zeroBuffer) zeroBuffer = Buffer.alloc(ZERO_CHUNK);
   return zeroBuffer;
-}
-
-type NodeErr = NodeJS.ErrnoException;
-
-/**
- * Batched I/O (native addon only): reads and writes issued in one event-loop turn are collected and
- * run as a few thread-pool jobs of at most BATCH_MAX_OPS ops / BATCH_MAX_BYTES bytes each (an op at
- * least that large runs alone), instead of one job per request. Jobs still run in parallel, so a real
- * disk keeps seeing several requests at once. REMAPD_IO_BATCH=N sets the ops per job; 0 turns
- * batching off (plain fs.read/fs.write).
- */
-const BATCH_MAX_OPS = (() => {
-  const v = Number(process.env.REMAPD_IO_BATCH ?? '8');
-  return Number.isInteger(v) && v >= 0 ? Math.min(v, 64) : 8;
-})();
-const BATCH_MAX_BYTES = 256 * 1024;
-const OP_SLOTS = native.BATCH_HDR + 3; // one segment per op
-
-interface BatchOp {
-  readonly write: boolean;
-  readonly offset: number;
-  readonly length: number;
-  readonly buf: Buffer;
-  readonly bufOffset: number;
-  readonly resolve: () => void;
-  readonly reject: (err: Error) => void;
-}
-
-let systemErrors: Map<number, [string, string]> | undefined;
-/** A Node-style fs error for an errno from the addon ("EIO: i/o error, read"). */
-function errnoError(errno: number, syscall: string): NodeErr {
-  systemErrors ??= getSystemErrorMap();
-  const [code, text] = systemErrors.get(-errno) ?? [native.errnoName(errno), 'unknown error'];
-  const err = new Error(`${code}: ${text}, ${syscall}`) as NodeErr;
-  err.code = code;
-  err.errno = -errno;
-  err.syscall = syscall;
-  return err;
-}
-
-function toBackendError(err: unknown, what: string, file: string, offset: number): BackendError {
-  if (err instanceof BackendError) return err;
-  const e = err as NodeErr;
-  const code = typeof e?.code === 'string' ? e.code : 'EIO';
-  const detail = e?.message ?? String(err);
-  return new BackendError(code, `${what} ${file} at offset ${offset}: ${detail}`, offset);
-}
-
-function isUnsupported(err: unknown): boolean {
-  const code = (err as NodeErr)?.code;
-  return code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'ENOSYS' || code === 'ENOTTY';
-}
-
-function readSysfs(file: string): string | undefined {
-  try {
-    return fs.readFileSync(file, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
-}
-
-function sysfsNumber(file: string): number | undefined {
-  const text = readSysfs(file);
-  if (text === undefined || text === '') return undefined;
-  const n = Number(text);
-  return Number.isSafeInteger(n) ? n : undefined;
-}
-
-/** Linux dev_t split (glibc's gnu_dev_major/minor). */
-export function devMajorMinor(rdev: bigint): [number, number] {
-  const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
-  const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
-  return [major, minor];
-}
-
-function cleanId(text: string | undefined): string | undefined {
-  if (text === undefined) return undefined;
-  // sysfs serials are sometimes space-padded or NUL-terminated.
-  const t = text.replace(/\0/g, '').trim();
-  return t === '' ? undefined : t;
-}
-
-/** Stable ids from sysfs, then from /dev/disk/by-id symlinks pointing at this device. */
-function stableIdsFor(devicePath: string, sysDir: string, diskDir: string): BlockDeviceInfo['stableIds'] {
-  const ids: { serial?: string; wwn?: string } = {};
-  ids.serial =
-    cleanId(readSysfs(path.join(sysDir, 'serial'))) ??
-    cleanId(readSysfs(path.join(sysDir, 'device', 'serial'))) ??
-    cleanId(readSysfs(path.join(diskDir, 'serial'))) ??
-    cleanId(readSysfs(path.join(diskDir, 'device', 'serial')));
-  ids.wwn =
-    cleanId(readSysfs(path.join(sysDir, 'wwid'))) ??
-    cleanId(readSysfs(path.join(diskDir, 'wwid'))) ??
-    cleanId(readSysfs(path.join(diskDir, 'device', 'wwid')));
-  const byId = '/dev/disk/by-id';
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync(byId);
-  } catch {
-    names = [];
-  }
-  let real: string;
-  try {
-    real = fs.realpathSync(devicePath);
-  } catch {
-    real = devicePath;
-  }
-  for (const name of names.sort()) {
-    let target: string;
-    try {
-      target = fs.realpathSync(path.join(byId, name));
-    } catch {
-      continue;
-    }
-    if (target !== real) continue;
-    if (!ids.wwn && name.startsWith('wwn-')) ids.wwn = name.slice(4);
-    if (!ids.serial && /^(ata|nvme|scsi|usb|virtio|mmc)-/.test(name) && !name.startsWith('nvme-eui.')) {
-      // <bus>-<model>_<serial>[-partN]: the serial is after the last '_'.
-      const body = name.replace(/^[a-z]+-/, '');
-      const us = body.lastIndexOf('_');
-      if (us >= 0) ids.serial = body.slice(us + 1);
-    }
-  }
-  if (!ids.serial) {
-    // A loop device has no serial; its backing file (device and inode, not its path) identifies it
-    // across detach/attach in any order.
-    const backing = readSysfs(path.join(sysDir, 'loop', 'backing_file'));
-    if (backing) {
-      try {
-        const st = fs.statSync(backing.trim());
-        ids.serial = `loop-backing:${st.dev}:${st.ino}`;
-      } catch {
-        /* backing file gone (deleted): no stable id */
-      }
-    }
-  }
-  const out: { serial?: string; wwn?: string } = {};
-  if (ids.serial) out.serial = ids.serial;
-  if (ids.wwn) out.wwn = ids.wwn;
-  return out;
-}
-
-/** Reads size, sector sizes and ids of a block device from sysfs (found through stat().rdev). */
-export function blockDeviceInfo(devicePath: string, rdev: bigint): BlockDeviceInfo {
-  const [major, minor] = devMajorMinor(rdev);
-  const link = `/sys/dev/block/${major}:${minor}`;
-  let sysDir: string;
-  try {
-    sysDir = fs.realpathSync(link);
-  } catch (err) {
-    throw new BackendError(
-      (err as NodeErr).code ?? 'ENOENT',
-      `${devicePath}: block device ${major}:${minor} has no sysfs entry ${link} (is /sys mounted?)`,
-      0,
-    );
-  }
-  // A partition has no queue/ of its own: the queue limits are the parent disk's.
-  const diskDir = fs.existsSync(path.join(sysDir, 'partition')) ? path.dirname(sysDir) : sysDir;
-  const sectors = sysfsNumber(path.join(sysDir, 'size'));
-  if (sectors === undefined) {
-    throw new BackendError('EIO', `${devicePath}: cannot read ${sysDir}/size`, 0);
-  }
-  const q = path.join(diskDir, 'queue');
-  const logicalBlockSize = sysfsNumber(path.join(q, 'logical_block_size')) ?? 512;
-  return {
-    sysfsPath: sysDir,
-    size: sectors * 512, // sysfs size is always in 512-byte units, whatever the sector size
-    logicalBlockSize,
-    physicalBlockSize: sysfsNumber(path.join(q, 'physical_block_size')) ?? logicalBlockSize,
-    rotational: sysfsNumber(path.join(q, 'rotational')) === 1,
-    discardMaxBytes: sysfsNumber(path.join(q, 'discard_max_bytes')) ?? 0,
-    writeZeroesMaxBytes: sysfsNumber(path.join(q, 'write_zeroes_max_bytes')) ?? 0,
-    stableIds: stableIdsFor(devicePath, sysDir, diskDir),
-  };
 }
 
 function describeNonStorage(st: fs.Stats): string {
@@ -260,9 +77,7 @@ export class FileBackend implements Backend {
   private closed = false;
   private inFlight = 0;
   private drained: (() => void) | undefined;
-  private readonly batching: boolean;
-  private batchQueue: BatchOp[] = [];
-  private batchScheduled = false;
+  private readonly batcher: IoBatcher | undefined;
 
   constructor(
     readonly path: string,
@@ -285,92 +100,7 @@ export class FileBackend implements Backend {
     this.physicalBlockSize = extra.physicalBlockSize ?? logicalBlockSize;
     this.punchOk = extra.punchHoles;
     this.holesOk = useNative && kind === 'file';
-    this.batching = useNative && native.ioBatch !== undefined && BATCH_MAX_OPS > 0;
-  }
-
-  /** Queue a read or write for the batch of this event-loop turn (begin() already called). */
-  private enqueue(write: boolean, offset: number, length: number, buf: Buffer, bufOffset: number): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.batchQueue.push({ write, offset, length, buf, bufOffset, resolve, reject });
-      if (!this.batchScheduled) {
-        this.batchScheduled = true;
-        queueMicrotask(this.flushBatch);
-      }
-    });
-  }
-
-  private readonly flushBatch = (): void => {
-    this.batchScheduled = false;
-    const q = this.batchQueue;
-    this.batchQueue = [];
-    // Spread the ops evenly over the fewest jobs that respect BATCH_MAX_OPS.
-    const perJob = Math.ceil(q.length / Math.ceil(q.length / BATCH_MAX_OPS));
-    let start = 0;
-    let bytes = 0;
-    for (let i = 0; i < q.length; i++) {
-      const len = q[i].length;
-      if (i > start && (i - start >= perJob || bytes + len > BATCH_MAX_BYTES)) {
-        this.submit(q, start, i);
-        start = i;
-        bytes = 0;
-      }
-      bytes += len;
-    }
-    if (start < q.length) this.submit(q, start, q.length);
-  };
-
-  private submit(q: BatchOp[], start: number, end: number): void {
-    const n = end - start;
-    const bufs: Buffer[] = new Array<Buffer>(n);
-    const desc = new Float64Array(n * OP_SLOTS);
-    for (let i = 0; i < n; i++) {
-      const op = q[start + i];
-      const d = i * OP_SLOTS;
-      bufs[i] = op.buf;
-      desc[d] = op.write ? 1 : 0;
-      desc[d + 1] = op.offset;
-      desc[d + 2] = op.length;
-      desc[d + 3] = 1;
-      desc[d + native.BATCH_HDR] = i;
-      desc[d + native.BATCH_HDR + 1] = op.bufOffset;
-      desc[d + native.BATCH_HDR + 2] = op.length;
-    }
-    try {
-      native.ioBatch!(this.fd, bufs, desc, () => this.batchDone(q, start, end, desc));
-    } catch (err) {
-      for (let i = start; i < end; i++) {
-        const op = q[i];
-        this.end();
-        op.reject(toBackendError(err, op.write ? 'write' : 'read', this.path, op.offset));
-      }
-    }
-  }
-
-  private batchDone(q: BatchOp[], start: number, end: number, desc: Float64Array): void {
-    for (let i = start; i < end; i++) {
-      const op = q[i];
-      const d = (i - start) * OP_SLOTS;
-      const done = desc[d + 4];
-      const errno = desc[d + 5];
-      this.end();
-      const what = op.write ? 'write' : 'read';
-      if (errno !== 0) {
-        op.reject(toBackendError(errnoError(errno, what), what, this.path, op.offset + done));
-      } else if (done < op.length) {
-        const at = op.offset + done;
-        if (op.write) {
-          op.reject(new BackendError('ENOSPC', `write ${this.path} at offset ${at}: no progress`, at));
-        } else if (this.kind === 'file') {
-          // A regular file shorter than `size` (sparse tail): the rest reads as zeroes.
-          op.buf.fill(0, op.bufOffset + done, op.bufOffset + op.length);
-          op.resolve();
-        } else {
-          op.reject(new BackendError('EIO', `read ${this.path} at offset ${at}: unexpected end of device`, at));
-        }
-      } else {
-        op.resolve();
-      }
-    }
+    this.batcher = useNative && batchingAvailable ? new IoBatcher(fd, path, kind, () => this.end()) : undefined;
   }
 
   get canPunchHoles(): boolean {
@@ -424,7 +154,7 @@ export class FileBackend implements Backend {
     }
     if (length === 0) return Promise.resolve();
     this.begin();
-    if (this.batching) return this.enqueue(false, offset, length, target, targetOffset);
+    if (this.batcher) return this.batcher.submit(false, offset, length, target, targetOffset);
     return new Promise<void>((resolve, reject) => {
       const fd = this.fd;
       let done = 0;
@@ -471,7 +201,7 @@ export class FileBackend implements Backend {
     }
     if (len === 0) return Promise.resolve();
     this.begin();
-    if (this.batching) return this.enqueue(true, offset, len, source, sourceOffset);
+    if (this.batcher) return this.batcher.submit(true, offset, len, source, sourceOffset);
     return this.writeRaw(offset, source, sourceOffset, len).finally(() => this.end());
   }
 
