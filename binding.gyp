@@ -2,9 +2,10 @@
   "targets": [
     {
       "target_name": "remapd_native",
-      "sources": ["storage/native/remapd_native.c"],
+      "sources": ["storage/native/remapd_native.c", "storage/native/io_lane.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "defines": ["NAPI_VERSION=8"]
+      "defines": ["NAPI_VERSION=8"],
+      "libraries": ["-lpthread"]
     }
   ]
 }

@@ -4,6 +4,8 @@
  * media error (EIO) from a programming error.
  */
 
+import type { LaneStats } from './io-lane';
+
 export type BackendKind = 'file' | 'block';
 
 export class BackendError extends Error {
@@ -33,6 +35,10 @@ export interface Backend {
   readonly canPunchHoles: boolean;
   /** True when extents() reports real holes (SEEK_DATA/SEEK_HOLE). */
   readonly canReportHoles: boolean;
+  /** True when the page cache is bypassed (O_DIRECT); absent means buffered. */
+  readonly direct?: boolean;
+  /** Counters of the backend's I/O lane (storage/io-lane.ts), when it has one. */
+  ioStats?(): LaneStats | undefined;
 
   read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void>;
   write(offset: number, source: Buffer, sourceOffset?: number, length?: number): Promise<void>;

@@ -6,6 +6,7 @@
  */
 import { Backend, BackendError, BackendKind } from './backend';
 import { FaultRules } from './faults';
+import type { LaneStats } from './io-lane';
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -52,6 +53,12 @@ export class FaultInjectingBackend implements Backend {
   }
   get canReportHoles(): boolean {
     return this.inner.canReportHoles;
+  }
+  get direct(): boolean | undefined {
+    return this.inner.direct;
+  }
+  ioStats(): LaneStats | undefined {
+    return this.inner.ioStats?.();
   }
 
   /** Resolves when the operation may proceed; rejects with the injected error. */

@@ -1,8 +1,17 @@
 /**
  * Backend on a regular file or a block device.
  *
- * Data path: the callback fs.read/fs.write API on a raw fd (no FileHandle, no intermediate copies),
- * one Promise per request however many syscalls a short read or write takes.
+ * Data path: with the native addon, reads, writes and syncs run batched on the backend's own I/O lane
+ * (storage/io-batch.ts, storage/io-lane.ts: own threads, optional deadline). Without it, the callback
+ * fs.read/fs.write API on a raw fd, one Promise per request however many syscalls it takes.
+ *
+ * Direct I/O (`direct: true`, O_DIRECT): requests reach the device, so a media error fails the very
+ * request that met it (no write-back error surfacing at the next fsync), and reads see the disk, not
+ * RAM. Aligned requests on aligned memory go straight to the kernel; anything else is bounced through
+ * aligned memory by the addon, and a write that covers partial sectors is a read-modify-write kept in
+ * order by storage/write-order.ts. Alignment: the logical block size on block devices, 4096 on files.
+ * When O_DIRECT is impossible (no addon, a filesystem that refuses it, a file whose size is not a
+ * multiple of 4096) the backend runs buffered: `direct` says which, `directNotice` says why.
  *
  * Trim/zero/extents use the optional native addon (storage/native.ts). Without it, trim and zero
  * write zeroes (canPunchHoles=false) and extents report everything as data (canReportHoles=false).
@@ -23,48 +32,34 @@
 import * as fs from 'fs';
 import { Backend, BackendError, BackendKind } from './backend';
 import * as native from './native';
-import { blockDeviceInfo } from './block-device-info';
-import { IoBatcher, batchingAvailable } from './io-batch';
+import { IoBatcher, lanesAvailable } from './io-batch';
 import { NodeErr, isUnsupported, toBackendError } from './io-errors';
+import { IoLane, type LaneStats } from './io-lane';
+import { WriteOrder } from './write-order';
 
 export { blockDeviceInfo, devMajorMinor, type BlockDeviceInfo } from './block-device-info';
+export { openBackend, openFileBackend, type OpenBackendOptions } from './open-backend';
 
-export interface OpenBackendOptions {
-  readonly readOnly?: boolean;
-  /** Block devices only: open with O_EXCL (fails with EBUSY if mounted or held by someone else). */
-  readonly exclusive?: boolean;
-  /**
-   * Bypass the page cache (O_DIRECT): a media error fails the very request that met it, and reads see
-   * the disk, not RAM. Unaligned requests are handled inside the backend. (Interface fixed; the engine
-   * is being built in storage/.)
-   */
-  readonly direct?: boolean;
-  /** A main I/O slower than this (ms) fails with ETIMEDOUT, counted as a media error. 0 = no deadline. */
-  readonly deadlineMs?: number;
-  /** Set false to ignore the native addon even when it is built (tests of the fallback paths). */
-  readonly useNative?: boolean;
-}
 
 const ZERO_CHUNK = 1024 * 1024;
 let zeroBuffer: Buffer | undefined;
 function zeroes(): Buffer {
-  // Shared and never written into: fs.write only reads from it.
-  if (!zeroBuffer) zeroBuffer = Buffer.alloc(ZERO_CHUNK);
+  // Shared and never written into: writes only read from it. Page-aligned so O_DIRECT needs no bounce.
+  if (!zeroBuffer) zeroBuffer = native.allocAligned?.(ZERO_CHUNK).fill(0) ?? Buffer.alloc(ZERO_CHUNK);
   return zeroBuffer;
 }
 
-function describeNonStorage(st: fs.Stats): string {
-  if (st.isDirectory()) return 'a directory';
-  if (st.isCharacterDevice()) return 'a character device';
-  if (st.isFIFO()) return 'a FIFO';
-  if (st.isSocket()) return 'a socket';
-  return 'not a regular file';
-}
-
-function openFd(file: string, flags: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.open(file, flags, (err, fd) => (err ? reject(err) : resolve(fd)));
-  });
+/** How a backend does its reads and writes (decided at open). */
+export interface IoMode {
+  /** O_DIRECT in effect. */
+  readonly direct: boolean;
+  /** Alignment O_DIRECT needs (0 when buffered). */
+  readonly align: number;
+  /** Why direct I/O was asked for and is not in effect. */
+  readonly notice?: string;
+  readonly laneName: string;
+  readonly threads?: number;
+  readonly deadlineMs: number;
 }
 
 export class FileBackend implements Backend {
@@ -78,6 +73,14 @@ export class FileBackend implements Backend {
   private inFlight = 0;
   private drained: (() => void) | undefined;
   private readonly batcher: IoBatcher | undefined;
+  private readonly lane: IoLane | undefined;
+  private readonly order: WriteOrder | undefined;
+  /** O_DIRECT in effect (see the header comment). */
+  readonly direct: boolean;
+  /** Why direct I/O was asked for and is not in effect (log it once). */
+  readonly directNotice: string | undefined;
+  /** Alignment of offsets, lengths and memory that O_DIRECT needs (0 when buffered). */
+  readonly directAlign: number;
 
   constructor(
     readonly path: string,
@@ -93,6 +96,7 @@ export class FileBackend implements Backend {
       rotational?: boolean;
       physicalBlockSize?: number;
       punchHoles: boolean;
+      io?: IoMode;
     },
   ) {
     this.stableIds = Object.freeze({ ...(extra.stableIds ?? {}) });
@@ -100,7 +104,30 @@ export class FileBackend implements Backend {
     this.physicalBlockSize = extra.physicalBlockSize ?? logicalBlockSize;
     this.punchOk = extra.punchHoles;
     this.holesOk = useNative && kind === 'file';
-    this.batcher = useNative && batchingAvailable ? new IoBatcher(fd, path, kind, () => this.end()) : undefined;
+    const io = extra.io ?? { direct: false, align: 0, laneName: path, deadlineMs: 0 };
+    this.direct = io.direct;
+    this.directAlign = io.direct ? io.align : 0;
+    this.directNotice = io.notice;
+    if (useNative && lanesAvailable) {
+      this.lane = new IoLane(io.laneName, { threads: io.threads, deadlineMs: io.deadlineMs });
+      this.batcher = new IoBatcher(this.lane, fd, this.directAlign, path, kind, () => this.end());
+    }
+    if (this.direct) this.order = new WriteOrder();
+  }
+
+  /**
+   * Occupies one thread of this backend's lane for `ms`, as a hung device would; resolves when it
+   * comes back or rejects with ETIMEDOUT at the deadline. For tests of deadlines and lanes.
+   */
+  stallLane(ms: number): Promise<void> {
+    if (!this.batcher) return Promise.reject(new BackendError('ENOSYS', `${this.path}: no I/O lane`, 0));
+    this.begin();
+    return this.batcher.stall(ms);
+  }
+
+  /** The I/O lane's counters (undefined without the addon). */
+  ioStats(): LaneStats | undefined {
+    return this.lane?.stats();
   }
 
   get canPunchHoles(): boolean {
@@ -201,8 +228,19 @@ export class FileBackend implements Backend {
     }
     if (len === 0) return Promise.resolve();
     this.begin();
-    if (this.batcher) return this.batcher.submit(true, offset, len, source, sourceOffset);
+    if (this.batcher) return this.lanedWrite(offset, source, sourceOffset, len);
     return this.writeRaw(offset, source, sourceOffset, len).finally(() => this.end());
+  }
+
+  /** A write on the lane (begin() already called); in direct mode ordered around read-modify-writes. */
+  private lanedWrite(offset: number, source: Buffer, sourceOffset: number, length: number): Promise<void> {
+    const batcher = this.batcher!;
+    if (!this.order) return batcher.submit(true, offset, length, source, sourceOffset);
+    const a = this.directAlign;
+    const lo = offset - (offset % a);
+    const hi = Math.ceil((offset + length) / a) * a;
+    const rmw = offset % a !== 0 || length % a !== 0;
+    return this.order.run(lo, hi, rmw, () => batcher.submit(true, offset, length, source, sourceOffset));
   }
 
   private writeRaw(offset: number, source: Buffer, sourceOffset: number, length: number): Promise<void> {
@@ -235,7 +273,12 @@ export class FileBackend implements Backend {
     const end = offset + length;
     while (pos < end) {
       const n = Math.min(ZERO_CHUNK, end - pos);
-      await this.writeRaw(pos, z, 0, n);
+      if (this.batcher) {
+        this.begin();
+        await this.lanedWrite(pos, z, 0, n);
+      } else {
+        await this.writeRaw(pos, z, 0, n);
+      }
       pos += n;
     }
   }
@@ -243,6 +286,7 @@ export class FileBackend implements Backend {
   sync(): Promise<void> {
     if (this.closed) return Promise.reject(new BackendError('EBADF', `sync ${this.path}: backend is closed`, 0));
     this.begin();
+    if (this.batcher) return this.batcher.sync();
     return new Promise<void>((resolve, reject) => {
       fs.fdatasync(this.fd, (err) => {
         this.end();
@@ -348,61 +392,9 @@ export class FileBackend implements Backend {
     if (this.closed) return;
     this.closed = true;
     if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    this.lane?.close();
     await new Promise<void>((resolve, reject) => {
       fs.close(this.fd, (err) => (err ? reject(toBackendError(err, 'close', this.path, 0)) : resolve()));
     });
-  }
-}
-
-/** Opens a regular file or a block device as a Backend. */
-export async function openBackend(file: string, opts: OpenBackendOptions = {}): Promise<Backend> {
-  return openFileBackend(file, opts);
-}
-
-/** Like openBackend, typed as the concrete class (fd, rotational, physicalBlockSize). */
-export async function openFileBackend(file: string, opts: OpenBackendOptions = {}): Promise<FileBackend> {
-  const readOnly = opts.readOnly ?? false;
-  const useNative = (opts.useNative ?? true) && native.nativeAvailable;
-  let st: fs.BigIntStats;
-  try {
-    st = await fs.promises.stat(file, { bigint: true });
-  } catch (err) {
-    throw toBackendError(err, 'open', file, 0);
-  }
-  const isFile = st.isFile();
-  const isBlock = st.isBlockDevice();
-  if (!isFile && !isBlock) {
-    const what = describeNonStorage(st as unknown as fs.Stats);
-    throw new BackendError('EINVAL', `${file} is ${what}, not a regular file or a block device`, 0);
-  }
-  let flags = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR;
-  if (isBlock && opts.exclusive) flags |= fs.constants.O_EXCL;
-  let fd: number;
-  try {
-    fd = await openFd(file, flags);
-  } catch (err) {
-    throw toBackendError(err, 'open', file, 0);
-  }
-  try {
-    // Re-check on the fd: the path may have been replaced between stat and open.
-    const fst = fs.fstatSync(fd, { bigint: true });
-    if (fst.dev !== st.dev || fst.ino !== st.ino) {
-      throw new BackendError('EAGAIN', `${file} changed while it was being opened`, 0);
-    }
-    if (isFile) {
-      return new FileBackend(file, 'file', fd, Number(fst.size), 512, readOnly, useNative, {
-        punchHoles: useNative && !readOnly,
-      });
-    }
-    const info = blockDeviceInfo(file, fst.rdev);
-    return new FileBackend(file, 'block', fd, info.size, info.logicalBlockSize, readOnly, useNative, {
-      stableIds: info.stableIds,
-      rotational: info.rotational,
-      physicalBlockSize: info.physicalBlockSize,
-      punchHoles: useNative && !readOnly && info.writeZeroesMaxBytes > 0,
-    });
-  } catch (err) {
-    fs.closeSync(fd);
-    throw err instanceof BackendError ? err : toBackendError(err, 'open', file, 0);
   }
 }

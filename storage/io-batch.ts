@@ -1,26 +1,29 @@
 /**
- * Batched reads and writes through the native addon: the requests one backend receives in one
- * event-loop turn are collected and run as a few native jobs of at most BATCH_MAX_OPS ops /
- * BATCH_MAX_BYTES bytes each (an op at least that large runs alone), instead of one job per request.
- * Jobs still run in parallel, so a real disk keeps seeing several requests at once.
- * REMAPD_IO_BATCH=N sets the ops per job; 0 turns batching off (the backend then uses fs.read/write).
+ * Batched reads, writes and syncs on a backend's I/O lane (storage/io-lane.ts): the requests one
+ * backend receives in one event-loop turn are collected and run as a few native jobs of at most
+ * BATCH_MAX_OPS ops / BATCH_MAX_BYTES bytes each (an op at least that large runs alone), instead of
+ * one job per request. Jobs still run in parallel, so a real disk keeps seeing several requests at
+ * once. REMAPD_IO_BATCH=N sets the ops per job (default 8).
+ *
+ * A job that misses the lane's deadline fails all its ops with ETIMEDOUT.
  */
 import { BackendError, BackendKind } from './backend';
 import { errnoError, toBackendError } from './io-errors';
+import type { IoLane } from './io-lane';
 import * as native from './native';
 
 export const BATCH_MAX_OPS = (() => {
   const v = Number(process.env.REMAPD_IO_BATCH ?? '8');
-  return Number.isInteger(v) && v >= 0 ? Math.min(v, 64) : 8;
+  return Number.isInteger(v) && v >= 1 ? Math.min(v, 64) : 8;
 })();
 const BATCH_MAX_BYTES = 256 * 1024;
 const OP_SLOTS = native.BATCH_HDR + 3; // one segment per op
 
-/** True when batched native I/O can be used (addon loaded, batching not turned off). */
-export const batchingAvailable = native.ioBatch !== undefined && BATCH_MAX_OPS > 0;
+/** True when lanes (and so batched native I/O) can be used. */
+export const lanesAvailable = native.lanes !== undefined;
 
 interface BatchOp {
-  readonly write: boolean;
+  readonly kind: number;
   readonly offset: number;
   readonly length: number;
   readonly buf: Buffer;
@@ -29,13 +32,21 @@ interface BatchOp {
   readonly reject: (err: Error) => void;
 }
 
-/** One backend's batch queue. `onDone` runs once per finished op (the backend's in-flight count). */
+const NO_BUF = Buffer.alloc(0);
+const WHAT = ['read', 'write', 'fdatasync', 'stall'];
+
+/**
+ * One backend's batch queue. `onDone` runs once per finished op (the backend's in-flight count).
+ * `align` > 0: the fd is O_DIRECT with that alignment (the addon bounces unaligned ops).
+ */
 export class IoBatcher {
   private queue: BatchOp[] = [];
   private scheduled = false;
 
   constructor(
+    private readonly lane: IoLane,
     private readonly fd: number,
+    private readonly align: number,
     private readonly path: string,
     private readonly kind: BackendKind,
     private readonly onDone: () => void,
@@ -43,8 +54,22 @@ export class IoBatcher {
 
   /** Queue a read or write for the batch of this event-loop turn. */
   submit(write: boolean, offset: number, length: number, buf: Buffer, bufOffset: number): Promise<void> {
+    return this.push(write ? native.OP_WRITE : native.OP_READ, offset, length, buf, bufOffset);
+  }
+
+  /** fdatasync on the lane (a hung device then holds a lane thread, not one of libuv's). */
+  sync(): Promise<void> {
+    return this.push(native.OP_SYNC, 0, 0, NO_BUF, 0);
+  }
+
+  /** Occupies a lane thread for `ms` like a hung device (tests of deadlines and lane independence). */
+  stall(ms: number): Promise<void> {
+    return this.push(native.OP_STALL, 0, ms, NO_BUF, 0);
+  }
+
+  private push(kind: number, offset: number, length: number, buf: Buffer, bufOffset: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ write, offset, length, buf, bufOffset, resolve, reject });
+      this.queue.push({ kind, offset, length, buf, bufOffset, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         queueMicrotask(this.flush);
@@ -80,38 +105,42 @@ export class IoBatcher {
       const op = q[start + i];
       const d = i * OP_SLOTS;
       bufs[i] = op.buf;
-      desc[d] = op.write ? 1 : 0;
+      desc[d] = op.kind;
       desc[d + 1] = op.offset;
       desc[d + 2] = op.length;
-      desc[d + 3] = 1;
+      desc[d + 3] = 1; // a sync carries one empty segment
       desc[d + native.BATCH_HDR] = i;
       desc[d + native.BATCH_HDR + 1] = op.bufOffset;
-      desc[d + native.BATCH_HDR + 2] = op.length;
+      desc[d + native.BATCH_HDR + 2] = op.kind === native.OP_STALL ? 0 : op.length;
     }
     try {
-      native.ioBatch!(this.fd, bufs, desc, () => this.done(q, start, end, desc));
+      this.lane.submit(this.fd, this.align, bufs, desc, (timedOut) => this.done(q, start, end, desc, timedOut));
     } catch (err) {
       for (let i = start; i < end; i++) {
         const op = q[i];
         this.onDone();
-        op.reject(toBackendError(err, op.write ? 'write' : 'read', this.path, op.offset));
+        op.reject(toBackendError(err, WHAT[op.kind], this.path, op.offset));
       }
     }
   }
 
-  private done(q: BatchOp[], start: number, end: number, desc: Float64Array): void {
+  private done(q: BatchOp[], start: number, end: number, desc: Float64Array, timedOut: boolean): void {
     for (let i = start; i < end; i++) {
       const op = q[i];
       const d = (i - start) * OP_SLOTS;
       const done = desc[d + 4];
       const errno = desc[d + 5];
       this.onDone();
-      const what = op.write ? 'write' : 'read';
-      if (errno !== 0) {
+      const what = WHAT[op.kind];
+      if (timedOut) {
+        op.reject(
+          new BackendError('ETIMEDOUT', `${what} ${this.path} at offset ${op.offset}: no answer within ${this.lane.deadlineMs} ms`, op.offset),
+        );
+      } else if (errno !== 0) {
         op.reject(toBackendError(errnoError(errno, what), what, this.path, op.offset + done));
-      } else if (done < op.length) {
+      } else if (done < op.length && op.kind !== native.OP_STALL) {
         const at = op.offset + done;
-        if (op.write) {
+        if (op.kind === native.OP_WRITE) {
           op.reject(new BackendError('ENOSPC', `write ${this.path} at offset ${at}: no progress`, at));
         } else if (this.kind === 'file') {
           // A regular file shorter than `size` (sparse tail): the rest reads as zeroes.
@@ -126,3 +155,4 @@ export class IoBatcher {
     }
   }
 }
+

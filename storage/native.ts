@@ -21,8 +21,16 @@ interface RawAddon {
   blkDiscard(fd: number, offset: number, length: number): Promise<void>;
   blkZeroout(fd: number, offset: number, length: number): Promise<void>;
   sendDatagram(socketPath: string, message: Buffer | string): Promise<void>;
-  ioBatch?(fd: number, bufs: Buffer[], desc: Float64Array, done: () => void): void;
+  laneCreate?(threads: number, maxStuck: number, name: string): LaneHandle;
+  laneSubmit?(lane: LaneHandle, fd: number, align: number, bufs: Buffer[], desc: Float64Array, done: (abandoned: boolean) => void): number;
+  laneAbandon?(lane: LaneHandle, id: number): 0 | 1 | 2;
+  laneStats?(lane: LaneHandle): [number, number, number, number, number];
+  laneClose?(lane: LaneHandle): void;
+  allocAligned?(size: number): Buffer;
 }
+
+/** A lane of I/O threads in the addon (storage/native/io_lane.c); opaque. */
+export type LaneHandle = { readonly __lane: unique symbol };
 
 /** An error from the addon, shaped like a Node fs error. */
 export interface NativeError extends Error {
@@ -156,15 +164,44 @@ export function sendDatagram(socketPath: string, message: Buffer | string): Prom
   return addon.sendDatagram(socketPath, message).catch(wrapError);
 }
 
-/** Ops header slots in an ioBatch descriptor (see storage/native/remapd_native.c io_batch). */
+/** Op header slots in a lane job descriptor (see storage/native/io_lane.c). */
 export const BATCH_HDR = 6;
+/** Op kinds in a lane job descriptor. */
+export const OP_READ = 0;
+export const OP_WRITE = 1;
+export const OP_SYNC = 2;
+/** Sleeps `length` ms on a lane thread, like a hung device (tests). */
+export const OP_STALL = 3;
 
-/**
- * Runs several preadv/pwritev calls in one thread-pool job; undefined when the addon (or an addon
- * built before ioBatch existed) is not loaded. `desc` holds the ops back to back:
- * [isWrite, fileOffset, length, nseg, done(out), errno(out), (bufIndex, bufOffset, segLength) x nseg];
- * `done` is called once every op has run and desc holds the results.
- */
-export const ioBatch: ((fd: number, bufs: Buffer[], desc: Float64Array, done: () => void) => void) | undefined =
-  addon && typeof addon.ioBatch === 'function' ? addon.ioBatch.bind(addon) : undefined;
+/** The lane functions of the addon; undefined when the addon (or an older build) is not loaded. */
+export interface LaneApi {
+  /** Starts `threads` I/O threads; at most `maxStuck` more may be started to replace stuck ones. */
+  create(threads: number, maxStuck: number, name: string): LaneHandle;
+  /**
+   * Queues one job: ops back to back in `desc`:
+   * [kind, fileOffset, length, nseg, done(out), errno(out), (bufIndex, bufOffset, segLength) x nseg].
+   * `align` > 0: the fd is O_DIRECT with that alignment (unaligned ops are bounced inside).
+   * `done(abandoned)` runs on the JS thread once the ops ran and desc holds the results.
+   */
+  submit(lane: LaneHandle, fd: number, align: number, bufs: Buffer[], desc: Float64Array, done: (abandoned: boolean) => void): number;
+  /** 0: already finished; 1: dropped from the queue (done never runs); 2: running, now stuck. */
+  abandon(lane: LaneHandle, id: number): 0 | 1 | 2;
+  /** [live threads, stuck threads, queued jobs, running jobs, target threads]. */
+  stats(lane: LaneHandle): [number, number, number, number, number];
+  close(lane: LaneHandle): void;
+}
 
+export const lanes: LaneApi | undefined =
+  addon && typeof addon.laneCreate === 'function'
+    ? {
+        create: addon.laneCreate.bind(addon),
+        submit: addon.laneSubmit!.bind(addon),
+        abandon: addon.laneAbandon!.bind(addon),
+        stats: addon.laneStats!.bind(addon),
+        close: addon.laneClose!.bind(addon),
+      }
+    : undefined;
+
+/** A Buffer on page-aligned (4096) memory, freed when collected; undefined without the addon. */
+export const allocAligned: ((size: number) => Buffer) | undefined =
+  addon && typeof addon.allocAligned === 'function' ? addon.allocAligned.bind(addon) : undefined;

@@ -10,10 +10,10 @@
  *   blkDiscard(fd, offset, length)  ioctl(BLKDISCARD)                      -> Promise<void>
  *   blkZeroout(fd, offset, length)  ioctl(BLKZEROOUT)                      -> Promise<void>
  *   sendDatagram(path, message)     one AF_UNIX datagram (sd_notify); '@' = abstract -> Promise<void>
- *   ioBatch(fd, bufs, desc, cb)     several preadv/pwritev in ONE thread-pool job (see io_batch below);
- *                                   results are written back into desc, then cb() is called
+ *   lane*, allocAligned             the data path: see io_lane.c
  *
- * Every call runs as napi async work on the libuv thread pool. Failures reject with an Error whose
+ * Every call here runs as napi async work on the libuv thread pool (reads, writes and syncs do not:
+ * they run on the backend's own lane, io_lane.c). Failures reject with an Error whose
  * `errno` is the positive OS error number and `syscall` names the call; the JS side maps it to a code.
  */
 #define _GNU_SOURCE
@@ -448,216 +448,8 @@ oom:
 }
 
 
-/*
- * ioBatch(fd, bufs: Buffer[], desc: Float64Array, cb: () => void)
- *
- * Runs several reads/writes one after the other in one thread-pool job, so a batch of small requests
- * costs one queue/wake/complete round trip instead of one per request. desc holds the ops back to back:
- *   [isWrite, fileOffset, length, nseg, done(out), errno(out), (bufIndex, bufOffset, segLength) x nseg]
- * Each op is retried until complete; it stops early at end of file (read returns 0: done < length,
- * errno 0), when a write makes no progress (done < length, errno 0) or on an error (errno set). The
- * other ops still run. The JS side validates ranges; the C side re-checks segments against buffers.
- */
-#define BATCH_MAX_SEGS 64
-#define BATCH_HDR 6
-
-typedef struct {
-  napi_async_work work;
-  napi_ref bufs_ref, desc_ref, cb_ref;
-  int fd;
-  size_t desc_len;
-  double *desc;     /* copy of desc; results written here and copied back on completion */
-  uint8_t **bases;  /* data pointer of each buffer */
-  size_t nbufs;
-} batch_t;
-
-static void batch_free(napi_env env, batch_t *b) {
-  if (b->bufs_ref) napi_delete_reference(env, b->bufs_ref);
-  if (b->desc_ref) napi_delete_reference(env, b->desc_ref);
-  if (b->cb_ref) napi_delete_reference(env, b->cb_ref);
-  free(b->desc);
-  free(b->bases);
-  free(b);
-}
-
-static void batch_execute(napi_env env, void *data) {
-  (void)env;
-  batch_t *b = data;
-  double *d = b->desc;
-  size_t i = 0;
-  struct iovec iov[BATCH_MAX_SEGS];
-  while (i + BATCH_HDR <= b->desc_len) {
-    int is_write = d[i] != 0;
-    int64_t off = (int64_t)d[i + 1];
-    int64_t len = (int64_t)d[i + 2];
-    size_t nseg = (size_t)d[i + 3];
-    double *segs = d + i + BATCH_HDR;
-    int64_t done = 0;
-    int err = 0;
-    while (done < len) {
-      /* iovecs for the bytes not yet transferred */
-      int cnt = 0;
-      int64_t skip = done;
-      for (size_t s = 0; s < nseg && cnt < BATCH_MAX_SEGS; s++) {
-        int64_t sl = (int64_t)segs[3 * s + 2];
-        if (skip >= sl) {
-          skip -= sl;
-          continue;
-        }
-        iov[cnt].iov_base = b->bases[(size_t)segs[3 * s]] + (size_t)segs[3 * s + 1] + skip;
-        iov[cnt].iov_len = (size_t)(sl - skip);
-        skip = 0;
-        cnt++;
-      }
-      if (cnt == 0) break;
-      ssize_t n = is_write ? pwritev(b->fd, iov, cnt, off + done) : preadv(b->fd, iov, cnt, off + done);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        err = errno;
-        break;
-      }
-      if (n == 0) break; /* EOF (read) or no progress (write) */
-      done += n;
-    }
-    d[i + 4] = (double)done;
-    d[i + 5] = (double)err;
-    i += BATCH_HDR + 3 * nseg;
-  }
-}
-
-static void batch_complete(napi_env env, napi_status status, void *data) {
-  batch_t *b = data;
-  napi_value desc, cb, global, ignored;
-  napi_handle_scope scope;
-  napi_open_handle_scope(env, &scope);
-  if (status != napi_ok) {
-    /* cancelled: report ECANCELED for every op */
-    for (size_t i = 0; i + BATCH_HDR <= b->desc_len; i += BATCH_HDR + 3 * (size_t)b->desc[i + 3]) {
-      b->desc[i + 4] = 0;
-      b->desc[i + 5] = ECANCELED;
-    }
-  }
-  if (napi_get_reference_value(env, b->desc_ref, &desc) == napi_ok) {
-    void *out = NULL;
-    size_t len = 0;
-    napi_typedarray_type type;
-    if (napi_get_typedarray_info(env, desc, &type, &len, &out, NULL, NULL) == napi_ok &&
-        type == napi_float64_array && len >= b->desc_len && out) {
-      memcpy(out, b->desc, b->desc_len * sizeof(double));
-    }
-  }
-  napi_get_reference_value(env, b->cb_ref, &cb);
-  napi_get_global(env, &global);
-  napi_delete_async_work(env, b->work);
-  batch_free(env, b);
-  napi_call_function(env, global, cb, 0, NULL, &ignored);
-  napi_close_handle_scope(env, scope);
-}
-
-static napi_value io_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) {
-    napi_throw_type_error(env, NULL, "remapd_native: ioBatch(fd, bufs, desc, cb)");
-    return NULL;
-  }
-  int32_t fd;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
-    napi_throw_type_error(env, NULL, "remapd_native: fd must be a number");
-    return NULL;
-  }
-  bool is_array = false;
-  napi_is_array(env, argv[1], &is_array);
-  napi_typedarray_type type;
-  size_t desc_len = 0;
-  void *desc_data = NULL;
-  bool is_ta = false;
-  napi_is_typedarray(env, argv[2], &is_ta);
-  napi_valuetype cbt;
-  napi_typeof(env, argv[3], &cbt);
-  if (!is_array || !is_ta || cbt != napi_function ||
-      napi_get_typedarray_info(env, argv[2], &type, &desc_len, &desc_data, NULL, NULL) != napi_ok ||
-      type != napi_float64_array) {
-    napi_throw_type_error(env, NULL, "remapd_native: ioBatch(fd, Buffer[], Float64Array, function)");
-    return NULL;
-  }
-  uint32_t nbufs;
-  CHECK(napi_get_array_length(env, argv[1], &nbufs));
-  batch_t *b = calloc(1, sizeof *b);
-  if (!b) {
-    napi_throw_error(env, NULL, "remapd_native: out of memory");
-    return NULL;
-  }
-  b->fd = fd;
-  b->desc_len = desc_len;
-  b->nbufs = nbufs;
-  b->desc = malloc((desc_len ? desc_len : 1) * sizeof(double));
-  b->bases = calloc(nbufs ? nbufs : 1, sizeof(uint8_t *));
-  size_t *sizes = calloc(nbufs ? nbufs : 1, sizeof(size_t));
-  const char *problem = NULL;
-  if (!b->desc || !b->bases || !sizes) problem = "out of memory";
-  if (!problem) memcpy(b->desc, desc_data, desc_len * sizeof(double));
-  for (uint32_t k = 0; !problem && k < nbufs; k++) {
-    napi_value el;
-    void *p = NULL;
-    size_t n = 0;
-    if (napi_get_element(env, argv[1], k, &el) != napi_ok || napi_get_buffer_info(env, el, &p, &n) != napi_ok) {
-      problem = "bufs must hold Buffers";
-      break;
-    }
-    b->bases[k] = p;
-    sizes[k] = n;
-  }
-  /* validate the op list against the buffers */
-  for (size_t i = 0; !problem && i < desc_len;) {
-    if (i + BATCH_HDR > desc_len) { problem = "truncated op"; break; }
-    double *d = b->desc + i;
-    size_t nseg = (size_t)d[3];
-    if (d[3] != (double)nseg || nseg == 0 || nseg > BATCH_MAX_SEGS || i + BATCH_HDR + 3 * nseg > desc_len ||
-        d[1] < 0 || d[1] > 9007199254740991.0 || d[2] < 0) {
-      problem = "bad op header";
-      break;
-    }
-    double total = 0;
-    for (size_t s = 0; s < nseg; s++) {
-      double bi = d[BATCH_HDR + 3 * s], bo = d[BATCH_HDR + 3 * s + 1], bl = d[BATCH_HDR + 3 * s + 2];
-      if (bi < 0 || bi >= nbufs || bi != (double)(size_t)bi || bo < 0 || bl < 0 ||
-          bo != (double)(size_t)bo || bl != (double)(size_t)bl || bo + bl > (double)sizes[(size_t)bi]) {
-        problem = "segment outside its buffer";
-        break;
-      }
-      total += bl;
-    }
-    if (!problem && total != d[2]) problem = "segment lengths do not add up to the op length";
-    i += BATCH_HDR + 3 * nseg;
-  }
-  free(sizes);
-  if (problem) {
-    batch_free(env, b);
-    char buf[160];
-    snprintf(buf, sizeof buf, "remapd_native: ioBatch: %s", problem);
-    napi_throw_range_error(env, NULL, buf);
-    return NULL;
-  }
-  napi_value resource_name;
-  napi_create_string_utf8(env, "remapd:ioBatch", NAPI_AUTO_LENGTH, &resource_name);
-  if (napi_create_reference(env, argv[1], 1, &b->bufs_ref) != napi_ok ||
-      napi_create_reference(env, argv[2], 1, &b->desc_ref) != napi_ok ||
-      napi_create_reference(env, argv[3], 1, &b->cb_ref) != napi_ok ||
-      napi_create_async_work(env, NULL, resource_name, batch_execute, batch_complete, b, &b->work) != napi_ok) {
-    batch_free(env, b);
-    napi_throw_error(env, NULL, "remapd_native: cannot create async work");
-    return NULL;
-  }
-  if (napi_queue_async_work(env, b->work) != napi_ok) {
-    napi_delete_async_work(env, b->work);
-    batch_free(env, b);
-    napi_throw_error(env, NULL, "remapd_native: cannot queue async work");
-    return NULL;
-  }
-  return NULL;
-}
+/* storage/native/io_lane.c: reads, writes and syncs on per-backend thread lanes. */
+napi_status io_lane_register(napi_env env, napi_value exports);
 
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
@@ -668,9 +460,9 @@ NAPI_MODULE_INIT() {
       {"blkDiscard", NULL, blk_discard, NULL, NULL, NULL, napi_enumerable, NULL},
       {"blkZeroout", NULL, blk_zeroout, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendDatagram", NULL, send_datagram, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"ioBatch", NULL, io_batch, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
+      io_lane_register(env, exports) != napi_ok)
     return NULL;
   return exports;
 }
