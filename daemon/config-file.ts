@@ -74,6 +74,8 @@ export const CONFIG_SCHEMA = {
   socketGroup: str,
   scanRate: str,
   scanInterval: str,
+  mainDirect: bool,
+  mainIoDeadline: str,
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_SCHEMA;

@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { CMD_NAMES, type NbdErrnoName } from '../protocol/constants';
+import type { LaneStats } from '../storage/io-lane';
 
 const RATE_SAMPLE_MS = 5000;
 const RATE_SAMPLES = 7;
@@ -16,6 +17,8 @@ export interface MetricSources {
   remaps?(): { total: number; byReason: Record<string, number>; pending: number; spareUsed: number; spareFree: number; spareBlocks: number; exhausted: boolean };
   health?(): { score: number } | undefined;
   scan?(): { progress: number; passesCompleted: number } | undefined;
+  /** I/O lanes (storage/io-lane.ts): main, spare, scan. */
+  lanes?(): readonly LaneStats[];
 }
 
 export class Metrics {
@@ -55,6 +58,19 @@ export class Metrics {
     if (sources.health) {
       const get = sources.health;
       new Gauge({ name: 'remapd_health_score', help: 'Health score of the main device, 0 (dead) to 100', registers: [r], collect() { const h = get(); if (h) this.set(h.score); } });
+    }
+    if (sources.lanes) {
+      const get = sources.lanes;
+      const lane = (name: string, help: string, pick: (l: LaneStats) => number): void => {
+        new Gauge({ name, help, labelNames: ['lane'], registers: [r], collect() {
+          this.reset();
+          for (const l of get()) this.set({ lane: l.name }, pick(l));
+        } });
+      };
+      lane('remapd_io_in_flight', 'I/O jobs in flight on the lane', (l) => l.inFlight);
+      lane('remapd_io_oldest_in_flight_seconds', 'Age of the oldest I/O job in flight on the lane', (l) => l.oldestInFlightMs / 1000);
+      lane('remapd_io_stuck_threads', 'Lane threads still blocked in an I/O that missed its deadline', (l) => l.stuck);
+      lane('remapd_io_timeouts_total', 'I/O jobs that missed the lane deadline', (l) => l.timeouts);
     }
     if (sources.scan) {
       const get = sources.scan;

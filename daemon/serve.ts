@@ -20,6 +20,13 @@ import { Metrics } from './metrics';
 import { loadTlsSettings, type TlsFlags } from './tls-config';
 import { isLoopback, parseListenAddress } from './listen-address';
 import { SingleExportCatalog } from './single-export';
+import { sharedPool } from '../protocol/buffer-pool';
+import { allocAligned } from '../storage/native';
+import { isHeldByStuckIo } from '../storage/stuck-buffers';
+import { openLanes } from '../storage/io-lane';
+
+/** Default main I/O deadline: longer than a desktop drive's own retries of one sector (7-30 s). */
+export const DEFAULT_MAIN_IO_DEADLINE_MS = 30_000;
 
 export interface ServeOptions {
   readonly main: string;
@@ -50,6 +57,10 @@ export interface ServeOptions {
   readonly readRetries?: number;
   /** Listening sockets passed by systemd (socket activation); served in addition to socket/listen. */
   readonly listenFds?: readonly number[];
+  /** Open main with O_DIRECT (default true; falls back to buffered with a warning where impossible). */
+  readonly mainDirect?: boolean;
+  /** A main I/O slower than this fails with ETIMEDOUT (a media error); 0 = no deadline. */
+  readonly mainIoDeadlineMs?: number;
 }
 
 export class UsageError extends Error {}
@@ -74,8 +85,18 @@ export interface RunningDaemon {
 export async function startDaemon(opts: ServeOptions, log: Logger): Promise<RunningDaemon> {
   const faultListeners: ((rules: FaultRules) => void)[] = [];
   const backends: Backend[] = [];
-  const rawMain = await openBackend(opts.main, { readOnly: opts.readOnly });
+  // READ/WRITE payloads on page-aligned slabs reach an O_DIRECT main without a bounce copy; a slab an
+  // abandoned (timed-out) I/O may still touch is never handed out again.
+  if (allocAligned) sharedPool.configure({ allocate: allocAligned, mayReuse: (slab) => !isHeldByStuckIo(slab) });
+  const rawMain = await openBackend(opts.main, {
+    readOnly: opts.readOnly,
+    direct: opts.mainDirect ?? true,
+    deadlineMs: opts.mainIoDeadlineMs ?? DEFAULT_MAIN_IO_DEADLINE_MS,
+    laneName: 'main',
+  });
   backends.push(rawMain);
+  if (rawMain.direct) log.info({ main: rawMain.path, ioDeadlineMs: opts.mainIoDeadlineMs ?? DEFAULT_MAIN_IO_DEADLINE_MS }, 'main opened with direct I/O (O_DIRECT)');
+  else if (opts.mainDirect ?? true) log.warn({ main: rawMain.path, reason: (rawMain as { directNotice?: string }).directNotice }, 'main is NOT opened with direct I/O: write errors may surface late, at the next flush');
   let faultRules: FaultRules | undefined;
   let main: Backend = rawMain;
   let store: MetadataStore | undefined;
@@ -88,7 +109,8 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       log.warn({ faults: opts.faults, rules: faultRules.rules.length }, 'fault injection is active on the main device');
     }
     if (opts.spare) {
-      const spare = await openBackend(opts.spare, { readOnly: opts.readOnly });
+      // Buffered (fastest; its data is synced before a remap commits), on its own I/O lane.
+      const spare = await openBackend(opts.spare, { readOnly: opts.readOnly, laneName: 'spare' });
       backends.push(spare);
       store = await MetadataStore.open(spare, identityFromBackend(rawMain));
       remap = new RemapDevice(main, spare, store, { logger: log, readOnly: opts.readOnly, readRetries: opts.readRetries });
@@ -116,9 +138,11 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       : undefined,
     health: () => (statusSections.get('health')?.() as { score: number } | undefined),
     scan: () => (statusSections.get('scan')?.() as { progress: number; passesCompleted: number } | undefined),
+    lanes: () => openLanes().map((l) => l.stats()),
   });
   metrics.startRates();
   statusSections.set('io', () => metrics.io());
+  statusSections.set('lanes', () => openLanes().map((l) => l.stats()));
   const tls = opts.tls ? loadTlsSettings(opts.tls) : undefined;
   server = new NbdServer({
     tls,

@@ -165,13 +165,33 @@ export class Systemd {
   /**
    * Sends WATCHDOG=1 every half interval from a timer on the event loop: if the loop is blocked, the
    * pings stop and systemd restarts us after WatchdogSec=. Unref'd so it never keeps the process up.
+   * `stuck` (daemon/io-watchdog.ts) is asked before each ping: while it names a stuck I/O path the
+   * pings stop too (one error log and a STATUS line), so a hung spare/metadata path gets the daemon
+   * restarted, not only a blocked event loop.
    */
-  startWatchdog(): void {
+  startWatchdog(stuck?: () => string | undefined): void {
     if (!this.watchdogUsec || !this.notifySocket || this.watchdogTimer) return;
     const intervalMs = Math.max(1, Math.floor(this.watchdogUsec / 2000));
     this.log.info({ watchdogSec: this.watchdogUsec / 1e6, pingMs: intervalMs }, 'systemd watchdog enabled');
-    void this.notify('WATCHDOG=1\n');
-    this.watchdogTimer = setInterval(() => void this.notify('WATCHDOG=1\n'), intervalMs);
+    let withheld = false;
+    const ping = (): void => {
+      const problem = stuck?.();
+      if (problem !== undefined) {
+        if (!withheld) {
+          withheld = true;
+          this.log.error({ problem }, 'I/O path stuck: withholding the systemd watchdog ping');
+          void this.status(`I/O stuck: ${problem}`);
+        }
+        return;
+      }
+      if (withheld) {
+        withheld = false;
+        this.log.warn('I/O path answers again: watchdog pings resumed');
+      }
+      void this.notify('WATCHDOG=1\n');
+    };
+    ping();
+    this.watchdogTimer = setInterval(ping, intervalMs);
     this.watchdogTimer.unref();
   }
 

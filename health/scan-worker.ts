@@ -239,7 +239,8 @@ async function main(): Promise<void> {
   const queued: ToWorker[] = [];
   let worker: ScanWorker | undefined;
   port.on('message', (m: ToWorker) => (worker ? worker.handle(m) : queued.push(m)));
-  const raw = await openBackend(init.mainPath, { readOnly: true });
+  // O_DIRECT: the scan reads the media, not the page cache, and does not evict the clients' cache.
+  const raw = await openBackend(init.mainPath, { readOnly: true, direct: true, laneName: 'scan', ioThreads: 2 });
   const post = (m: FromWorker): void => port.postMessage(m);
   worker = new ScanWorker(raw, init, post);
   post({ type: 'ready', size: raw.size });

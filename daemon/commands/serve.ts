@@ -9,6 +9,8 @@ import { resolveGroup } from '../groups';
 import { attachScanner } from '../../health/attach';
 import { parseDuration } from '../../health/duration';
 import { statusSections } from '../control-commands';
+import { ioPathStuck } from '../io-watchdog';
+import { openLanes } from '../../storage/io-lane';
 
 interface ServeArgs {
   main?: string;
@@ -35,6 +37,8 @@ interface ServeArgs {
   scan?: boolean;
   'scan-rate'?: string;
   'scan-interval'?: string;
+  'main-direct': boolean;
+  'main-io-deadline': string;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -65,6 +69,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('scan', { type: 'boolean', describe: 'Background health scan of the main device (--no-scan to disable) [default: on with --spare, unless --read-only]' })
       .option('scan-rate', { type: 'string', describe: 'Health scan read rate, bytes/s with K/M/G suffix; 0 = unlimited [default: 64M]' })
       .option('scan-interval', { type: 'string', describe: 'Time between full health scan passes: 30s, 15m, 12h, 7d [default: 7d]' })
+      .option('main-direct', { type: 'boolean', default: true, describe: 'Read and write main with O_DIRECT, bypassing the page cache (--no-main-direct: buffered)' })
+      .option('main-io-deadline', { type: 'string', default: '30s', describe: 'A main read or write slower than this fails (ETIMEDOUT, counted as a media error): 30s, 500ms; 0 = none' })
       .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
@@ -80,6 +86,11 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
         if (a['scan-rate'] !== undefined) parseSize(a['scan-rate']);
         if (a['scan-interval'] !== undefined) parseDuration(a['scan-interval']);
+        try {
+          parseDuration(a['main-io-deadline']);
+        } catch (err) {
+          throw new Error(`--main-io-deadline: ${(err as Error).message}`);
+        }
         return true;
       })
       .example('$0 serve --main /dev/sdb --socket /run/remapd/sdb.sock', 'serve a disk on a Unix socket')
@@ -100,7 +111,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     }
     const log = createLogger(a['log-level']);
     const systemd = new Systemd(log);
-    systemd.startWatchdog();
+    systemd.startWatchdog(() => ioPathStuck(openLanes()));
     const fds = activationFds(systemd, a, log);
     const socket = fds.length ? undefined : a.socket ?? (a.listen ? undefined : `/run/remapd/${a.export}.sock`);
     let daemon;
@@ -125,6 +136,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           metrics: a.metrics,
           tls: { mode: a.tls as 'off' | 'on' | 'require', certificates: a['tls-certificates'], verifyPeer: a['tls-verify-peer'], psk: a['tls-psk'] },
           maxOutstandingBytes: parseSize(a['max-outstanding-bytes']),
+          mainDirect: a['main-direct'],
+          mainIoDeadlineMs: parseDuration(a['main-io-deadline']),
         },
         log,
       );
