@@ -42,7 +42,7 @@ export interface BisectOptions {
   readonly unit: ByteLength;
   /** Extra attempts of a single-unit piece before it counts as bad. */
   readonly leafRetries: number;
-  /** Most failed attempts spent (default: 2 per unit of the range + 16, enough for any real pattern). */
+  /** Most failed attempts spent (default: every unit failing every attempt, + 16: any real pattern). */
   readonly failureBudget?: number;
   /** Checked before every attempt; returning false stops the bisection (rest unresolved). */
   readonly keepGoing?: () => boolean;
@@ -62,7 +62,7 @@ export async function bisect(offset: ByteOffset, length: ByteLength, first: Back
   const S = o.unit;
   const out: Bisection = { bad: [], flaky: [], unresolved: [], ios: 0, successes: 0 };
   const units = Math.floor((offset + length - 1) / S) - Math.floor(offset / S) + 1;
-  let budget = o.failureBudget ?? 2 * units + 16;
+  let budget = o.failureBudget ?? 2 * units * (1 + o.leafRetries) + 16;
   let failures = 0;
   let stall: Promise<void> | undefined;
   const stopped = (): boolean => budget <= 0 || (o.keepGoing !== undefined && !o.keepGoing());

@@ -6,8 +6,9 @@
  * - an I/O fails with a device-gone code (storage/error-class.ts), or
  * - a bisection found nothing that works at all, and reads of PROBES sectors spread over the whole
  *   device all fail too, or
- * - failed recoveries (bisections with no successful piece) in DEAD_REGIONS distinct regions (1/16 of
- *   the device each) within DEAD_WINDOW_MS, with no successful piece in between.
+ * - failed recoveries (bisections with no successful piece) of one kind (reads or writes) in DEAD_REGIONS
+ *   distinct regions (1/16 of the device each) within DEAD_WINDOW_MS, with no successful I/O of that kind
+ *   in between (the I/O paths count successes in `ok`: an increment, no extra promise).
  *
  * While failed: one loud log line, the state in status/metrics/STATUS, no bisection, no pending marks, no
  * remaps; requests to main are tried once and fail with EIO. A background probe (back-off 1 s → 60 s)
@@ -38,8 +39,11 @@ export interface MainStateStatus {
 export class MainState {
   private failedSince: number | null = null;
   private failReason: string | null = null;
-  /** Failed recoveries since the last success: region → time. */
-  private dead = new Map<number, number>();
+  /** Successful main I/Os, counted by the I/O paths. */
+  readonly ok = { read: 0, write: 0 };
+  /** Failed recoveries since the last success of their kind: region → time. */
+  private readonly dead = { read: new Map<number, number>(), write: new Map<number, number>() };
+  private readonly okAtLastDead = { read: 0, write: 0 };
   private readonly configErrors: Record<string, number> = {};
   private readonly configLogged = new Map<string, number>();
   private probeTimer: NodeJS.Timeout | undefined;
@@ -56,10 +60,10 @@ export class MainState {
     return { state: this.failed ? 'failed' : 'ok', reason: this.failReason, since: this.failedSince, configErrors: { ...this.configErrors } };
   }
 
-  /** A main I/O completed. */
-  noteSuccess(): void {
-    if (this.dead.size) this.dead.clear();
-    if (this.failedSince !== null) this.recover('a main I/O succeeded');
+  /** A main I/O of kind `op` completed (outside the hot paths, which count `ok` themselves). */
+  noteSuccess(op: 'read' | 'write'): void {
+    this.ok[op]++;
+    if (this.failedSince !== null) this.recover(`a main ${op} succeeded`);
   }
 
   /**
@@ -77,10 +81,13 @@ export class MainState {
   async noteDeadRange(offset: ByteOffset, op: 'read' | 'write'): Promise<void> {
     if (this.failed) return;
     const now = Date.now();
-    for (const [r, t] of this.dead) if (now - t > DEAD_WINDOW_MS) this.dead.delete(r);
-    this.dead.set(this.regionOf(offset), now);
-    if (this.dead.size >= DEAD_REGIONS) {
-      this.declareFailed(`${op} recoveries failed in ${this.dead.size} distinct regions within ${DEAD_WINDOW_MS / 1000} s with no success`);
+    const dead = this.dead[op];
+    if (this.ok[op] !== this.okAtLastDead[op]) dead.clear(); // a success in between: start over
+    this.okAtLastDead[op] = this.ok[op];
+    for (const [r, t] of dead) if (now - t > DEAD_WINDOW_MS) dead.delete(r);
+    dead.set(this.regionOf(offset), now);
+    if (dead.size >= DEAD_REGIONS) {
+      this.declareFailed(`${op} recoveries failed in ${dead.size} distinct regions within ${DEAD_WINDOW_MS / 1000} s with no successful ${op} in between`);
       return;
     }
     if (!(await this.anyProbeReads())) {
@@ -101,7 +108,7 @@ export class MainState {
       Array.from({ length: PROBES }, (_, i) => this.c.main.read(Math.floor(((i + 0.5) * sectors) / PROBES) * S, S, buf, i * S)),
     );
     const ok = results.some((r) => r.status === 'fulfilled');
-    if (ok) this.noteSuccess();
+    if (ok) this.noteSuccess('read');
     return ok;
   }
 
@@ -109,7 +116,8 @@ export class MainState {
     if (this.failedSince !== null || this.closed) return;
     this.failedSince = Date.now();
     this.failReason = reason;
-    this.dead.clear();
+    this.dead.read.clear();
+    this.dead.write.clear();
     this.c.log.fatal({ main: this.c.main.path, reason }, 'MAIN DEVICE FAILED: no block is blamed, nothing is marked pending or remapped; requests to main fail with EIO until it answers again');
     this.c.events.emit('main-failed', { reason });
     this.probeDelay = PROBE_MIN_MS;

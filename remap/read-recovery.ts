@@ -41,11 +41,15 @@ export class ReadRecovery {
   readMain(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
     if (this.mainState.failed) return this.readWhileFailed(offset, length, target, targetOffset);
     const stamp = this.c.locks.writeStamp();
-    return this.c.main.read(offset, length, target, targetOffset).catch((err: unknown) => {
+    return this.c.main.read(offset, length, target, targetOffset).then(this.countOk, (err: unknown) => {
       if (!(err instanceof BackendError)) throw toDeviceError(err);
       return this.recoverRead(offset, length, target, targetOffset, err, stamp);
     });
   }
+
+  private readonly countOk = (): void => {
+    this.mainState.ok.read++;
+  };
 
   private async readWhileFailed(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
     try {
@@ -53,7 +57,7 @@ export class ReadRecovery {
     } catch (err) {
       throw this.failedDeviceError(err, offset);
     }
-    this.mainState.noteSuccess();
+    this.mainState.noteSuccess('read');
   }
 
   private failedDeviceError(err: unknown, offset: ByteOffset): DeviceError {
@@ -93,7 +97,7 @@ export class ReadRecovery {
       if (err instanceof BackendError) ms.noteFailure(err, 'read');
       throw toDeviceError(err);
     }
-    if (found.successes > 0) ms.noteSuccess();
+    if (found.successes > 0) ms.noteSuccess('read');
     else if (!stalled) await ms.noteDeadRange(offset, 'read');
     if (ms.failed) throw this.failedDeviceError(first, offset);
 

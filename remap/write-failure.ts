@@ -63,8 +63,12 @@ export class WritePath {
   writeMain(offset: ByteOffset, piece: Buffer): Promise<void> {
     if (this.mainState.failed) return this.writeWhileFailed(offset, piece);
     const g = this.c.locks.beginWrite();
+    const ms = this.mainState;
     return this.c.main.write(offset, piece).then(
-      () => g.end(),
+      () => {
+        g.end();
+        ms.ok.write++;
+      },
       (err: unknown) => {
         g.end();
         return this.writeMainFailed(offset, piece, err);
@@ -79,7 +83,7 @@ export class WritePath {
       if (err instanceof BackendError) this.mainState.noteFailure(err, 'write');
       throw new DeviceError('EIO', `main device failed: write at byte ${offset} refused, nothing remapped (${(err as Error).message})`, offset);
     }
-    this.mainState.noteSuccess();
+    this.mainState.noteSuccess('write');
   }
 
   /** A main segment that may contain pending blocks: those go to the spare now. */
@@ -153,7 +157,7 @@ export class WritePath {
       if (e instanceof BackendError) ms.noteFailure(e, 'write');
       throw toDeviceError(e);
     }
-    if (found.successes > 0) ms.noteSuccess();
+    if (found.successes > 0) ms.noteSuccess('write');
     else if (!stalled) await ms.noteDeadRange(offset, 'write');
     if (ms.failed) throw new DeviceError('EIO', `main device failed: write at byte ${offset} refused, nothing remapped`, offset);
     // Blocks holding a sector that refused the write: remapped with the request's bytes for them.
