@@ -23,7 +23,9 @@
  *       Spare blocks of removed/replaced remaps become allocatable only after the change is durable.
  *   store.saveScanState(s), store.checkpoint(), store.close()
  * Errors are MetadataError with a code (see types.ts). After a failed metadata write the store refuses
- * further commits (FAILED): its memory may be ahead of the disk, so the daemon must reopen.
+ * further commits (FAILED; hasFailed is true): the disk may hold a half-written round. store.reload()
+ * reads the spare again exactly as open() does (the disk is the truth), replaces the in-memory table,
+ * writes a checkpoint (a fresh journal epoch, past anything half-written) and accepts commits again.
  */
 import { randomBytes } from 'crypto';
 import type { Backend } from '../storage/backend';
@@ -76,6 +78,7 @@ export class MetadataStore {
   private queuedSpares = new Set<number>();
   private queuedAdds = 0;
   private failed: Error | null = null;
+  private reloading = false;
   private closed = false;
   private repairWanted = false;
   private lastRepairAttempt = 0;
@@ -89,7 +92,7 @@ export class MetadataStore {
     readonly layout: Layout,
     private readonly base: Header,
     state: TableState,
-    private readonly alloc: SpareAllocator,
+    private alloc: SpareAllocator,
     pos: { seq: number; epoch: number; slot: number; journalPos: number },
     opts: StoreOptions,
   ) {
@@ -110,6 +113,8 @@ export class MetadataStore {
   get sequence(): number { return this.seq; }
   get remapCount(): number { return this.state.remaps.size; }
   get pendingCount(): number { return this.state.pending.size; }
+  /** A metadata write failed: commits are refused until reload() succeeds. */
+  get hasFailed(): boolean { return this.failed !== null || this.reloading; }
 
   /** Remaps as fresh objects, built lazily (insertion order). */
   entries(): IterableIterator<RemapEntry> { return this.state.remaps.entries(); }
@@ -237,6 +242,7 @@ export class MetadataStore {
   commit(change: MetadataChange): Promise<void> {
     if (this.closed) return Promise.reject(new MetadataError('CLOSED', 'metadata store is closed'));
     if (this.failed) return Promise.reject(new MetadataError('FAILED', `metadata store failed earlier: ${this.failed.message}`));
+    if (this.reloading) return Promise.reject(new MetadataError('FAILED', 'metadata store is being reloaded after a failure'));
     if (this.spare.readOnly) return Promise.reject(new MetadataError('READ_ONLY', 'spare is open read-only'));
     let ops: Op[];
     const spares: number[] = [];
@@ -394,6 +400,38 @@ export class MetadataStore {
     this.journalPos = 0;
     Object.assign(this.base, { sequence: seq, activeSlot: slot });
     this.applyOps(ops);
+  }
+
+  /**
+   * After a failure: re-read the metadata from the spare as open() does, replace the in-memory table and
+   * allocator with what is on disk, write a checkpoint, and accept commits again. Throws (and stays
+   * failed) when the spare still cannot be read or written. No format change: this is open() in place.
+   */
+  async reload(): Promise<void> {
+    if (this.closed) throw new MetadataError('CLOSED', 'metadata store is closed');
+    if (this.reloading) throw new MetadataError('FAILED', 'metadata store is already being reloaded');
+    this.reloading = true;
+    try {
+      while (this.inFlight) await this.inFlight.catch(() => undefined);
+      const scan = await scanSpare(this.spare);
+      const l = await loadBest(scan, this.spare, this.mainIdentity);
+      const h = l.best.header!;
+      if (uuidToString(h.setupUuid) !== this.setupUuid) throw new MetadataError('FINGERPRINT_MISMATCH', 'the spare now holds another setup');
+      this.state = l.state;
+      this.alloc = l.alloc;
+      Object.assign(this.base, h);
+      this.seq = Math.max(scan.maxSequence, l.best.sequence);
+      this.epoch = h.sequence;
+      this.activeSlot = h.activeSlot;
+      this.journalPos = l.best.journal!.end;
+      this.failed = null;
+      await this.checkpoint(); // sets failed again when the spare still cannot be written
+    } catch (e) {
+      this.failed ??= e instanceof Error ? e : new Error(String(e));
+      throw e;
+    } finally {
+      this.reloading = false;
+    }
   }
 
   /** Wait for queued commits, then stop accepting new ones. Does not close the spare backend. */

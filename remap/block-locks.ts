@@ -12,6 +12,18 @@
  */
 import type { MainBlock } from './units';
 
+/** Writes begun and in flight over all generations (for WriteStamp). */
+interface WriteTotals {
+  begun: number;
+  active: number;
+}
+
+/**
+ * "No write has begun since, and none was in flight then": data read after a stamp was taken is still
+ * what the device holds while unchangedSince(stamp) is true. undefined: writes were in flight.
+ */
+export type WriteStamp = number | undefined;
+
 /** The writes started between two lock acquisitions. */
 export class WriteGeneration {
   private inFlight = 0;
@@ -19,17 +31,23 @@ export class WriteGeneration {
   private drained: Promise<void> | undefined;
   private wake: (() => void) | undefined;
 
-  constructor(previous: WriteGeneration | undefined) {
+  constructor(
+    previous: WriteGeneration | undefined,
+    private readonly totals: WriteTotals,
+  ) {
     this.previous = previous;
   }
 
   /** A write joined this generation; call end() once its backend I/O settled (success or not). */
   begin(): this {
     this.inFlight++;
+    this.totals.begun++;
+    this.totals.active++;
     return this;
   }
 
   end(): void {
+    this.totals.active--;
     if (--this.inFlight === 0 && this.wake) {
       this.wake();
       this.wake = undefined;
@@ -50,7 +68,18 @@ export class WriteGeneration {
 
 export class BlockLocks {
   private readonly locks = new Map<MainBlock, Promise<void>>();
-  private generation = new WriteGeneration(undefined);
+  private readonly totals: WriteTotals = { begun: 0, active: 0 };
+  private generation = new WriteGeneration(undefined, this.totals);
+
+  /** Take before reading data that a mover may use later (see WriteStamp). */
+  writeStamp(): WriteStamp {
+    return this.totals.active === 0 ? this.totals.begun : undefined;
+  }
+
+  /** True when no write was in flight at `stamp` and none has begun since. */
+  unchangedSince(stamp: WriteStamp): boolean {
+    return stamp !== undefined && stamp === this.totals.begun;
+  }
 
   get anyLocked(): boolean {
     return this.locks.size > 0;
@@ -61,17 +90,27 @@ export class BlockLocks {
     return this.locks.get(block);
   }
 
-  /** Wait until no block in [first, last] is locked. */
+  /** The lock of some block in [first, last], if one is held (synchronous: no tick passes). */
+  lockedIn(first: MainBlock, last: MainBlock): Promise<void> | undefined {
+    if (this.locks.size === 0) return undefined;
+    if (last - first + 1 <= this.locks.size) {
+      for (let b = first; b <= last; b++) {
+        const p = this.locks.get(b);
+        if (p) return p;
+      }
+      return undefined;
+    }
+    for (const [b, p] of this.locks) if (b >= first && b <= last) return p;
+    return undefined;
+  }
+
+  /**
+   * Wait until no block in [first, last] is locked. Code after `await` runs a tick later, when a lock
+   * may be held again: to act on "unlocked", loop on lockedIn() and act synchronously after it.
+   */
   async waitUnlocked(first: MainBlock, last: MainBlock): Promise<void> {
     for (;;) {
-      let wait: Promise<void> | undefined;
-      if (this.locks.size > 0) {
-        if (last - first + 1 <= this.locks.size) {
-          for (let b = first; b <= last && !wait; b++) wait = this.locks.get(b);
-        } else {
-          for (const [b, p] of this.locks) if (b >= first && b <= last) { wait = p; break; }
-        }
-      }
+      const wait = this.lockedIn(first, last);
       if (!wait) return;
       await wait;
     }
@@ -103,7 +142,7 @@ export class BlockLocks {
     this.locks.set(block, new Promise<void>((r) => (release = r)));
     try {
       const closed = this.generation;
-      this.generation = new WriteGeneration(closed);
+      this.generation = new WriteGeneration(closed, this.totals);
       await closed.drain();
       return await fn();
     } finally {

@@ -8,8 +8,8 @@
  * once its remap is on disk, and back to main only once its removal is. There is nothing to build at start
  * (1,000,000 remaps used to cost two more Maps and several seconds) and no second copy to keep in sync.
  *
- * add/remove/markPending/clearPending are kept for the engine's call sites, which call them after the
- * commit resolved; by then the store already shows the change, so they do nothing.
+ * So there is nothing to add, remove or mark here: a commit that resolved has already changed what this view
+ * shows (remap/mover.ts is the only code that commits such changes).
  */
 import type { RemapEntry, RemapReason } from '../metadata/types';
 import type { MainBlock, SpareBlock } from './units';
@@ -60,17 +60,6 @@ export class RemapTable {
   isPending(block: MainBlock): boolean {
     return this.src.isPending(block);
   }
-
-  /** Called after the commit adding the remap resolved; the store already shows it. */
-  add(_block: MainBlock, _spare: SpareBlock, _reason: RemapReason): void {}
-
-  /** Called after the commit removing the remap resolved; the store already shows it. */
-  remove(_block: MainBlock): void {}
-
-  /** Called after the pendingAdd commit resolved (a remapped block is never pending). */
-  markPending(_block: MainBlock): void {}
-
-  clearPending(_block: MainBlock): void {}
 
   pending(): IterableIterator<MainBlock> {
     return this.src.pending();

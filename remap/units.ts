@@ -21,9 +21,34 @@ export function blockStart(block: MainBlock | SpareBlock, blockSize: ByteLength)
   return block * blockSize;
 }
 
+/** First byte after the block (not clipped to the device). */
+export function blockEnd(block: MainBlock | SpareBlock, blockSize: ByteLength): ByteOffset {
+  return (block + 1) * blockSize;
+}
+
 /** First and last block touched by [offset, offset+length). length > 0. */
 export function blockSpan(offset: ByteOffset, length: ByteLength, blockSize: ByteLength): [MainBlock, MainBlock] {
   return [Math.floor(offset / blockSize), Math.floor((offset + length - 1) / blockSize)];
+}
+
+/** Bytes of block `block` that exist on a device of `deviceSize` bytes (the last block may be short). */
+export function blockLength(block: MainBlock, blockSize: ByteLength, deviceSize: ByteLength): ByteLength {
+  return Math.min(blockSize, deviceSize - block * blockSize);
+}
+
+/** The part of [offset, offset+length) that lies in block `block`: [start, stop). */
+export function clipToBlock(block: MainBlock, blockSize: ByteLength, offset: ByteOffset, length: ByteLength): [ByteOffset, ByteOffset] {
+  return [Math.max(offset, block * blockSize), Math.min(offset + length, (block + 1) * blockSize)];
+}
+
+/** Where byte `offset` of main block `block` lives on the spare when the block is remapped to `spare`. */
+export function spareOffsetOf(spare: SpareBlock, block: MainBlock, offset: ByteOffset, blockSize: ByteLength): ByteOffset {
+  return spare * blockSize + (offset - block * blockSize);
+}
+
+/** True when [offset, offset+length) covers all `len` bytes of the block starting at `start`. */
+export function coversBlock(offset: ByteOffset, length: ByteLength, start: ByteOffset, len: ByteLength): boolean {
+  return start >= offset && start + len <= offset + length;
 }
 
 /** Parse "OFFSET[+LENGTH]" with optional K/M/G/T suffixes (powers of 1024). */

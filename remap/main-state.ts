@@ -1,0 +1,165 @@
+/**
+ * Is the main device still there? Media errors blame a block; a device that has gone (ENXIO/ENODEV …)
+ * or fails everywhere blames no block at all, and answering it with thousands of pending marks and
+ * remaps would fill the spare with nonsense. This module decides when main is "failed":
+ *
+ * - an I/O fails with a device-gone code (storage/error-class.ts), or
+ * - a bisection found nothing that works at all, and reads of PROBES sectors spread over the whole
+ *   device all fail too, or
+ * - failed recoveries (bisections with no successful piece) of one kind (reads or writes) in DEAD_REGIONS
+ *   distinct regions (1/16 of the device each) within DEAD_WINDOW_MS, with no successful I/O of that kind
+ *   in between (the I/O paths count successes in `ok`: an increment, no extra promise).
+ *
+ * While failed: one loud log line, the state in status/metrics/STATUS, no bisection, no pending marks, no
+ * remaps; requests to main are tried once and fail with EIO. A background probe (back-off 1 s → 60 s)
+ * and every main I/O that succeeds bring it back ("main device answers again"). Config faults (EROFS,
+ * ENOSPC, EACCES …) are logged here too, at most one line per code every CONFIG_LOG_MS.
+ */
+import type { BackendError } from '../storage/backend';
+import { classifyCode } from '../storage/error-class';
+import type { RemapContext } from './context';
+import type { ByteOffset } from './units';
+
+const PROBES = 8;
+const DEAD_REGIONS = 4;
+const DEAD_WINDOW_MS = 30_000;
+const PROBE_MIN_MS = 1000;
+const PROBE_MAX_MS = 60_000;
+const CONFIG_LOG_MS = 10_000;
+
+export interface MainStateStatus {
+  state: 'ok' | 'failed';
+  /** Why it is failed (the first error), when failed. */
+  reason: string | null;
+  since: number | null;
+  /** Device or configuration faults seen (not counted against any block), by error code. */
+  configErrors: Record<string, number>;
+}
+
+export class MainState {
+  private failedSince: number | null = null;
+  private failReason: string | null = null;
+  /** Successful main I/Os, counted by the I/O paths. */
+  readonly ok = { read: 0, write: 0 };
+  /** Failed recoveries since the last success of their kind: region → time. */
+  private readonly dead = { read: new Map<number, number>(), write: new Map<number, number>() };
+  private readonly okAtLastDead = { read: 0, write: 0 };
+  private readonly configErrors: Record<string, number> = {};
+  private readonly configLogged = new Map<string, number>();
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probeDelay = PROBE_MIN_MS;
+  private closed = false;
+
+  constructor(private readonly c: RemapContext) {}
+
+  get failed(): boolean {
+    return this.failedSince !== null;
+  }
+
+  status(): MainStateStatus {
+    return { state: this.failed ? 'failed' : 'ok', reason: this.failReason, since: this.failedSince, configErrors: { ...this.configErrors } };
+  }
+
+  /** A main I/O of kind `op` completed (outside the hot paths, which count `ok` themselves). */
+  noteSuccess(op: 'read' | 'write'): void {
+    this.ok[op]++;
+    if (this.failedSince !== null) this.recover(`a main ${op} succeeded`);
+  }
+
+  /**
+   * A main I/O failed with err. Returns its class: 'media' (blame the sectors), 'device-gone' or
+   * 'config' (blame no block; the request fails as it is).
+   */
+  noteFailure(err: BackendError, op: 'read' | 'write'): 'media' | 'device-gone' | 'config' {
+    const cls = classifyCode(err.code);
+    if (cls === 'device-gone') this.declareFailed(`${op} failed with ${err.code} at byte ${err.offset}: the device is gone`);
+    else if (cls === 'config') this.noteConfig(err, op);
+    return cls;
+  }
+
+  /** A recovery of [offset, …) found no piece that works. May declare the device failed. */
+  async noteDeadRange(offset: ByteOffset, op: 'read' | 'write'): Promise<void> {
+    if (this.failed) return;
+    const now = Date.now();
+    const dead = this.dead[op];
+    if (this.ok[op] !== this.okAtLastDead[op]) dead.clear(); // a success in between: start over
+    this.okAtLastDead[op] = this.ok[op];
+    for (const [r, t] of dead) if (now - t > DEAD_WINDOW_MS) dead.delete(r);
+    dead.set(this.regionOf(offset), now);
+    if (dead.size >= DEAD_REGIONS) {
+      this.declareFailed(`${op} recoveries failed in ${dead.size} distinct regions within ${DEAD_WINDOW_MS / 1000} s with no successful ${op} in between`);
+      return;
+    }
+    if (!(await this.anyProbeReads())) {
+      this.declareFailed(`a ${op} found nothing that works at byte ${offset}, and ${PROBES} reads spread over the device failed too`);
+    }
+  }
+
+  private regionOf(offset: ByteOffset): number {
+    return Math.floor((offset * 16) / Math.max(1, this.c.size));
+  }
+
+  /** Reads one sector at PROBES places spread over the device; true when any of them reads. */
+  private async anyProbeReads(): Promise<boolean> {
+    const S = this.c.main.logicalBlockSize;
+    const sectors = Math.floor(this.c.size / S);
+    const buf = Buffer.allocUnsafe(S * PROBES);
+    const results = await Promise.allSettled(
+      Array.from({ length: PROBES }, (_, i) => this.c.main.read(Math.floor(((i + 0.5) * sectors) / PROBES) * S, S, buf, i * S)),
+    );
+    const ok = results.some((r) => r.status === 'fulfilled');
+    if (ok) this.noteSuccess('read');
+    return ok;
+  }
+
+  private declareFailed(reason: string): void {
+    if (this.failedSince !== null || this.closed) return;
+    this.failedSince = Date.now();
+    this.failReason = reason;
+    this.dead.read.clear();
+    this.dead.write.clear();
+    this.c.log.fatal({ main: this.c.main.path, reason }, 'MAIN DEVICE FAILED: no block is blamed, nothing is marked pending or remapped; requests to main fail with EIO until it answers again');
+    this.c.events.emit('main-failed', { reason });
+    this.probeDelay = PROBE_MIN_MS;
+    this.scheduleProbe();
+  }
+
+  private recover(how: string): void {
+    const downMs = Date.now() - (this.failedSince ?? Date.now());
+    this.failedSince = null;
+    this.failReason = null;
+    clearTimeout(this.probeTimer);
+    this.probeTimer = undefined;
+    this.c.log.warn({ main: this.c.main.path, downSeconds: Math.round(downMs / 1000), how }, 'main device answers again');
+    this.c.events.emit('main-recovered', {});
+  }
+
+  private scheduleProbe(): void {
+    if (this.closed || this.failedSince === null) return;
+    this.probeTimer = setTimeout(() => {
+      void this.anyProbeReads().then((ok) => {
+        if (ok || this.failedSince === null) return;
+        this.probeDelay = Math.min(PROBE_MAX_MS, this.probeDelay * 2);
+        this.scheduleProbe();
+      });
+    }, this.probeDelay);
+    this.probeTimer.unref();
+  }
+
+  private noteConfig(err: BackendError, op: 'read' | 'write'): void {
+    this.configErrors[err.code] = (this.configErrors[err.code] ?? 0) + 1;
+    const now = Date.now();
+    const last = this.configLogged.get(err.code);
+    if (last !== undefined && now - last < CONFIG_LOG_MS) return;
+    this.configLogged.set(err.code, now);
+    this.c.log.error(
+      { main: this.c.main.path, op, code: err.code, offset: err.offset, seen: this.configErrors[err.code] },
+      `${op} on the main device failed with ${err.code}: a device or configuration fault, not a bad block; nothing remapped`,
+    );
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.probeTimer);
+  }
+}
