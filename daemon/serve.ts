@@ -20,6 +20,7 @@ import { Metrics } from './metrics';
 import { loadTlsSettings, type TlsFlags } from './tls-config';
 import { isLoopback, parseListenAddress } from './listen-address';
 import { SingleExportCatalog } from './single-export';
+import { claimSetup, ownMarker } from './owner-lock';
 
 export interface ServeOptions {
   readonly main: string;
@@ -74,7 +75,15 @@ export interface RunningDaemon {
 export async function startDaemon(opts: ServeOptions, log: Logger): Promise<RunningDaemon> {
   const faultListeners: ((rules: FaultRules) => void)[] = [];
   const backends: Backend[] = [];
-  const rawMain = await openBackend(opts.main, { readOnly: opts.readOnly });
+  // One owner per setup: claim main and spare before opening them (refuses with the owner's name).
+  const claim = await claimSetup({ main: opts.main, spare: opts.spare });
+  let rawMain: Backend;
+  try {
+    rawMain = await openBackend(opts.main, { readOnly: opts.readOnly });
+  } catch (err) {
+    claim.release();
+    throw err;
+  }
   backends.push(rawMain);
   let faultRules: FaultRules | undefined;
   let main: Backend = rawMain;
@@ -91,6 +100,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       const spare = await openBackend(opts.spare, { readOnly: opts.readOnly });
       backends.push(spare);
       store = await MetadataStore.open(spare, identityFromBackend(rawMain));
+      if (!opts.readOnly) await store.claim(ownMarker());
       remap = new RemapDevice(main, spare, store, { logger: log, readOnly: opts.readOnly, readRetries: opts.readRetries });
       device = remap;
       log.info({ spare: spare.path, setup: store.setupUuid, ...remap.status().remaps, pending: remap.status().pending.count }, 'remap table loaded');
@@ -100,6 +110,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
   } catch (err) {
     await store?.close().catch(() => undefined);
     for (const b of backends) await b.close().catch(() => undefined);
+    claim.release();
     throw err;
   }
 
@@ -194,11 +205,12 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     await metrics.close();
     await store?.close().catch(() => undefined);
     for (const b of backends) await b.close().catch(() => undefined);
+    claim.release();
     throw err;
   }
 
   log.info(
-    { main: main.path, size: device.size, export: opts.exportName, readOnly: opts.readOnly, endpoints, control: control ? opts.control : null, pid: process.pid },
+    { main: main.path, size: device.size, export: opts.exportName, readOnly: opts.readOnly, endpoints, control: control ? opts.control : null, pid: process.pid, claims: claim.claims.map((c) => `${c.path}:${c.how}`) },
     'remapd serving',
   );
 
@@ -221,6 +233,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       }
       await store?.close().catch((err) => log.error({ err }, 'closing the metadata failed'));
       for (const b of backends) await b.close().catch((err) => log.error({ err }, 'close failed'));
+      claim.release();
       log.info('stopped');
       resolveStopped();
     })();

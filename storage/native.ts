@@ -22,6 +22,7 @@ interface RawAddon {
   blkZeroout(fd: number, offset: number, length: number): Promise<void>;
   sendDatagram(socketPath: string, message: Buffer | string): Promise<void>;
   ioBatch?(fd: number, bufs: Buffer[], desc: Float64Array, done: () => void): void;
+  flockNb?(fd: number, exclusive: boolean): boolean;
 }
 
 /** An error from the addon, shaped like a Node fs error. */
@@ -168,3 +169,19 @@ export const BATCH_HDR = 6;
 export const ioBatch: ((fd: number, bufs: Buffer[], desc: Float64Array, done: () => void) => void) | undefined =
   addon && typeof addon.ioBatch === 'function' ? addon.ioBatch.bind(addon) : undefined;
 
+
+/**
+ * flock(LOCK_EX | LOCK_NB) (exclusive) or flock(LOCK_UN) on an open fd, synchronously: true when done,
+ * false when another open file description holds the lock. Undefined when the addon (or an addon built
+ * before flockNb existed) is not loaded; callers fall back (daemon/owner-lock.ts).
+ */
+export const flockNb: ((fd: number, exclusive: boolean) => boolean) | undefined =
+  addon && typeof addon.flockNb === 'function'
+    ? (fd: number, exclusive: boolean): boolean => {
+        try {
+          return addon.flockNb!(fd, exclusive);
+        } catch (err) {
+          return wrapError(err);
+        }
+      }
+    : undefined;

@@ -79,3 +79,23 @@ for (const [kind, make] of [['regular files', files], ['loop devices', loops]] a
     t.equal(recreate.code, 0, `create --force on a spare nobody uses works\n${describe(recreate)}`);
   });
 }
+
+t.test('regular files without the native addon: the owner marker of a live daemon refuses, a dead one does not', async (t) => {
+  const saved = process.env.REMAPD_NATIVE;
+  process.env.REMAPD_NATIVE = '0'; // every remapd started below runs without flock
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.REMAPD_NATIVE;
+    else process.env.REMAPD_NATIVE = saved;
+  });
+  const d = await files(t);
+  await createSetup(d.main, d.spare);
+  const one = await startServer(t, { kind: 'remapd', image: d.main, dir: d.dir, socket: join(d.dir, 'one.sock'), extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'one.ctl'), '--no-scan'] });
+  const two = await run(process.execPath, [REMAPD_BIN, 'serve', '--main', d.main, '--spare', d.spare, '--socket', join(d.dir, 'two.sock'), '--control', join(d.dir, 'two.ctl'), '--no-scan'], { timeoutMs: 60_000, env: process.env });
+  t.not(two.code, 0, `the second serve is refused\n${describe(two)}`);
+  t.match(two.stderr, new RegExp(`in use by remapd pid ${one.pid}\\b.*owner marker`, 's'), 'by the marker, naming the owner');
+  const force = await run(process.execPath, [REMAPD_BIN, 'create', '--force', '--main', d.main, '--spare', d.spare], { timeoutMs: 60_000, env: process.env });
+  t.not(force.code, 0, 'create --force refused too');
+  await one.stop('SIGKILL');
+  const three = await startServer(t, { kind: 'remapd', image: d.main, dir: d.dir, socket: join(d.dir, 'three.sock'), extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'three.ctl'), '--no-scan'] });
+  t.ok(three.isRunning(), 'the marker of a killed daemon does not block');
+});
