@@ -24,6 +24,7 @@ import { sharedPool } from '../protocol/buffer-pool';
 import { allocAligned } from '../storage/native';
 import { isHeldByStuckIo } from '../storage/stuck-buffers';
 import { openLanes } from '../storage/io-lane';
+import { claimSetup, ownMarker } from './owner-lock';
 
 /** Default main I/O deadline: longer than a desktop drive's own retries of one sector (7-30 s). */
 export const DEFAULT_MAIN_IO_DEADLINE_MS = 30_000;
@@ -88,12 +89,20 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
   // READ/WRITE payloads on page-aligned slabs reach an O_DIRECT main without a bounce copy; a slab an
   // abandoned (timed-out) I/O may still touch is never handed out again.
   if (allocAligned) sharedPool.configure({ allocate: allocAligned, mayReuse: (slab) => !isHeldByStuckIo(slab) });
-  const rawMain = await openBackend(opts.main, {
-    readOnly: opts.readOnly,
-    direct: opts.mainDirect ?? true,
-    deadlineMs: opts.mainIoDeadlineMs ?? DEFAULT_MAIN_IO_DEADLINE_MS,
-    laneName: 'main',
-  });
+  // One owner per setup: claim main and spare before opening them (refuses with the owner's name).
+  const claim = await claimSetup({ main: opts.main, spare: opts.spare });
+  let rawMain: Backend;
+  try {
+    rawMain = await openBackend(opts.main, {
+      readOnly: opts.readOnly,
+      direct: opts.mainDirect ?? true,
+      deadlineMs: opts.mainIoDeadlineMs ?? DEFAULT_MAIN_IO_DEADLINE_MS,
+      laneName: 'main',
+    });
+  } catch (err) {
+    claim.release();
+    throw err;
+  }
   backends.push(rawMain);
   if (rawMain.direct) log.info({ main: rawMain.path, ioDeadlineMs: opts.mainIoDeadlineMs ?? DEFAULT_MAIN_IO_DEADLINE_MS }, 'main opened with direct I/O (O_DIRECT)');
   else if (opts.mainDirect ?? true) log.warn({ main: rawMain.path, reason: (rawMain as { directNotice?: string }).directNotice }, 'main is NOT opened with direct I/O: write errors may surface late, at the next flush');
@@ -113,6 +122,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       const spare = await openBackend(opts.spare, { readOnly: opts.readOnly, laneName: 'spare' });
       backends.push(spare);
       store = await MetadataStore.open(spare, identityFromBackend(rawMain));
+      if (!opts.readOnly) await store.claim(ownMarker());
       remap = new RemapDevice(main, spare, store, { logger: log, readOnly: opts.readOnly, readRetries: opts.readRetries });
       device = remap;
       log.info({ spare: spare.path, setup: store.setupUuid, ...remap.status().remaps, pending: remap.status().pending.count }, 'remap table loaded');
@@ -122,6 +132,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
   } catch (err) {
     await store?.close().catch(() => undefined);
     for (const b of backends) await b.close().catch(() => undefined);
+    claim.release();
     throw err;
   }
 
@@ -218,11 +229,12 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     await metrics.close();
     await store?.close().catch(() => undefined);
     for (const b of backends) await b.close().catch(() => undefined);
+    claim.release();
     throw err;
   }
 
   log.info(
-    { main: main.path, size: device.size, export: opts.exportName, readOnly: opts.readOnly, endpoints, control: control ? opts.control : null, pid: process.pid },
+    { main: main.path, size: device.size, export: opts.exportName, readOnly: opts.readOnly, endpoints, control: control ? opts.control : null, pid: process.pid, claims: claim.claims.map((c) => `${c.path}:${c.how}`) },
     'remapd serving',
   );
 
@@ -245,6 +257,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       }
       await store?.close().catch((err) => log.error({ err }, 'closing the metadata failed'));
       for (const b of backends) await b.close().catch((err) => log.error({ err }, 'close failed'));
+      claim.release();
       log.info('stopped');
       resolveStopped();
     })();

@@ -41,6 +41,20 @@ export interface Header {
   createdAt: number;
   mainSerial?: string;
   mainWwn?: string;
+  /** Who serves this setup (written by `serve` at start; stale once that process is gone). */
+  owner?: OwnerMarker;
+}
+
+/**
+ * The owner marker: names the process that holds the setup's lock, for error messages. The lock itself
+ * (flock / O_EXCL, daemon/owner-lock.ts) is the truth; a marker of a dead process means nothing.
+ */
+export interface OwnerMarker {
+  pid: number;
+  /** host name, UTF-8, at most 64 bytes */
+  host: string;
+  /** start time of the owning process, ms since epoch */
+  since: number;
 }
 
 export const OFF = {
@@ -48,7 +62,7 @@ export const OFF = {
   uuid: 40, mainSize: 56, mainLbs: 64, blockSize: 68, spareSize: 72, spareLbs: 80, activeSlot: 84,
   regionBytes: 88, journalBytes: 96, checkpointSlotBytes: 104, tableCapacity: 112, copyOffsets: 120,
   checkpointEntries: 160, checkpointChunks: 168, checkpointCrc: 172, scanCursor: 176, scanPasses: 184,
-  lastFullScan: 192, createdAt: 200, serial: 208, wwn: 272, crc: 508,
+  lastFullScan: 192, createdAt: 200, serial: 208, wwn: 272, ownerPid: 336, ownerSince: 344, ownerHost: 352, crc: 508,
 } as const;
 
 export function encodeHeader(h: Header): Buffer {
@@ -82,6 +96,11 @@ export function encodeHeader(h: Header): Buffer {
   writeU64(b, OFF.createdAt, h.createdAt);
   writeText(b, OFF.serial, 64, h.mainSerial);
   writeText(b, OFF.wwn, 64, h.mainWwn);
+  if (h.owner && h.owner.pid > 0) {
+    b.writeUInt32LE(h.owner.pid, OFF.ownerPid);
+    writeU64(b, OFF.ownerSince, h.owner.since);
+    writeText(b, OFF.ownerHost, 64, truncateUtf8(h.owner.host, 64));
+  }
   b.writeUInt32LE(crc32(b.subarray(0, OFF.crc)), OFF.crc);
   return b;
 }
@@ -116,12 +135,22 @@ export function decodeHeader(b: Buffer): HeaderResult {
     lastFullScanAt: readU64(b, OFF.lastFullScan), createdAt: readU64(b, OFF.createdAt),
     mainSerial: readText(b, OFF.serial, 64), mainWwn: readText(b, OFF.wwn, 64),
   };
+  const ownerPid = b.readUInt32LE(OFF.ownerPid);
+  const ownerSince = readU64(b, OFF.ownerSince);
+  if (ownerPid > 0 && Number.isSafeInteger(ownerSince)) header.owner = { pid: ownerPid, since: ownerSince, host: readText(b, OFF.ownerHost, 64) ?? '' };
   for (const v of [header.sequence, header.timestamp, header.mainSize, header.spareSize, header.regionBytes,
     header.journalBytes, header.checkpointSlotBytes, header.tableCapacity, header.checkpointEntries, ...copyOffsets]) {
     if (!Number.isSafeInteger(v)) return { ok: false, failedCheck: 'layout', version };
   }
   if (header.activeSlot > 1 || header.copyIndex >= COPIES || header.sequence < 1) return { ok: false, failedCheck: 'layout', version };
   return { ok: true, header };
+}
+
+/** The longest prefix of `s` that fits in `max` bytes of UTF-8 without splitting a character. */
+export function truncateUtf8(s: string, max: number): string {
+  let out = s;
+  while (Buffer.byteLength(out, 'utf8') > max) out = out.slice(0, -1);
+  return out;
 }
 
 export function uuidToString(u: Buffer): string {

@@ -22,6 +22,8 @@
  *       Changes queued while a round is in flight are written together in the next round (group commit).
  *       Spare blocks of removed/replaced remaps become allocatable only after the change is durable.
  *   store.saveScanState(s), store.checkpoint(), store.close()
+ *   store.claim(owner): write the owner marker into every header (a checkpoint); call it right after open,
+ *       before any commit, while holding the setup's lock (daemon/owner-lock.ts). readOwner(spare) reads it.
  * Errors are MetadataError with a code (see types.ts). After a failed metadata write the store refuses
  * further commits (FAILED; hasFailed is true): the disk may hold a half-written round. store.reload()
  * reads the spare again exactly as open() does (the disk is the truth), replaces the in-memory table,
@@ -34,7 +36,7 @@ import {
   chooseBest, findHeaders, loadCheckpoint, loadJournal, needsRepair, scanSpare, type CopyScan, type SpareScan,
 } from './copies';
 import { identityFromHeader, pairingMismatches } from './fingerprint';
-import { encodeHeader, FORMAT_VERSION, HEADER_BYTES, uuidFromString, uuidToString, type Header } from './header';
+import { encodeHeader, FORMAT_VERSION, HEADER_BYTES, uuidFromString, uuidToString, type Header, type OwnerMarker } from './header';
 import { encodeFrame } from './journal';
 import {
   checkpointOffset, computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout,
@@ -434,10 +436,33 @@ export class MetadataStore {
     }
   }
 
+  /** The owner marker as last written (undefined: none). */
+  get owner(): OwnerMarker | undefined { return this.base.owner ? { ...this.base.owner } : undefined; }
+
+  /**
+   * Record who serves this setup: a checkpoint whose headers carry the marker. Call right after open(),
+   * before any commit, while holding the setup's lock. Not cleared at stop: the lock is the truth.
+   */
+  async claim(owner: OwnerMarker): Promise<void> {
+    if (this.spare.readOnly) throw new MetadataError('READ_ONLY', 'spare is open read-only');
+    if (this.inFlight || this.queue.length) throw new MetadataError('INVALID_CHANGE', 'claim() must run before any commit');
+    this.base.owner = { ...owner };
+    await this.checkpoint();
+  }
+
   /** Wait for queued commits, then stop accepting new ones. Does not close the spare backend. */
   async close(): Promise<void> {
     this.closed = true;
     while (this.inFlight) await this.inFlight.catch(() => undefined);
+  }
+}
+
+/** The owner marker in the newest valid header of a spare (undefined: none, or no metadata). Reads only. */
+export async function readOwner(spare: Backend): Promise<OwnerMarker | undefined> {
+  try {
+    return (await scanSpare(spare)).reference?.owner;
+  } catch {
+    return undefined;
   }
 }
 

@@ -27,6 +27,7 @@ interface RawAddon {
   laneStats?(lane: LaneHandle): [number, number, number, number, number];
   laneClose?(lane: LaneHandle): void;
   allocAligned?(size: number): Buffer;
+  flockNb?(fd: number, exclusive: boolean): boolean;
 }
 
 /** A lane of I/O threads in the addon (storage/native/io_lane.c); opaque. */
@@ -205,3 +206,19 @@ export const lanes: LaneApi | undefined =
 /** A Buffer on page-aligned (4096) memory, freed when collected; undefined without the addon. */
 export const allocAligned: ((size: number) => Buffer) | undefined =
   addon && typeof addon.allocAligned === 'function' ? addon.allocAligned.bind(addon) : undefined;
+
+/**
+ * flock(LOCK_EX | LOCK_NB) (exclusive) or flock(LOCK_UN) on an open fd, synchronously: true when done,
+ * false when another open file description holds the lock. Undefined when the addon (or an addon built
+ * before flockNb existed) is not loaded; callers fall back (daemon/owner-lock.ts).
+ */
+export const flockNb: ((fd: number, exclusive: boolean) => boolean) | undefined =
+  addon && typeof addon.flockNb === 'function'
+    ? (fd: number, exclusive: boolean): boolean => {
+        try {
+          return addon.flockNb!(fd, exclusive);
+        } catch (err) {
+          return wrapError(err);
+        }
+      }
+    : undefined;

@@ -4,6 +4,18 @@ import net from 'node:net';
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { defaultCandidates, describeCandidate, planAssembly, setupPaths } from '../assemble';
+import { claimSetup, SetupInUseError } from '../owner-lock';
+
+/** undefined when nobody holds the setup's devices; else why it is in use (names the owner). */
+async function inUseBy(main: string, spare: string): Promise<string | undefined> {
+  try {
+    (await claimSetup({ main, spare })).release();
+    return undefined;
+  } catch (err) {
+    if (err instanceof SetupInUseError) return err.message;
+    throw err;
+  }
+}
 
 interface Args { scan: boolean; paths?: string[]; 'dry-run': boolean; json: boolean; 'socket-dir': string; verbose: boolean }
 
@@ -54,7 +66,9 @@ export const assembleCommand: CommandModule<object, Args> = {
       const p = setupPaths(s.name, a['socket-dir']);
       const command = [bin, 'serve', '--main', s.main, '--spare', s.spare, '--export', s.name, '--socket', p.socket, '--control', p.control];
       let state: string;
+      let busy: string | undefined;
       if (await listening(p.socket)) state = 'running';
+      else if ((busy = await inUseBy(s.main, s.spare))) state = `in use: ${busy}`;
       else if (a['dry-run']) state = 'would-start';
       else {
         mkdirSync(a['socket-dir'], { recursive: true });

@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { openBackend } from '../../storage/file-backend';
 import { identityFromBackend, pairingMismatches } from '../../metadata/fingerprint';
 import { MetadataStore } from '../../metadata/store';
+import { claimSetup, SetupInUseError, type SetupClaim } from '../owner-lock';
 
 interface CheckArgs { spare: string; main?: string; repair: boolean; json: boolean }
 
@@ -15,6 +16,17 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
     .option('repair', { type: 'boolean', default: false, describe: 'rewrite damaged or stale copies' })
     .option('json', { type: 'boolean', default: false }),
   handler: async (a) => {
+    let claim: SetupClaim | undefined;
+    if (a.repair) {
+      // repairing writes the metadata: never under a running daemon
+      try {
+        claim = await claimSetup({ spare: a.spare });
+      } catch (err) {
+        if (!(err instanceof SetupInUseError)) throw err;
+        process.stderr.write(`remapd: check --repair: ${err.message}\n`);
+        process.exit(1);
+      }
+    }
     const spare = await openBackend(a.spare, { readOnly: !a.repair });
     const main = a.main ? await openBackend(a.main, { readOnly: true }) : undefined;
     try {
@@ -36,6 +48,7 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
     } finally {
       await spare.close();
       await main?.close();
+      claim?.release();
     }
   },
 };

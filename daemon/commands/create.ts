@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { openBackend } from '../../storage/file-backend';
 import { identityFromBackend } from '../../metadata/fingerprint';
 import { MetadataStore } from '../../metadata/store';
+import { claimSetup, SetupInUseError } from '../owner-lock';
 
 interface CreateArgs { main: string; spare: string; 'block-size': number; force: boolean }
 
@@ -15,6 +16,15 @@ export const createCommand: CommandModule<object, CreateArgs> = {
     .option('block-size', { type: 'number', default: 4096, describe: 'remap granularity in bytes (power of two, >= both sector sizes)' })
     .option('force', { type: 'boolean', default: false, describe: 'overwrite existing metadata or data in the metadata regions' }),
   handler: async (a) => {
+    // A spare in use by a running setup is never rewritten, --force or not.
+    let claim;
+    try {
+      claim = await claimSetup({ spare: a.spare });
+    } catch (err) {
+      if (!(err instanceof SetupInUseError)) throw err;
+      process.stderr.write(`remapd: create: ${err.message}\n`);
+      process.exit(1);
+    }
     const main = await openBackend(a.main, { readOnly: true });
     const spare = await openBackend(a.spare, { readOnly: false });
     try {
@@ -25,6 +35,7 @@ export const createCommand: CommandModule<object, CreateArgs> = {
     } finally {
       await spare.close();
       await main.close();
+      claim.release();
     }
   },
 };

@@ -11,6 +11,8 @@
  *   blkZeroout(fd, offset, length)  ioctl(BLKZEROOUT)                      -> Promise<void>
  *   sendDatagram(path, message)     one AF_UNIX datagram (sd_notify); '@' = abstract -> Promise<void>
  *   lane*, allocAligned             the data path: see io_lane.c
+ *   flockNb(fd, exclusive)          flock(LOCK_EX or LOCK_UN, | LOCK_NB), synchronous (never blocks)
+ *                                   -> true (done) / false (EWOULDBLOCK: held by someone else); throws
  *
  * Every call here runs as napi async work on the libuv thread pool (reads, writes and syncs do not:
  * they run on the backend's own lane, io_lane.c). Failures reject with an Error whose
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -393,6 +396,42 @@ static napi_value map_extents(napi_env env, napi_callback_info info) {
 }
 
 /* sendDatagram(path: string, message: Buffer | string) */
+/* flockNb(fd, exclusive): flock(fd, (exclusive ? LOCK_EX : LOCK_UN) | LOCK_NB). Synchronous: with LOCK_NB
+ * the call never waits. Returns false when another open file description holds the lock. */
+static napi_value flock_nb(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  int32_t fd;
+  bool exclusive;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_value_bool(env, argv[1], &exclusive) != napi_ok) {
+    napi_throw_type_error(env, NULL, "remapd_native: flockNb(fd, exclusive)");
+    return NULL;
+  }
+  int rc;
+  do {
+    rc = flock(fd, (exclusive ? LOCK_EX : LOCK_UN) | LOCK_NB);
+  } while (rc < 0 && errno == EINTR);
+  if (rc < 0 && errno != EWOULDBLOCK) {
+    int err = errno;
+    napi_value msg, e, errno_value, syscall_value;
+    char buf[128];
+    snprintf(buf, sizeof buf, "flock: %s", strerror(err));
+    napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &e);
+    napi_create_int32(env, err, &errno_value);
+    napi_set_named_property(env, e, "errno", errno_value);
+    napi_create_string_utf8(env, "flock", NAPI_AUTO_LENGTH, &syscall_value);
+    napi_set_named_property(env, e, "syscall", syscall_value);
+    napi_throw(env, e);
+    return NULL;
+  }
+  napi_get_boolean(env, rc == 0, &result);
+  return result;
+}
+
+
 static napi_value send_datagram(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -460,6 +499,7 @@ NAPI_MODULE_INIT() {
       {"blkDiscard", NULL, blk_discard, NULL, NULL, NULL, napi_enumerable, NULL},
       {"blkZeroout", NULL, blk_zeroout, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendDatagram", NULL, send_datagram, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"flockNb", NULL, flock_nb, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
       io_lane_register(env, exports) != napi_ok)
