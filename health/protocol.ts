@@ -32,6 +32,8 @@ export interface Finding {
   /** Failed attempts (flaky/unreadable), including the chunk read that hit it. */
   readonly failures?: number;
   readonly error?: string;
+  /** Byte offsets of the failing logical sectors inside the block (flaky/unreadable), when isolated. */
+  readonly sectors?: readonly number[];
 }
 
 export type FromWorker =
