@@ -28,6 +28,10 @@ export function formatStatus(s: Record<string, any>): string {
   if (s.scan) {
     const sc = s.scan;
     lines.push(`scan        ${sc.state}, ${typeof sc.progress === 'number' ? (sc.progress * (sc.progress <= 1 ? 100 : 1)).toFixed(1) + '%' : ''} passes ${sc.passesCompleted ?? 0}, last full ${sc.lastFullScanAt ? new Date(sc.lastFullScanAt).toISOString() : 'never'}`);
+    if (sc.suspects && (sc.suspects.queued || sc.suspects.visited)) {
+      lines.push(`suspects    ${sc.suspects.queued} regions queued (${bytes(sc.suspects.queuedBytes)}), ${sc.suspects.visited} visited (${bytes(sc.suspects.visitedBytes)})`);
+    }
+    if (sc.deviceFailure) lines.push(`            ** MAIN DEVICE FAILED ** ${sc.deviceFailure.code} at ${sc.deviceFailure.at}: ${sc.deviceFailure.message}`);
   }
   if (s.io?.rates) {
     const r = s.io.rates;

@@ -6,15 +6,19 @@
  *   scan.start / pause / resume
  *   scan.set {rate?: bytes/s | "512M", interval?: ms | "7d"}
  *   scan.loopdelay {reset?} → main-thread event-loop delay (ms percentiles)
+ *   suspect {ranges: [{offset, length}], source} → {queued}: regions the scan reads first
+ *                          (byte offsets on the export; `remapd import-map` sends them)
  *   scan.crash             → test hook, only with REMAPD_TEST_HOOKS=1
  */
 import type { Logger } from 'pino';
+import { ControlError } from '../daemon/control-server';
 import { parseSize } from '../remap/units';
 import type { FaultRules } from '../storage/faults';
 import type { ScanSettings } from './config';
 import { parseDuration } from './duration';
 import { LoopDelayMonitor } from './loop-delay';
 import { HealthScanner, type ScanDevice } from './scanner';
+import { parseSuspectArgs, SuspectError } from './suspects';
 
 interface ControlLike {
   register(cmd: string, handler: (args: Record<string, unknown>) => unknown): void;
@@ -69,6 +73,15 @@ export function attachScanner(
     c.register('scan.resume', () => scanner.resume());
     c.register('scan.set', (args) => scanner.set({ rate: rateArg(args.rate), intervalMs: intervalArg(args.interval) }));
     c.register('scan.loopdelay', (args) => loop.read(args.reset === true));
+    c.register('suspect', (args) => {
+      try {
+        const { ranges, source } = parseSuspectArgs(args, device.size);
+        return scanner.suspect(ranges, source);
+      } catch (err) {
+        if (err instanceof SuspectError) throw new ControlError(err.message);
+        throw err;
+      }
+    });
     if (process.env.REMAPD_TEST_HOOKS === '1') {
       c.register('scan.crash', () => {
         scanner.crashWorker();
@@ -79,7 +92,12 @@ export function attachScanner(
   if (o.sections) {
     o.sections.set('scan', () => {
       const s = scanner.status();
-      return { state: s.state, progress: s.progress, cursorOffset: s.cursorOffset, rate: s.rate, interval: s.interval, passesCompleted: s.passesCompleted, lastFullScanAt: s.lastFullScanAt, blocks: s.blocks };
+      return {
+        state: s.state, progress: s.progress, cursorOffset: s.cursorOffset, rate: s.rate, interval: s.interval,
+        passesCompleted: s.passesCompleted, lastFullScanAt: s.lastFullScanAt, blocks: s.blocks,
+        suspects: { queued: s.suspects.queued, queuedBytes: s.suspects.queuedBytes, visited: s.suspects.visited, visitedBytes: s.suspects.visitedBytes },
+        deviceFailure: s.deviceFailure,
+      };
     });
     o.sections.set('health', () => {
       const s = scanner.status();

@@ -13,8 +13,10 @@ import type { SharedFaultRules } from '../storage/faults';
 import { backoffFactor, DEFAULT_SCAN_SETTINGS, type ScanSettings } from './config';
 import { formatDuration } from './duration';
 import { FindingsHandler, type ScanDevice } from './findings';
-import type { FromWorker, ToWorker } from './protocol';
+import type { DeviceFailure } from './media-isolator';
+import { SUSPECT_JOB, type FromWorker, type ToWorker } from './protocol';
 import type { HealthLabel, Score } from './score';
+import { SuspectQueue, type ByteRange, type SuspectStatus } from './suspects';
 import { WorkerSupervisor } from './worker-supervisor';
 
 export type { ScanDevice } from './findings';
@@ -30,7 +32,8 @@ export interface ScannerOptions {
   readonly maxRestartDelayMs?: number;
 }
 
-export type ScanStateName = 'running' | 'paused' | 'idle' | 'waiting';
+/** 'device-failed': main failed as a whole (ENXIO/ENODEV, or everything failing); retried after a while. */
+export type ScanStateName = 'running' | 'paused' | 'idle' | 'waiting' | 'device-failed';
 
 export interface ScanStatus {
   state: ScanStateName;
@@ -64,6 +67,12 @@ export interface ScanStatus {
   slowOffsets: number[];
   workerRestarts: number;
   blockSize: number;
+  /** Suspect regions (import-map, SMART hints, failures not yet isolated): queued and visited. */
+  suspects: SuspectStatus;
+  /** Reads spent isolating failed reads down to sectors, since start. */
+  isolateReads: number;
+  /** The last whole-device failure, while it lasts (cleared once a retried pass reads again). */
+  deviceFailure: (DeviceFailure & { at: string }) | null;
 }
 
 const RATE_WINDOW_MS = 5000;
@@ -90,6 +99,9 @@ export class HealthScanner extends EventEmitter {
   private lastSampleAt = Date.now();
   private faults: SharedFaultRules | null;
   private readonly rateSamples: { at: number; bytes: number }[] = [];
+  private readonly suspects: SuspectQueue;
+  private isolateReads = 0;
+  private deviceFailure: (DeviceFailure & { at: string }) | null = null;
   private saving: Promise<void> = Promise.resolve();
 
   constructor(
@@ -106,6 +118,7 @@ export class HealthScanner extends EventEmitter {
     this.passes = st.passesCompleted;
     this.lastFullScanAt = st.lastFullScanAt;
     this.lastIo = device.ioActivity;
+    this.suspects = new SuspectQueue(device.remapBlockSize, device.size);
     this.findings = new FindingsHandler({
       device,
       log: this.log,
@@ -126,7 +139,9 @@ export class HealthScanner extends EventEmitter {
         void this.persist();
       },
       onRestarted: () => {
+        this.suspects.unsendAll();
         if (this.state === 'running') this.run();
+        else this.flushSuspects();
       },
     });
   }
@@ -162,9 +177,11 @@ export class HealthScanner extends EventEmitter {
   }
 
   pause(): ScanStatus {
-    if (this.state === 'running' || this.state === 'waiting') {
+    if (this.state === 'running' || this.state === 'waiting' || this.state === 'device-failed') {
       this.clearWait();
       this.post({ type: 'stop', id: this.scanId });
+      this.post({ type: 'suspects-clear' });
+      this.suspects.unsendAll();
       this.state = 'paused';
       this.supervisor.setReferenced(false);
       this.log.info({ cursorOffset: this.cursor }, 'health scan paused');
@@ -196,6 +213,19 @@ export class HealthScanner extends EventEmitter {
     this.sendConfig();
     this.log.info({ rate: this.settings.rate, interval: formatDuration(this.settings.intervalMs) }, 'health scan settings changed');
     return this.status();
+  }
+
+  /**
+   * Queues suspect regions (byte ranges on the export, already validated by parseSuspectArgs): read
+   * before the pass continues. Returns the number of regions queued after aligning and merging.
+   */
+  suspect(ranges: readonly ByteRange[], source: string): { queued: number } {
+    if (this.closed) throw new Error('the scanner is closed');
+    const queued = this.suspects.add(ranges, source);
+    const st = this.suspects.status();
+    this.log.info({ source, queued, queuedRegions: st.queued, queuedBytes: st.queuedBytes }, 'health scan: suspect regions queued (read before the pass continues)');
+    this.flushSuspects();
+    return { queued };
   }
 
   setFaultRules(shared: SharedFaultRules | null): void {
@@ -238,6 +268,9 @@ export class HealthScanner extends EventEmitter {
       slowOffsets: this.findings.slowOffsets(),
       workerRestarts: this.supervisor.restarts,
       blockSize: this.device.remapBlockSize,
+      suspects: this.suspects.status(),
+      isolateReads: this.isolateReads,
+      deviceFailure: this.deviceFailure,
     };
   }
 
@@ -267,6 +300,36 @@ export class HealthScanner extends EventEmitter {
     this.scanId++;
     if (this.cursor === 0) this.findings.passStarted();
     this.post({ type: 'scan', id: this.scanId, fromOffset: this.cursor });
+    this.flushSuspects();
+  }
+
+  /** Hands the queued suspect regions to the worker, unless paused or the device failed. */
+  private flushSuspects(): void {
+    if (this.closed || this.state === 'paused' || this.state === 'device-failed' || !this.supervisor.hasWorker) return;
+    const regions = this.suspects.takeUnsent().map((q) => ({ id: q.id, offset: q.offset, length: q.length }));
+    if (regions.length) this.post({ type: 'suspects', regions });
+  }
+
+  /** Main failed as a whole: stop, blame no block, say so loudly once, try again later. */
+  private onDeviceFailed(f: DeviceFailure): void {
+    if (this.state === 'device-failed' || this.state === 'paused' || this.closed) return;
+    this.post({ type: 'stop', id: this.scanId });
+    this.post({ type: 'suspects-clear' });
+    this.suspects.unsendAll();
+    this.clearWait();
+    this.state = 'device-failed';
+    this.supervisor.setReferenced(false);
+    this.deviceFailure = { ...f, at: new Date().toISOString() };
+    const what = f.reason === 'config' ? `main cannot be read (${f.code}, not a media error)` : `main device failed (${f.reason === 'device-gone' ? f.code : 'every read fails'})`;
+    this.log.error({ event: 'device-failed', ...f, retryInMs: this.settings.deviceRetryMs }, `${what}: health scan stopped, no block marked pending`);
+    this.emit('device-failed', this.deviceFailure);
+    this.waitTimer = setTimeout(() => {
+      if (this.state !== 'device-failed') return;
+      this.log.warn({ cursorOffset: this.cursor }, 'health scan: trying main again after a device failure');
+      this.run();
+    }, this.settings.deviceRetryMs);
+    this.waitTimer.unref();
+    void this.persist();
   }
 
   private wait(): void {
@@ -315,16 +378,34 @@ export class HealthScanner extends EventEmitter {
         this.log[m.level](m.data ?? {}, m.msg);
         return;
       case 'progress':
+        this.isolateReads += m.isolateReads;
         if (m.id !== this.scanId) return;
         this.cursor = m.cursorOffset;
         if (m.bytes > 0) this.rateSamples.push({ at: Date.now(), bytes: m.bytes });
+        if (m.bytes > 0 && this.deviceFailure && this.state === 'running') {
+          this.log.warn({ failedAt: this.deviceFailure.at }, 'health scan: main reads again after a device failure');
+          this.deviceFailure = null;
+        }
         if (this.rateSamples.length > 1000) this.rateSamples.splice(0, 500);
         return;
       case 'stopped':
         if (m.id === this.scanId && m.cursorOffset >= 0) this.cursor = m.cursorOffset;
         return;
       case 'finding':
-        if (m.id === this.scanId) this.findings.handle(m.finding);
+        if (m.id === this.scanId || m.id === SUSPECT_JOB) this.findings.handle(m.finding);
+        return;
+      case 'unresolved':
+        this.suspect(m.ranges, 'scan: failures not isolated within the read budget');
+        return;
+      case 'suspect-done': {
+        this.isolateReads += m.isolateReads;
+        const q = this.suspects.done(m.regionId);
+        if (q) this.log.info({ offset: q.offset, length: q.length, source: q.source, left: this.suspects.size }, 'health scan: suspect region read');
+        if (this.suspects.size === 0) this.emit('suspects-done');
+        return;
+      }
+      case 'device-failed':
+        if (m.id === this.scanId || m.id === SUSPECT_JOB) this.onDeviceFailed(m.failure);
         return;
       case 'pass-end':
         if (m.id === this.scanId) this.onPassEnd();

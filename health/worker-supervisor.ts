@@ -45,6 +45,11 @@ export class WorkerSupervisor extends EventEmitter {
     return this.worker !== undefined || this.restartTimer !== undefined;
   }
 
+  /** True while a worker thread exists (messages posted now reach it). */
+  get hasWorker(): boolean {
+    return this.worker !== undefined;
+  }
+
   start(): void {
     if (this.closed || this.active) return;
     this.spawn();
