@@ -308,10 +308,10 @@ async function main(): Promise<void> {
   const queued: ToWorker[] = [];
   let worker: ScanWorker | undefined;
   port.on('message', (m: ToWorker) => (worker ? worker.handle(m) : queued.push(m)));
-  const raw = await openBackend(init.mainPath, { readOnly: true });
+  const raw = await openBackend(init.mainPath, { readOnly: true, direct: true });
   const post = (m: FromWorker): void => port.postMessage(m);
   worker = new ScanWorker(raw, init, post);
-  post({ type: 'ready', size: raw.size, logicalBlockSize: raw.logicalBlockSize });
+  post({ type: 'ready', size: raw.size, logicalBlockSize: raw.logicalBlockSize, direct: (raw as { direct?: boolean }).direct === true });
   for (const m of queued.splice(0)) worker.handle(m);
 }
 

@@ -73,6 +73,10 @@ export interface ScanStatus {
   isolateReads: number;
   /** The last whole-device failure, while it lasts (cleared once a retried pass reads again). */
   deviceFailure: (DeviceFailure & { at: string }) | null;
+  /** The worker reads main with the page cache bypassed (O_DIRECT); null until the worker is up. */
+  readsDirect: boolean | null;
+  /** Logical sector size of main as the worker sees it (the unit failures are isolated to). */
+  sectorSize: number | null;
 }
 
 const RATE_WINDOW_MS = 5000;
@@ -102,6 +106,7 @@ export class HealthScanner extends EventEmitter {
   private readonly suspects: SuspectQueue;
   private isolateReads = 0;
   private deviceFailure: (DeviceFailure & { at: string }) | null = null;
+  private worker: { direct: boolean; sectorSize: number } | null = null;
   private saving: Promise<void> = Promise.resolve();
 
   constructor(
@@ -271,6 +276,8 @@ export class HealthScanner extends EventEmitter {
       suspects: this.suspects.status(),
       isolateReads: this.isolateReads,
       deviceFailure: this.deviceFailure,
+      readsDirect: this.worker?.direct ?? null,
+      sectorSize: this.worker?.sectorSize ?? null,
     };
   }
 
@@ -373,6 +380,8 @@ export class HealthScanner extends EventEmitter {
   private onMessage(m: FromWorker): void {
     switch (m.type) {
       case 'ready':
+        this.worker = { direct: m.direct, sectorSize: m.logicalBlockSize };
+        if (!m.direct) this.log.warn({ sectorSize: m.logicalBlockSize }, 'health scan reads main through the page cache (no O_DIRECT): cached blocks are not checked on the media, and errors may spread to neighbouring blocks');
         return;
       case 'log':
         this.log[m.level](m.data ?? {}, m.msg);
