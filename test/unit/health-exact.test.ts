@@ -109,3 +109,49 @@ t.test('every read failing after a good first pass: device failed, not thousands
   await s.close();
   await r.close();
 });
+
+t.test('suspect arguments: integers, inside the device, bounded count; aligned and merged', async (tt) => {
+  const size = 8 * MiB;
+  const ok = parseSuspectArgs({ ranges: [{ offset: 0, length: 512 }, { offset: size - 1, length: 1 }], source: ' ddrescue map ' }, size);
+  tt.same(ok, { ranges: [{ offset: 0, length: 512 }, { offset: size - 1, length: 1 }], source: 'ddrescue map' });
+  const bad: [unknown, RegExp][] = [
+    [{ ranges: [{ offset: 1.5, length: 1 }], source: 's' }, /integer/],
+    [{ ranges: [{ offset: -1, length: 1 }], source: 's' }, /integer byte offset/],
+    [{ ranges: [{ offset: 0, length: 0 }], source: 's' }, /length/],
+    [{ ranges: [{ offset: '0', length: 1 }], source: 's' }, /offset/],
+    [{ ranges: [{ offset: size - 1, length: 2 }], source: 's' }, /past the device/],
+    [{ ranges: [null], source: 's' }, /ranges\[0\]/],
+    [{ ranges: 'x', source: 's' }, /array/],
+    [{ ranges: [], source: '' }, /source/],
+    [{ ranges: [] }, /source/],
+    [{ ranges: Array.from({ length: 100_001 }, () => ({ offset: 0, length: 1 })), source: 's' }, /at most 100000/],
+  ];
+  for (const [args, re] of bad) tt.throws(() => parseSuspectArgs(args as Record<string, unknown>, size), re, JSON.stringify(args).slice(0, 80));
+  tt.same(alignAndMerge([{ offset: 5000, length: 10 }, { offset: 0, length: 1 }, { offset: 4096, length: 1 }, { offset: 20000, length: 1 }], B, size), [
+    { offset: 0, length: 2 * B },
+    { offset: 4 * B, length: B },
+  ], 'aligned outward to whole blocks, touching ranges merged');
+});
+
+t.test('suspect regions are visited before the pass continues; unreadable ones become pending, nothing is remapped', async (tt) => {
+  const BAD = 7 * MiB + 5 * B + 1024; // near the end of the 8 MiB device
+  const r = await rig(tt, [{ op: 'read', offset: BAD, length: S, error: 'EIO' }]);
+  const s = new HealthScanner(r.device, { mainPath: r.mainPath, logger: r.log, faults: r.rules.toShared(), settings: { rate: 512 * 1024, intervalMs: 3_600_000 } });
+  s.begin();
+  // Paused: a hint waits, and is visited once the scan resumes.
+  s.pause();
+  tt.same(s.suspect([{ offset: 7 * MiB, length: 64 * B }, { offset: 7 * MiB + 10, length: 1 }], 'import-map test'), { queued: 1 }, 'one region after merging');
+  tt.equal(s.status().suspects.queued, 1);
+  const visited = once(s, 'suspects-done');
+  s.resume();
+  await visited;
+  await s.idle();
+  const st = s.status();
+  tt.ok(st.cursorOffset < 7 * MiB, `the hint was read before the pass got there (cursor ${st.cursorOffset})`);
+  tt.same(st.pendingOffsets, [Math.floor(BAD / B) * B], 'exactly the bad block of the region is pending');
+  tt.same(st.suspects, { queued: 0, queuedBytes: 0, visited: 1, visitedBytes: 64 * B, bySource: { 'import-map test': 1 } });
+  tt.equal(r.device.entries().length, 0, 'nothing remapped');
+  tt.equal(st.passesCompleted, 0);
+  await s.close();
+  await r.close();
+});
