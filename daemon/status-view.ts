@@ -33,6 +33,23 @@ export function formatStatus(s: Record<string, any>): string {
     }
     if (sc.deviceFailure) lines.push(`            ** MAIN DEVICE FAILED ** ${sc.deviceFailure.code} at ${sc.deviceFailure.at}: ${sc.deviceFailure.message}`);
   }
+  if (s.smart) {
+    const sm = s.smart;
+    if (sm.state === 'ok') {
+      const names: Record<string, string> = {
+        reallocated: 'reallocated', pending: 'pending', offlineUncorrectable: 'offline uncorrectable', mediaErrors: 'media errors',
+        availableSpare: 'spare %', availableSpareThreshold: 'spare threshold %', percentageUsed: 'used %', criticalWarning: 'critical warning',
+        grownDefects: 'grown defects', uncorrectedErrors: 'uncorrected errors',
+      };
+      const counts = Object.entries(sm.counts ?? {}).map(([k, v]) => `${names[k] ?? k} ${v}`).join(', ');
+      const verdict = sm.passed === false ? 'FAILED' : sm.passed ? 'passed' : 'no verdict';
+      lines.push(`smart       ${sm.protocol} ${verdict}${counts ? `, ${counts}` : ''}${sm.hintsQueued ? `, ${sm.hintsQueued} logged LBAs sent to the scan` : ''}`);
+    } else if (sm.state === 'unavailable') {
+      lines.push(`smart       unavailable: ${sm.reason}`);
+    } else {
+      lines.push('smart       not checked yet');
+    }
+  }
   if (s.io?.rates) {
     const r = s.io.rates;
     const rate = (cmd: string) => r[cmd] ?? { requestsPerSecond: 0, bytesPerSecond: 0 };

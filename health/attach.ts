@@ -9,6 +9,7 @@
  *   suspect {ranges: [{offset, length}], source} → {queued}: regions the scan reads first
  *                          (byte offsets on the export; `remapd import-map` sends them)
  *   scan.crash             → test hook, only with REMAPD_TEST_HOOKS=1
+ * and starts the SMART checks of main (smart.ts): counts into the score, logged LBAs as suspects.
  */
 import type { Logger } from 'pino';
 import { ControlError } from '../daemon/control-server';
@@ -18,6 +19,7 @@ import type { ScanSettings } from './config';
 import { parseDuration } from './duration';
 import { LoopDelayMonitor } from './loop-delay';
 import { HealthScanner, type ScanDevice } from './scanner';
+import { SmartMonitor } from './smart';
 import { parseSuspectArgs, SuspectError } from './suspects';
 
 interface ControlLike {
@@ -53,8 +55,10 @@ export function attachScanner(
     mainPath: string;
     logger: Logger;
     settings?: Partial<ScanSettings>;
-    /** `remapd status` sections (daemon/control-commands.ts statusSections): 'scan' and 'health' are added. */
+    /** `remapd status` sections (daemon/control-commands.ts statusSections): 'scan', 'health', 'smart'. */
     sections?: Map<string, () => unknown>;
+    /** SMART checks of main (default on; REMAPD_SMART=0 turns them off). */
+    smart?: { intervalMs?: number; timeoutMs?: number; command?: string } | false;
   },
 ): HealthScanner {
   const scanner = new HealthScanner(device, {
@@ -64,6 +68,17 @@ export function attachScanner(
     faults: daemon.faultRules()?.toShared() ?? null,
   });
   const loop = new LoopDelayMonitor();
+  const smart =
+    o.smart === false || process.env.REMAPD_SMART === '0'
+      ? undefined
+      : new SmartMonitor({
+          devicePath: o.mainPath,
+          deviceSize: device.size,
+          logger: o.logger.child({ component: 'smart' }),
+          ...o.smart,
+          onReport: (r) => scanner.setSmart(r.available ? { ...r.counts, passed: r.passed } : undefined),
+          onHints: (ranges, source) => scanner.suspect(ranges, source),
+        });
   daemon.onFaultRules((rules) => scanner.setFaultRules(rules.toShared()));
   const c = daemon.control;
   if (c) {
@@ -99,6 +114,7 @@ export function attachScanner(
         deviceFailure: s.deviceFailure,
       };
     });
+    o.sections.set('smart', () => smart?.status() ?? { state: 'unavailable', reason: 'SMART checks are turned off', hintsQueued: 0, checkedAt: null });
     o.sections.set('health', () => {
       const s = scanner.status();
       return { score: s.score, label: s.label, trend: s.trend, penalties: s.penalties };
@@ -106,9 +122,11 @@ export function attachScanner(
   }
   daemon.beforeStop.push(async () => {
     loop.close();
+    await smart?.close();
     await scanner.close();
   });
   scanner.begin();
+  smart?.start();
   const s = scanner.status();
   o.logger.info({ rate: s.rate, interval: s.interval, cursorOffset: s.cursorOffset, passesCompleted: s.passesCompleted, state: s.state }, 'health scanner started');
   return scanner;

@@ -15,7 +15,7 @@ import { formatDuration } from './duration';
 import { FindingsHandler, type ScanDevice } from './findings';
 import type { DeviceFailure } from './media-isolator';
 import { SUSPECT_JOB, type FromWorker, type ToWorker } from './protocol';
-import type { HealthLabel, Score } from './score';
+import type { HealthLabel, Score, ScoreInputs } from './score';
 import { SuspectQueue, type ByteRange, type SuspectStatus } from './suspects';
 import { WorkerSupervisor } from './worker-supervisor';
 
@@ -107,6 +107,7 @@ export class HealthScanner extends EventEmitter {
   private isolateReads = 0;
   private deviceFailure: (DeviceFailure & { at: string }) | null = null;
   private worker: { direct: boolean; sectorSize: number } | null = null;
+  private smart: ScoreInputs['smart'];
   private saving: Promise<void> = Promise.resolve();
 
   constructor(
@@ -130,7 +131,7 @@ export class HealthScanner extends EventEmitter {
       settings: () => this.settings,
       passes: () => this.passes,
       closed: () => this.closed,
-      extraScoreInputs: () => ({}),
+      extraScoreInputs: () => (this.smart ? { smart: this.smart } : {}),
       onLabel: (e) => this.emit('label', e),
     });
     this.supervisor = new WorkerSupervisor({
@@ -231,6 +232,12 @@ export class HealthScanner extends EventEmitter {
     this.log.info({ source, queued, queuedRegions: st.queued, queuedBytes: st.queuedBytes }, 'health scan: suspect regions queued (read before the pass continues)');
     this.flushSuspects();
     return { queued };
+  }
+
+  /** The drive's SMART counts for the score (undefined: SMART not available). */
+  setSmart(smart: ScoreInputs['smart']): void {
+    this.smart = smart;
+    this.findings.updateLabel();
   }
 
   setFaultRules(shared: SharedFaultRules | null): void {
