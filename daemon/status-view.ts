@@ -28,6 +28,27 @@ export function formatStatus(s: Record<string, any>): string {
   if (s.scan) {
     const sc = s.scan;
     lines.push(`scan        ${sc.state}, ${typeof sc.progress === 'number' ? (sc.progress * (sc.progress <= 1 ? 100 : 1)).toFixed(1) + '%' : ''} passes ${sc.passesCompleted ?? 0}, last full ${sc.lastFullScanAt ? new Date(sc.lastFullScanAt).toISOString() : 'never'}`);
+    if (sc.suspects && (sc.suspects.queued || sc.suspects.visited)) {
+      lines.push(`suspects    ${sc.suspects.queued} regions queued (${bytes(sc.suspects.queuedBytes)}), ${sc.suspects.visited} visited (${bytes(sc.suspects.visitedBytes)})`);
+    }
+    if (sc.deviceFailure) lines.push(`            ** MAIN DEVICE FAILED ** ${sc.deviceFailure.code} at ${sc.deviceFailure.at}: ${sc.deviceFailure.message}`);
+  }
+  if (s.smart) {
+    const sm = s.smart;
+    if (sm.state === 'ok') {
+      const names: Record<string, string> = {
+        reallocated: 'reallocated', pending: 'pending', offlineUncorrectable: 'offline uncorrectable', mediaErrors: 'media errors',
+        availableSpare: 'spare %', availableSpareThreshold: 'spare threshold %', percentageUsed: 'used %', criticalWarning: 'critical warning',
+        grownDefects: 'grown defects', uncorrectedErrors: 'uncorrected errors',
+      };
+      const counts = Object.entries(sm.counts ?? {}).map(([k, v]) => `${names[k] ?? k} ${v}`).join(', ');
+      const verdict = sm.passed === false ? 'FAILED' : sm.passed ? 'passed' : 'no verdict';
+      lines.push(`smart       ${sm.protocol} ${verdict}${counts ? `, ${counts}` : ''}${sm.hintsQueued ? `, ${sm.hintsQueued} logged LBAs sent to the scan` : ''}`);
+    } else if (sm.state === 'unavailable') {
+      lines.push(`smart       unavailable: ${sm.reason}`);
+    } else {
+      lines.push('smart       not checked yet');
+    }
   }
   if (s.io?.rates) {
     const r = s.io.rates;

@@ -6,15 +6,21 @@
  *   scan.start / pause / resume
  *   scan.set {rate?: bytes/s | "512M", interval?: ms | "7d"}
  *   scan.loopdelay {reset?} → main-thread event-loop delay (ms percentiles)
+ *   suspect {ranges: [{offset, length}], source} → {queued}: regions the scan reads first
+ *                          (byte offsets on the export; `remapd import-map` sends them)
  *   scan.crash             → test hook, only with REMAPD_TEST_HOOKS=1
+ * and starts the SMART checks of main (smart.ts): counts into the score, logged LBAs as suspects.
  */
 import type { Logger } from 'pino';
+import { ControlError } from '../daemon/control-server';
 import { parseSize } from '../remap/units';
 import type { FaultRules } from '../storage/faults';
 import type { ScanSettings } from './config';
 import { parseDuration } from './duration';
 import { LoopDelayMonitor } from './loop-delay';
 import { HealthScanner, type ScanDevice } from './scanner';
+import { SmartMonitor } from './smart';
+import { parseSuspectArgs, SuspectError } from './suspects';
 
 interface ControlLike {
   register(cmd: string, handler: (args: Record<string, unknown>) => unknown): void;
@@ -49,8 +55,10 @@ export function attachScanner(
     mainPath: string;
     logger: Logger;
     settings?: Partial<ScanSettings>;
-    /** `remapd status` sections (daemon/control-commands.ts statusSections): 'scan' and 'health' are added. */
+    /** `remapd status` sections (daemon/control-commands.ts statusSections): 'scan', 'health', 'smart'. */
     sections?: Map<string, () => unknown>;
+    /** SMART checks of main (default on; REMAPD_SMART=0 turns them off). */
+    smart?: { intervalMs?: number; timeoutMs?: number; command?: string } | false;
   },
 ): HealthScanner {
   const scanner = new HealthScanner(device, {
@@ -60,6 +68,17 @@ export function attachScanner(
     faults: daemon.faultRules()?.toShared() ?? null,
   });
   const loop = new LoopDelayMonitor();
+  const smart =
+    o.smart === false || process.env.REMAPD_SMART === '0'
+      ? undefined
+      : new SmartMonitor({
+          devicePath: o.mainPath,
+          deviceSize: device.size,
+          logger: o.logger.child({ component: 'smart' }),
+          ...o.smart,
+          onReport: (r) => scanner.setSmart(r.available ? { ...r.counts, passed: r.passed } : undefined),
+          onHints: (ranges, source) => scanner.suspect(ranges, source),
+        });
   daemon.onFaultRules((rules) => scanner.setFaultRules(rules.toShared()));
   const c = daemon.control;
   if (c) {
@@ -69,6 +88,15 @@ export function attachScanner(
     c.register('scan.resume', () => scanner.resume());
     c.register('scan.set', (args) => scanner.set({ rate: rateArg(args.rate), intervalMs: intervalArg(args.interval) }));
     c.register('scan.loopdelay', (args) => loop.read(args.reset === true));
+    c.register('suspect', (args) => {
+      try {
+        const { ranges, source } = parseSuspectArgs(args, device.size);
+        return scanner.suspect(ranges, source);
+      } catch (err) {
+        if (err instanceof SuspectError) throw new ControlError(err.message);
+        throw err;
+      }
+    });
     if (process.env.REMAPD_TEST_HOOKS === '1') {
       c.register('scan.crash', () => {
         scanner.crashWorker();
@@ -79,8 +107,14 @@ export function attachScanner(
   if (o.sections) {
     o.sections.set('scan', () => {
       const s = scanner.status();
-      return { state: s.state, progress: s.progress, cursorOffset: s.cursorOffset, rate: s.rate, interval: s.interval, passesCompleted: s.passesCompleted, lastFullScanAt: s.lastFullScanAt, blocks: s.blocks };
+      return {
+        state: s.state, progress: s.progress, cursorOffset: s.cursorOffset, rate: s.rate, interval: s.interval,
+        passesCompleted: s.passesCompleted, lastFullScanAt: s.lastFullScanAt, blocks: s.blocks,
+        suspects: { queued: s.suspects.queued, queuedBytes: s.suspects.queuedBytes, visited: s.suspects.visited, visitedBytes: s.suspects.visitedBytes },
+        deviceFailure: s.deviceFailure,
+      };
     });
+    o.sections.set('smart', () => smart?.status() ?? { state: 'unavailable', reason: 'SMART checks are turned off', hintsQueued: 0, checkedAt: null });
     o.sections.set('health', () => {
       const s = scanner.status();
       return { score: s.score, label: s.label, trend: s.trend, penalties: s.penalties };
@@ -88,9 +122,11 @@ export function attachScanner(
   }
   daemon.beforeStop.push(async () => {
     loop.close();
+    await smart?.close();
     await scanner.close();
   });
   scanner.begin();
+  smart?.start();
   const s = scanner.status();
   o.logger.info({ rate: s.rate, interval: s.interval, cursorOffset: s.cursorOffset, passesCompleted: s.passesCompleted, state: s.state }, 'health scanner started');
   return scanner;

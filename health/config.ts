@@ -23,6 +23,10 @@ export interface ScanSettings {
   busyRequestsPerSec: number;
   /** How often progress is persisted to the metadata, ms. */
   persistEveryMs: number;
+  /** Most reads spent isolating the bad sectors of one failed read (the rest is visited again later). */
+  maxIsolateReads: number;
+  /** After a device failure, the scan tries again after this long, ms. */
+  deviceRetryMs: number;
   /** Back off while clients are busy (benchmarks turn it off with REMAPD_SCAN_BACKOFF=0 to see the worst case). */
   backoff: boolean;
 }
@@ -39,6 +43,8 @@ export const DEFAULT_SCAN_SETTINGS: Readonly<ScanSettings> = Object.freeze({
   busyRequestsPerSec: 200,
   persistEveryMs: 5000,
   backoff: true,
+  maxIsolateReads: 1024,
+  deviceRetryMs: 60_000,
 });
 
 /** Fraction of `rate` the scan may use given client requests/s seen in the last sample. */

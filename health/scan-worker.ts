@@ -1,33 +1,43 @@
 /**
- * The health scanner's worker thread: reads the main device sequentially through its own read-only
- * file descriptor, rate-limited by a token bucket scaled by the parent's back-off factor, classifies
- * each chunk, narrows slow and failed chunks down to remap blocks, and reports findings. It never
- * changes anything: migrations and pending marks are done by the parent through the RemapDevice.
+ * The health scanner's worker thread: reads the main device through its own read-only file descriptor,
+ * rate-limited by a token bucket scaled by the parent's back-off factor. Suspect regions (hints from
+ * import-map, SMART logs, or failures not yet isolated) are read first; then the sequential pass goes
+ * on. Each chunk is classified; slow chunks are narrowed to remap blocks, failed ones are isolated down
+ * to the failing sectors (media-isolator.ts). A device that fails as a whole stops the pass with one
+ * 'device-failed' message and no block blamed. The worker never changes anything: migrations and
+ * pending marks are done by the parent through the RemapDevice.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { BackendError, type Backend } from '../storage/backend';
+import { type Backend } from '../storage/backend';
 import { openBackend } from '../storage/file-backend';
 import { FaultInjectingBackend } from '../storage/fault-backend';
 import { FaultRules } from '../storage/faults';
 import { classifyLatency, type ScanSettings } from './config';
-import type { Finding, FromWorker, ToWorker, WorkerInit } from './protocol';
+import { MediaIsolator } from './media-isolator';
+import { SUSPECT_JOB, type Finding, type FromWorker, type SuspectRegion, type ToWorker, type WorkerInit } from './protocol';
 import { TokenBucket } from './token-bucket';
 
 const PROGRESS_EVERY_MS = 100;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+type Job = { id: number; stop: boolean };
 
 class ScanWorker {
   private settings: ScanSettings;
   private factor: number;
   private readonly bucket: TokenBucket;
-  private job: { id: number; stop: boolean } | undefined;
+  private job: Job | undefined;
   private running: Promise<void> = Promise.resolve();
   private faultWrapper: FaultInjectingBackend | undefined;
   private wake: (() => void) | undefined;
+  private suspects: SuspectRegion[] = [];
+  /** Bumped by 'suspects-clear': a visit in progress notices and stops. */
+  private suspectGen = 0;
+  private visiting = false;
+  /** Offset of a sector read successfully (the start of the last good chunk), or -1. */
+  private lastGood = -1;
+  /** Reads spent isolating failures since the last message that reported them. */
+  private isolateReads = 0;
 
   constructor(
     private readonly raw: Backend,
@@ -54,14 +64,24 @@ class ScanWorker {
         if (this.job) this.job.stop = true;
         const job = { id: m.id, stop: false };
         this.job = job;
-        const prev = this.running;
-        this.running = prev.then(() => this.scan(job, m.fromOffset));
+        this.running = this.running.then(() => this.scan(job, m.fromOffset));
         this.poke();
         break;
       }
       case 'stop':
         if (this.job && this.job.id === m.id) this.job.stop = true;
         else this.post({ type: 'stopped', id: m.id, cursorOffset: -1 });
+        this.poke();
+        break;
+      case 'suspects':
+        this.suspects.push(...m.regions);
+        // No pass running: visit them now (a pass visits them before its next chunk).
+        if (!this.job) this.running = this.running.then(() => this.visitSuspects(undefined)).then(() => undefined);
+        this.poke();
+        break;
+      case 'suspects-clear':
+        this.suspects = [];
+        this.suspectGen++;
         this.poke();
         break;
       case 'config':
@@ -103,57 +123,119 @@ class ScanWorker {
     });
   }
 
-  private async scan(job: { id: number; stop: boolean }, fromOffset: number): Promise<void> {
+  /** Back-off and rate limit before a read of len bytes; false: not now (held, or told to stop). */
+  private async pace(len: number, stopped: () => boolean): Promise<boolean> {
+    // Back-off: factor 0 holds the scan until the parent says client I/O has calmed down.
+    if (this.factor === 0) {
+      await this.nap(1000);
+      return false;
+    }
+    if (this.settings.rate > 0) {
+      const wait = this.bucket.take(len);
+      if (wait > 0) {
+        await this.nap(wait);
+        if (stopped()) return false;
+      }
+    }
+    return true;
+  }
+
+  private async scan(job: Job, fromOffset: number): Promise<void> {
     const size = this.raw.size;
     const chunk = this.settings.chunkBytes;
     const buf = Buffer.allocUnsafe(chunk);
     let cursor = Math.max(0, Math.min(fromOffset, size));
-    let bytes = 0;
-    let slowChunks = 0;
-    let failedChunks = 0;
+    const stats = { bytes: 0, slowChunks: 0, failedChunks: 0 };
     let lastPost = performance.now();
+    let failed = false;
     const progress = (): void => {
-      this.post({ type: 'progress', id: job.id, cursorOffset: cursor, bytes, slowChunks, failedChunks });
-      bytes = 0;
-      slowChunks = 0;
-      failedChunks = 0;
+      this.post({ type: 'progress', id: job.id, cursorOffset: cursor, ...stats, isolateReads: this.takeIsolateReads() });
+      stats.bytes = stats.slowChunks = stats.failedChunks = 0;
       lastPost = performance.now();
     };
     while (cursor < size) {
       if (job.stop) break;
-      // Back-off: factor 0 holds the scan until the parent says client I/O has calmed down.
-      if (this.factor === 0) {
-        await this.nap(1000);
-        continue;
+      if (this.suspects.length && !(await this.visitSuspects(job))) {
+        failed = true;
+        break;
       }
+      if (job.stop) break;
       const len = Math.min(chunk, size - cursor);
-      if (this.settings.rate > 0) {
-        const wait = this.bucket.take(len);
-        if (wait > 0) {
-          await this.nap(wait);
-          if (job.stop) break;
-        }
-      }
-      const t0 = performance.now();
-      try {
-        await this.dev.read(cursor, len, buf, 0);
-        const ms = performance.now() - t0;
-        if (classifyLatency(ms, this.settings) !== 'ok') {
-          slowChunks++;
-          await this.narrowSlow(job.id, cursor, len);
-        }
-      } catch (err) {
-        failedChunks++;
-        await this.narrowFailed(job.id, cursor, len, err);
+      if (!(await this.pace(len, () => job.stop))) continue;
+      if (this.suspects.length) continue; // a hint arrived while waiting: it goes first
+      if (!(await this.readChunk(job.id, cursor, len, buf, stats))) {
+        failed = true;
+        break;
       }
       cursor += len;
-      bytes += len;
+      stats.bytes += len;
       if (performance.now() - lastPost >= PROGRESS_EVERY_MS) progress();
     }
     progress();
-    if (job.stop) this.post({ type: 'stopped', id: job.id, cursorOffset: cursor });
+    if (job.stop || failed) this.post({ type: 'stopped', id: job.id, cursorOffset: cursor });
     else this.post({ type: 'pass-end', id: job.id });
     if (this.job === job) this.job = undefined;
+  }
+
+  /** Reads the queued suspect regions in order; false when the device failed. */
+  private async visitSuspects(job: Job | undefined): Promise<boolean> {
+    if (this.visiting) return true;
+    this.visiting = true;
+    try {
+      const buf = Buffer.allocUnsafe(this.settings.chunkBytes);
+      const stats = { bytes: 0, slowChunks: 0, failedChunks: 0 };
+      while (this.suspects.length) {
+        const gen = this.suspectGen;
+        const stopped = (): boolean => gen !== this.suspectGen || (job?.stop ?? false);
+        const r = this.suspects[0];
+        const end = Math.min(r.offset + r.length, this.raw.size);
+        let at = r.offset;
+        while (at < end) {
+          if (stopped()) return true; // cleared or paused: the parent sends the region again
+          const len = Math.min(this.settings.chunkBytes, end - at);
+          if (!(await this.pace(len, stopped))) continue;
+          if (stopped()) return true;
+          if (!(await this.readChunk(SUSPECT_JOB, at, len, buf, stats))) {
+            this.suspects = [];
+            return false;
+          }
+          at += len;
+        }
+        if (gen !== this.suspectGen) return true;
+        this.suspects.shift();
+        this.post({ type: 'suspect-done', regionId: r.id, isolateReads: this.takeIsolateReads() });
+      }
+      return true;
+    } finally {
+      this.visiting = false;
+    }
+  }
+
+  private takeIsolateReads(): number {
+    const n = this.isolateReads;
+    this.isolateReads = 0;
+    return n;
+  }
+
+  /**
+   * Reads one chunk, classifies it, narrows slow blocks and isolates failures; findings are posted
+   * under `id`. False when the device failed as a whole (already reported).
+   */
+  private async readChunk(id: number, offset: number, len: number, buf: Buffer, stats: { slowChunks: number; failedChunks: number }): Promise<boolean> {
+    const t0 = performance.now();
+    try {
+      await this.dev.read(offset, len, buf, 0);
+      this.lastGood = offset;
+      const ms = performance.now() - t0;
+      if (classifyLatency(ms, this.settings) !== 'ok') {
+        stats.slowChunks++;
+        return await this.narrowSlow(id, offset, len);
+      }
+      return true;
+    } catch (err) {
+      stats.failedChunks++;
+      return this.isolate(id, offset, len, err);
+    }
   }
 
   private blocksOf(offset: number, len: number): { block: number; start: number; length: number }[] {
@@ -170,8 +252,22 @@ class ScanWorker {
     this.post({ type: 'finding', id, finding: f });
   }
 
+  /** A failed read: find exactly which blocks fail (or that the device failed). */
+  private async isolate(id: number, offset: number, len: number, first: unknown): Promise<boolean> {
+    const iso = new MediaIsolator(this.dev, { blockSize: this.init.blockSize, readRetries: this.settings.readRetries, maxReads: this.settings.maxIsolateReads });
+    const r = await iso.isolate(offset, len, first, this.lastGood);
+    this.isolateReads += r.reads;
+    if (r.deviceFailure) {
+      this.post({ type: 'device-failed', id, failure: r.deviceFailure });
+      return false;
+    }
+    for (const f of r.findings) this.finding(id, f);
+    if (r.unresolved.length) this.post({ type: 'unresolved', ranges: r.unresolved });
+    return true;
+  }
+
   /** A slow chunk: time each block alone; very slow ones are read once more to confirm. */
-  private async narrowSlow(id: number, offset: number, len: number): Promise<void> {
+  private async narrowSlow(id: number, offset: number, len: number): Promise<boolean> {
     const buf = Buffer.allocUnsafe(this.init.blockSize);
     for (const blk of this.blocksOf(offset, len)) {
       const timed = async (): Promise<number> => {
@@ -183,7 +279,7 @@ class ScanWorker {
       try {
         ms = await timed();
       } catch (err) {
-        await this.narrowFailed(id, blk.start, blk.length, err);
+        if (!(await this.isolate(id, blk.start, blk.length, err))) return false;
         continue;
       }
       const cls = classifyLatency(ms, this.settings);
@@ -201,34 +297,7 @@ class ScanWorker {
       }
       this.finding(id, { kind: 'slow', block: blk.block, offset: blk.start, latencyMs: Math.round(ms) });
     }
-  }
-
-  /**
-   * A failed chunk: read each block alone with retries, as the I/O path does. The block holding the
-   * chunk's failing offset starts with one failure (that read was its first attempt).
-   */
-  private async narrowFailed(id: number, offset: number, len: number, first: unknown): Promise<void> {
-    const failAt = first instanceof BackendError ? first.offset : -1;
-    const buf = Buffer.allocUnsafe(this.init.blockSize);
-    for (const blk of this.blocksOf(offset, len)) {
-      let failures = failAt >= blk.start && failAt < blk.start + blk.length ? 1 : 0;
-      let ok = false;
-      let lastError = first instanceof Error ? first.message : String(first);
-      for (let attempt = 0; attempt <= this.settings.readRetries; attempt++) {
-        try {
-          await this.dev.read(blk.start, blk.length, buf, 0);
-          ok = true;
-          break;
-        } catch (err) {
-          failures++;
-          lastError = err instanceof Error ? err.message : String(err);
-        }
-      }
-      if (ok && failures === 0) continue;
-      this.finding(id, ok
-        ? { kind: 'flaky', block: blk.block, offset: blk.start, failures }
-        : { kind: 'unreadable', block: blk.block, offset: blk.start, failures, error: lastError });
-    }
+    return true;
   }
 }
 
@@ -243,7 +312,7 @@ async function main(): Promise<void> {
   const raw = await openBackend(init.mainPath, { readOnly: true, direct: true, laneName: 'scan', ioThreads: 2 });
   const post = (m: FromWorker): void => port.postMessage(m);
   worker = new ScanWorker(raw, init, post);
-  post({ type: 'ready', size: raw.size });
+  post({ type: 'ready', size: raw.size, logicalBlockSize: raw.logicalBlockSize, direct: (raw as { direct?: boolean }).direct === true });
   for (const m of queued.splice(0)) worker.handle(m);
 }
 

@@ -1,36 +1,25 @@
 /**
- * HealthScanner: the main-thread side of the background scan. It owns the scan's state (cursor,
- * passes, schedule, pause), runs the reading in a worker thread (scan-worker.ts) and only exchanges
- * messages with it, so the NBD event loop never waits on a scan read. It samples the device's client
- * I/O counter to back the worker off, persists progress in the metadata, turns the worker's findings
- * into migrations (device.moveToSpare) and pending marks (device.markPending), computes the health
- * score, and restarts the worker with back-off when it dies.
+ * HealthScanner: the main-thread side of the background scan, and its scheduler. It owns the scan's
+ * state (cursor, passes, schedule, pause), decides when a pass runs and at what rate (client I/O
+ * back-off), persists progress in the metadata and answers status. The reading happens in a worker
+ * thread (scan-worker.ts) started and restarted by worker-supervisor.ts, so the NBD event loop never
+ * waits on a scan read; what the worker finds is handled by findings.ts (migrations, pending marks,
+ * score).
  */
 import { EventEmitter } from 'node:events';
-import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ScanState } from '../metadata/types';
 import type { SharedFaultRules } from '../storage/faults';
-import type { MigrationResult, RemapStatus } from '../remap/remap-device';
-import type { RemapReason } from '../metadata/types';
 import { backoffFactor, DEFAULT_SCAN_SETTINGS, type ScanSettings } from './config';
 import { formatDuration } from './duration';
-import type { Finding, FromWorker, ToWorker, WorkerInit } from './protocol';
-import { healthScore, type HealthLabel, type Score } from './score';
+import { FindingsHandler, type ScanDevice } from './findings';
+import type { DeviceFailure } from './media-isolator';
+import { SUSPECT_JOB, type FromWorker, type ToWorker } from './protocol';
+import type { HealthLabel, Score, ScoreInputs } from './score';
+import { SuspectQueue, type ByteRange, type SuspectStatus } from './suspects';
+import { WorkerSupervisor } from './worker-supervisor';
 
-/** What the scanner needs from the remapping device (RemapDevice satisfies it). */
-export interface ScanDevice {
-  readonly size: number;
-  readonly remapBlockSize: number;
-  readonly ioActivity: number;
-  readonly store: { scanState(): ScanState; saveScanState(s: ScanState): Promise<void> };
-  isRemapped(block: number): boolean;
-  isPending(block: number): boolean;
-  moveToSpare(block: number, reason: RemapReason): Promise<MigrationResult>;
-  markPending(blocks: number[]): Promise<void>;
-  status(): RemapStatus;
-}
+export type { ScanDevice } from './findings';
 
 export interface ScannerOptions {
   readonly mainPath: string;
@@ -43,7 +32,8 @@ export interface ScannerOptions {
   readonly maxRestartDelayMs?: number;
 }
 
-export type ScanStateName = 'running' | 'paused' | 'idle' | 'waiting';
+/** 'device-failed': main failed as a whole (ENXIO/ENODEV, or everything failing); retried after a while. */
+export type ScanStateName = 'running' | 'paused' | 'idle' | 'waiting' | 'device-failed';
 
 export interface ScanStatus {
   state: ScanStateName;
@@ -77,18 +67,28 @@ export interface ScanStatus {
   slowOffsets: number[];
   workerRestarts: number;
   blockSize: number;
+  /** Suspect regions (import-map, SMART hints, failures not yet isolated): queued and visited. */
+  suspects: SuspectStatus;
+  /** Reads spent isolating failed reads down to sectors, since start. */
+  isolateReads: number;
+  /** The last whole-device failure, while it lasts (cleared once a retried pass reads again). */
+  deviceFailure: (DeviceFailure & { at: string }) | null;
+  /** The worker reads main with the page cache bypassed (O_DIRECT); null until the worker is up. */
+  readsDirect: boolean | null;
+  /** Logical sector size of main as the worker sees it (the unit failures are isolated to). */
+  sectorSize: number | null;
 }
 
-const ERROR_REASONS = ['read-error', 'write-error', 'scan-flaky', 'scan-error', 'spare-error'];
 const RATE_WINDOW_MS = 5000;
 
 export class HealthScanner extends EventEmitter {
   private settings: ScanSettings;
   private readonly log: Logger;
-  private worker: Worker | undefined;
-  private workerReady = false;
+  private readonly supervisor: WorkerSupervisor;
+  private readonly findings: FindingsHandler;
   private state: ScanStateName = 'idle';
   private closed = false;
+  private begun = false;
   private scanId = 0;
   private cursor: number;
   private passes: number;
@@ -98,30 +98,21 @@ export class HealthScanner extends EventEmitter {
   private waitTimer: NodeJS.Timeout | undefined;
   private sampleTimer: NodeJS.Timeout | undefined;
   private persistTimer: NodeJS.Timeout | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
-  private restarts = 0;
-  private consecutiveCrashes = 0;
-  private workerStartedAt = 0;
   private factor = 1;
   private lastIo: number;
   private lastSampleAt = Date.now();
   private faults: SharedFaultRules | null;
   private readonly rateSamples: { at: number; bytes: number }[] = [];
-  /** block → {lastPass, consecutive passes slow}. */
-  private readonly slowHistory = new Map<number, { lastPass: number; passes: number }>();
-  private readonly failed = new Set<number>();
-  private readonly flaky = new Set<number>();
-  private migrated = 0;
-  /** Distinct blocks with new findings in the pass in progress, and per completed pass. */
-  private passFindings = new Set<number>();
-  private readonly recentPasses: number[] = [];
-  private label: HealthLabel | undefined;
-  private migrations: Promise<void> = Promise.resolve();
+  private readonly suspects: SuspectQueue;
+  private isolateReads = 0;
+  private deviceFailure: (DeviceFailure & { at: string }) | null = null;
+  private worker: { direct: boolean; sectorSize: number } | null = null;
+  private smart: ScoreInputs['smart'];
   private saving: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly device: ScanDevice,
-    private readonly opts: ScannerOptions,
+    opts: ScannerOptions,
   ) {
     super();
     this.log = opts.logger.child({ component: 'scanner' });
@@ -133,14 +124,41 @@ export class HealthScanner extends EventEmitter {
     this.passes = st.passesCompleted;
     this.lastFullScanAt = st.lastFullScanAt;
     this.lastIo = device.ioActivity;
+    this.suspects = new SuspectQueue(device.remapBlockSize, device.size);
+    this.findings = new FindingsHandler({
+      device,
+      log: this.log,
+      settings: () => this.settings,
+      passes: () => this.passes,
+      closed: () => this.closed,
+      extraScoreInputs: () => (this.smart ? { smart: this.smart } : {}),
+      onLabel: (e) => this.emit('label', e),
+    });
+    this.supervisor = new WorkerSupervisor({
+      logger: this.log,
+      workerPath: opts.workerPath,
+      maxRestartDelayMs: opts.maxRestartDelayMs,
+      init: () => ({ mainPath: opts.mainPath, blockSize: device.remapBlockSize, faults: this.faults, settings: this.settings, factor: this.factor }),
+      onMessage: (m) => this.onMessage(m),
+      onDied: (code, restarts) => {
+        this.emit('worker-exit', { code, restarts });
+        void this.persist();
+      },
+      onRestarted: () => {
+        this.suspects.unsendAll();
+        if (this.state === 'running') this.run();
+        else this.flushSuspects();
+      },
+    });
   }
 
   // ---------------------------------------------------------------- public API
 
   /** Starts the worker and the schedule: resumes an interrupted pass, else waits for the next one. */
   begin(): void {
-    if (this.closed || this.worker) return;
-    this.spawnWorker();
+    if (this.closed || this.begun) return;
+    this.begun = true;
+    this.supervisor.start();
     this.sampleTimer = setInterval(() => this.sample(), this.settings.sampleMs).unref();
     this.persistTimer = setInterval(() => void this.persist(), this.settings.persistEveryMs).unref();
     const due = this.lastFullScanAt + this.settings.intervalMs;
@@ -150,13 +168,13 @@ export class HealthScanner extends EventEmitter {
     } else {
       this.wait();
     }
-    this.updateLabel();
+    this.findings.updateLabel();
   }
 
   /** Starts a pass now (or resumes a paused one). */
   start(): ScanStatus {
     if (this.closed) throw new Error('the scanner is closed');
-    if (!this.worker && !this.restartTimer) this.begin();
+    if (!this.begun) this.begin();
     if (this.state !== 'running') {
       this.log.info({ cursorOffset: this.cursor }, 'health scan started by the operator');
       this.run();
@@ -165,11 +183,13 @@ export class HealthScanner extends EventEmitter {
   }
 
   pause(): ScanStatus {
-    if (this.state === 'running' || this.state === 'waiting') {
+    if (this.state === 'running' || this.state === 'waiting' || this.state === 'device-failed') {
       this.clearWait();
       this.post({ type: 'stop', id: this.scanId });
+      this.post({ type: 'suspects-clear' });
+      this.suspects.unsendAll();
       this.state = 'paused';
-      this.worker?.unref();
+      this.supervisor.setReferenced(false);
       this.log.info({ cursorOffset: this.cursor }, 'health scan paused');
       void this.persist();
     }
@@ -201,6 +221,25 @@ export class HealthScanner extends EventEmitter {
     return this.status();
   }
 
+  /**
+   * Queues suspect regions (byte ranges on the export, already validated by parseSuspectArgs): read
+   * before the pass continues. Returns the number of regions queued after aligning and merging.
+   */
+  suspect(ranges: readonly ByteRange[], source: string): { queued: number } {
+    if (this.closed) throw new Error('the scanner is closed');
+    const queued = this.suspects.add(ranges, source);
+    const st = this.suspects.status();
+    this.log.info({ source, queued, queuedRegions: st.queued, queuedBytes: st.queuedBytes }, 'health scan: suspect regions queued (read before the pass continues)');
+    this.flushSuspects();
+    return { queued };
+  }
+
+  /** The drive's SMART counts for the score (undefined: SMART not available). */
+  setSmart(smart: ScoreInputs['smart']): void {
+    this.smart = smart;
+    this.findings.updateLabel();
+  }
+
   setFaultRules(shared: SharedFaultRules | null): void {
     this.faults = shared;
     this.post({ type: 'faults', faults: shared });
@@ -213,12 +252,11 @@ export class HealthScanner extends EventEmitter {
 
   status(): ScanStatus {
     const dev = this.device.status();
-    const sc = this.computeScore(dev);
+    const sc = this.findings.score(dev);
     const now = Date.now();
     while (this.rateSamples.length && this.rateSamples[0].at < now - RATE_WINDOW_MS) this.rateSamples.shift();
     const recent = this.rateSamples.reduce((a, s) => a + s.bytes, 0);
     const span = this.rateSamples.length ? Math.max(1000, now - this.rateSamples[0].at) : RATE_WINDOW_MS;
-    const pendingOffsets = dev.pending.offsets;
     return {
       state: this.state,
       throttle: this.factor === 1 ? 'none' : this.factor === 0 ? 'held' : 'slowed',
@@ -237,34 +275,31 @@ export class HealthScanner extends EventEmitter {
       label: sc.label,
       trend: sc.trend,
       penalties: sc.penalties,
-      blocks: {
-        slow: this.slowNotMigrated(),
-        failed: this.failed.size,
-        flaky: this.flaky.size,
-        migrated: this.migrated,
-        pending: dev.pending.count,
-      },
-      pendingOffsets,
-      slowOffsets: [...this.slowHistory.keys()].filter((b) => !this.device.isRemapped(b)).sort((a, b) => a - b).slice(0, 1000).map((b) => b * this.device.remapBlockSize),
-      workerRestarts: this.restarts,
+      blocks: this.findings.counts(dev.pending.count),
+      pendingOffsets: dev.pending.offsets,
+      slowOffsets: this.findings.slowOffsets(),
+      workerRestarts: this.supervisor.restarts,
       blockSize: this.device.remapBlockSize,
+      suspects: this.suspects.status(),
+      isolateReads: this.isolateReads,
+      deviceFailure: this.deviceFailure,
+      readsDirect: this.worker?.direct ?? null,
+      sectorSize: this.worker?.sectorSize ?? null,
     };
   }
 
   /** Waits for queued migrations (tests, shutdown). */
   idle(): Promise<void> {
-    return this.migrations;
+    return this.findings.idle();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.clearWait();
-    for (const t of [this.sampleTimer, this.persistTimer, this.restartTimer]) if (t) clearInterval(t);
-    const w = this.worker;
-    this.worker = undefined;
-    if (w) await w.terminate().catch(() => undefined);
-    await this.migrations;
+    for (const t of [this.sampleTimer, this.persistTimer]) if (t) clearInterval(t);
+    await this.supervisor.close();
+    await this.findings.idle();
     await this.persist();
     await this.saving;
     this.state = 'idle';
@@ -275,16 +310,46 @@ export class HealthScanner extends EventEmitter {
   private run(): void {
     this.clearWait();
     this.state = 'running';
-    this.worker?.ref();
+    this.supervisor.setReferenced(true);
     this.scanId++;
-    if (this.cursor === 0) this.passFindings = new Set();
+    if (this.cursor === 0) this.findings.passStarted();
     this.post({ type: 'scan', id: this.scanId, fromOffset: this.cursor });
+    this.flushSuspects();
+  }
+
+  /** Hands the queued suspect regions to the worker, unless paused or the device failed. */
+  private flushSuspects(): void {
+    if (this.closed || this.state === 'paused' || this.state === 'device-failed' || !this.supervisor.hasWorker) return;
+    const regions = this.suspects.takeUnsent().map((q) => ({ id: q.id, offset: q.offset, length: q.length }));
+    if (regions.length) this.post({ type: 'suspects', regions });
+  }
+
+  /** Main failed as a whole: stop, blame no block, say so loudly once, try again later. */
+  private onDeviceFailed(f: DeviceFailure): void {
+    if (this.state === 'device-failed' || this.state === 'paused' || this.closed) return;
+    this.post({ type: 'stop', id: this.scanId });
+    this.post({ type: 'suspects-clear' });
+    this.suspects.unsendAll();
+    this.clearWait();
+    this.state = 'device-failed';
+    this.supervisor.setReferenced(false);
+    this.deviceFailure = { ...f, at: new Date().toISOString() };
+    const what = f.reason === 'config' ? `main cannot be read (${f.code}, not a media error)` : `main device failed (${f.reason === 'device-gone' ? f.code : 'every read fails'})`;
+    this.log.error({ event: 'device-failed', ...f, retryInMs: this.settings.deviceRetryMs }, `${what}: health scan stopped, no block marked pending`);
+    this.emit('device-failed', this.deviceFailure);
+    this.waitTimer = setTimeout(() => {
+      if (this.state !== 'device-failed') return;
+      this.log.warn({ cursorOffset: this.cursor }, 'health scan: trying main again after a device failure');
+      this.run();
+    }, this.settings.deviceRetryMs);
+    this.waitTimer.unref();
+    void this.persist();
   }
 
   private wait(): void {
     this.clearWait();
     this.state = 'waiting';
-    this.worker?.unref();
+    this.supervisor.setReferenced(false);
     this.nextScanAt = this.lastFullScanAt + this.settings.intervalMs;
     const delay = Math.max(0, this.nextScanAt - Date.now());
     // setTimeout holds at most ~24.8 days; re-arm in steps.
@@ -297,55 +362,8 @@ export class HealthScanner extends EventEmitter {
     this.waitTimer = undefined;
   }
 
-  // ---------------------------------------------------------------- worker
-
-  private spawnWorker(): void {
-    const init: WorkerInit = {
-      mainPath: this.opts.mainPath,
-      blockSize: this.device.remapBlockSize,
-      faults: this.faults,
-      settings: this.settings,
-      factor: this.factor,
-    };
-    const w = new Worker(this.opts.workerPath ?? join(__dirname, 'scan-worker.js'), { workerData: init });
-    this.worker = w;
-    this.workerReady = false;
-    this.workerStartedAt = Date.now();
-    // Referenced only while a pass runs: a waiting or paused scanner never keeps the process alive.
-    if (this.state !== 'running') w.unref();
-    w.on('message', (m: FromWorker) => this.onMessage(m));
-    w.on('error', (err) => {
-      if (this.worker !== w) return;
-      this.log.error({ err }, 'health scan worker crashed');
-    });
-    w.on('exit', (code) => {
-      if (this.worker !== w) return;
-      this.worker = undefined;
-      if (this.closed) return;
-      this.onWorkerDied(code);
-    });
-  }
-
-  private onWorkerDied(code: number): void {
-    if (Date.now() - this.workerStartedAt > 60_000) this.consecutiveCrashes = 0;
-    this.consecutiveCrashes++;
-    this.restarts++;
-    const max = this.opts.maxRestartDelayMs ?? 60_000;
-    const delay = Math.min(max, 1000 * 2 ** (this.consecutiveCrashes - 1));
-    this.log.error({ exitCode: code, restartInMs: delay, restarts: this.restarts, cursorOffset: this.cursor }, 'health scan worker exited unexpectedly; restarting it');
-    this.emit('worker-exit', { code, restarts: this.restarts });
-    void this.persist();
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = undefined;
-      if (this.closed) return;
-      this.spawnWorker();
-      this.log.warn({ restarts: this.restarts }, 'health scan worker restarted');
-      if (this.state === 'running') this.run();
-    }, delay);
-  }
-
   private post(m: ToWorker): void {
-    this.worker?.postMessage(m);
+    this.supervisor.post(m);
   }
 
   private sendConfig(): void {
@@ -369,134 +387,60 @@ export class HealthScanner extends EventEmitter {
   private onMessage(m: FromWorker): void {
     switch (m.type) {
       case 'ready':
-        this.workerReady = true;
+        this.worker = { direct: m.direct, sectorSize: m.logicalBlockSize };
+        if (!m.direct) this.log.warn({ sectorSize: m.logicalBlockSize }, 'health scan reads main through the page cache (no O_DIRECT): cached blocks are not checked on the media, and errors may spread to neighbouring blocks');
         return;
       case 'log':
         this.log[m.level](m.data ?? {}, m.msg);
         return;
       case 'progress':
+        this.isolateReads += m.isolateReads;
         if (m.id !== this.scanId) return;
         this.cursor = m.cursorOffset;
         if (m.bytes > 0) this.rateSamples.push({ at: Date.now(), bytes: m.bytes });
+        if (m.bytes > 0 && this.deviceFailure && this.state === 'running') {
+          this.log.warn({ failedAt: this.deviceFailure.at }, 'health scan: main reads again after a device failure');
+          this.deviceFailure = null;
+        }
         if (this.rateSamples.length > 1000) this.rateSamples.splice(0, 500);
         return;
       case 'stopped':
         if (m.id === this.scanId && m.cursorOffset >= 0) this.cursor = m.cursorOffset;
         return;
       case 'finding':
-        if (m.id !== this.scanId) return;
-        this.onFinding(m.finding);
+        if (m.id === this.scanId || m.id === SUSPECT_JOB) this.findings.handle(m.finding);
+        return;
+      case 'unresolved':
+        this.suspect(m.ranges, 'scan: failures not isolated within the read budget');
+        return;
+      case 'suspect-done': {
+        this.isolateReads += m.isolateReads;
+        const q = this.suspects.done(m.regionId);
+        if (q) this.log.info({ offset: q.offset, length: q.length, source: q.source, left: this.suspects.size }, 'health scan: suspect region read');
+        if (this.suspects.size === 0) this.emit('suspects-done');
+        return;
+      }
+      case 'device-failed':
+        if (m.id === this.scanId || m.id === SUSPECT_JOB) this.onDeviceFailed(m.failure);
         return;
       case 'pass-end':
-        if (m.id !== this.scanId) return;
-        this.onPassEnd();
+        if (m.id === this.scanId) this.onPassEnd();
         return;
     }
-  }
-
-  // ---------------------------------------------------------------- findings
-
-  private onFinding(f: Finding): void {
-    const b = f.block;
-    if (this.device.isRemapped(b)) return; // main's copy is no longer used
-    this.passFindings.add(b);
-    switch (f.kind) {
-      case 'slow':
-      case 'very-slow': {
-        const h = this.slowHistory.get(b);
-        const pass = this.passes;
-        const passes = !h ? 1 : h.lastPass === pass ? h.passes : h.lastPass === pass - 1 ? h.passes + 1 : 1;
-        this.slowHistory.set(b, { lastPass: pass, passes });
-        this.log.warn({ block: b, offset: f.offset, latencyMs: f.latencyMs, kind: f.kind, passes }, 'health scan: slow block');
-        if (f.kind === 'very-slow' || passes >= this.settings.slowPasses) this.migrate(b, 'scan-slow');
-        break;
-      }
-      case 'flaky':
-        this.flaky.add(b);
-        this.log.warn({ block: b, offset: f.offset, failures: f.failures }, 'health scan: block read only on retry');
-        this.migrate(b, 'scan-flaky');
-        break;
-      case 'unreadable':
-        this.failed.add(b);
-        this.log.error({ block: b, offset: f.offset, failures: f.failures, error: f.error }, 'health scan: unreadable block (pending: the next write remaps it)');
-        this.migrations = this.migrations.then(async () => {
-          if (this.device.isRemapped(b) || this.device.isPending(b)) return;
-          try {
-            await this.device.markPending([b]);
-          } catch (err) {
-            this.log.error({ err, block: b }, 'health scan: marking a block pending failed');
-          }
-          this.updateLabel();
-        });
-        break;
-    }
-    this.updateLabel();
-  }
-
-  private migrate(b: number, reason: 'scan-slow' | 'scan-flaky'): void {
-    this.migrations = this.migrations.then(async () => {
-      if (this.closed || this.device.isRemapped(b)) return;
-      try {
-        const r = await this.device.moveToSpare(b, reason);
-        if (r === 'migrated') {
-          this.migrated++;
-          this.slowHistory.delete(b);
-          this.log.warn({ block: b, offset: b * this.device.remapBlockSize, reason }, 'health scan: block migrated to the spare');
-        } else {
-          this.log.warn({ block: b, offset: b * this.device.remapBlockSize, reason, result: r }, 'health scan: block could not be migrated');
-        }
-      } catch (err) {
-        this.log.error({ err, block: b, reason }, 'health scan: migration failed');
-      }
-      this.updateLabel();
-    });
   }
 
   private onPassEnd(): void {
     this.passes++;
     this.lastFullScanAt = Date.now();
     this.cursor = 0;
-    this.recentPasses.push(this.passFindings.size);
-    if (this.recentPasses.length > 8) this.recentPasses.shift();
-    // Slow blocks not seen again in this pass are no longer "consecutive".
-    for (const [b, h] of this.slowHistory) if (h.lastPass < this.passes - 1) this.slowHistory.delete(b);
-    this.log.info({ passesCompleted: this.passes, newBadBlocks: this.passFindings.size, ...this.status().blocks }, 'health scan: full pass complete');
+    const found = this.findings.passEnded(this.passes);
+    this.log.info({ passesCompleted: this.passes, newBadBlocks: found, ...this.status().blocks }, 'health scan: full pass complete');
     this.emit('pass-end', { passesCompleted: this.passes });
     void this.persist(true);
     if (this.state === 'running') {
       if (this.settings.intervalMs === 0) this.run();
       else this.wait();
     }
-    this.updateLabel();
-  }
-
-  private slowNotMigrated(): number {
-    let n = 0;
-    for (const b of this.slowHistory.keys()) if (!this.device.isRemapped(b)) n++;
-    return n;
-  }
-
-  private computeScore(dev: RemapStatus): Score {
-    const by = dev.remaps.byReason;
-    const errorRemaps = ERROR_REASONS.reduce((a, r) => a + (by[r] ?? 0), 0);
-    return healthScore({
-      unreadable: dev.pending.count,
-      errorRemaps,
-      slow: (by['scan-slow'] ?? 0) + this.slowNotMigrated(),
-      spareUsedPercent: dev.spare.usedPercent,
-      spareExhausted: dev.spare.exhausted,
-      recentPasses: this.recentPasses,
-    });
-  }
-
-  private updateLabel(): void {
-    const sc = this.computeScore(this.device.status());
-    if (sc.label === this.label) return;
-    const from = this.label;
-    this.label = sc.label;
-    if (from === undefined && sc.label === 'healthy') return;
-    this.log.warn({ event: 'health-label', from: from ?? null, to: sc.label, score: sc.score, penalties: sc.penalties }, `disk health is now ${sc.label}`);
-    this.emit('label', { from, to: sc.label, score: sc.score });
   }
 
   // ---------------------------------------------------------------- persistence

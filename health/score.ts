@@ -7,9 +7,17 @@
  *   − min(15,  1 × slow)           slow blocks (migrated 'scan-slow' + slow ones seen and not migrated)
  *   − spare penalty                40 exhausted, 20 at ≥ 90 % used, 10 at ≥ 75 %, 5 at ≥ 50 %
  *   − 10 when the trend is worse   the last complete pass found more new bad blocks than the one before
+ *   SMART, when the drive answers (health/smart.ts):
+ *   − 40 smart_status failed        the drive's own verdict
+ *   − min(30, 5 × bad sectors)     ATA max(197 pending, 198 offline uncorrectable)
+ *   − min(20, 1 × reallocated)     ATA 5 reallocated, SCSI grown defect list
+ *   − min(20, 2 × media errors)    NVMe media_errors, SCSI total uncorrected errors
+ *   − 20 NVMe available spare at or below its threshold; − 20 NVMe critical warning set
  *
  * clamped to [0, 100]. Labels: ≥ 90 healthy, ≥ 70 degraded, ≥ 40 failing, else critical.
  */
+
+import type { SmartCounts } from './smart-parse';
 
 export type HealthLabel = 'healthy' | 'degraded' | 'failing' | 'critical';
 
@@ -24,6 +32,8 @@ export interface ScoreInputs {
   spareExhausted: boolean;
   /** New bad blocks (failed, flaky, slow) found by each completed pass, oldest first. */
   recentPasses: readonly number[];
+  /** The drive's SMART counts and verdict, when available. */
+  smart?: SmartCounts & { passed?: boolean | null };
 }
 
 export interface Score {
@@ -57,6 +67,17 @@ export function healthScore(i: ScoreInputs): Score {
   add('errorRemaps', Math.min(30, 3 * Math.max(0, i.errorRemaps)));
   add('slow', Math.min(15, Math.max(0, i.slow)));
   add('spare', i.spareExhausted ? 40 : i.spareUsedPercent >= 90 ? 20 : i.spareUsedPercent >= 75 ? 10 : i.spareUsedPercent >= 50 ? 5 : 0);
+  const sm = i.smart;
+  if (sm) {
+    const n = (v: number | undefined): number => Math.max(0, v ?? 0);
+    add('smart.failed', sm.passed === false ? 40 : 0);
+    add('smart.badSectors', Math.min(30, 5 * Math.max(n(sm.pending), n(sm.offlineUncorrectable))));
+    add('smart.reallocated', Math.min(20, n(sm.reallocated) + n(sm.grownDefects)));
+    add('smart.mediaErrors', Math.min(20, 2 * (n(sm.mediaErrors) + n(sm.uncorrectedErrors))));
+    const spareLow = sm.availableSpare !== undefined && sm.availableSpareThreshold !== undefined && sm.availableSpareThreshold > 0 && sm.availableSpare <= sm.availableSpareThreshold;
+    add('smart.spare', spareLow ? 20 : 0);
+    add('smart.criticalWarning', n(sm.criticalWarning) > 0 ? 20 : 0);
+  }
   const trend = trendOf(i.recentPasses);
   if (trend === 'worse') add('trend', 10);
   let score = 100;

@@ -213,3 +213,27 @@ t.test('progress survives a restart; pause and resume; a worker crash is survive
   t.match(s2.server.log(), /resuming the health scan where it stopped/);
   t.equal(st2.passesCompleted, 0);
 });
+
+t.test('suspect command: validated, regions read before the pass goes on, shown in remapd status', async (t) => {
+  const BAD = 3900; // ~15.2 MiB into a 16 MiB image: at 1 MiB/s the pass needs ~15 s to get there
+  const s = await setup(t, { sizeMiB: 16, faults: [{ op: 'read', offset: BAD * B + 512, length: 512, error: 'EIO' }], args: ['--scan-rate', '1M', '--scan-interval', '1h'] });
+  const refused = await callControl(s.ctl, 'suspect', { ranges: [{ offset: 0, length: 16 * MiB + 1 }], source: 't' }).catch((e: Error) => e);
+  t.match(String(refused), /ends past the device/);
+  const noSource = await callControl(s.ctl, 'suspect', { ranges: [] }).catch((e: Error) => e);
+  t.match(String(noSource), /source/);
+  t.ok(s.server.isRunning(), 'bad arguments do not hurt the daemon');
+  const r = (await callControl(s.ctl, 'suspect', { ranges: [{ offset: (BAD - 2) * B, length: 4 * B }, { offset: 100 * B, length: 1 }], source: 'e2e hints' })) as { queued: number };
+  t.same(r, { queued: 2 });
+  const st = await waitFor('the suspect block pending', async () => {
+    const x = await status(s);
+    return x.pendingOffsets.includes(BAD * B) && x;
+  });
+  t.ok(st.cursorOffset < (BAD - 2) * B, `found before the pass got there (cursor ${st.cursorOffset})`);
+  t.same(st.pendingOffsets, [BAD * B], 'only the bad block');
+  const all = (await callControl(s.ctl, 'status')) as { scan: { suspects: { queued: number; visited: number } } };
+  await waitFor('both regions visited', async () => ((await callControl(s.ctl, 'status')) as typeof all).scan.suspects.visited >= 2);
+  t.same(Object.keys(all.scan.suspects).sort(), ['queued', 'queuedBytes', 'visited', 'visitedBytes']);
+  const human = await run(process.execPath, [REMAPD_BIN, 'status', '--control', s.ctl]);
+  t.match(human.stdout, /suspects\s+0 regions queued \(0 B\), 2 visited \(20\.0 KiB\)/, describe(human));
+  t.same(await remaps(s), {}, 'nothing remapped');
+});
