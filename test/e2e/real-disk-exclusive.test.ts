@@ -9,6 +9,7 @@
  * Two daemons on one setup both write the metadata and corrupt each other's remaps (issue 10).
  */
 import t from 'tap';
+import { readdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, run, tempDir, sparseImage, sparseRandomImage, MiB, REMAPD_BIN } from '../helpers';
@@ -36,6 +37,19 @@ async function loops(t: Tap): Promise<Devices> {
 
 type Tap = { teardown(fn: () => unknown): void };
 
+/** SIGKILL every `remapd serve` whose command line mentions `marker` (a temp dir of this test only). */
+async function stopDaemonsMentioning(marker: string): Promise<void> {
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n) && Number(n) !== process.pid)) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes(marker) && cmd.includes('serve')) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  await new Promise((r) => setTimeout(r, 500)); // let the kernel drop its claims before losetup -d
+}
+
 for (const [kind, make] of [['regular files', files], ['loop devices', loops]] as const) {
   t.test(`${kind}: a second serve and create --force are refused, naming the owner`, async (t) => {
     const d = await make(t);
@@ -61,7 +75,9 @@ for (const [kind, make] of [['regular files', files], ['loop devices', loops]] a
     const py = await run('nbdinfo', ['--size', one.uri], { timeoutMs: 30_000 });
     t.equal(py.stdout.trim(), String(16 * MiB), 'and still serves');
 
-    const asm = await remapd(['assemble', '--scan', '--json', '--socket-dir', join(d.dir, 'asm'), d.main, d.spare]);
+    const asmDir = join(d.dir, 'asm');
+    t.teardown(() => stopDaemonsMentioning(asmDir)); // a broken assemble may start a second daemon
+    const asm = await remapd(['assemble', '--scan', '--json', '--socket-dir', asmDir, d.main, d.spare]);
     const plan = JSON.parse(asm.stdout || '{}') as { setups?: { state: string }[] };
     t.equal(plan.setups?.length, 1, `assemble finds the setup\n${describe(asm)}`);
     t.match(plan.setups?.[0]?.state ?? '', new RegExp(`in use.*pid ${one.pid}\\b`), 'assemble reports it in use instead of starting a second daemon');
