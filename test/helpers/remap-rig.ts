@@ -21,6 +21,8 @@ export type Hook = (op: Op, offset: number, length: number) => void | Promise<vo
 
 export class HookedBackend implements Backend {
   hook: Hook | undefined;
+  /** Runs after an operation reached the file, before it resolves (reads: the data is already read). */
+  after: Hook | undefined;
   /** Every operation that reached the hook, in order. */
   readonly ops: { op: Op; offset: number; length: number }[] = [];
 
@@ -46,12 +48,14 @@ export class HookedBackend implements Backend {
 
   async read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
     await this.gate('read', offset, length);
-    return this.inner.read(offset, length, target, targetOffset);
+    await this.inner.read(offset, length, target, targetOffset);
+    if (this.after) await this.after('read', offset, length);
   }
   async write(offset: number, source: Buffer, sourceOffset = 0, length?: number): Promise<void> {
     const len = length ?? source.length - sourceOffset;
     await this.gate('write', offset, len);
-    return this.inner.write(offset, source, sourceOffset, len);
+    await this.inner.write(offset, source, sourceOffset, len);
+    if (this.after) await this.after('write', offset, len);
   }
   async sync(): Promise<void> {
     await this.gate('sync', 0, 0);
@@ -128,8 +132,8 @@ export async function remapRig(
     if (closed) return;
     closed = true;
     (device as { close?: () => void }).close?.();
-    main.hook = undefined;
-    spare.hook = undefined;
+    main.hook = main.after = undefined;
+    spare.hook = spare.after = undefined;
     await opened.close().catch(() => undefined);
     await rawMain.close();
     await rawSpare.close();
