@@ -22,14 +22,32 @@ const B = 4096;
 const KiB = 1024;
 const skip = native.lanes ? false : `native addon not built (${native.nativeStatus})`;
 
-async function setup(t: { teardown(fn: () => unknown): void }, fill: 'random' | 'zero' = 'random'): Promise<{ s: RemapSetup; srv: Server; d: Awaited<ReturnType<typeof failingDisk>> }> {
+async function setup(
+  t: { teardown(fn: () => unknown): void },
+  fill: 'random' | 'zero' = 'random',
+): Promise<{ s: RemapSetup; srv: Server; d: Awaited<ReturnType<typeof failingDisk>> }> {
   const d = await failingDisk(t, { sizeBytes: 32 * MiB, fill });
   const dir = tempDir(t, 'remapd-fd-');
   const spare = join(dir, 'spare.img');
   sparseImage(spare, 16 * MiB);
   await createMetadata(d.device, spare, B);
-  const s: RemapSetup = { dir, main: d.device, spare, faultsFile: '', control: join(dir, 'ctl.sock'), socket: join(dir, 'nbd.sock'), blockSize: B, size: 32 * MiB };
-  const srv = await startServer(t, { kind: 'remapd', image: d.device, dir, socket: s.socket, extraArgs: ['--spare', spare, '--control', s.control, '--no-scan'] });
+  const s: RemapSetup = {
+    dir,
+    main: d.device,
+    spare,
+    faultsFile: '',
+    control: join(dir, 'ctl.sock'),
+    socket: join(dir, 'nbd.sock'),
+    blockSize: B,
+    size: 32 * MiB,
+  };
+  const srv = await startServer(t, {
+    kind: 'remapd',
+    image: d.device,
+    dir,
+    socket: s.socket,
+    extraArgs: ['--spare', spare, '--control', s.control, '--no-scan'],
+  });
   return { s, srv, d };
 }
 
@@ -60,10 +78,17 @@ t.test('64 KiB write over one unwritable sector: only that block remapped', { sk
   const w = await qemuIo(srv.uri, [`write -P 0x3c ${at} 64k`, 'flush', `read -P 0x3c ${at} 64k`]);
   t.ok(qemuIoClean(w), 'write, flush and read-back succeed', { out: describe(w), log: logTail(srv) });
   const list = await listJson(s);
-  t.same(list.remaps.map((e) => e.offset), [at + 9 * B], 'exactly the block holding the bad sector is remapped');
+  t.same(
+    list.remaps.map((e) => e.offset),
+    [at + 9 * B],
+    'exactly the block holding the bad sector is remapped',
+  );
   t.ok(readFileRange(s.spare, list.remaps[0].spareBlock * B, B).equals(Buffer.alloc(B, 0x3c)), 'its data is on the spare');
   const media = readFileRange(d.image, at, 64 * KiB);
-  t.ok(media.subarray(0, 9 * B).equals(Buffer.alloc(9 * B, 0x3c)) && media.subarray(10 * B).equals(Buffer.alloc(6 * B, 0x3c)), 'the other 15 blocks reached the media');
+  t.ok(
+    media.subarray(0, 9 * B).equals(Buffer.alloc(9 * B, 0x3c)) && media.subarray(10 * B).equals(Buffer.alloc(6 * B, 0x3c)),
+    'the other 15 blocks reached the media',
+  );
   const st = await statusJson(s);
   t.equal(st.pending.count, 0, 'nothing pending');
 });
@@ -88,9 +113,17 @@ t.test('1 MiB read over one unreadable sector: EIO at the exact byte, only its b
   const st = await statusJson(s);
   t.same(st.pending.offsets, [blockStart], 'only the block holding the bad sector is pending');
   t.equal(st.remaps.total, 0, 'nothing remapped');
-  const n = await qemuIo(srv.uri, [`read ${blockStart - B} 4k`, `read ${blockStart + B} 4k`, `read ${blockStart} 1536`, `read ${badSector + 512} 2048`]);
+  const n = await qemuIo(srv.uri, [
+    `read ${blockStart - B} 4k`,
+    `read ${blockStart + B} 4k`,
+    `read ${blockStart} 1536`,
+    `read ${badSector + 512} 2048`,
+  ]);
   t.ok(qemuIoClean(n), 'the neighbours and the healthy sectors of the block read', { out: describe(n) });
-  t.ok(logRecords(srv).some((l) => l.offset === blockStart && /unreadable block/.test(String(l.msg))), 'the pending block is logged');
+  t.ok(
+    logRecords(srv).some((l) => l.offset === blockStart && /unreadable block/.test(String(l.msg))),
+    'the pending block is logged',
+  );
 });
 
 t.test('the disk vanishes: main failed, no pending marks; back to ok when it answers', { skip }, async (t) => {

@@ -28,14 +28,30 @@ export class HookedBackend implements Backend {
 
   constructor(readonly inner: Backend) {}
 
-  get path(): string { return this.inner.path; }
-  get kind(): BackendKind { return this.inner.kind; }
-  get size(): number { return this.inner.size; }
-  get logicalBlockSize(): number { return this.inner.logicalBlockSize; }
-  get stableIds(): { readonly serial?: string; readonly wwn?: string } { return this.inner.stableIds; }
-  get readOnly(): boolean { return this.inner.readOnly; }
-  get canPunchHoles(): boolean { return this.inner.canPunchHoles; }
-  get canReportHoles(): boolean { return this.inner.canReportHoles; }
+  get path(): string {
+    return this.inner.path;
+  }
+  get kind(): BackendKind {
+    return this.inner.kind;
+  }
+  get size(): number {
+    return this.inner.size;
+  }
+  get logicalBlockSize(): number {
+    return this.inner.logicalBlockSize;
+  }
+  get stableIds(): { readonly serial?: string; readonly wwn?: string } {
+    return this.inner.stableIds;
+  }
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+  get canPunchHoles(): boolean {
+    return this.inner.canPunchHoles;
+  }
+  get canReportHoles(): boolean {
+    return this.inner.canReportHoles;
+  }
 
   private async gate(op: Op, offset: number, length: number): Promise<void> {
     this.ops.push({ op, offset, length });
@@ -143,7 +159,11 @@ export async function remapRig(
 }
 
 /** Read through the device; resolves to the bytes or the DeviceError. */
-export async function devRead(dev: RemapDevice, offset: number, length: number): Promise<Buffer | (Error & { errno?: string; offset?: number })> {
+export async function devRead(
+  dev: RemapDevice,
+  offset: number,
+  length: number,
+): Promise<Buffer | (Error & { errno?: string; offset?: number })> {
   const buf = Buffer.alloc(length);
   try {
     await dev.read(offset, length, buf, 0);
@@ -153,7 +173,11 @@ export async function devRead(dev: RemapDevice, offset: number, length: number):
   }
 }
 
-export async function devWrite(dev: RemapDevice, offset: number, data: Buffer): Promise<undefined | (Error & { errno?: string; offset?: number })> {
+export async function devWrite(
+  dev: RemapDevice,
+  offset: number,
+  data: Buffer,
+): Promise<undefined | (Error & { errno?: string; offset?: number })> {
   try {
     await dev.write(offset, data, false);
     return undefined;

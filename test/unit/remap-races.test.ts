@@ -89,7 +89,10 @@ t.test('partial write into a pending block with an unreadable sector: written on
   const w = await devRead(r.device, Z + 5 * S, S);
   t.ok(Buffer.isBuffer(w) && w.equals(data), 'the written sector reads the new data');
   const old = await devRead(r.device, Z + 3 * S, S);
-  t.ok(Buffer.isBuffer(old) && old.equals(r.original.subarray(Z + 3 * S, Z + 4 * S)), 'an unwritten readable sector keeps its old data (not zeroes)');
+  t.ok(
+    Buffer.isBuffer(old) && old.equals(r.original.subarray(Z + 3 * S, Z + 4 * S)),
+    'an unwritten readable sector keeps its old data (not zeroes)',
+  );
   const bad = await devRead(r.device, Z + S, S);
   t.equal((bad as { errno?: string }).errno, 'EIO', 'the unreadable sector still fails with EIO (not zeroes)');
   // A write over the whole block remaps it.
