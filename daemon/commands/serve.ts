@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { createLogger, LOG_LEVELS } from '../logger';
 import { startDaemon, ServerStartError } from '../serve';
 import { applyConfigFile, ConfigFileError } from '../config-file';
-import { Systemd, activationFds } from '../systemd';
+import { Systemd, activationFds, statusFollowsDevice } from '../systemd';
 import { defaultControlPath } from '../control-protocol';
 import { parseSize } from '../../remap/units';
 import { resolveGroup } from '../groups';
@@ -168,7 +168,9 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    void systemd.ready(`serving ${a.main} as export '${a.export}' on ${fds.length ? `passed fds ${fds.join(',')}` : [socket, a.listen].filter(Boolean).join(', ')}`);
+    const serving = `serving ${a.main} as export '${a.export}' on ${fds.length ? `passed fds ${fds.join(',')}` : [socket, a.listen].filter(Boolean).join(', ')}`;
+    void systemd.ready(serving);
+    if (daemon.remap) statusFollowsDevice(systemd, daemon.remap, serving);
     await daemon.stopped;
   },
 };
