@@ -22,7 +22,7 @@ export interface MetricSources {
     mainFailed?: boolean;
   };
   health?(): { score: number } | undefined;
-  scan?(): { progress: number; passesCompleted: number } | undefined;
+  scan?(): { progress: number; passesCompleted: number; deviceFailure?: unknown; suspects?: { queued: number } } | undefined;
   /** I/O lanes (storage/io-lane.ts): main, spare, scan. */
   lanes?(): readonly LaneStats[];
 }
@@ -84,6 +84,8 @@ export class Metrics {
       const get = sources.scan;
       new Gauge({ name: 'remapd_scan_progress_ratio', help: 'Progress of the current scan pass, 0 to 1', registers: [r], collect() { const s = get(); if (s) this.set(s.progress); } });
       new Gauge({ name: 'remapd_scan_passes_completed', help: 'Full scan passes completed', registers: [r], collect() { const s = get(); if (s) this.set(s.passesCompleted); } });
+      new Gauge({ name: 'remapd_scan_device_failed', help: '1 while the scan finds main failed as a whole (device gone or every read failing)', registers: [r], collect() { const s = get(); if (s) this.set(s.deviceFailure ? 1 : 0); } });
+      new Gauge({ name: 'remapd_scan_suspect_regions_queued', help: 'Suspect regions (import-map, SMART logs) waiting to be read by the scan', registers: [r], collect() { const s = get(); if (s) this.set(s.suspects?.queued ?? 0); } });
     }
   }
 
