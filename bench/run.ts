@@ -17,6 +17,7 @@ import { nbdServersSuite } from './suites/nbd-servers';
 import { remapdProfileSuite } from './suites/remapd-profile';
 import { remapSuite } from './suites/remap';
 import { scannerSuite } from './suites/scanner';
+import { directIoSuite } from './suites/direct-io';
 
 /** Registered suites, in run order. Add new suites here. */
 export const SUITES: readonly Suite[] = [
@@ -24,6 +25,7 @@ export const SUITES: readonly Suite[] = [
   remapdProfileSuite,
   scannerSuite,
   remapSuite,
+  directIoSuite,
 ];
 
 async function main(argv: string[]): Promise<number> {

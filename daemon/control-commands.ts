@@ -61,6 +61,7 @@ export function registerDeviceCommands(control: ControlServer, ctx: DeviceComman
       out.remaps = s.remaps;
       out.pending = s.pending;
       out.counters = s.counters;
+      out.mainState = s.main;
     } else {
       out.remaps = { total: 0, byReason: {} };
       out.pending = { count: 0, offsets: [] };

@@ -14,9 +14,15 @@ const RATE_SAMPLES = 7;
 
 export interface MetricSources {
   connections(): number;
-  remaps?(): { total: number; byReason: Record<string, number>; pending: number; spareUsed: number; spareFree: number; spareBlocks: number; exhausted: boolean };
+  remaps?(): {
+    total: number; byReason: Record<string, number>; pending: number; spareUsed: number; spareFree: number; spareBlocks: number; exhausted: boolean;
+    /** The spare refuses writes or metadata commits (remap/spare-state.ts). */
+    spareFailing?: boolean;
+    /** The main device is gone or fails everywhere (remap/main-state.ts). */
+    mainFailed?: boolean;
+  };
   health?(): { score: number } | undefined;
-  scan?(): { progress: number; passesCompleted: number } | undefined;
+  scan?(): { progress: number; passesCompleted: number; deviceFailure?: unknown; suspects?: { queued: number } } | undefined;
   /** I/O lanes (storage/io-lane.ts): main, spare, scan. */
   lanes?(): readonly LaneStats[];
 }
@@ -54,6 +60,8 @@ export class Metrics {
       new Gauge({ name: 'remapd_spare_blocks_used', help: 'Spare data blocks in use', registers: [r], collect() { this.set(get().spareUsed); } });
       new Gauge({ name: 'remapd_spare_blocks_free', help: 'Spare data blocks free', registers: [r], collect() { this.set(get().spareFree); } });
       new Gauge({ name: 'remapd_spare_exhausted', help: '1 when a remap failed for lack of spare space', registers: [r], collect() { this.set(get().exhausted ? 1 : 0); } });
+      new Gauge({ name: 'remapd_spare_failing', help: '1 while the spare refuses writes or metadata commits (no new remaps)', registers: [r], collect() { this.set(get().spareFailing ? 1 : 0); } });
+      new Gauge({ name: 'remapd_main_failed', help: '1 while the main device is gone or fails everywhere (no block is blamed)', registers: [r], collect() { this.set(get().mainFailed ? 1 : 0); } });
     }
     if (sources.health) {
       const get = sources.health;
@@ -76,6 +84,8 @@ export class Metrics {
       const get = sources.scan;
       new Gauge({ name: 'remapd_scan_progress_ratio', help: 'Progress of the current scan pass, 0 to 1', registers: [r], collect() { const s = get(); if (s) this.set(s.progress); } });
       new Gauge({ name: 'remapd_scan_passes_completed', help: 'Full scan passes completed', registers: [r], collect() { const s = get(); if (s) this.set(s.passesCompleted); } });
+      new Gauge({ name: 'remapd_scan_device_failed', help: '1 while the scan finds main failed as a whole (device gone or every read failing)', registers: [r], collect() { const s = get(); if (s) this.set(s.deviceFailure ? 1 : 0); } });
+      new Gauge({ name: 'remapd_scan_suspect_regions_queued', help: 'Suspect regions (import-map, SMART logs) waiting to be read by the scan', registers: [r], collect() { const s = get(); if (s) this.set(s.suspects?.queued ?? 0); } });
     }
   }
 

@@ -144,7 +144,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     remaps: remap
       ? () => {
           const s = remap!.status();
-          return { total: s.remaps.total, byReason: s.remaps.byReason, pending: s.pending.count, spareUsed: s.spare.used, spareFree: s.spare.free, spareBlocks: s.spare.dataBlocks, exhausted: s.spare.exhausted };
+          return { total: s.remaps.total, byReason: s.remaps.byReason, pending: s.pending.count, spareUsed: s.spare.used, spareFree: s.spare.free, spareBlocks: s.spare.dataBlocks, exhausted: s.spare.exhausted, spareFailing: s.spare.failing, mainFailed: s.main.state === 'failed' };
         }
       : undefined,
     health: () => (statusSections.get('health')?.() as { score: number } | undefined),
@@ -255,6 +255,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       } catch (err) {
         log.error({ err }, 'final flush failed');
       }
+      remap?.close(); // background probes (main failed, spare failing)
       await store?.close().catch((err) => log.error({ err }, 'closing the metadata failed'));
       for (const b of backends) await b.close().catch((err) => log.error({ err }, 'close failed'));
       claim.release();

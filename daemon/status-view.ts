@@ -14,10 +14,13 @@ export function formatStatus(s: Record<string, any>): string {
   const lines: string[] = [];
   lines.push(`export      ${s.export} (${bytes(s.size)}) from ${s.main}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
   lines.push(`clients     ${s.connections} connected`);
+  if (s.mainState?.state === 'failed') lines.push(`main        ** MAIN DEVICE FAILED ** since ${new Date(s.mainState.since).toISOString()}: ${s.mainState.reason}`);
+  const cfg = Object.entries(s.mainState?.configErrors ?? {}).map(([k, v]) => `${k} ${v}`);
+  if (cfg.length) lines.push(`main faults ${cfg.join(', ')} (device/configuration errors, no block blamed)`);
   if (s.health) lines.push(`health      ${s.health.score}/100 (${s.health.label})`);
   if (s.spare) {
     const sp = s.spare;
-    const flag = sp.exhausted ? '  ** SPARE EXHAUSTED **' : sp.low ? '  ** spare running low **' : '';
+    const flag = sp.failing ? `  ** SPARE FAILING: ${sp.cause} (no new remaps) **` : sp.exhausted ? '  ** SPARE EXHAUSTED **' : sp.low ? '  ** spare running low **' : '';
     lines.push(`spare       ${sp.path}: ${sp.used} of ${sp.dataBlocks} blocks used (${sp.usedPercent}%), ${sp.free} free${flag}`);
     const reasons = Object.entries(s.remaps.byReason ?? {}).map(([k, v]) => `${k} ${v}`).join(', ');
     lines.push(`remaps      ${s.remaps.total}${reasons ? ` (${reasons})` : ''}, block size ${s.blockSize}`);

@@ -231,3 +231,24 @@ export function activationFds(
   }
   return fds;
 }
+
+/** What statusFollowsDevice needs from the remapping device (RemapDevice satisfies it). */
+export interface FailureStates {
+  on(event: string, listener: () => void): unknown;
+  status(): { main: { state: string; reason: string | null }; spare: { failing: boolean; cause: string | null } };
+}
+
+/**
+ * Keep STATUS= in step with the device's failure states: "MAIN DEVICE FAILED: …" and "SPARE FAILING: …"
+ * lead the line while they last (`systemctl status` shows it), then the line returns to `serving`.
+ */
+export function statusFollowsDevice(systemd: Pick<Systemd, 'status'>, device: FailureStates, serving: string): void {
+  const update = (): void => {
+    const s = device.status();
+    const alarms: string[] = [];
+    if (s.main.state === 'failed') alarms.push(`MAIN DEVICE FAILED: ${s.main.reason ?? 'unknown'}`);
+    if (s.spare.failing) alarms.push(`SPARE FAILING (no new remaps): ${s.spare.cause ?? 'unknown'}`);
+    void systemd.status(alarms.length ? `${alarms.join('; ')}; ${serving}` : serving);
+  };
+  for (const ev of ['main-failed', 'main-recovered', 'spare-failing', 'spare-recovered']) device.on(ev, update);
+}

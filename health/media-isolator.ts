@@ -195,7 +195,6 @@ export class MediaIsolator {
   private async sectorsOf(b: number, s: number, e: number, prior: number): Promise<Finding> {
     const S = this.sector;
     let failures = prior;
-    let lastError = '';
     const failingSectors: number[] = [];
     const whole = await this.tryRead(s, e - s);
     if (!whole) {
@@ -203,7 +202,7 @@ export class MediaIsolator {
       return { kind: 'flaky', block: b, offset: s, failures: Math.max(1, failures) };
     }
     failures++;
-    lastError = message(whole);
+    let lastError = message(whole);
     const stack: [number, number][] = [[s, e]];
     while (stack.length) {
       const [rs, re] = stack.pop() as [number, number];

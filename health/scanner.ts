@@ -401,6 +401,7 @@ export class HealthScanner extends EventEmitter {
         if (m.bytes > 0 && this.deviceFailure && this.state === 'running') {
           this.log.warn({ failedAt: this.deviceFailure.at }, 'health scan: main reads again after a device failure');
           this.deviceFailure = null;
+          this.emit('device-recovered');
         }
         if (this.rateSamples.length > 1000) this.rateSamples.splice(0, 500);
         return;

@@ -146,7 +146,7 @@ export class SmartMonitor {
   }
 
   private read(): Promise<SmartReport> {
-    let isBlock = false;
+    let isBlock: boolean;
     try {
       isBlock = statSync(this.o.devicePath).isBlockDevice();
     } catch (err) {

@@ -58,7 +58,13 @@ export type Attempt = (offset: ByteOffset, length: ByteLength) => Promise<void>;
  * Bisect [offset, offset+length), which just failed with `first`. Non-media errors are rethrown.
  * Attempts of the two halves run together.
  */
-export async function bisect(offset: ByteOffset, length: ByteLength, first: BackendError, attempt: Attempt, o: BisectOptions): Promise<Bisection> {
+export async function bisect(
+  offset: ByteOffset,
+  length: ByteLength,
+  first: BackendError,
+  attempt: Attempt,
+  o: BisectOptions,
+): Promise<Bisection> {
   const S = o.unit;
   const out: Bisection = { bad: [], flaky: [], unresolved: [], ios: 0, successes: 0 };
   const units = Math.floor((offset + length - 1) / S) - Math.floor(offset / S) + 1;
@@ -113,7 +119,10 @@ export async function bisect(offset: ByteOffset, length: ByteLength, first: Back
       return { complete: false, blamed: false };
     }
     const mid = (firstSector + Math.ceil((lastSector - firstSector + 1) / 2)) * S;
-    const halves: Piece[] = [{ offset: off, length: mid - off }, { offset: mid, length: off + len - mid }];
+    const halves: Piece[] = [
+      { offset: off, length: mid - off },
+      { offset: mid, length: off + len - mid },
+    ];
     const done = await Promise.all(
       halves.map(async (h) => {
         const e = await tryOnce(h.offset, h.length);

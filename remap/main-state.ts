@@ -57,7 +57,12 @@ export class MainState {
   }
 
   status(): MainStateStatus {
-    return { state: this.failed ? 'failed' : 'ok', reason: this.failReason, since: this.failedSince, configErrors: { ...this.configErrors } };
+    return {
+      state: this.failed ? 'failed' : 'ok',
+      reason: this.failReason,
+      since: this.failedSince,
+      configErrors: { ...this.configErrors },
+    };
   }
 
   /** A main I/O of kind `op` completed (outside the hot paths, which count `ok` themselves). */
@@ -87,7 +92,9 @@ export class MainState {
     for (const [r, t] of dead) if (now - t > DEAD_WINDOW_MS) dead.delete(r);
     dead.set(this.regionOf(offset), now);
     if (dead.size >= DEAD_REGIONS) {
-      this.declareFailed(`${op} recoveries failed in ${dead.size} distinct regions within ${DEAD_WINDOW_MS / 1000} s with no successful ${op} in between`);
+      this.declareFailed(
+        `${op} recoveries failed in ${dead.size} distinct regions within ${DEAD_WINDOW_MS / 1000} s with no successful ${op} in between`,
+      );
       return;
     }
     if (!(await this.anyProbeReads())) {
@@ -118,7 +125,10 @@ export class MainState {
     this.failReason = reason;
     this.dead.read.clear();
     this.dead.write.clear();
-    this.c.log.fatal({ main: this.c.main.path, reason }, 'MAIN DEVICE FAILED: no block is blamed, nothing is marked pending or remapped; requests to main fail with EIO until it answers again');
+    this.c.log.fatal(
+      { main: this.c.main.path, reason },
+      'MAIN DEVICE FAILED: no block is blamed, nothing is marked pending or remapped; requests to main fail with EIO until it answers again',
+    );
     this.c.events.emit('main-failed', { reason });
     this.probeDelay = PROBE_MIN_MS;
     this.scheduleProbe();

@@ -67,7 +67,10 @@ export class Mover {
       }
       // The spare block stays reserved: it may be bad, or a half-written commit may name it.
       this.spareState.noteFailure(step, err);
-      c.log.error({ block: b, offset: at, spareBlock, step, err: (err as Error).message }, 'remap failed: the spare cannot be written; the write fails');
+      c.log.error(
+        { block: b, offset: at, spareBlock, step, err: (err as Error).message },
+        'remap failed: the spare cannot be written; the write fails',
+      );
       throw new DeviceError('EIO', `spare device failing (${step}: ${(err as Error).message}): cannot remap the block at byte ${at}`, at);
     }
     c.log.warn({ block: b, offset: at, spareBlock, reason, remaps: c.table.size }, 'block remapped to the spare');
@@ -84,7 +87,8 @@ export class Mover {
    */
   async moveToSpare(b: MainBlock, reason: RemapReason, data?: Buffer, stamp?: WriteStamp): Promise<MigrationResult> {
     const c = this.c;
-    if (!Number.isSafeInteger(b) || b < 0 || blockStart(b, c.blockSize) >= c.size) throw new DeviceError('EINVAL', `block ${b} is outside the device`);
+    if (!Number.isSafeInteger(b) || b < 0 || blockStart(b, c.blockSize) >= c.size)
+      throw new DeviceError('EINVAL', `block ${b} is outside the device`);
     return c.locks.withLock(b, async () => {
       if (c.table.lookup(b) !== undefined) return 'already-remapped';
       const len = lengthOf(c, b);

@@ -23,7 +23,10 @@ export class PassthroughDevice implements BlockDevice {
   readonly blockSize: BlockSizeConstraints;
   readonly description: string;
 
-  constructor(private readonly main: Backend, opts: { readOnly?: boolean; description?: string } = {}) {
+  constructor(
+    private readonly main: Backend,
+    opts: { readOnly?: boolean; description?: string } = {},
+  ) {
     this.size = main.size;
     const writable = !opts.readOnly && !main.readOnly;
     this.capabilities = {

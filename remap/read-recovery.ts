@@ -65,7 +65,14 @@ export class ReadRecovery {
     return new DeviceError('EIO', `main device failed: read at byte ${offset} not attempted again (${(err as Error).message})`, offset);
   }
 
-  private async recoverRead(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number, first: BackendError, stamp: WriteStamp): Promise<void> {
+  private async recoverRead(
+    offset: ByteOffset,
+    length: ByteLength,
+    target: Buffer,
+    targetOffset: number,
+    first: BackendError,
+    stamp: WriteStamp,
+  ): Promise<void> {
     const c = this.c;
     const ms = this.mainState;
     if (ms.noteFailure(first, 'read') !== 'media' || ms.failed) {
@@ -108,7 +115,8 @@ export class ReadRecovery {
       if (b !== undefined && !bad.has(b)) flaky.add(b);
     }
     c.counters.readErrors += bad.size + flaky.size;
-    for (const b of flaky) await this.rescue(b, offset, length, target, targetOffset, stamp, 'block read only on retry: data rescued to the spare');
+    for (const b of flaky)
+      await this.rescue(b, offset, length, target, targetOffset, stamp, 'block read only on retry: data rescued to the spare');
     if (bad.size) await this.mover.markPending([...bad]);
     const firstUnresolved = found.unresolved[0];
     if (exact === undefined && !firstUnresolved) return;
@@ -128,7 +136,15 @@ export class ReadRecovery {
    * Copy block b to the spare. When the request covered it, its bytes in `target` (read after `stamp`)
    * may stand in for a re-read under the lock, but only if no write could have changed it since.
    */
-  private async rescue(b: MainBlock, offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number, stamp: WriteStamp, msg: string): Promise<void> {
+  private async rescue(
+    b: MainBlock,
+    offset: ByteOffset,
+    length: ByteLength,
+    target: Buffer,
+    targetOffset: number,
+    stamp: WriteStamp,
+    msg: string,
+  ): Promise<void> {
     const c = this.c;
     const start = blockStart(b, c.blockSize);
     const len = lengthOf(c, b);
@@ -152,7 +168,13 @@ export class ReadRecovery {
   }
 
   /** Pending blocks that a read covered completely and found readable are rescued to the spare. */
-  async rescuePendingThatRead(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number, stamp: WriteStamp): Promise<void> {
+  async rescuePendingThatRead(
+    offset: ByteOffset,
+    length: ByteLength,
+    target: Buffer,
+    targetOffset: number,
+    stamp: WriteStamp,
+  ): Promise<void> {
     const c = this.c;
     const [first, last] = blockSpan(offset, length, c.blockSize);
     for (let b = first; b <= last; b++) {

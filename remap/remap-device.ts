@@ -100,8 +100,16 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
     this.remapBlockSize = store.blockSize;
     this.table = RemapTable.from(store); // a view of the store's table: nothing copied
     this.ctx = {
-      main, spare, store, table: this.table, locks: this.locks, log: opts.logger, blockSize: this.remapBlockSize, size: this.size,
-      readRetries: opts.readRetries ?? 3, events: this,
+      main,
+      spare,
+      store,
+      table: this.table,
+      locks: this.locks,
+      log: opts.logger,
+      blockSize: this.remapBlockSize,
+      size: this.size,
+      readRetries: opts.readRetries ?? 3,
+      events: this,
       counters: { readErrors: 0, writeErrors: 0, rescued: 0, remappedOnWrite: 0, migrated: 0 },
     };
     this.spareState = new SpareState(this.ctx, opts.spareWarnFraction ?? 0.9);
@@ -147,7 +155,12 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
    * after it use the loop form themselves (see routing.ts movingIn).
    */
   private async untilNotMoving(offset: ByteOffset, length: ByteLength): Promise<void> {
-    for (let w = movingIn(this.locks, this.remapBlockSize, offset, length); w; w = movingIn(this.locks, this.remapBlockSize, offset, length)) await w;
+    for (
+      let w = movingIn(this.locks, this.remapBlockSize, offset, length);
+      w;
+      w = movingIn(this.locks, this.remapBlockSize, offset, length)
+    )
+      await w;
   }
 
   private segments(offset: ByteOffset, length: ByteLength, alsoPending = false): Segment[] {

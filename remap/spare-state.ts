@@ -81,14 +81,20 @@ export class SpareState {
       this.exhaustedSeen = true;
       this.c.events.emit('spare-exhausted', {});
     }
-    this.c.log.error({ block: b, offset: blockStart(b, this.c.blockSize), spareBlocks: this.c.store.spareDataBlocks }, 'SPARE EXHAUSTED: a failing block cannot be remapped; the write fails');
+    this.c.log.error(
+      { block: b, offset: blockStart(b, this.c.blockSize), spareBlocks: this.c.store.spareDataBlocks },
+      'SPARE EXHAUSTED: a failing block cannot be remapped; the write fails',
+    );
   }
 
   /** Refuse a new remap of block b while the spare is failing: the error the write gets. */
   refuseRemap(b: MainBlock): DeviceError | undefined {
     if (!this.failing) return undefined;
     const at = blockStart(b, this.c.blockSize);
-    this.c.log.error({ block: b, offset: at, cause: this.cause }, 'spare failing: a block that needs a remap cannot get one; the write fails');
+    this.c.log.error(
+      { block: b, offset: at, cause: this.cause },
+      'spare failing: a block that needs a remap cannot get one; the write fails',
+    );
     return new DeviceError('EIO', `spare device failing (${this.cause}): cannot remap the block at byte ${at}`, at);
   }
 
@@ -154,7 +160,10 @@ export class SpareState {
     const downMs = Date.now() - this.failingSince;
     this.failingSince = null;
     this.cause = null;
-    this.c.log.warn({ spare: this.c.spare.path, downSeconds: Math.round(downMs / 1000), probes: this.probes }, 'spare answers again: remaps resume');
+    this.c.log.warn(
+      { spare: this.c.spare.path, downSeconds: Math.round(downMs / 1000), probes: this.probes },
+      'spare answers again: remaps resume',
+    );
     this.c.events.emit('spare-recovered', {});
   }
 

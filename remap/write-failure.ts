@@ -81,7 +81,11 @@ export class WritePath {
       await this.c.locks.trackWrite(this.c.main.write(offset, piece));
     } catch (err) {
       if (err instanceof BackendError) this.mainState.noteFailure(err, 'write');
-      throw new DeviceError('EIO', `main device failed: write at byte ${offset} refused, nothing remapped (${(err as Error).message})`, offset);
+      throw new DeviceError(
+        'EIO',
+        `main device failed: write at byte ${offset} refused, nothing remapped (${(err as Error).message})`,
+        offset,
+      );
     }
     this.mainState.noteSuccess('write');
   }
@@ -96,7 +100,13 @@ export class WritePath {
    * Cut [o, o+len) of `piece` (which starts at `offset`) at pending blocks: those are remapped with their
    * bytes, the runs between them go to `onMain`.
    */
-  private splitPending(offset: ByteOffset, piece: Buffer, o: ByteOffset, len: number, onMain: (at: ByteOffset, p: Buffer) => Promise<void>): Promise<void>[] {
+  private splitPending(
+    offset: ByteOffset,
+    piece: Buffer,
+    o: ByteOffset,
+    len: number,
+    onMain: (at: ByteOffset, p: Buffer) => Promise<void>,
+  ): Promise<void>[] {
     const c = this.c;
     const sub = (from: ByteOffset, to: ByteOffset): Buffer => piece.subarray(from - offset, to - offset);
     if (c.table.pendingCount === 0) return [onMain(o, sub(o, o + len))];
@@ -136,7 +146,8 @@ export class WritePath {
     const ms = this.mainState;
     if (!(err instanceof BackendError)) throw toDeviceError(err);
     const cls = ms.noteFailure(err, 'write');
-    if (ms.failed) throw new DeviceError('EIO', `main device failed: write at byte ${offset} refused, nothing remapped (${err.message})`, offset);
+    if (ms.failed)
+      throw new DeviceError('EIO', `main device failed: write at byte ${offset} refused, nothing remapped (${err.message})`, offset);
     if (cls !== 'media') throw toDeviceError(err);
     c.log.warn({ offset, length: piece.length, code: err.code }, 'write to main failed; isolating the failing sectors');
     let found;
@@ -174,7 +185,12 @@ export class WritePath {
     }
     await settleAll(work);
     const u = found.unresolved[0];
-    if (u) throw new DeviceError('EIO', `write to the main device failed at byte ${u.offset} and could not be isolated (too many failing pieces); nothing remapped there`, u.offset);
+    if (u)
+      throw new DeviceError(
+        'EIO',
+        `write to the main device failed at byte ${u.offset} and could not be isolated (too many failing pieces); nothing remapped there`,
+        u.offset,
+      );
   }
 
   /**
@@ -188,7 +204,9 @@ export class WritePath {
     await c.locks.withLock(b, async () => {
       const existing = c.table.lookup(b);
       if (existing !== undefined) {
-        await c.spare.write(spareOffsetOf(existing, b, start, B), part).catch((err: unknown) => this.spareWriteFailed(spareOffsetOf(existing, b, start, B), err));
+        await c.spare
+          .write(spareOffsetOf(existing, b, start, B), part)
+          .catch((err: unknown) => this.spareWriteFailed(spareOffsetOf(existing, b, start, B), err));
         return;
       }
       const refused = this.spareState.refuseRemap(b);
@@ -228,7 +246,9 @@ export class WritePath {
         continue;
       } catch (err) {
         if (!(err instanceof BackendError) || !isMediaError(err.code)) throw toDeviceError(err);
-        const found = await bisect(g.offset, g.length, err, into, { unit: c.blockSize, leafRetries: c.readRetries }).catch(rethrowDeviceError);
+        const found = await bisect(g.offset, g.length, err, into, { unit: c.blockSize, leafRetries: c.readRetries }).catch(
+          rethrowDeviceError,
+        );
         const lost = found.bad[0] ?? found.unresolved[0];
         if (lost && firstMissing === undefined) firstMissing = lost === found.bad[0] ? firstFailingByte(found.bad[0]) : lost.offset;
       }
@@ -240,14 +260,24 @@ export class WritePath {
    * A partial write into block b whose other bytes at `missing` cannot be read. A pending block (main not
    * known to refuse writes) takes the write on main; otherwise the write fails with EIO. Caller holds b's lock.
    */
-  private async partialIntoUnreadable(b: MainBlock, start: ByteOffset, part: Buffer, reason: RemapReason, missing: ByteOffset, failAt?: ByteOffset): Promise<void> {
+  private async partialIntoUnreadable(
+    b: MainBlock,
+    start: ByteOffset,
+    part: Buffer,
+    reason: RemapReason,
+    missing: ByteOffset,
+    failAt?: ByteOffset,
+  ): Promise<void> {
     const c = this.c;
     const at = blockStart(b, c.blockSize);
     let refusedAt = failAt;
     if (refusedAt === undefined) {
       try {
         await c.main.write(start, part);
-        c.log.warn({ block: b, offset: at, written: start, length: part.length, unreadable: missing }, 'partial write into a block with unreadable sectors: written on main, the block stays pending');
+        c.log.warn(
+          { block: b, offset: at, written: start, length: part.length, unreadable: missing },
+          'partial write into a block with unreadable sectors: written on main, the block stays pending',
+        );
         if (!c.table.isPending(b)) await this.mover.markPending([b]);
         return;
       } catch (err) {
@@ -256,7 +286,14 @@ export class WritePath {
       }
     }
     if (!c.table.isPending(b)) await this.mover.markPending([b]).catch(() => undefined);
-    c.log.error({ block: b, offset: at, refusedAt, unreadable: missing, reason }, 'partial write into a block that main refuses and whose other sectors cannot be read: the write fails (no bytes are invented)');
-    throw new DeviceError('EIO', `write at byte ${refusedAt} refused by the main device, and the rest of its block cannot be read (byte ${missing}): nothing was invented`, refusedAt);
+    c.log.error(
+      { block: b, offset: at, refusedAt, unreadable: missing, reason },
+      'partial write into a block that main refuses and whose other sectors cannot be read: the write fails (no bytes are invented)',
+    );
+    throw new DeviceError(
+      'EIO',
+      `write at byte ${refusedAt} refused by the main device, and the rest of its block cannot be read (byte ${missing}): nothing was invented`,
+      refusedAt,
+    );
   }
 }

@@ -3,13 +3,15 @@
  * backend receives in one event-loop turn are collected and run as a few native jobs of at most
  * BATCH_MAX_OPS ops / BATCH_MAX_BYTES bytes each (an op at least that large runs alone), instead of
  * one job per request. Jobs still run in parallel, so a real disk keeps seeing several requests at
- * once. REMAPD_IO_BATCH=N sets the ops per job (default 8).
+ * once. REMAPD_IO_BATCH=N sets the ops per job (default 8). The pieces of a split request become one
+ * vectored op first (storage/io-merge.ts).
  *
  * A job that misses the lane's deadline fails all its ops with ETIMEDOUT.
  */
 import { BackendError, BackendKind } from './backend';
 import { errnoError, toBackendError } from './io-errors';
 import type { IoLane } from './io-lane';
+import { mergeOps, scratch, type Unit } from './io-merge';
 import * as native from './native';
 
 export const BATCH_MAX_OPS = (() => {
@@ -17,7 +19,6 @@ export const BATCH_MAX_OPS = (() => {
   return Number.isInteger(v) && v >= 1 ? Math.min(v, 64) : 8;
 })();
 const BATCH_MAX_BYTES = 256 * 1024;
-const OP_SLOTS = native.BATCH_HDR + 3; // one segment per op
 
 /** True when lanes (and so batched native I/O) can be used. */
 export const lanesAvailable = native.lanes !== undefined;
@@ -81,77 +82,114 @@ export class IoBatcher {
     this.scheduled = false;
     const q = this.queue;
     this.queue = [];
-    // Spread the ops evenly over the fewest jobs that respect BATCH_MAX_OPS.
-    const perJob = Math.ceil(q.length / Math.ceil(q.length / BATCH_MAX_OPS));
+    this.runUnits(mergeOps(q, true));
+  };
+
+  /** Packs units into jobs: the fewest jobs that respect BATCH_MAX_OPS, spread evenly. */
+  private runUnits(units: Unit<BatchOp>[]): void {
+    const perJob = Math.ceil(units.length / Math.ceil(units.length / BATCH_MAX_OPS));
     let start = 0;
     let bytes = 0;
-    for (let i = 0; i < q.length; i++) {
-      const len = q[i].length;
+    for (let i = 0; i < units.length; i++) {
+      const len = units[i].length;
       if (i > start && (i - start >= perJob || bytes + len > BATCH_MAX_BYTES)) {
-        this.run(q, start, i);
+        this.run(units.slice(start, i));
         start = i;
         bytes = 0;
       }
       bytes += len;
     }
-    if (start < q.length) this.run(q, start, q.length);
-  };
+    if (start < units.length) this.run(start === 0 ? units : units.slice(start));
+  }
 
-  private run(q: BatchOp[], start: number, end: number): void {
-    const n = end - start;
-    const bufs: Buffer[] = new Array<Buffer>(n);
-    const desc = new Float64Array(n * OP_SLOTS);
-    for (let i = 0; i < n; i++) {
-      const op = q[start + i];
-      const d = i * OP_SLOTS;
-      bufs[i] = op.buf;
-      desc[d] = op.kind;
-      desc[d + 1] = op.offset;
-      desc[d + 2] = op.length;
-      desc[d + 3] = 1; // a sync carries one empty segment
-      desc[d + native.BATCH_HDR] = i;
-      desc[d + native.BATCH_HDR + 1] = op.bufOffset;
-      desc[d + native.BATCH_HDR + 2] = op.kind === native.OP_STALL ? 0 : op.length;
+  private run(units: Unit<BatchOp>[]): void {
+    const bufs: Buffer[] = [];
+    const index = new Map<Buffer, number>();
+    const bufIndex = (b: Buffer): number => {
+      let k = index.get(b);
+      if (k === undefined) {
+        k = bufs.length;
+        bufs.push(b);
+        index.set(b, k);
+      }
+      return k;
+    };
+    let slots = 0;
+    for (const u of units) slots += native.BATCH_HDR + 3 * u.segs.length;
+    const desc = new Float64Array(slots);
+    const at: number[] = [];
+    let d = 0;
+    for (const u of units) {
+      at.push(d);
+      desc[d] = u.kind;
+      desc[d + 1] = u.offset;
+      desc[d + 2] = u.length;
+      desc[d + 3] = u.segs.length; // a sync or stall carries one empty segment
+      let s = d + native.BATCH_HDR;
+      for (let i = 0; i < u.segs.length; i++, s += 3) {
+        const o = u.segs[i];
+        if (o === -1) {
+          desc[s] = bufIndex(scratch);
+          desc[s + 1] = 0;
+          desc[s + 2] = u.holes[i];
+        } else {
+          const op = u.ops[o];
+          desc[s] = bufIndex(op.buf);
+          desc[s + 1] = op.bufOffset;
+          desc[s + 2] = op.kind === native.OP_STALL ? 0 : op.length;
+        }
+      }
+      d = s;
     }
     try {
-      this.lane.submit(this.fd, this.align, bufs, desc, (timedOut) => this.done(q, start, end, desc, timedOut));
+      this.lane.submit(this.fd, this.align, bufs, desc, (timedOut) => this.done(units, at, desc, timedOut));
     } catch (err) {
-      for (let i = start; i < end; i++) {
-        const op = q[i];
-        this.onDone();
-        op.reject(toBackendError(err, WHAT[op.kind], this.path, op.offset));
+      for (const u of units) {
+        for (const op of u.ops) {
+          this.onDone();
+          op.reject(toBackendError(err, WHAT[op.kind], this.path, op.offset));
+        }
       }
     }
   }
 
-  private done(q: BatchOp[], start: number, end: number, desc: Float64Array, timedOut: boolean): void {
-    for (let i = start; i < end; i++) {
-      const op = q[i];
-      const d = (i - start) * OP_SLOTS;
-      const done = desc[d + 4];
-      const errno = desc[d + 5];
-      this.onDone();
-      const what = WHAT[op.kind];
-      if (timedOut) {
-        op.reject(
-          new BackendError('ETIMEDOUT', `${what} ${this.path} at offset ${op.offset}: no answer within ${this.lane.deadlineMs} ms`, op.offset),
-        );
-      } else if (errno !== 0) {
-        op.reject(toBackendError(errnoError(errno, what), what, this.path, op.offset + done));
-      } else if (done < op.length && op.kind !== native.OP_STALL) {
-        const at = op.offset + done;
-        if (op.kind === native.OP_WRITE) {
-          op.reject(new BackendError('ENOSPC', `write ${this.path} at offset ${at}: no progress`, at));
-        } else if (this.kind === 'file') {
-          // A regular file shorter than `size` (sparse tail): the rest reads as zeroes.
-          op.buf.fill(0, op.bufOffset + done, op.bufOffset + op.length);
-          op.resolve();
-        } else {
-          op.reject(new BackendError('EIO', `read ${this.path} at offset ${at}: unexpected end of device`, at));
-        }
-      } else {
-        op.resolve();
+  private done(units: Unit<BatchOp>[], at: number[], desc: Float64Array, timedOut: boolean): void {
+    const retry: Unit<BatchOp>[] = [];
+    for (let k = 0; k < units.length; k++) {
+      const u = units[k];
+      const d = at[k];
+      if (u.ops.length > 1) {
+        // A merged unit: all done, or run the pieces again one by one for exact results.
+        if (timedOut) for (const op of u.ops) this.settle(op, 0, 0, true);
+        else if (desc[d + 5] === 0 && desc[d + 4] === u.length) for (const op of u.ops) this.settle(op, op.length, 0, false);
+        else for (const op of u.ops) retry.push(mergeOps([op], false)[0]);
+        continue;
       }
+      this.settle(u.ops[0], desc[d + 4], desc[d + 5], timedOut);
+    }
+    if (retry.length) this.runUnits(retry);
+  }
+
+  private settle(op: BatchOp, done: number, errno: number, timedOut: boolean): void {
+    this.onDone();
+    const what = WHAT[op.kind];
+    if (timedOut) {
+      op.reject(new BackendError('ETIMEDOUT', `${what} ${this.path} at offset ${op.offset}: no answer within ${this.lane.deadlineMs} ms`, op.offset));
+    } else if (errno !== 0) {
+      op.reject(toBackendError(errnoError(errno, what), what, this.path, op.offset + done));
+    } else if (done < op.length && op.kind !== native.OP_STALL) {
+      const at = op.offset + done;
+      if (op.kind === native.OP_WRITE) {
+        op.reject(new BackendError('ENOSPC', `write ${this.path} at offset ${at}: no progress`, at));
+      } else if (this.kind === 'file') {
+        // A regular file shorter than `size` (sparse tail): the rest reads as zeroes.
+        op.buf.fill(0, op.bufOffset + done, op.bufOffset + op.length);
+        op.resolve();
+      } else {
+        op.reject(new BackendError('EIO', `read ${this.path} at offset ${at}: unexpected end of device`, at));
+      }
+    } else {
+      op.resolve();
     }
   }
 }

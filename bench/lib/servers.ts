@@ -3,10 +3,13 @@
  *
  * Fairness policy (same for every server): the host page cache is ON (no O_DIRECT anywhere), the image is
  * pre-read into it, and `sync` runs between fio jobs. Each server keeps its default concurrency:
- *   remapd      bin/remapd serve --main IMG --socket S     (UV_THREADPOOL_SIZE=16 set by bin/remapd)
+ *   remapd      bin/remapd serve --main IMG --socket S --no-main-direct   (main on its own 4-thread I/O lane)
  *   nbdkit      nbdkit -f -U S file file=IMG                (file plugin: thread model "parallel", 16 threads)
  *   qemu-nbd    qemu-nbd -k S -f raw --cache=writeback --aio=threads --persistent --shared=8 IMG
  *   nbd-server  daemon with a generated config: [generic] unixsock=S, [bench] exportname=IMG (max_threads 4)
+ * With `direct: true` (the direct-io suite) the page cache is bypassed instead:
+ *   remapd      … --main-direct (O_DIRECT on main, remapd's default outside benchmarks)
+ *   qemu-nbd    … --cache=none --aio=native
  */
 import { spawn, ChildProcess } from 'child_process';
 import * as fs from 'fs';
@@ -29,6 +32,8 @@ export interface ServerOptions {
   readonly image?: string;
   /** CPU list for `taskset -c` (every thread of the server runs there). */
   readonly cpus?: string;
+  /** Bypass the page cache (remapd --main-direct, qemu-nbd --cache=none --aio=native). */
+  readonly direct?: boolean;
 }
 
 export interface RunningServer {
@@ -125,7 +130,7 @@ export async function startServer(kind: ServerKind, senv: ServerEnv, opts: Serve
       const nodeArgs = [...senv.remapdNodeOptions, ...(opts.nodeOptions ?? [])];
       const bin = path.join(senv.repoRoot, 'bin', 'remapd');
       server = childServer(kind, label, socketPath, `nbd+unix:///?socket=${socketPath}`, logFile, process.execPath,
-        [...nodeArgs, bin, 'serve', '--main', senv.image, '--socket', socketPath, ...extra], env, opts.cpus).server;
+        [...nodeArgs, bin, 'serve', '--main', opts.image ?? senv.image, '--socket', socketPath, opts.direct ? '--main-direct' : '--no-main-direct', ...extra], env, opts.cpus).server;
       break;
     }
     case 'nbdkit':
@@ -134,7 +139,7 @@ export async function startServer(kind: ServerKind, senv: ServerEnv, opts: Serve
       break;
     case 'qemu-nbd':
       server = childServer(kind, label, socketPath, `nbd+unix:///?socket=${socketPath}`, logFile, 'qemu-nbd',
-        ['-k', socketPath, '-f', 'raw', '--cache=writeback', '--aio=threads', '--persistent', '--shared=8', ...extra, senv.image],
+        ['-k', socketPath, '-f', 'raw', ...(opts.direct ? ['--cache=none', '--aio=native'] : ['--cache=writeback', '--aio=threads']), '--persistent', '--shared=8', ...extra, opts.image ?? senv.image],
         env, opts.cpus).server;
       break;
     case 'nbd-server':

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { createLogger, LOG_LEVELS } from '../logger';
 import { startDaemon, ServerStartError } from '../serve';
 import { applyConfigFile, ConfigFileError } from '../config-file';
-import { Systemd, activationFds } from '../systemd';
+import { Systemd, activationFds, statusFollowsDevice } from '../systemd';
 import { defaultControlPath } from '../control-protocol';
 import { parseSize } from '../../remap/units';
 import { resolveGroup } from '../groups';
@@ -150,7 +150,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       process.exit(1);
     }
     if (daemon.remap && (a.scan ?? !a['read-only'])) {
-      attachScanner(daemon, daemon.remap, {
+      const scanner = attachScanner(daemon, daemon.remap, {
         mainPath: a.main,
         logger: log,
         sections: statusSections,
@@ -159,6 +159,9 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           ...(a['scan-interval'] !== undefined ? { intervalMs: parseDuration(a['scan-interval']) } : {}),
         },
       });
+      // The scan found main gone as a whole: say so in systemctl status, and again when it reads again.
+      scanner.on('device-failed', (f: { code: string; message: string }) => void systemd.status(`MAIN DEVICE FAILED (${f.code}): ${f.message}`));
+      scanner.on('device-recovered', () => void systemd.status(`serving ${a.main} as export '${a.export}' (main reads again after a device failure)`));
     } else if (a.scan && !daemon.remap) {
       log.warn('--scan needs --spare (found blocks are migrated to it); health scan disabled');
     }
@@ -168,7 +171,9 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    void systemd.ready(`serving ${a.main} as export '${a.export}' on ${fds.length ? `passed fds ${fds.join(',')}` : [socket, a.listen].filter(Boolean).join(', ')}`);
+    const serving = `serving ${a.main} as export '${a.export}' on ${fds.length ? `passed fds ${fds.join(',')}` : [socket, a.listen].filter(Boolean).join(', ')}`;
+    void systemd.ready(serving);
+    if (daemon.remap) statusFollowsDevice(systemd, daemon.remap, serving);
     await daemon.stopped;
   },
 };

@@ -7,6 +7,8 @@
  * - with O_DIRECT the 4 KiB block right after an unreadable one reads;
  * - a 512-byte write on a 4096-sector device is a read-modify-write, and an unreadable neighbour sector
  *   in that 4 KiB block fails it with a media error (per-block EIO, as a 4Kn disk does);
+ * - the pieces of a split read merged into one vectored read (remapped holes discarded): an unreadable
+ *   sector in a hole does not fail the pieces, and one inside a piece fails only that piece, at its offset;
  * - a slow sector past the deadline fails with ETIMEDOUT while another backend's lane keeps working.
  */
 import t from 'tap';
@@ -113,4 +115,28 @@ t.test('a slow sector misses the deadline; another backend is not held up', { sk
   tt.equal(classifyCode(c), 'media');
   tt.equal(main.ioStats()!.timeouts, 1);
   tt.equal(await code(main.read(1 * MiB, 4 * KiB, Buffer.alloc(4 * KiB), 0)), 'ok', 'main serves other blocks meanwhile');
+});
+
+t.test('merged split reads: a bad hole costs nothing, a bad piece fails alone at its offset', { skip }, async (tt) => {
+  const d = await failingDisk(tt, { sizeBytes: 16 * MiB, fill: 'random' });
+  const b = await openFileBackend(d.device, { direct: true, readOnly: true });
+  tt.teardown(() => b.close());
+  const img = fs.readFileSync(d.image);
+  const base = 6 * MiB;
+  await d.failRead(base + 20 * 4096 + 512); // inside the hole (block 20)
+  await d.failRead(base + 50 * 4096); // inside the second piece
+  const buf = native.allocAligned!(256 * KiB);
+  const [p1, p2, p3] = await Promise.allSettled([
+    b.read(base, 20 * 4096, buf, 0),
+    b.read(base + 21 * 4096, 9 * 4096 + 29 * 4096, buf, 21 * 4096),
+    b.read(base + 60 * 4096, 4 * 4096, buf, 60 * 4096),
+  ]);
+  tt.equal(p1.status, 'fulfilled', 'piece before the bad hole reads');
+  tt.ok(buf.subarray(0, 20 * 4096).equals(img.subarray(base, base + 20 * 4096)), 'with the right bytes');
+  tt.equal(p3.status, 'fulfilled', 'piece after the bad one reads', { reason: String((p3 as PromiseRejectedResult).reason) });
+  tt.ok(buf.subarray(60 * 4096, 64 * 4096).equals(img.subarray(base + 60 * 4096, base + 64 * 4096)), 'with the right bytes');
+  tt.equal(p2.status, 'rejected', 'the piece holding the bad sector fails');
+  const e = (p2 as PromiseRejectedResult).reason as BackendError;
+  tt.equal(classifyCode(e.code), 'media');
+  tt.equal(e.offset, base + 21 * 4096, 'at its own offset (the start of the failed request)');
 });

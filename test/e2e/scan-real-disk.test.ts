@@ -13,6 +13,8 @@ import { callControl } from '../../daemon/control-client';
 import type { ScanStatus } from '../../health/scanner';
 import { failingDisk, type FailingDisk } from '../helpers/failing-disk';
 import { describe, MiB, REMAPD_BIN, run, sleep, startServer, type Server } from '../helpers';
+import { httpGet, parseProm, sampleValue } from '../helpers/loopdev';
+import { logRecords } from '../helpers/remap-setup';
 
 const B = 4096;
 t.setTimeout(300_000);
@@ -82,7 +84,7 @@ t.test('suspect regions are read first; the device vanishing is "device failed",
   const d = await failingDisk(t, { sizeBytes: 64 * MiB, fill: 'random' });
   const NEAR_END = 15_000; // block ~58.6 MiB: a 1 MiB/s pass would need about a minute to get there
   await d.failRead(NEAR_END * B + 1024, 512);
-  const s = await daemon(t, d, ['--scan-rate', '1M', '--scan-interval', '1h']);
+  const s = await daemon(t, d, ['--scan-rate', '1M', '--scan-interval', '1h', '--metrics', '127.0.0.1:0']);
   if (!(await needsDirect(t, s.ctl))) return;
   await waitFor('the pass started', async () => (await scan(s.ctl)).cursorOffset > 0);
   const bad = await callControl(s.ctl, 'suspect', { ranges: [{ offset: 1.5, length: 1 }], source: 'test' }).catch((e: Error) => e);
@@ -106,8 +108,9 @@ t.test('suspect regions are read first; the device vanishing is "device failed",
   t.match(human.stdout, /suspects\s+0 regions queued .*1 visited/, describe(human));
 
   // The disk drops off: every I/O fails.
-  await callControl(s.ctl, 'scan.set', { rate: 0 });
+  // (First vanish, then full speed: at full speed the pass would end before the disk is gone.)
   await d.vanish(true);
+  await callControl(s.ctl, 'scan.set', { rate: 0 });
   const failed = await waitFor('device failed', async () => {
     const x = await scan(s.ctl);
     return x.state === 'device-failed' && x;
@@ -117,5 +120,20 @@ t.test('suspect regions are read first; the device vanishing is "device failed",
   const human2 = await run(process.execPath, [REMAPD_BIN, 'status', '--control', s.ctl]);
   t.match(human2.stdout, /MAIN DEVICE FAILED/);
   t.match(s.server.log(), /health scan stopped, no block marked pending/);
+  const endpoints = (logRecords(s.server).find((r) => r.msg === 'remapd serving')?.endpoints ?? []) as string[];
+  const url = endpoints.find((e) => e.startsWith('metrics:'))?.slice('metrics:'.length);
+  t.ok(url, 'metrics endpoint');
+  if (url) {
+    const m = parseProm((await httpGet(url)).body);
+    t.equal(sampleValue(m, 'remapd_scan_device_failed'), 1, 'remapd_scan_device_failed 1');
+    t.equal(sampleValue(m, 'remapd_scan_suspect_regions_queued'), 0);
+  }
+
+  // The disk comes back: the retried pass reads again and the failure clears.
+  await callControl(s.ctl, 'scan.pause');
   await d.vanish(false);
+  const back = (await callControl(s.ctl, 'scan.start')) as ScanStatus;
+  t.equal(back.state, 'running');
+  await waitFor('main reads again', async () => (await scan(s.ctl)).deviceFailure === null);
+  t.match(s.server.log(), /main reads again after a device failure/);
 });

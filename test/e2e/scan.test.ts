@@ -4,11 +4,12 @@
  * Run: npx tap --disable-coverage --allow-incomplete-coverage dist/test/e2e/scan.test.js
  */
 import t from 'tap';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { callControl } from '../../daemon/control-client';
 import type { ScanStatus } from '../../health/scanner';
-import { describe, MiB, randomImage, REMAPD_BIN, run, runPython, sleep, startServer, tempDir, type Server } from '../helpers';
+import { describe, killGroup, MiB, PYTHON, randomImage, REMAPD_BIN, run, runPython, sleep, startServer, tempDir, type Server } from '../helpers';
 
 const B = 4096;
 // Real worker threads and real reads: slow on a loaded 2-core machine (no timing is asserted).
@@ -236,4 +237,28 @@ t.test('suspect command: validated, regions read before the pass goes on, shown 
   const human = await run(process.execPath, [REMAPD_BIN, 'status', '--control', s.ctl]);
   t.match(human.stdout, /suspects\s+0 regions queued \(0 B\), 2 visited \(20\.0 KiB\)/, describe(human));
   t.same(await remaps(s), {}, 'nothing remapped');
+});
+
+t.test('main gone (ENXIO): device failed in scan.status and the sd_notify STATUS line, no pending block', async (t) => {
+  const dir = tempDir(t, 'remapd-scan-notify-');
+  const sock = join(dir, 'notify.sock');
+  const got = join(dir, 'notify.log');
+  // A stand-in for systemd's notify socket: records every datagram, one per line.
+  const listener = spawn(PYTHON, ['-c', 'import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nf=open(sys.argv[2],"a")\nwhile True:\n  f.write(s.recv(65536).decode().replace("\\n"," | ")+"\\n"); f.flush()\n', sock, got], { stdio: 'ignore', detached: true });
+  t.teardown(() => killGroup(listener.pid, 'SIGKILL'));
+  await waitFor('the notify listener', async () => existsSync(sock));
+  const s = await setup(t, {
+    sizeMiB: 8,
+    faults: [{ op: 'read', offset: 3 * MiB, length: 5 * MiB, error: 'ENXIO' }],
+    args: ['--scan-rate', '0', '--scan-interval', '1h'],
+    env: { NOTIFY_SOCKET: sock },
+  });
+  const st = await waitFor('device failed', async () => {
+    const x = await status(s);
+    return x.state === 'device-failed' && x;
+  });
+  t.match(st.deviceFailure, { reason: 'device-gone', code: 'ENXIO' });
+  t.equal(st.blocks.pending, 0, 'no block pending');
+  const line = await waitFor('STATUS line', async () => existsSync(got) && readFileSync(got, 'utf8').split('\n').find((l) => l.includes('MAIN DEVICE FAILED')));
+  t.match(line, /STATUS=MAIN DEVICE FAILED \(ENXIO\)/);
 });

@@ -21,19 +21,37 @@ export type Hook = (op: Op, offset: number, length: number) => void | Promise<vo
 
 export class HookedBackend implements Backend {
   hook: Hook | undefined;
+  /** Runs after an operation reached the file, before it resolves (reads: the data is already read). */
+  after: Hook | undefined;
   /** Every operation that reached the hook, in order. */
   readonly ops: { op: Op; offset: number; length: number }[] = [];
 
   constructor(readonly inner: Backend) {}
 
-  get path(): string { return this.inner.path; }
-  get kind(): BackendKind { return this.inner.kind; }
-  get size(): number { return this.inner.size; }
-  get logicalBlockSize(): number { return this.inner.logicalBlockSize; }
-  get stableIds(): { readonly serial?: string; readonly wwn?: string } { return this.inner.stableIds; }
-  get readOnly(): boolean { return this.inner.readOnly; }
-  get canPunchHoles(): boolean { return this.inner.canPunchHoles; }
-  get canReportHoles(): boolean { return this.inner.canReportHoles; }
+  get path(): string {
+    return this.inner.path;
+  }
+  get kind(): BackendKind {
+    return this.inner.kind;
+  }
+  get size(): number {
+    return this.inner.size;
+  }
+  get logicalBlockSize(): number {
+    return this.inner.logicalBlockSize;
+  }
+  get stableIds(): { readonly serial?: string; readonly wwn?: string } {
+    return this.inner.stableIds;
+  }
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+  get canPunchHoles(): boolean {
+    return this.inner.canPunchHoles;
+  }
+  get canReportHoles(): boolean {
+    return this.inner.canReportHoles;
+  }
 
   private async gate(op: Op, offset: number, length: number): Promise<void> {
     this.ops.push({ op, offset, length });
@@ -46,12 +64,14 @@ export class HookedBackend implements Backend {
 
   async read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
     await this.gate('read', offset, length);
-    return this.inner.read(offset, length, target, targetOffset);
+    await this.inner.read(offset, length, target, targetOffset);
+    if (this.after) await this.after('read', offset, length);
   }
   async write(offset: number, source: Buffer, sourceOffset = 0, length?: number): Promise<void> {
     const len = length ?? source.length - sourceOffset;
     await this.gate('write', offset, len);
-    return this.inner.write(offset, source, sourceOffset, len);
+    await this.inner.write(offset, source, sourceOffset, len);
+    if (this.after) await this.after('write', offset, len);
   }
   async sync(): Promise<void> {
     await this.gate('sync', 0, 0);
@@ -128,8 +148,8 @@ export async function remapRig(
     if (closed) return;
     closed = true;
     (device as { close?: () => void }).close?.();
-    main.hook = undefined;
-    spare.hook = undefined;
+    main.hook = main.after = undefined;
+    spare.hook = spare.after = undefined;
     await opened.close().catch(() => undefined);
     await rawMain.close();
     await rawSpare.close();
@@ -139,7 +159,11 @@ export async function remapRig(
 }
 
 /** Read through the device; resolves to the bytes or the DeviceError. */
-export async function devRead(dev: RemapDevice, offset: number, length: number): Promise<Buffer | (Error & { errno?: string; offset?: number })> {
+export async function devRead(
+  dev: RemapDevice,
+  offset: number,
+  length: number,
+): Promise<Buffer | (Error & { errno?: string; offset?: number })> {
   const buf = Buffer.alloc(length);
   try {
     await dev.read(offset, length, buf, 0);
@@ -149,7 +173,11 @@ export async function devRead(dev: RemapDevice, offset: number, length: number):
   }
 }
 
-export async function devWrite(dev: RemapDevice, offset: number, data: Buffer): Promise<undefined | (Error & { errno?: string; offset?: number })> {
+export async function devWrite(
+  dev: RemapDevice,
+  offset: number,
+  data: Buffer,
+): Promise<undefined | (Error & { errno?: string; offset?: number })> {
   try {
     await dev.write(offset, data, false);
     return undefined;

@@ -290,3 +290,46 @@ t.test('stuck threads are bounded; a hung lane does not stall another backend', 
   );
   await main.close();
 });
+
+t.test('the pieces of a split request run as one vectored op, with exact results', { skip: noLanes }, async (tt) => {
+  const dir = realDir(tt);
+  const file = imageFile(path.join(dir, 'split.img'), 4 * MiB);
+  const content = pattern(4 * MiB, 12);
+  fs.writeFileSync(file, content);
+  for (const direct of [true, false]) {
+    const b = await openFileBackend(file, { direct });
+    // A 1 MiB "request" split around every 26th 4 KiB block, as the remap layer does: the main pieces
+    // in one tick into one buffer, the holes left alone.
+    const buf = native.allocAligned!(1 * MiB).fill(0xee);
+    const reads: Promise<void>[] = [];
+    const holes: number[] = [];
+    let pos = 0;
+    for (let blk = 0; blk < 256; blk++) {
+      if (blk % 26 === 13) {
+        if (blk * 4096 > pos) reads.push(b.read(1 * MiB + pos, blk * 4096 - pos, buf, pos));
+        holes.push(blk);
+        pos = (blk + 1) * 4096;
+      }
+    }
+    reads.push(b.read(1 * MiB + pos, 1 * MiB - pos, buf, pos));
+    await Promise.all(reads);
+    let ok = true;
+    for (let blk = 0; blk < 256; blk++) {
+      const got = buf.subarray(blk * 4096, (blk + 1) * 4096);
+      const want = holes.includes(blk) ? Buffer.alloc(4096, 0xee) : content.subarray(1 * MiB + blk * 4096, 1 * MiB + (blk + 1) * 4096);
+      if (!got.equals(want)) ok = false;
+    }
+    tt.ok(ok, `${direct ? 'direct' : 'buffered'}: pieces read, holes untouched`);
+    // Contiguous writes from scattered buffer positions (spare pieces of one request): one pwritev.
+    const src = pattern(64 * KiB, 13);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 8; i++) writes.push(b.write(3 * MiB + i * 4096, src, (7 - i) * 8192, 4096));
+    await Promise.all(writes);
+    const back = Buffer.alloc(32 * KiB);
+    await b.read(3 * MiB, 32 * KiB, back, 0);
+    let wok = true;
+    for (let i = 0; i < 8; i++) if (!back.subarray(i * 4096, (i + 1) * 4096).equals(src.subarray((7 - i) * 8192, (7 - i) * 8192 + 4096))) wok = false;
+    tt.ok(wok, `${direct ? 'direct' : 'buffered'}: contiguous writes from scattered buffer positions`);
+    await b.close();
+  }
+});

@@ -11,7 +11,12 @@ import { remapRig, failing, devRead, devWrite, type Hook } from '../helpers/rema
 const B = 4096;
 const MiB = 1024 * 1024;
 
-for (const [code, errno] of [['EROFS', 'EPERM'], ['ENOSPC', 'ENOSPC'], ['EACCES', 'EPERM'], ['EBADF', 'EIO']] as const) {
+for (const [code, errno] of [
+  ['EROFS', 'EPERM'],
+  ['ENOSPC', 'ENOSPC'],
+  ['EACCES', 'EPERM'],
+  ['EBADF', 'EIO'],
+] as const) {
   t.test(`write failing with ${code}: the request fails (${errno}), nothing remapped, no spare block used, a log line`, async (t) => {
     const r = await remapRig(t);
     r.main.hook = failing(['write'], [{ offset: 0, length: r.device.size }], code);
@@ -65,7 +70,10 @@ t.test('ENXIO: main failed at once, one loud line, no marks; recovers when main 
   st = r.device.status();
   t.equal(st.main.state, 'ok', 'status: main ok again');
   t.same(events, ['failed', 'recovered']);
-  t.ok(r.logs.some((l) => /main device answers again/.test(String(l.msg))), 'recovery logged');
+  t.ok(
+    r.logs.some((l) => /main device answers again/.test(String(l.msg))),
+    'recovery logged',
+  );
 });
 
 t.test('EIO everywhere (a dead disk): main failed after the spread probe, no pending marks', async (t) => {
@@ -111,7 +119,10 @@ t.test('a bad patch is not a dead device: healthy reads elsewhere keep main ok',
 t.test('isolated bad blocks in many regions, with healthy writes between: not a dead device', async (t) => {
   const r = await remapRig(t);
   const bad = [0, 1, 2, 3, 4, 5].map((i) => Math.floor((i * r.device.size) / 6 / B) * B + B);
-  r.main.hook = failing(['write'], bad.map((offset) => ({ offset, length: B })));
+  r.main.hook = failing(
+    ['write'],
+    bad.map((offset) => ({ offset, length: B })),
+  );
   for (const off of bad) {
     t.equal(await devWrite(r.device, off, Buffer.alloc(B, 2)), undefined, `write to the bad block at ${off} remapped`);
     t.equal(await devWrite(r.device, off + 8 * B, Buffer.alloc(B, 3)), undefined, 'a healthy write nearby');

@@ -37,17 +37,28 @@ t.test('1 MiB read with one bad sector: only its block pending, EIO at the exact
     const got = await devRead(r.device, off, len);
     t.ok(Buffer.isBuffer(got) && got.equals(r.original.subarray(off, off + len)), `${what} reads its data`);
   }
-  t.same(r.device.status().pending.offsets, [blockStart], 'still only that block pending (healthy reads of it do not touch the bad sector)');
+  t.same(
+    r.device.status().pending.offsets,
+    [blockStart],
+    'still only that block pending (healthy reads of it do not touch the bad sector)',
+  );
 });
 
 t.test('read over bad sectors in three blocks: three pending, EIO at the first', async (t) => {
   const r = await remapRig(t);
   const at = 1 * MiB;
   const bad = [at + 7 * B + 5 * S, at + 8 * B, at + 200 * B + 7 * S];
-  r.main.hook = failing(['read'], bad.map((offset) => ({ offset, length: S })));
+  r.main.hook = failing(
+    ['read'],
+    bad.map((offset) => ({ offset, length: S })),
+  );
   const res = await devRead(r.device, at, MiB);
   t.equal((res as { offset?: number }).offset, bad[0], 'EIO offset = the first bad sector');
-  t.same(r.device.status().pending.offsets, bad.map((o) => Math.floor(o / B) * B), 'exactly the three blocks pending');
+  t.same(
+    r.device.status().pending.offsets,
+    bad.map((o) => Math.floor(o / B) * B),
+    'exactly the three blocks pending',
+  );
 });
 
 t.test('unaligned read inside one block: offset clipped to the request', async (t) => {
@@ -69,7 +80,11 @@ t.test('64 KiB write over one failing sector: only that block remapped, the rest
   t.equal(err, undefined, 'the write succeeds');
   const st = r.device.status();
   t.equal(st.remaps.total, 1, 'one block remapped');
-  t.same(r.device.entries().map((e) => e.offset), [at + 9 * B], 'the block with the failing sector');
+  t.same(
+    r.device.entries().map((e) => e.offset),
+    [at + 9 * B],
+    'the block with the failing sector',
+  );
   t.equal(st.pending.count, 0, 'nothing pending');
   r.main.hook = undefined;
   const back = await devRead(r.device, at, 64 * KiB);
@@ -77,8 +92,14 @@ t.test('64 KiB write over one failing sector: only that block remapped, the rest
   // Main holds the new data everywhere except the remapped block.
   const onMain = Buffer.alloc(64 * KiB);
   await r.main.inner.read(at, onMain.length, onMain, 0);
-  t.ok(onMain.subarray(0, 9 * B).equals(data.subarray(0, 9 * B)) && onMain.subarray(10 * B).equals(data.subarray(10 * B)), 'neighbours were written to main');
-  t.ok(onMain.subarray(9 * B, 10 * B).equals(r.original.subarray(at + 9 * B, at + 10 * B)), 'main still holds the old data of the remapped block');
+  t.ok(
+    onMain.subarray(0, 9 * B).equals(data.subarray(0, 9 * B)) && onMain.subarray(10 * B).equals(data.subarray(10 * B)),
+    'neighbours were written to main',
+  );
+  t.ok(
+    onMain.subarray(9 * B, 10 * B).equals(r.original.subarray(at + 9 * B, at + 10 * B)),
+    'main still holds the old data of the remapped block',
+  );
 });
 
 t.test('a long failing write region: each failing block remapped, none of the healthy ones', async (t) => {

@@ -27,7 +27,14 @@ function once(emitter: NodeJS.EventEmitter, ev: string, timeoutMs = 60_000): Pro
 t.test('spare data writes fail: remaps refused, the rest served, recovery by the probe', async (t) => {
   const r = await remapRig(t);
   // One block already remapped while the spare was fine.
-  r.main.hook = failing(['write'], [{ offset: 1 * MiB, length: B }, { offset: 2 * MiB, length: B }, { offset: 3 * MiB, length: B }]);
+  r.main.hook = failing(
+    ['write'],
+    [
+      { offset: 1 * MiB, length: B },
+      { offset: 2 * MiB, length: B },
+      { offset: 3 * MiB, length: B },
+    ],
+  );
   t.equal(await devWrite(r.device, 1 * MiB, Buffer.alloc(B, 1)), undefined, 'first remap works');
   r.spare.hook = failing(['write'], [{ offset: 0, length: r.spare.size }]);
   const failingEv = once(r.device, 'spare-failing');
@@ -42,7 +49,10 @@ t.test('spare data writes fail: remaps refused, the rest served, recovery by the
   t.equal(r.logs.filter((l) => /SPARE FAILING/.test(String(l.msg))).length, 1, 'one loud log line');
   const err2 = await devWrite(r.device, 3 * MiB, Buffer.alloc(B, 3));
   t.equal(err2?.errno, 'EIO', 'another write needing a remap: refused');
-  t.ok(r.logs.some((l) => /cannot get one/.test(String(l.msg)) && /writing spare block/.test(String(l.cause))), 'log line naming the cause');
+  t.ok(
+    r.logs.some((l) => /cannot get one/.test(String(l.msg)) && /writing spare block/.test(String(l.cause))),
+    'log line naming the cause',
+  );
   // What can be served is served.
   t.equal(await devWrite(r.device, 4 * MiB, Buffer.alloc(B, 4)), undefined, 'writes to healthy main blocks work');
   const m = await devRead(r.device, 4 * MiB, B);
@@ -62,7 +72,13 @@ t.test('spare data writes fail: remaps refused, the rest served, recovery by the
 
 t.test('metadata commits fail (spare sync fails): failing, the store reloads on recovery, data survives a reopen', async (t) => {
   const r = await remapRig(t);
-  r.main.hook = failing(['write'], [{ offset: 1 * MiB, length: B }, { offset: 2 * MiB, length: B }]);
+  r.main.hook = failing(
+    ['write'],
+    [
+      { offset: 1 * MiB, length: B },
+      { offset: 2 * MiB, length: B },
+    ],
+  );
   r.spare.hook = failing(['sync'], [{ offset: 0, length: 1 }]);
   const err = await devWrite(r.device, 1 * MiB, Buffer.alloc(B, 7));
   t.equal(err?.errno, 'EIO', 'the write needing a remap fails (the remap could not be made durable)');
@@ -88,7 +104,13 @@ t.test('metadata commits fail (spare sync fails): failing, the store reloads on 
 
 t.test('store FAILED after a journal write failure: reload() brings it back', async (t) => {
   const r = await remapRig(t);
-  r.main.hook = failing(['write'], [{ offset: 1 * MiB, length: B }, { offset: 2 * MiB, length: B }]);
+  r.main.hook = failing(
+    ['write'],
+    [
+      { offset: 1 * MiB, length: B },
+      { offset: 2 * MiB, length: B },
+    ],
+  );
   // Fail every spare write except data blocks far from the metadata: the journal round fails on all copies.
   // The data block write and sync pass; every metadata write (journal frames, all copies) fails.
   let failAll = true;
