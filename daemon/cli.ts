@@ -12,6 +12,8 @@ import { dumpCommand } from './commands/dump';
 import { statusCommand } from './commands/status';
 import { demoCommand } from './commands/demo';
 import { assembleCommand } from './commands/assemble';
+import { exportMapCommand } from './commands/export-map';
+import { importMapCommand } from './commands/import-map';
 import { EXIT, EXIT_STATUS_TEXT, guardOutputStreams } from './exit-codes';
 import { faultsCommand, listCommand, remapCommand, unremapCommand } from './commands/remap';
 
@@ -29,6 +31,8 @@ const commands: CommandModule<any, any>[] = [
   faultsCommand,
   demoCommand,
   assembleCommand,
+  exportMapCommand,
+  importMapCommand,
 ];
 
 /** The yargs parser with every command: also what the man page generator reads (daemon/man-page.ts). */

@@ -28,6 +28,7 @@ import { claimSetup, ownMarker } from './owner-lock';
 
 /** Default main I/O deadline: longer than a desktop drive's own retries of one sector (7-30 s). */
 export const DEFAULT_MAIN_IO_DEADLINE_MS = 30_000;
+import { registerMapCommand } from './maps/map-source';
 
 export interface ServeOptions {
   readonly main: string;
@@ -191,6 +192,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
           return rules.rules.length;
         },
       });
+      registerMapCommand(control, store, device.size);
       try {
         mkdirSync(dirname(opts.control), { recursive: true, mode: 0o755 });
         await control.listen(opts.control, opts.socketMode, opts.socketGroup);
