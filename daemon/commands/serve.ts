@@ -11,6 +11,8 @@ import { parseDuration } from '../../health/duration';
 import { statusSections } from '../control-commands';
 import { ioPathStuck } from '../io-watchdog';
 import { openLanes } from '../../storage/io-lane';
+import { attachAlerts, subscribeScanner } from '../alerts/attach-alerts';
+import { checkAlertProgram } from '../alerts/check-program';
 
 interface ServeArgs {
   main?: string;
@@ -39,6 +41,8 @@ interface ServeArgs {
   'scan-interval'?: string;
   'main-direct': boolean;
   'main-io-deadline': string;
+  'alert-program'?: string;
+  'alert-timeout': number;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -71,6 +75,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('scan-interval', { type: 'string', describe: 'Time between full health scan passes: 30s, 15m, 12h, 7d [default: 7d]' })
       .option('main-direct', { type: 'boolean', default: true, describe: 'Read and write main with O_DIRECT, bypassing the page cache (--no-main-direct: buffered)' })
       .option('main-io-deadline', { type: 'string', default: '30s', describe: 'A main read or write slower than this fails (ETIMEDOUT, counted as a media error): 30s, 500ms; 0 = none' })
+      .option('alert-program', { type: 'string', describe: 'Run PATH EVENT SETUP [DETAIL] on remaps, pending blocks, health changes, spare low/full, … (REMAPD_* environment)' })
+      .option('alert-timeout', { type: 'number', default: 30, describe: 'Seconds the alert program may run before it is killed' })
       .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
@@ -91,6 +97,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         } catch (err) {
           throw new Error(`--main-io-deadline: ${(err as Error).message}`);
         }
+        if (!(a['alert-timeout'] > 0)) throw new Error('--alert-timeout must be a positive number of seconds');
         return true;
       })
       .example('$0 serve --main /dev/sdb --socket /run/remapd/sdb.sock', 'serve a disk on a Unix socket')
@@ -108,6 +115,13 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     if (!a.main) {
       process.stderr.write('remapd: missing --main (or "main" in the --config file)\n');
       process.exit(2);
+    }
+    if (a['alert-program'] !== undefined) {
+      const problem = checkAlertProgram(a['alert-program']);
+      if (problem) {
+        process.stderr.write(`remapd: ${problem}\n`);
+        process.exit(2);
+      }
     }
     const log = createLogger(a['log-level']);
     const systemd = new Systemd(log);
@@ -149,8 +163,9 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       await systemd.flush();
       process.exit(1);
     }
+    let scanner: ReturnType<typeof attachScanner> | undefined;
     if (daemon.remap && (a.scan ?? !a['read-only'])) {
-      attachScanner(daemon, daemon.remap, {
+      scanner = attachScanner(daemon, daemon.remap, {
         mainPath: a.main,
         logger: log,
         sections: statusSections,
@@ -161,6 +176,18 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       });
     } else if (a.scan && !daemon.remap) {
       log.warn('--scan needs --spare (found blocks are migrated to it); health scan disabled');
+    }
+    if (a['alert-program'] !== undefined) {
+      const alerts = attachAlerts(daemon.remap, {
+        program: a['alert-program'],
+        timeoutMs: a['alert-timeout'] * 1000,
+        setup: a.export,
+        main: a.main,
+        logger: log,
+        health: () => statusSections.get('health')?.() as { score?: number; label?: string } | undefined,
+      });
+      if (scanner) subscribeScanner(scanner, alerts);
+      daemon.beforeStop.push(async () => alerts.close());
     }
     const onSignal = (sig: NodeJS.Signals) => {
       void systemd.stopping(`stopping (${sig})`);

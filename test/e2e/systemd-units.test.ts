@@ -41,7 +41,7 @@ async function verify(files: string[]) {
 }
 
 t.test('systemd-analyze verify: every unit is clean', { skip: need('systemd-analyze') }, async (t) => {
-  t.same(units, ['remapd-assemble.service', 'remapd-nbd-attach@.service', 'remapd@.service', 'remapd@.socket'], 'the expected units exist');
+  t.same(units, ['remapd-alert@.service', 'remapd-assemble.service', 'remapd-nbd-attach@.service', 'remapd@.service', 'remapd@.socket'], 'the expected units exist');
   const dir = tempDir(t, 'remapd-units-');
   const files = stage(dir);
   const r = await verify(files);
