@@ -12,6 +12,7 @@ import { dumpCommand } from './commands/dump';
 import { statusCommand } from './commands/status';
 import { demoCommand } from './commands/demo';
 import { assembleCommand } from './commands/assemble';
+import { evacuateCommand } from './commands/evacuate';
 import { exportMapCommand } from './commands/export-map';
 import { importMapCommand } from './commands/import-map';
 import { EXIT, EXIT_STATUS_TEXT, guardOutputStreams } from './exit-codes';
@@ -33,6 +34,7 @@ const commands: CommandModule<any, any>[] = [
   assembleCommand,
   exportMapCommand,
   importMapCommand,
+  evacuateCommand,
 ];
 
 /** The yargs parser with every command: also what the man page generator reads (daemon/man-page.ts). */

@@ -78,6 +78,7 @@ export const CONFIG_SCHEMA = {
   mainIoDeadline: str,
   alertProgram: path,
   alertTimeout: positiveNumber,
+  stateDir: path,
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_SCHEMA;

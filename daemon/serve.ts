@@ -57,6 +57,8 @@ export interface ServeOptions {
   readonly maxOutstandingBytes?: number;
   /** Extra attempts after a failed read of a main block. */
   readonly readRetries?: number;
+  /** Wrap the device before it is served (a layer such as daemon/evacuate/mirror-device.ts). */
+  readonly wrapDevice?: (device: BlockDevice) => BlockDevice;
   /** Listening sockets passed by systemd (socket activation); served in addition to socket/listen. */
   readonly listenFds?: readonly number[];
   /** Open main with O_DIRECT (default true; falls back to buffered with a warning where impossible). */
@@ -137,7 +139,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     throw err;
   }
 
-  const catalog = new SingleExportCatalog(opts.exportName, device, opts.readOnly);
+  const catalog = new SingleExportCatalog(opts.exportName, opts.wrapDevice ? opts.wrapDevice(device) : device, opts.readOnly);
   // eslint-disable-next-line prefer-const
   let server: NbdServer;
   const metrics = new Metrics({

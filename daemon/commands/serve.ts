@@ -13,6 +13,9 @@ import { ioPathStuck } from '../io-watchdog';
 import { openLanes } from '../../storage/io-lane';
 import { attachAlerts, subscribeScanner } from '../alerts/attach-alerts';
 import { checkAlertProgram } from '../alerts/check-program';
+import { MirrorDevice } from '../evacuate/mirror-device';
+import { attachEvacuation, previousEvacuation } from '../evacuate/attach-evacuation';
+import { statePath } from '../evacuate/evacuation-state';
 
 interface ServeArgs {
   main?: string;
@@ -43,6 +46,7 @@ interface ServeArgs {
   'main-io-deadline': string;
   'alert-program'?: string;
   'alert-timeout': number;
+  'state-dir': string;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -77,6 +81,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('main-io-deadline', { type: 'string', default: '30s', describe: 'A main read or write slower than this fails (ETIMEDOUT, counted as a media error): 30s, 500ms; 0 = none' })
       .option('alert-program', { type: 'string', describe: 'Run PATH EVENT SETUP [DETAIL] on remaps, pending blocks, health changes, spare low/full, … (REMAPD_* environment)' })
       .option('alert-timeout', { type: 'number', default: 30, describe: 'Seconds the alert program may run before it is killed' })
+      .option('state-dir', { type: 'string', default: '/var/lib/remapd', describe: 'Where evacuation progress is kept (survives restarts)' })
       .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
@@ -112,6 +117,18 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       process.stderr.write(`remapd: ${err.message}\n`);
       process.exit(2);
     }
+    const evacuationState = statePath(a['state-dir'], a.export);
+    let previousEvac: ReturnType<typeof previousEvacuation>;
+    try {
+      previousEvac = previousEvacuation(evacuationState);
+    } catch (err) {
+      process.stderr.write(`remapd: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+    if (previousEvac?.phase === 'switched') {
+      // The data lives on the evacuated disk now: serving the old main would go back in time.
+      a = { ...a, main: previousEvac.target, spare: undefined, scan: false };
+    }
     if (!a.main) {
       process.stderr.write('remapd: missing --main (or "main" in the --config file)\n');
       process.exit(2);
@@ -124,6 +141,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       }
     }
     const log = createLogger(a['log-level']);
+    if (previousEvac?.phase === 'switched') {
+      log.warn({ target: previousEvac.target, state: evacuationState }, 'this setup was evacuated: serving the new disk, not the configured main; update the config and remove the state file');
+    }
+    let mirror: MirrorDevice | undefined;
     const systemd = new Systemd(log);
     systemd.startWatchdog(() => ioPathStuck(openLanes()));
     const fds = activationFds(systemd, a, log);
@@ -152,6 +173,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           maxOutstandingBytes: parseSize(a['max-outstanding-bytes']),
           mainDirect: a['main-direct'],
           mainIoDeadlineMs: parseDuration(a['main-io-deadline']),
+          wrapDevice: (d) => (mirror = new MirrorDevice(d)),
         },
         log,
       );
@@ -164,6 +186,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       process.exit(1);
     }
     let scanner: ReturnType<typeof attachScanner> | undefined;
+    const evacuateDone: ((detail: string) => void)[] = [];
     if (daemon.remap && (a.scan ?? !a['read-only'])) {
       scanner = attachScanner(daemon, daemon.remap, {
         mainPath: a.main,
@@ -187,8 +210,25 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         health: () => statusSections.get('health')?.() as { score?: number; label?: string } | undefined,
       });
       if (scanner) subscribeScanner(scanner, alerts);
+      evacuateDone.push((detail) => alerts.raise('EvacuateDone', detail));
       daemon.beforeStop.push(async () => alerts.close());
     }
+    await attachEvacuation(
+      {
+        mirror: mirror!,
+        statePath: evacuationState,
+        blockSize: daemon.remap?.remapBlockSize ?? 4096,
+        log,
+        control: daemon.control,
+        sections: statusSections,
+        beforeStop: daemon.beforeStop,
+        onDone: (st) => evacuateDone.forEach((f) => f(`to=${st.target} unreadable=${st.unreadable.length}`)),
+        onSwitched: () => {
+          scanner?.pause();
+        },
+      },
+      previousEvac,
+    );
     const onSignal = (sig: NodeJS.Signals) => {
       void systemd.stopping(`stopping (${sig})`);
       void daemon.stop(sig).then(() => systemd.flush()).then(() => process.exit(0));
