@@ -19,7 +19,7 @@ import { EXIT, EXIT_STATUS_TEXT, guardOutputStreams } from './exit-codes';
 import { faultsCommand, listCommand, remapCommand, unremapCommand } from './commands/remap';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const commands: CommandModule<any, any>[] = [
+export const commands: CommandModule<any, any>[] = [
   serveCommand,
   scanCommand,
   createCommand,

@@ -63,7 +63,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('max-connections', { type: 'number', default: 4096, describe: 'Connections accepted at once' })
       .option('socket-group', { type: 'string', describe: 'Group (name or GID) owning the NBD and control sockets; use with --socket-mode 0660' })
       .option('socket-mode', { type: 'string', default: '0600', describe: 'Mode of the Unix socket (octal)' })
-      .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info' })
+      .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info', describe: 'Least severe log level written (env REMAPD_LOG_LEVEL)' })
       .option('spare', { type: 'string', describe: 'Spare device holding the remap metadata (remapd create first); without it main is served as is' })
       .option('control', { type: 'string', describe: 'Control socket [default: beside the NBD socket, <name>.ctl]' })
       .option('faults', { type: 'string', describe: 'Fault-injection rules (JSON) applied to the main device, for tests and demos' })
