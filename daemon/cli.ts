@@ -12,10 +12,14 @@ import { dumpCommand } from './commands/dump';
 import { statusCommand } from './commands/status';
 import { demoCommand } from './commands/demo';
 import { assembleCommand } from './commands/assemble';
+import { evacuateCommand } from './commands/evacuate';
+import { exportMapCommand } from './commands/export-map';
+import { importMapCommand } from './commands/import-map';
+import { EXIT, EXIT_STATUS_TEXT, guardOutputStreams } from './exit-codes';
 import { faultsCommand, listCommand, remapCommand, unremapCommand } from './commands/remap';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const commands: CommandModule<any, any>[] = [
+export const commands: CommandModule<any, any>[] = [
   serveCommand,
   scanCommand,
   createCommand,
@@ -28,9 +32,13 @@ const commands: CommandModule<any, any>[] = [
   faultsCommand,
   demoCommand,
   assembleCommand,
+  exportMapCommand,
+  importMapCommand,
+  evacuateCommand,
 ];
 
-export async function main(argv: string[]): Promise<void> {
+/** The yargs parser with every command: also what the man page generator reads (daemon/man-page.ts). */
+export function buildParser(argv: string[]) {
   let parser = yargs(argv)
     .scriptName('remapd')
     .usage('$0 <command> [options]\n\nServe a failing disk over NBD, remapping bad blocks to a spare device.')
@@ -41,12 +49,20 @@ export async function main(argv: string[]): Promise<void> {
     .alias('h', 'help')
     .version()
     .wrap(Math.min(110, process.stdout.columns || 110))
-    .fail((msg, err, y) => {
-      if (err) throw err;
-      process.stderr.write(`remapd: ${msg}\n\n`);
+    .epilogue(`Exit status:\n${EXIT_STATUS_TEXT.map(([n, what]) => `  ${n}  ${what}`).join('\n')}`)
+    .fail((msg, err) => {
+      // A failed validation (unknown flag, a .check() that threw) comes with msg: a usage error. A handler
+      // that threw comes without: bin/remapd prints its message (no stack) and exits FAILED.
+      if (!msg && err) throw err;
+      process.stderr.write(`remapd: ${msg ?? 'invalid usage'}\n\n`);
       process.stderr.write("Run 'remapd --help' for usage.\n");
-      process.exit(2);
+      process.exit(EXIT.USAGE);
     });
   for (const c of commands) parser = parser.command(c);
-  await parser.parseAsync();
+  return parser;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  guardOutputStreams();
+  await buildParser(argv).parseAsync();
 }

@@ -76,6 +76,9 @@ export const CONFIG_SCHEMA = {
   scanInterval: str,
   mainDirect: bool,
   mainIoDeadline: str,
+  alertProgram: path,
+  alertTimeout: positiveNumber,
+  stateDir: path,
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_SCHEMA;

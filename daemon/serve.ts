@@ -28,6 +28,7 @@ import { claimSetup, ownMarker } from './owner-lock';
 
 /** Default main I/O deadline: longer than a desktop drive's own retries of one sector (7-30 s). */
 export const DEFAULT_MAIN_IO_DEADLINE_MS = 30_000;
+import { registerMapCommand } from './maps/map-source';
 
 export interface ServeOptions {
   readonly main: string;
@@ -56,6 +57,8 @@ export interface ServeOptions {
   readonly maxOutstandingBytes?: number;
   /** Extra attempts after a failed read of a main block. */
   readonly readRetries?: number;
+  /** Wrap the device before it is served (a layer such as daemon/evacuate/mirror-device.ts). */
+  readonly wrapDevice?: (device: BlockDevice) => BlockDevice;
   /** Listening sockets passed by systemd (socket activation); served in addition to socket/listen. */
   readonly listenFds?: readonly number[];
   /** Open main with O_DIRECT (default true; falls back to buffered with a warning where impossible). */
@@ -136,7 +139,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     throw err;
   }
 
-  const catalog = new SingleExportCatalog(opts.exportName, device, opts.readOnly);
+  const catalog = new SingleExportCatalog(opts.exportName, opts.wrapDevice ? opts.wrapDevice(device) : device, opts.readOnly);
   // eslint-disable-next-line prefer-const
   let server: NbdServer;
   const metrics = new Metrics({
@@ -191,6 +194,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
           return rules.rules.length;
         },
       });
+      registerMapCommand(control, store, device.size);
       try {
         mkdirSync(dirname(opts.control), { recursive: true, mode: 0o755 });
         await control.listen(opts.control, opts.socketMode, opts.socketGroup);

@@ -53,6 +53,10 @@ export function formatStatus(s: Record<string, any>): string {
       lines.push('smart       not checked yet');
     }
   }
+  if (s.evacuate && s.evacuate.phase !== 'none') {
+    const e = s.evacuate;
+    lines.push(`evacuate    ${e.phase} to ${e.target}${e.size !== undefined ? `: ${bytes(e.bytesCopied)} of ${bytes(e.size)} (${(e.progress * 100).toFixed(1)}%), ${bytes(e.bytesPerSecond)}/s, ETA ${e.etaSeconds ?? '--'} s, ${e.unreadable} unreadable` : ''}`);
+  }
   if (s.io?.rates) {
     const r = s.io.rates;
     const rate = (cmd: string) => r[cmd] ?? { requestsPerSecond: 0, bytesPerSecond: 0 };

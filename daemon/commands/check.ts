@@ -11,10 +11,10 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
   command: 'check',
   describe: 'Verify the metadata copies on a spare (and its pairing with --main)',
   builder: (y) => y
-    .option('spare', { type: 'string', demandOption: true })
+    .option('spare', { type: 'string', demandOption: true, describe: 'spare device or file holding the metadata' })
     .option('main', { type: 'string', describe: 'also check that the spare belongs to this main device' })
     .option('repair', { type: 'boolean', default: false, describe: 'rewrite damaged or stale copies' })
-    .option('json', { type: 'boolean', default: false }),
+    .option('json', { type: 'boolean', default: false, describe: 'Print JSON for scripts' }),
   handler: async (a) => {
     let claim: SetupClaim | undefined;
     if (a.repair) {

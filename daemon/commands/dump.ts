@@ -8,7 +8,10 @@ interface DumpArgs { spare: string; json: boolean }
 export const dumpCommand: CommandModule<object, DumpArgs> = {
   command: 'dump',
   describe: 'Print the remap table stored on a spare (read-only)',
-  builder: (y) => y.option('spare', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+  builder: (y) =>
+    y
+      .option('spare', { type: 'string', demandOption: true, describe: 'spare device or file holding the metadata' })
+      .option('json', { type: 'boolean', default: false, describe: 'Print JSON for scripts' }),
   handler: async (a) => {
     const spare = await openBackend(a.spare, { readOnly: true });
     try {

@@ -11,6 +11,11 @@ import { parseDuration } from '../../health/duration';
 import { statusSections } from '../control-commands';
 import { ioPathStuck } from '../io-watchdog';
 import { openLanes } from '../../storage/io-lane';
+import { attachAlerts, subscribeScanner } from '../alerts/attach-alerts';
+import { checkAlertProgram } from '../alerts/check-program';
+import { MirrorDevice } from '../evacuate/mirror-device';
+import { attachEvacuation, previousEvacuation } from '../evacuate/attach-evacuation';
+import { statePath } from '../evacuate/evacuation-state';
 
 interface ServeArgs {
   main?: string;
@@ -39,6 +44,9 @@ interface ServeArgs {
   'scan-interval'?: string;
   'main-direct': boolean;
   'main-io-deadline': string;
+  'alert-program'?: string;
+  'alert-timeout': number;
+  'state-dir': string;
 }
 
 export const serveCommand: CommandModule<object, ServeArgs> = {
@@ -55,7 +63,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('max-connections', { type: 'number', default: 4096, describe: 'Connections accepted at once' })
       .option('socket-group', { type: 'string', describe: 'Group (name or GID) owning the NBD and control sockets; use with --socket-mode 0660' })
       .option('socket-mode', { type: 'string', default: '0600', describe: 'Mode of the Unix socket (octal)' })
-      .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info' })
+      .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info', describe: 'Least severe log level written (env REMAPD_LOG_LEVEL)' })
       .option('spare', { type: 'string', describe: 'Spare device holding the remap metadata (remapd create first); without it main is served as is' })
       .option('control', { type: 'string', describe: 'Control socket [default: beside the NBD socket, <name>.ctl]' })
       .option('faults', { type: 'string', describe: 'Fault-injection rules (JSON) applied to the main device, for tests and demos' })
@@ -71,6 +79,9 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('scan-interval', { type: 'string', describe: 'Time between full health scan passes: 30s, 15m, 12h, 7d [default: 7d]' })
       .option('main-direct', { type: 'boolean', default: true, describe: 'Read and write main with O_DIRECT, bypassing the page cache (--no-main-direct: buffered)' })
       .option('main-io-deadline', { type: 'string', default: '30s', describe: 'A main read or write slower than this fails (ETIMEDOUT, counted as a media error): 30s, 500ms; 0 = none' })
+      .option('alert-program', { type: 'string', describe: 'Run PATH EVENT SETUP [DETAIL] on remaps, pending blocks, health changes, spare low/full, … (REMAPD_* environment)' })
+      .option('alert-timeout', { type: 'number', default: 30, describe: 'Seconds the alert program may run before it is killed' })
+      .option('state-dir', { type: 'string', default: '/var/lib/remapd', describe: 'Where evacuation progress is kept (survives restarts)' })
       .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
@@ -91,6 +102,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         } catch (err) {
           throw new Error(`--main-io-deadline: ${(err as Error).message}`);
         }
+        if (!(a['alert-timeout'] > 0)) throw new Error('--alert-timeout must be a positive number of seconds');
         return true;
       })
       .example('$0 serve --main /dev/sdb --socket /run/remapd/sdb.sock', 'serve a disk on a Unix socket')
@@ -105,11 +117,34 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       process.stderr.write(`remapd: ${err.message}\n`);
       process.exit(2);
     }
+    const evacuationState = statePath(a['state-dir'], a.export);
+    let previousEvac: ReturnType<typeof previousEvacuation>;
+    try {
+      previousEvac = previousEvacuation(evacuationState);
+    } catch (err) {
+      process.stderr.write(`remapd: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+    if (previousEvac?.phase === 'switched') {
+      // The data lives on the evacuated disk now: serving the old main would go back in time.
+      a = { ...a, main: previousEvac.target, spare: undefined, scan: false };
+    }
     if (!a.main) {
       process.stderr.write('remapd: missing --main (or "main" in the --config file)\n');
       process.exit(2);
     }
+    if (a['alert-program'] !== undefined) {
+      const problem = checkAlertProgram(a['alert-program']);
+      if (problem) {
+        process.stderr.write(`remapd: ${problem}\n`);
+        process.exit(2);
+      }
+    }
     const log = createLogger(a['log-level']);
+    if (previousEvac?.phase === 'switched') {
+      log.warn({ target: previousEvac.target, state: evacuationState }, 'this setup was evacuated: serving the new disk, not the configured main; update the config and remove the state file');
+    }
+    let mirror: MirrorDevice | undefined;
     const systemd = new Systemd(log);
     systemd.startWatchdog(() => ioPathStuck(openLanes()));
     const fds = activationFds(systemd, a, log);
@@ -138,6 +173,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           maxOutstandingBytes: parseSize(a['max-outstanding-bytes']),
           mainDirect: a['main-direct'],
           mainIoDeadlineMs: parseDuration(a['main-io-deadline']),
+          wrapDevice: (d) => (mirror = new MirrorDevice(d)),
         },
         log,
       );
@@ -149,8 +185,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       await systemd.flush();
       process.exit(1);
     }
+    let scanner: ReturnType<typeof attachScanner> | undefined;
+    const evacuateDone: ((detail: string) => void)[] = [];
     if (daemon.remap && (a.scan ?? !a['read-only'])) {
-      const scanner = attachScanner(daemon, daemon.remap, {
+      scanner = attachScanner(daemon, daemon.remap, {
         mainPath: a.main,
         logger: log,
         sections: statusSections,
@@ -165,6 +203,35 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     } else if (a.scan && !daemon.remap) {
       log.warn('--scan needs --spare (found blocks are migrated to it); health scan disabled');
     }
+    if (a['alert-program'] !== undefined) {
+      const alerts = attachAlerts(daemon.remap, {
+        program: a['alert-program'],
+        timeoutMs: a['alert-timeout'] * 1000,
+        setup: a.export,
+        main: a.main,
+        logger: log,
+        health: () => statusSections.get('health')?.() as { score?: number; label?: string } | undefined,
+      });
+      if (scanner) subscribeScanner(scanner, alerts);
+      evacuateDone.push((detail) => alerts.raise('EvacuateDone', detail));
+      daemon.beforeStop.push(async () => alerts.close());
+    }
+    await attachEvacuation(
+      {
+        mirror: mirror!,
+        statePath: evacuationState,
+        blockSize: daemon.remap?.remapBlockSize ?? 4096,
+        log,
+        control: daemon.control,
+        sections: statusSections,
+        beforeStop: daemon.beforeStop,
+        onDone: (st) => evacuateDone.forEach((f) => f(`to=${st.target} unreadable=${st.unreadable.length}`)),
+        onSwitched: () => {
+          scanner?.pause();
+        },
+      },
+      previousEvac,
+    );
     const onSignal = (sig: NodeJS.Signals) => {
       void systemd.stopping(`stopping (${sig})`);
       void daemon.stop(sig).then(() => systemd.flush()).then(() => process.exit(0));

@@ -1,5 +1,5 @@
 /**
- * `systemd-analyze verify` on every unit in systemd/. The units reference /usr/local/bin/remapd,
+ * `systemd-analyze verify` on every unit in systemd/. The units reference /usr/bin/remapd,
  * which does not exist in a checkout, so a copy with ExecStart rewritten to this checkout's bin/remapd
  * is verified (templates under an instance name, as systemd would load them). A unit with a typo'd
  * key is verified too, to prove the check catches what it should.
@@ -16,7 +16,7 @@ function need(cmd: string): string | false {
 }
 
 const UNIT_DIR = join(REPO_ROOT, 'systemd');
-const INSTALLED_BIN = '/usr/local/bin/remapd';
+const INSTALLED_BIN = '/usr/bin/remapd';
 const units = readdirSync(UNIT_DIR).filter((f) => /\.(service|socket|target|timer)$/.test(f)).sort();
 
 /** The units as loaded for instance "t1", rewritten to this checkout, in a fresh directory. */
@@ -41,7 +41,7 @@ async function verify(files: string[]) {
 }
 
 t.test('systemd-analyze verify: every unit is clean', { skip: need('systemd-analyze') }, async (t) => {
-  t.same(units, ['remapd-assemble.service', 'remapd-nbd-attach@.service', 'remapd@.service', 'remapd@.socket'], 'the expected units exist');
+  t.same(units, ['remapd-alert@.service', 'remapd-assemble.service', 'remapd-nbd-attach@.service', 'remapd@.service', 'remapd@.socket'], 'the expected units exist');
   const dir = tempDir(t, 'remapd-units-');
   const files = stage(dir);
   const r = await verify(files);
@@ -58,7 +58,7 @@ t.test('verify is not vacuous: a misspelt key and a missing binary are reported'
   const dir2 = tempDir(t, 'remapd-units-');
   copyFileSync(join(UNIT_DIR, 'remapd-assemble.service'), join(dir2, 'remapd-assemble.service'));
   const r2 = await verify([join(dir2, 'remapd-assemble.service')]);
-  t.not(r2.code, 0, 'the unmodified unit fails here (no /usr/local/bin/remapd): ExecStart paths are checked', { out: describe(r2) });
+  t.not(r2.code, 0, 'the unmodified unit fails here (no /usr/bin/remapd): ExecStart paths are checked', { out: describe(r2) });
 });
 
 t.test('remapd@.service: the settings the daemon relies on', async (t) => {
@@ -66,7 +66,7 @@ t.test('remapd@.service: the settings the daemon relies on', async (t) => {
   const has = (re: RegExp, what: string) => t.match(s, re, what);
   has(/^Type=notify$/m, 'Type=notify');
   has(/^NotifyAccess=all$/m, 'NotifyAccess=all (systemd-notify fallback sends from a child)');
-  has(/^ExecStart=\/usr\/local\/bin\/remapd serve --config \/etc\/remapd\/%i\.json$/m, 'one config file per instance');
+  has(/^ExecStart=\/usr\/bin\/remapd serve --config \/etc\/remapd\/%i\.json$/m, 'one config file per instance');
   has(/^WatchdogSec=\d+/m, 'watchdog enabled');
   has(/^Restart=on-failure$/m, 'Restart=on-failure');
   has(/^RestartPreventExitStatus=2$/m, 'config errors (exit 2) are not restarted');
@@ -78,9 +78,12 @@ t.test('remapd@.service: the settings the daemon relies on', async (t) => {
   has(/^RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6$/m, 'address families');
   t.notMatch(s, /^MemoryDenyWriteExecute=/m, 'MemoryDenyWriteExecute not set (V8 JIT)');
   t.notMatch(s, /^PrivateNetwork=/m, 'no PrivateNetwork (TCP listen)');
+  has(/^OnFailure=remapd-alert@%i\.service$/m, 'OnFailure= runs the alert unit');
+  has(/^CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_SYS_RAWIO$/m, 'capabilities');
+  has(/CAP_SYS_RAWIO: only for SMART\. .*smartctl/, 'CAP_SYS_RAWIO kept only for SMART, with the reason');
   const sock = readFileSync(join(UNIT_DIR, 'remapd@.socket'), 'utf8');
   t.match(sock, /^ListenStream=\/run\/remapd\/%i\.sock$/m, 'socket path matches the attach unit');
   const attach = readFileSync(join(UNIT_DIR, 'remapd-nbd-attach@.service'), 'utf8');
   t.match(attach, /nbd-client -unix \/run\/remapd\/%i\.sock /, 'attach unit uses the instance socket');
-  t.match(readFileSync(join(UNIT_DIR, 'remapd-assemble.service'), 'utf8'), /^ExecStart=\/usr\/local\/bin\/remapd assemble --scan$/m);
+  t.match(readFileSync(join(UNIT_DIR, 'remapd-assemble.service'), 'utf8'), /^ExecStart=\/usr\/bin\/remapd assemble --scan$/m);
 });
