@@ -19,8 +19,8 @@ import { readFileRange } from '../helpers/remap-setup';
 
 t.setTimeout(600_000);
 
-t.test('neighbours of an unreadable block read fine and are never blamed', async (t) => {
-  const s = await realDiskSetup(t, { sizeBytes: 16 * MiB });
+for (const sectorSize of [512, 4096] as const) t.test(`neighbours of an unreadable block read fine and are never blamed (${sectorSize}-byte sectors)`, async (t) => {
+  const s = await realDiskSetup(t, { sizeBytes: 16 * MiB, sectorSize });
   const bad = 300;
   await s.disk.failRead(bad * B + 512);
   await dropCaches(); // nothing of main in the page cache: every read below goes to the device

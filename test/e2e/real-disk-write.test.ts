@@ -18,8 +18,8 @@ import { readFileRange } from '../helpers/remap-setup';
 
 t.setTimeout(600_000);
 
-t.test('a 64 KiB write over an unwritable sector is remapped; write and flush succeed; data survives a restart', async (t) => {
-  const s = await realDiskSetup(t, { sizeBytes: 16 * MiB });
+for (const sectorSize of [512, 4096] as const) t.test(`a 64 KiB write over an unwritable sector is remapped; write and flush succeed; data survives a restart (${sectorSize}-byte sectors)`, async (t) => {
+  const s = await realDiskSetup(t, { sizeBytes: 16 * MiB, sectorSize });
   const start = 256; // blocks 256..271
   const bad = 260;
   await s.disk.failWrite(bad * B + 1024);
