@@ -285,7 +285,7 @@ class ScanWorker {
       const cls = classifyLatency(ms, this.settings);
       if (cls === 'ok') continue;
       if (cls === 'very-slow') {
-        let again = 0;
+        let again: number;
         try {
           again = await timed();
         } catch {
@@ -306,13 +306,14 @@ async function main(): Promise<void> {
   if (!port) throw new Error('scan-worker must run in a worker thread');
   const init = workerData as WorkerInit;
   const queued: ToWorker[] = [];
-  let worker: ScanWorker | undefined;
-  port.on('message', (m: ToWorker) => (worker ? worker.handle(m) : queued.push(m)));
+  const up: { worker?: ScanWorker } = {};
+  port.on('message', (m: ToWorker) => (up.worker ? up.worker.handle(m) : queued.push(m)));
   // O_DIRECT: the scan reads the media, not the page cache, and does not evict the clients' cache.
   const raw = await openBackend(init.mainPath, { readOnly: true, direct: true, laneName: 'scan', ioThreads: 2 });
   const post = (m: FromWorker): void => port.postMessage(m);
-  worker = new ScanWorker(raw, init, post);
-  post({ type: 'ready', size: raw.size, logicalBlockSize: raw.logicalBlockSize, direct: (raw as { direct?: boolean }).direct === true });
+  const worker = new ScanWorker(raw, init, post);
+  up.worker = worker;
+  post({ type: 'ready', size: raw.size, logicalBlockSize: raw.logicalBlockSize, direct: raw.direct === true });
   for (const m of queued.splice(0)) worker.handle(m);
 }
 
