@@ -13,7 +13,8 @@
  * When O_DIRECT is impossible (no addon, a filesystem that refuses it, a file whose size is not a
  * multiple of 4096) the backend runs buffered: `direct` says which, `directNotice` says why.
  *
- * Trim/zero/extents use the optional native addon (storage/native.ts). Without it, trim and zero
+ * Trim/zero/extents use the optional native addon (storage/native.ts; trim and zero on the lane, so a
+ * hung device holds the lane's threads and meets the deadline, not libuv's pool). Without it, trim and zero
  * write zeroes (canPunchHoles=false) and extents report everything as data (canReportHoles=false).
  *
  *               regular file                          block device
@@ -319,7 +320,12 @@ export class FileBackend implements Backend {
   private async punch(offset: number, length: number): Promise<void> {
     if (this.punchOk) {
       try {
-        await native.punchHole(this.fd, offset, length);
+        if (this.batcher) {
+          this.begin();
+          await this.batcher.range(native.OP_PUNCH, offset, length);
+        } else {
+          await native.punchHole(this.fd, offset, length);
+        }
         return;
       } catch (err) {
         if (!isUnsupported(err)) throw toBackendError(err, 'punch hole in', this.path, offset);
@@ -333,8 +339,14 @@ export class FileBackend implements Backend {
   private async zeroNoHole(offset: number, length: number): Promise<void> {
     if (this.useNative) {
       try {
-        if (this.kind === 'block') await native.blkZeroout(this.fd, offset, length);
-        else await native.zeroRange(this.fd, offset, length);
+        if (this.batcher) {
+          this.begin();
+          await this.batcher.range(this.kind === 'block' ? native.OP_ZEROOUT : native.OP_ZERO_RANGE, offset, length);
+        } else if (this.kind === 'block') {
+          await native.blkZeroout(this.fd, offset, length);
+        } else {
+          await native.zeroRange(this.fd, offset, length);
+        }
         return;
       } catch (err) {
         if (!isUnsupported(err)) {

@@ -34,7 +34,7 @@ interface BatchOp {
 }
 
 const NO_BUF = Buffer.alloc(0);
-const WHAT = ['read', 'write', 'fdatasync', 'stall'];
+const WHAT = ['read', 'write', 'fdatasync', 'stall', 'fallocate(PUNCH_HOLE)', 'fallocate(ZERO_RANGE)', 'ioctl(BLKZEROOUT)'];
 
 /**
  * One backend's batch queue. `onDone` runs once per finished op (the backend's in-flight count).
@@ -66,6 +66,11 @@ export class IoBatcher {
   /** Occupies a lane thread for `ms` like a hung device (tests of deadlines and lane independence). */
   stall(ms: number): Promise<void> {
     return this.push(native.OP_STALL, 0, ms, NO_BUF, 0);
+  }
+
+  /** Punch hole / zero range / BLKZEROOUT (native.OP_PUNCH …) on the lane, under its deadline. */
+  range(kind: number, offset: number, length: number): Promise<void> {
+    return this.push(kind, offset, length, NO_BUF, 0);
   }
 
   private push(kind: number, offset: number, length: number, buf: Buffer, bufOffset: number): Promise<void> {
@@ -136,7 +141,7 @@ export class IoBatcher {
           const op = u.ops[o];
           desc[s] = bufIndex(op.buf);
           desc[s + 1] = op.bufOffset;
-          desc[s + 2] = op.kind === native.OP_STALL ? 0 : op.length;
+          desc[s + 2] = op.kind <= native.OP_WRITE ? op.length : 0;
         }
       }
       d = s;
@@ -177,7 +182,7 @@ export class IoBatcher {
       op.reject(new BackendError('ETIMEDOUT', `${what} ${this.path} at offset ${op.offset}: no answer within ${this.lane.deadlineMs} ms`, op.offset));
     } else if (errno !== 0) {
       op.reject(toBackendError(errnoError(errno, what), what, this.path, op.offset + done));
-    } else if (done < op.length && op.kind !== native.OP_STALL) {
+    } else if (done < op.length && op.kind <= native.OP_WRITE) {
       const at = op.offset + done;
       if (op.kind === native.OP_WRITE) {
         op.reject(new BackendError('ENOSPC', `write ${this.path} at offset ${at}: no progress`, at));

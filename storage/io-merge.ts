@@ -44,15 +44,21 @@ function single<T extends MergeOp>(op: T): Unit<T> {
 
 /**
  * Groups the ops of one batch into units. Only reads and writes on the same buffer merge (the pieces
- * of one request); writes only across contiguous ranges (a hole would write garbage).
+ * of one request); writes only across contiguous ranges (a hole would write garbage). Units keep the
+ * order of their first op in the queue (a sync queued after writes stays after them in its job).
  */
 export function mergeOps<T extends MergeOp>(q: readonly T[], allowHoles: boolean): Unit<T>[] {
   if (q.length < 2) return q.map(single);
   const byBuf = new Map<ArrayBufferLike, T[]>();
   const units: Unit<T>[] = [];
+  const first = new Map<Unit<T>, number>();
+  const pos = new Map<T, number>();
+  q.forEach((op, i) => pos.set(op, i));
   for (const op of q) {
     if (op.kind !== native.OP_READ && op.kind !== native.OP_WRITE) {
-      units.push(single(op));
+      const u = single(op);
+      units.push(u);
+      first.set(u, pos.get(op)!);
       continue;
     }
     const g = byBuf.get(op.buf.buffer);
@@ -61,7 +67,9 @@ export function mergeOps<T extends MergeOp>(q: readonly T[], allowHoles: boolean
   }
   for (const group of byBuf.values()) {
     if (group.length === 1) {
-      units.push(single(group[0]));
+      const u = single(group[0]);
+      units.push(u);
+      first.set(u, pos.get(group[0])!);
       continue;
     }
     group.sort((a, b) => a.kind - b.kind || a.offset - b.offset);
@@ -79,12 +87,14 @@ export function mergeOps<T extends MergeOp>(q: readonly T[], allowHoles: boolean
           cur.segs.push(cur.ops.length - 1);
           cur.holes.push(0);
           cur.length += gap + op.length;
+          first.set(cur, Math.min(first.get(cur)!, pos.get(op)!));
           continue;
         }
       }
       cur = single(op);
       units.push(cur);
+      first.set(cur, pos.get(op)!);
     }
   }
-  return units;
+  return units.sort((a, b) => first.get(a)! - first.get(b)!);
 }

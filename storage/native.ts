@@ -173,6 +173,10 @@ export const OP_WRITE = 1;
 export const OP_SYNC = 2;
 /** Sleeps `length` ms on a lane thread, like a hung device (tests). */
 export const OP_STALL = 3;
+/** fallocate(PUNCH_HOLE | KEEP_SIZE), fallocate(ZERO_RANGE | KEEP_SIZE), ioctl(BLKZEROOUT) on a lane. */
+export const OP_PUNCH = 4;
+export const OP_ZERO_RANGE = 5;
+export const OP_ZEROOUT = 6;
 
 /** The lane functions of the addon; undefined when the addon (or an older build) is not loaded. */
 export interface LaneApi {

@@ -15,7 +15,9 @@
  * A job is a list of ops, back to back in a Float64Array:
  *   [kind, fileOffset, length, nseg, done(out), errno(out), (bufIndex, bufOffset, segLength) x nseg]
  * kind 0 = read, 1 = write, 2 = fdatasync (no segments needed: nseg 0, length 0), 3 = stall: sleeps
- * `length` ms like a hung device (tests of deadlines and lane independence).
+ * `length` ms like a hung device (tests of deadlines and lane independence), 4 = fallocate(PUNCH_HOLE),
+ * 5 = fallocate(ZERO_RANGE), 6 = ioctl(BLKZEROOUT) of [fileOffset, fileOffset+length): trim and
+ * write-zeroes of main run on its lane too, under its deadline.
  * Each op is retried until complete; it stops early at end of file (read returns 0: done < length,
  * errno 0), when a write makes no progress or on an error (errno set). The other ops still run.
  *
@@ -31,6 +33,10 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <node_api.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -46,7 +52,7 @@
 #define MAX_SEGS 64
 #define PAGE 4096
 
-enum { K_READ = 0, K_WRITE = 1, K_SYNC = 2, K_STALL = 3 };
+enum { K_READ = 0, K_WRITE = 1, K_SYNC = 2, K_STALL = 3, K_PUNCH = 4, K_ZERO_RANGE = 5, K_ZEROOUT = 6 };
 enum { J_QUEUED, J_RUNNING, J_DONE };
 
 typedef struct lane lane_t;
@@ -240,6 +246,17 @@ static void run_job(job_t *j) {
       do r = fdatasync(j->fd);
       while (r < 0 && errno == EINTR);
       d[4] = 0;
+      d[5] = r < 0 ? (double)errno : 0;
+    } else if (d[0] >= K_PUNCH) {
+      int64_t off = (int64_t)d[1], len = (int64_t)d[2];
+      uint64_t range[2] = {(uint64_t)off, (uint64_t)len};
+      int r;
+      do {
+        if (d[0] == K_PUNCH) r = fallocate(j->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+        else if (d[0] == K_ZERO_RANGE) r = fallocate(j->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len);
+        else r = ioctl(j->fd, BLKZEROOUT, range);
+      } while (r < 0 && errno == EINTR);
+      d[4] = r < 0 ? 0 : (double)len;
       d[5] = r < 0 ? (double)errno : 0;
     } else if (d[0] == K_STALL) {
       struct timespec ts = {(time_t)(d[2] / 1000), (long)((int64_t)d[2] % 1000) * 1000000L};
@@ -491,7 +508,7 @@ static napi_value lane_submit(napi_env env, napi_callback_info info) {
     }
     double *d = j->desc + i;
     size_t nseg = (size_t)d[3];
-    if ((d[0] != K_READ && d[0] != K_WRITE && d[0] != K_SYNC && d[0] != K_STALL) || d[3] != (double)nseg ||
+    if (d[0] < K_READ || d[0] > K_ZEROOUT || d[0] != (double)(int)d[0] || d[3] != (double)nseg ||
         (nseg == 0 && d[0] < K_SYNC) || nseg > MAX_SEGS || i + HDR + 3 * nseg > desc_len ||
         d[1] < 0 || d[1] > 9007199254740991.0 || d[2] < 0) {
       problem = "bad op header";
