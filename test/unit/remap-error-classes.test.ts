@@ -130,3 +130,13 @@ t.test('isolated bad blocks in many regions, with healthy writes between: not a 
   t.equal(r.device.status().main.state, 'ok', 'main ok');
   t.equal(r.device.status().remaps.total, 6, 'six remaps');
 });
+
+t.test('a hung device (every I/O misses its deadline): failed after two misses and the probe', async (t) => {
+  const r = await remapRig(t);
+  r.main.hook = failing(['read', 'write'], [{ offset: 0, length: r.device.size }], 'ETIMEDOUT');
+  const res = await devRead(r.device, 2 * MiB, 64 * 1024);
+  t.equal((res as { errno?: string }).errno, 'EIO', 'the read fails with EIO');
+  t.equal(r.device.status().main.state, 'failed', 'main failed');
+  t.ok(r.main.count('read') <= 16, `few deadline-long attempts before that (${r.main.count('read')} reads, 8 of them the probe)`);
+  t.equal(r.device.status().pending.count, 0, 'no pending marks');
+});
