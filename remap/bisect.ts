@@ -46,7 +46,7 @@ export interface BisectOptions {
   readonly failureBudget?: number;
   /** Checked before every attempt; returning false stops the bisection (rest unresolved). */
   readonly keepGoing?: () => boolean;
-  /** Called once when `stallAfter` (default 16) attempts have failed and none worked. */
+  /** Called once when `stallAfter` (default 16) attempts have failed (a deadline miss counts 8) and none worked. */
   readonly onStall?: () => Promise<void>;
   readonly stallAfter?: number;
 }
@@ -71,6 +71,7 @@ export async function bisect(
   let budget = o.failureBudget ?? 2 * units * (1 + o.leafRetries) + 16;
   let failures = 0;
   let stall: Promise<void> | undefined;
+  let stallAsked = false;
   const stopped = (): boolean => budget <= 0 || (o.keepGoing !== undefined && !o.keepGoing());
 
   const tryOnce = async (off: ByteOffset, len: ByteLength): Promise<BackendError | undefined> => {
@@ -84,7 +85,12 @@ export async function bisect(
     } catch (err) {
       if (!(err instanceof BackendError) || !isMediaError(err.code)) throw err;
       budget--;
-      if (++failures === (o.stallAfter ?? 16) && out.successes === 0 && o.onStall) stall = o.onStall();
+      // A deadline miss (ETIMEDOUT) weighs 8: on a hung device each one costs the whole deadline.
+      failures += err.code === 'ETIMEDOUT' ? 8 : 1;
+      if (!stallAsked && failures >= (o.stallAfter ?? 16) && out.successes === 0 && o.onStall) {
+        stallAsked = true;
+        stall = o.onStall();
+      }
       return err;
     }
   };

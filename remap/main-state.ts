@@ -130,6 +130,7 @@ export class MainState {
       'MAIN DEVICE FAILED: no block is blamed, nothing is marked pending or remapped; requests to main fail with EIO until it answers again',
     );
     this.c.events.emit('main-failed', { reason });
+    this.c.events.emit('device-failed', { error: reason }); // the alert hook (daemon/alerts: DeviceFailed)
     this.probeDelay = PROBE_MIN_MS;
     this.scheduleProbe();
   }

@@ -70,7 +70,8 @@ export interface RemapStatus {
 
 /**
  * Events: 'remap' {block, reason}, 'pending' {block}, 'unremap' {block}, 'spare-low', 'spare-exhausted',
- * 'spare-failing' {cause}, 'spare-recovered', 'main-failed' {reason}, 'main-recovered'.
+ * 'spare-failing' {cause}, 'spare-recovered', 'main-failed' {reason} (also 'device-failed' {error}, the alert
+ * hook), 'main-recovered'.
  */
 export class RemapDevice extends EventEmitter implements BlockDevice {
   readonly size: number;

@@ -53,7 +53,8 @@ export class WritePath {
   }
 
   private spareWriteFailed(spareOffset: ByteOffset, err: unknown): never {
-    if (err instanceof BackendError && (isMediaError(err.code) || err.code === 'ENXIO' || err.code === 'ENODEV')) {
+    // Any OS error on a spare write (media, gone, or full: ENOSPC on a spare file) means it cannot take writes.
+    if (err instanceof BackendError) {
       this.spareState.noteFailure(`writing a remapped block at spare byte ${spareOffset}`, err);
     }
     throw toDeviceError(err);

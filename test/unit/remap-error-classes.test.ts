@@ -50,6 +50,7 @@ t.test('ENXIO: main failed at once, one loud line, no marks; recovers when main 
   const r = await remapRig(t);
   const events: string[] = [];
   r.device.on('main-failed', () => events.push('failed'));
+  r.device.on('device-failed', () => events.push('alert'));
   r.device.on('main-recovered', () => events.push('recovered'));
   r.main.hook = failing(['read', 'write'], [{ offset: 0, length: r.device.size }], 'ENXIO');
   for (let i = 0; i < 20; i++) {
@@ -69,7 +70,7 @@ t.test('ENXIO: main failed at once, one loud line, no marks; recovers when main 
   t.ok(Buffer.isBuffer(ok), 'main answers again: the read succeeds');
   st = r.device.status();
   t.equal(st.main.state, 'ok', 'status: main ok again');
-  t.same(events, ['failed', 'recovered']);
+  t.same(events, ['failed', 'alert', 'recovered'], 'events: main-failed, device-failed (the alert hook), main-recovered');
   t.ok(
     r.logs.some((l) => /main device answers again/.test(String(l.msg))),
     'recovery logged',
@@ -129,4 +130,14 @@ t.test('isolated bad blocks in many regions, with healthy writes between: not a 
   }
   t.equal(r.device.status().main.state, 'ok', 'main ok');
   t.equal(r.device.status().remaps.total, 6, 'six remaps');
+});
+
+t.test('a hung device (every I/O misses its deadline): failed after two misses and the probe', async (t) => {
+  const r = await remapRig(t);
+  r.main.hook = failing(['read', 'write'], [{ offset: 0, length: r.device.size }], 'ETIMEDOUT');
+  const res = await devRead(r.device, 2 * MiB, 64 * 1024);
+  t.equal((res as { errno?: string }).errno, 'EIO', 'the read fails with EIO');
+  t.equal(r.device.status().main.state, 'failed', 'main failed');
+  t.ok(r.main.count('read') <= 16, `few deadline-long attempts before that (${r.main.count('read')} reads, 8 of them the probe)`);
+  t.equal(r.device.status().pending.count, 0, 'no pending marks');
 });
