@@ -42,6 +42,7 @@ import {
 } from './serializer';
 import { validateRequest, type ValidationContext } from './validate';
 import { isPooled, sharedPool } from './buffer-pool';
+import type { BudgetMember, MemoryBudget } from './memory-budget';
 
 export interface ConnectionLimits {
   /** Requests executing at once before reading pauses (the kernel sends at most 128). */
@@ -65,6 +66,8 @@ export interface ConnectionContext {
   readonly limits: ConnectionLimits;
   readonly isShuttingDown: () => boolean;
   readonly tls?: TlsServerSettings;
+  /** The buffer budget shared by all connections of the server (none: only the per-connection window). */
+  readonly budget?: MemoryBudget;
   /** Called for every completed request (metrics). */
   readonly onRequestDone?: (type: number, bytes: number, ms: number, error: NbdErrnoName | undefined) => void;
 }
@@ -81,7 +84,7 @@ export interface TlsServerSettings {
 
 type Phase = 'handshake' | 'transmission' | 'closing' | 'closed';
 
-export class Connection {
+export class Connection implements BudgetMember {
   private readonly parser: ClientParser;
   private readonly handshake: Handshake;
   private readonly log: Logger;
@@ -134,7 +137,10 @@ export class Connection {
     s.on('data', (chunk: Buffer) => this.onData(chunk));
     s.on('error', (err) => this.drop(`socket error: ${err.message}`, s instanceof TLSSocket && this.phase === 'handshake' ? 'warn' : 'debug'));
     s.on('close', () => this.onClose());
-    s.on('drain', () => this.maybeResume());
+    s.on('drain', () => {
+      this.syncBudget();
+      this.maybeResume();
+    });
     s.on('end', () => {
       if (this.phase === 'handshake') this.drop('client closed during handshake', 'debug');
       else this.beginClose();
@@ -365,7 +371,12 @@ export class Connection {
     const cost = req.type === Cmd.READ || req.type === Cmd.WRITE ? req.length : 0;
     this.inFlight++;
     this.outstandingBytes += cost;
-    if (this.inFlight >= this.ctx.limits.maxInFlight || this.outstandingBytes >= this.ctx.limits.maxOutstandingBytes) {
+    this.syncBudget();
+    if (
+      this.inFlight >= this.ctx.limits.maxInFlight ||
+      this.outstandingBytes >= this.ctx.limits.maxOutstandingBytes ||
+      (this.ctx.budget && !this.ctx.budget.mayRead(this))
+    ) {
       this.pauseReading();
     }
     const started = this.trace || this.ctx.onRequestDone ? performance.now() : 0;
@@ -382,6 +393,7 @@ export class Connection {
     req.release?.();
     this.inFlight--;
     this.outstandingBytes -= cost;
+    this.syncBudget();
     if (errno) this.stats.errors++;
     else if (req.type === Cmd.READ) this.stats.bytesRead += req.length;
     else if (req.type === Cmd.WRITE) this.stats.bytesWritten += req.length;
@@ -600,7 +612,20 @@ export class Connection {
   private readonly uncork = (): void => {
     this.corked = false;
     this.socket.uncork();
+    this.syncBudget();
   };
+
+  /** Tell the shared budget what this connection holds: requests executing plus replies still queued. */
+  private syncBudget(): void {
+    const budget = this.ctx.budget;
+    if (!budget || this.phase === 'closed') return;
+    budget.set(this, this.outstandingBytes + this.socket.writableLength);
+  }
+
+  /** The shared budget has room again. */
+  budgetFreed(): void {
+    this.maybeResume();
+  }
 
   private pauseReading(): void {
     if (this.readPaused) return;
@@ -614,6 +639,7 @@ export class Connection {
     if (this.inFlight >= this.ctx.limits.maxInFlight) return;
     if (this.outstandingBytes >= this.ctx.limits.maxOutstandingBytes) return;
     if (this.socket.writableLength > this.ctx.limits.maxOutstandingBytes) return;
+    if (this.ctx.budget && !this.ctx.budget.mayRead(this)) return;
     this.readPaused = false;
     this.socket.resume();
     this.parser.resume();
@@ -650,6 +676,7 @@ export class Connection {
     const wasTransmitting = this.session !== undefined;
     this.phase = 'closed';
     this.parser.setPhase('closed');
+    this.ctx.budget?.remove(this);
     if (wasTransmitting) {
       this.log.info({ ...this.stats, inFlight: this.inFlight }, 'client disconnected');
     }

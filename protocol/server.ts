@@ -12,6 +12,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ExportCatalog } from './block-device';
 import { Connection, DEFAULT_LIMITS, type ConnectionContext, type ConnectionLimits, type TlsServerSettings } from './connection';
+import { DEFAULT_BUFFER_BUDGET, MemoryBudget } from './memory-budget';
 
 export interface NbdServerOptions {
   readonly catalog: ExportCatalog;
@@ -19,6 +20,8 @@ export interface NbdServerOptions {
   readonly limits?: Partial<ConnectionLimits>;
   /** Connections beyond this are closed at once. */
   readonly maxConnections?: number;
+  /** Request and reply bytes held by all connections together before reading pauses (memory-budget.ts). */
+  readonly bufferBudget?: number;
   readonly onRequestDone?: ConnectionContext['onRequestDone'];
   readonly tls?: TlsServerSettings;
 }
@@ -72,10 +75,13 @@ export class NbdServer {
   private refusedSinceLog = 0;
   /** The listen() backlog of every listener. */
   readonly backlog: number;
+  /** Request and reply buffers of all connections together. */
+  readonly budget: MemoryBudget;
 
   constructor(private readonly opts: NbdServerOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.maxConnections = opts.maxConnections ?? 4096;
+    this.budget = new MemoryBudget(opts.bufferBudget ?? DEFAULT_BUFFER_BUDGET);
     const somaxconn = readSomaxconn();
     this.backlog = listenBacklog(this.maxConnections, somaxconn);
     if (this.backlog < this.maxConnections) {
@@ -185,6 +191,7 @@ export class NbdServer {
       limits: this.limits,
       isShuttingDown: () => this.stopping,
       tls: this.opts.tls,
+      budget: this.budget,
       onRequestDone: this.opts.onRequestDone,
     });
     this.connections.add(conn);
