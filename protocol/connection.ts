@@ -307,7 +307,7 @@ export class Connection implements BudgetMember {
         this.socket.end();
         return;
       case 'drop':
-        this.drop(step.reason);
+        this.closeAfterReplies(step.reason);
         return;
       case 'transmission':
         this.enterTransmission(step.session);
@@ -660,6 +660,21 @@ export class Connection implements BudgetMember {
     this.socket.end();
     // A peer that never closes its side must not keep the connection (and shutdown) waiting.
     setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  /**
+   * Like drop(), but the option replies already owed (queued, maybe corked for this turn) go out first:
+   * the socket is ended, not destroyed, so a client that sent too many options in one burst still
+   * reads the answers to the ones within the limit before the close.
+   */
+  private closeAfterReplies(reason: string): void {
+    if (this.phase === 'closed' || this.phase === 'closing') return;
+    this.log.warn({ phase: this.phase }, `dropping connection: ${reason}`);
+    clearTimeout(this.handshakeTimer);
+    this.phase = 'closing';
+    this.parser.setPhase('closed');
+    this.socket.resume(); // bytes the client still sends are read and ignored, so its close is seen
+    this.finishClose();
   }
 
   private drop(reason: string, level: 'warn' | 'info' | 'debug' | 'error' = 'warn'): void {

@@ -146,6 +146,42 @@ t.test('unknown option -> ERR_UNSUP, stream stays in sync, GO then works', async
   t.ok(await c.waitClosed(30_000), 'server closes after NBD_CMD_DISC');
 });
 
+t.test('more than 64 options in one burst: the 64 replies owed arrive, then the connection closes', async (t) => {
+  const { server } = await withServer(t, { sizeBytes: SIZE, fill: 'random' });
+  const c = await RawConn.open(server.socket);
+  t.teardown(() => c.destroy());
+  await c.handshake();
+  // 70 unknown options in one write: the daemon parses them all in one turn, answering 64 of them.
+  const burst: Buffer[] = [];
+  for (let i = 0; i < 70; i++) {
+    const h = Buffer.alloc(16);
+    Buffer.from('IHAVEOPT', 'latin1').copy(h, 0);
+    h.writeUInt32BE(0x7700 + i, 8);
+    burst.push(h);
+  }
+  c.write(Buffer.concat(burst));
+  const answered: number[] = [];
+  let end = '';
+  for (;;) {
+    try {
+      const r = await c.readOptionReply(60_000);
+      if (r.type !== REP.ERR_UNSUP) {
+        end = `unexpected reply type 0x${r.type.toString(16)}`;
+        break;
+      }
+      answered.push(r.opt);
+    } catch (err) {
+      end = (await c.waitClosed(60_000)) ? 'closed' : (err as Error).message;
+      break;
+    }
+  }
+  t.equal(answered.length, 64, 'the first 64 options are answered', { log: logTail(server) });
+  t.same(answered, Array.from({ length: 64 }, (_, i) => 0x7700 + i), 'in order, each echoing its option');
+  t.equal(end, 'closed', 'then the daemon closes the connection');
+  t.match(server.log(), /more than 64 options/, 'and logs why', { log: logTail(server) });
+  await stillServes(t, server, 'after an option flood');
+});
+
 t.test('truncated requests then close', async (t) => {
   const { server } = await withServer(t, { sizeBytes: SIZE, fill: 'random' });
   for (const [what, bytes] of [
