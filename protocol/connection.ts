@@ -67,22 +67,24 @@ export class Connection {
     this.trace = this.log.isLevelEnabled('debug');
     this.handshake = new Handshake(ctx.catalog, { shuttingDown: ctx.isShuttingDown, tls: ctx.tls?.mode });
     this.parser = new ClientParser((m) => this.onMessage(m));
-    const self = this;
-    this.channel = new SocketChannel(socket, this.parser, ctx.limits, {
-      onParseFailure: (err) => this.drop(`internal error while parsing: ${(err as Error).stack ?? err}`, 'error'),
-      onError: (err, s) => this.drop(`socket error: ${err.message}`, s instanceof TLSSocket && this.phase === 'handshake' ? 'warn' : 'debug'),
-      onEnd: () => {
-        if (this.phase === 'handshake') this.drop('client closed during handshake', 'debug');
-        else this.beginClose();
+    this.channel = new SocketChannel(
+      socket,
+      this.parser,
+      ctx.limits,
+      {
+        onParseFailure: (err) => this.drop(`internal error while parsing: ${(err as Error).stack ?? err}`, 'error'),
+        onError: (err, s) =>
+          this.drop(`socket error: ${err.message}`, s instanceof TLSSocket && this.phase === 'handshake' ? 'warn' : 'debug'),
+        onEnd: () => {
+          if (this.phase === 'handshake') this.drop('client closed during handshake', 'debug');
+          else this.beginClose();
+        },
+        onClose: () => this.onClose(),
+        isTransmitting: () => this.phase === 'transmission',
+        isClosed: () => this.phase === 'closed',
       },
-      onClose: () => this.onClose(),
-      get transmitting() {
-        return self.phase === 'transmission';
-      },
-      get closed() {
-        return self.phase === 'closed';
-      },
-    }, ctx.budget);
+      ctx.budget,
+    );
     this.closedPromise = new Promise((r) => (this.resolveClosed = r));
   }
 
@@ -191,7 +193,10 @@ export class Connection {
     const secure = startTls(raw, this.parser.takeBuffered(), tls, {
       established: (s) => {
         this.handshake.tlsEstablished();
-        this.log.debug({ protocol: s.getProtocol(), cipher: s.getCipher()?.name, peer: tls.verifyPeer ? 'verified' : 'not checked' }, 'TLS established');
+        this.log.debug(
+          { protocol: s.getProtocol(), cipher: s.getCipher()?.name, peer: tls.verifyPeer ? 'verified' : 'not checked' },
+          'TLS established',
+        );
         this.parser.resume();
       },
       rejected: (reason) => this.drop(reason),
@@ -248,7 +253,8 @@ export class Connection {
     const invalid = validateRequest(req, this.validation!);
     if (invalid) {
       req.release?.();
-      if (this.trace) this.log.debug({ cmd: CMD_NAMES[req.type] ?? req.type, offset: req.offset, length: req.length, error: invalid }, 'rejected');
+      if (this.trace)
+        this.log.debug({ cmd: CMD_NAMES[req.type] ?? req.type, offset: req.offset, length: req.length, error: invalid }, 'rejected');
       replyError(this.channel, structured, req, invalid, `${CMD_NAMES[req.type] ?? `command ${req.type}`} rejected: ${invalid}`);
       return;
     }
@@ -271,7 +277,10 @@ export class Connection {
     if (this.trace || this.ctx.onRequestDone) {
       const ms = performance.now() - started;
       if (this.trace) {
-        this.log.debug({ cmd: CMD_NAMES[req.type], flags: req.flags, offset: req.offset, length: req.length, ms: +ms.toFixed(3), error: errno }, 'request');
+        this.log.debug(
+          { cmd: CMD_NAMES[req.type], flags: req.flags, offset: req.offset, length: req.length, ms: +ms.toFixed(3), error: errno },
+          'request',
+        );
       }
       this.ctx.onRequestDone?.(req.type, req.type === Cmd.READ || req.type === Cmd.WRITE ? req.length : 0, ms, errno);
     }

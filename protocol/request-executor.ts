@@ -108,7 +108,8 @@ export class RequestExecutor {
     // chunks (no zero bytes on the wire). DF asks for a single chunk, so it gets plain data.
     // Reporting holes is optional: while lookups keep finding none (a fully allocated disk), ask
     // exponentially less often, so a dense device pays almost nothing for it.
-    const wantHoles = req.length >= HOLE_REPLY_MIN && (req.flags & CmdFlag.DF) === 0 && dev.capabilities.extents && --this.holeProbeSkip < 0;
+    const wantHoles =
+      req.length >= HOLE_REPLY_MIN && (req.flags & CmdFlag.DF) === 0 && dev.capabilities.extents && --this.holeProbeSkip < 0;
     if (wantHoles) {
       const [, extents] = await Promise.all([
         dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE),

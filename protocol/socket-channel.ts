@@ -34,9 +34,9 @@ export interface ChannelEvents {
   onEnd(): void;
   onClose(): void;
   /** Reading may resume only in this state (transmission). */
-  readonly transmitting: boolean;
+  isTransmitting(): boolean;
   /** The connection is gone: sends are discarded. */
-  readonly closed: boolean;
+  isClosed(): boolean;
 }
 
 export class SocketChannel implements BudgetMember {
@@ -99,7 +99,7 @@ export class SocketChannel implements BudgetMember {
   /** Queue bytes; `written` runs once they were handed to the kernel (or dropped with the socket). */
   send(buf: Buffer, written?: () => void): void {
     const s = this.sock;
-    if (this.events.closed || s.destroyed) {
+    if (this.events.isClosed() || s.destroyed) {
       written?.();
       return;
     }
@@ -115,7 +115,7 @@ export class SocketChannel implements BudgetMember {
 
   /** Run `fn` once everything queued so far is written out (at once when the socket is gone). */
   afterWritten(fn: () => void): void {
-    if (this.sock.destroyed || this.events.closed) fn();
+    if (this.sock.destroyed || this.events.isClosed()) fn();
     else this.sock.write(EMPTY, fn);
   }
 
@@ -166,7 +166,7 @@ export class SocketChannel implements BudgetMember {
 
   /** Resume reading if it was paused and the window and the budget have room again. */
   maybeResume(): void {
-    if (!this.readPaused || !this.events.transmitting) return;
+    if (!this.readPaused || !this.events.isTransmitting()) return;
     if (this.inFlightCount >= this.limits.maxInFlight) return;
     if (this.outstanding >= this.limits.maxOutstandingBytes) return;
     if (this.sock.writableLength > this.limits.maxOutstandingBytes) return;
@@ -183,7 +183,7 @@ export class SocketChannel implements BudgetMember {
 
   /** Tell the shared budget what this connection holds: requests executing plus replies still queued. */
   private syncBudget(): void {
-    if (!this.budget || this.events.closed) return;
+    if (!this.budget || this.events.isClosed()) return;
     this.budget.set(this, this.outstanding + this.sock.writableLength);
   }
 
@@ -206,7 +206,7 @@ export class SocketChannel implements BudgetMember {
     let direct = false;
     useUserBufferReads(this.sock, {
       next: (): Buffer => {
-        const target = this.events.transmitting ? this.parser.directTarget() : undefined;
+        const target = this.events.isTransmitting() ? this.parser.directTarget() : undefined;
         direct = target !== undefined;
         if (target) return target;
         if (slab.length - pos < READ_MIN) {

@@ -49,7 +49,9 @@ export function startTls(raw: Socket, early: Buffer, tls: TlsServerSettings, out
         return;
       }
       if (verifyError || !secure.getPeerCertificate()) {
-        outcome.rejected(`client certificate rejected: ${(verifyError as NodeJS.ErrnoException | null)?.code ?? verifyError?.message ?? 'none presented'}`);
+        outcome.rejected(
+          `client certificate rejected: ${(verifyError as NodeJS.ErrnoException | null)?.code ?? verifyError?.message ?? 'none presented'}`,
+        );
         return;
       }
     }

@@ -37,7 +37,10 @@ t.test('--max-connections 2: the third connection is closed at once, the first t
   t.notOk(greeting, 'connection 3 gets no greeting');
   t.ok(await c.waitClosed(60_000), 'connection 3 is closed by the daemon');
   t.match(f.server.log(), /connection limit reached/, 'the daemon logs the refusal', { log: logTail(f.server) });
-  for (const [name, conn] of [['1', a], ['2', b]] as const) {
+  for (const [name, conn] of [
+    ['1', a],
+    ['2', b],
+  ] as const) {
     const go = await conn.go('');
     t.equal(go.size, BigInt(16 * MiB), `connection ${name} still negotiates`);
     conn.sendRequest(CMD.READ, 0, 7n, 0n, 4096);
@@ -83,7 +86,11 @@ t.test('--max-outstanding-bytes: pipelined READs and WRITEs without reading repl
   for (let i = 0; i < W; i++) conn.sendRequest(CMD.WRITE, 0, BigInt(N + i), BigInt((i % 64) * MiB), MiB, payload(i));
   await sleep(3000);
   t.ok(f.server.isRunning(), 'daemon alive while the client does not read');
-  t.ok(midPeak - base < 256 * MiB, `RSS growth with 1 GiB of unread READ replies stays bounded (${((midPeak - base) / MiB).toFixed(0)} MiB)`, { base, midPeak });
+  t.ok(
+    midPeak - base < 256 * MiB,
+    `RSS growth with 1 GiB of unread READ replies stays bounded (${((midPeak - base) / MiB).toFixed(0)} MiB)`,
+    { base, midPeak },
+  );
   // now read everything: every reply arrives, in full, with the right cookie
   const { readFileSync } = await import('node:fs');
   const image = readFileSync(f.image);
@@ -104,7 +111,10 @@ t.test('--max-outstanding-bytes: pipelined READs and WRITEs without reading repl
   t.equal(seen.size, N + W, 'every request got exactly one reply');
   t.equal(readsOk, N, 'all READs answered with 1 MiB of data');
   t.equal(writesOk, W, 'all WRITEs succeeded');
-  t.ok(peak - base < 320 * MiB, `peak RSS growth stays bounded (${((peak - base) / MiB).toFixed(0)} MiB for 1 GiB + 64 MiB in flight)`, { base, peak });
+  t.ok(peak - base < 320 * MiB, `peak RSS growth stays bounded (${((peak - base) / MiB).toFixed(0)} MiB for 1 GiB + 64 MiB in flight)`, {
+    base,
+    peak,
+  });
   conn.sendRequest(CMD.FLUSH, 0, 99999n, 0n, 0);
   t.equal((await conn.readSimpleReply()).error, 0, 'flush');
   conn.sendRequest(CMD.DISC, 0, 0n, 0n, 0);

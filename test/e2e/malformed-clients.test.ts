@@ -3,7 +3,7 @@
  * the option/request stream in sync where the spec allows, time out silent handshakes, and keep
  * serving everyone else.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { withServer, run, describe, RawConn, OPT, REP, CMD, MiB, serverKind, logTail, type Server } from '../helpers';
 
@@ -11,7 +11,7 @@ const SIZE = 16 * MiB;
 const kind = serverKind();
 const HANDSHAKE_TIMEOUT_S = 2;
 
-async function stillServes(t: { equal: (...a: any[]) => unknown; ok: (...a: any[]) => unknown }, server: Server, what: string): Promise<void> {
+async function stillServes(t: Test, server: Server, what: string): Promise<void> {
   const r = await run('nbdinfo', ['--size', server.uri], { timeoutMs: 120_000 });
   t.equal(r.stdout.trim(), String(SIZE), `${what}: a normal client still works`, { out: describe(r), log: logTail(server) });
   t.ok(server.isRunning(), `${what}: server process still running`);
@@ -47,7 +47,7 @@ t.test('malformed handshakes', async (t) => {
     const c = await RawConn.open(server.socket);
     await c.handshake();
     c.sendOption(OPT.GO, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x41])); // name length beyond the option
-    let answered = false;
+    let answered: boolean;
     try {
       const r = await c.readOptionReply();
       answered = (r.type & 0x80000000) !== 0;
@@ -66,7 +66,7 @@ t.test('malformed handshakes', async (t) => {
     h.writeUInt32BE(0xfffffff0, 12); // absurd option length
     c.write(h);
     // acceptable: hang up, or an error reply (e.g. ERR_TOO_BIG) while skipping the announced payload
-    let ok = false;
+    let ok: boolean;
     try {
       const r = await c.readOptionReply();
       ok = (r.type & 0x80000000) !== 0;
@@ -81,7 +81,7 @@ t.test('malformed handshakes', async (t) => {
     const c = await RawConn.open(server.socket);
     await c.handshake();
     c.sendOption(0x7778, randomBytes(1024 * 1024));
-    let verdict = 'hang';
+    let verdict: string;
     try {
       const r = await c.readOptionReply();
       if ((r.type & 0x80000000) !== 0) {
@@ -161,7 +161,7 @@ t.test('more than 64 options in one burst: the 64 replies owed arrive, then the 
   }
   c.write(Buffer.concat(burst));
   const answered: number[] = [];
-  let end = '';
+  let end: string;
   for (;;) {
     try {
       const r = await c.readOptionReply(60_000);
@@ -176,7 +176,11 @@ t.test('more than 64 options in one burst: the 64 replies owed arrive, then the 
     }
   }
   t.equal(answered.length, 64, 'the first 64 options are answered', { log: logTail(server) });
-  t.same(answered, Array.from({ length: 64 }, (_, i) => 0x7700 + i), 'in order, each echoing its option');
+  t.same(
+    answered,
+    Array.from({ length: 64 }, (_, i) => 0x7700 + i),
+    'in order, each echoing its option',
+  );
   t.equal(end, 'closed', 'then the daemon closes the connection');
   t.match(server.log(), /more than 64 options/, 'and logs why', { log: logTail(server) });
   await stillServes(t, server, 'after an option flood');
@@ -221,7 +225,7 @@ t.test('WRITE with absurd length drops only that connection', async (t) => {
   await c.handshake();
   await c.go('');
   c.sendRequest(CMD.WRITE, 0, 7n, 0n, 0xffffffff, Buffer.alloc(65536, 0x11));
-  let dropped = false;
+  let dropped: boolean;
   try {
     // a server may send an error reply first; it must then hang up (the payload cannot be skipped)
     await c.readSimpleReply();
@@ -236,38 +240,46 @@ t.test('WRITE with absurd length drops only that connection', async (t) => {
   await stillServes(t, server, 'after absurd WRITE');
 });
 
-t.test('silent client is dropped after the handshake timeout', { skip: kind === 'nbdkit' ? 'nbdkit has no handshake timeout' : false }, async (t) => {
-  const { server } = await withServer(t, { sizeBytes: SIZE, extraArgs: ['--handshake-timeout', String(HANDSHAKE_TIMEOUT_S)] });
-  // Taken before connecting: the daemon's timer cannot start earlier than this.
-  const started = Date.now();
-  const silent = await RawConn.open(server.socket);
-  t.teardown(() => silent.destroy());
-  const halfway = await RawConn.open(server.socket);
-  t.teardown(() => halfway.destroy());
-  await silent.greeting(); // then say nothing
-  await halfway.handshake();
-  halfway.sendOption(0x7777); // one option, then silence
-  await halfway.readOptionReply();
-  t.ok(await silent.waitClosed((HANDSHAKE_TIMEOUT_S + 60) * 1000), 'silent client dropped');
-  const elapsed = (Date.now() - started) / 1000;
-  t.ok(elapsed >= HANDSHAKE_TIMEOUT_S * 0.8, `not dropped before the timeout (${elapsed.toFixed(1)} s)`);
-  t.ok(await halfway.waitClosed(60_000), 'client silent after one option dropped too');
-  // a connection that finished the handshake is not subject to the timeout
-  const ok = await RawConn.open(server.socket);
-  t.teardown(() => ok.destroy());
-  await ok.handshake();
-  await ok.go('');
-  await new Promise((r) => setTimeout(r, (HANDSHAKE_TIMEOUT_S + 1) * 1000));
-  t.notOk(ok.closed, 'idle connection in transmission phase is kept');
-  ok.sendRequest(CMD.READ, 0, 9n, 0n, 512);
-  t.equal((await ok.readSimpleReply(512)).error, 0, 'and still answers');
-  await stillServes(t, server, 'after handshake timeouts');
-});
+t.test(
+  'silent client is dropped after the handshake timeout',
+  { skip: kind === 'nbdkit' ? 'nbdkit has no handshake timeout' : false },
+  async (t) => {
+    const { server } = await withServer(t, { sizeBytes: SIZE, extraArgs: ['--handshake-timeout', String(HANDSHAKE_TIMEOUT_S)] });
+    // Taken before connecting: the daemon's timer cannot start earlier than this.
+    const started = Date.now();
+    const silent = await RawConn.open(server.socket);
+    t.teardown(() => silent.destroy());
+    const halfway = await RawConn.open(server.socket);
+    t.teardown(() => halfway.destroy());
+    await silent.greeting(); // then say nothing
+    await halfway.handshake();
+    halfway.sendOption(0x7777); // one option, then silence
+    await halfway.readOptionReply();
+    t.ok(await silent.waitClosed((HANDSHAKE_TIMEOUT_S + 60) * 1000), 'silent client dropped');
+    const elapsed = (Date.now() - started) / 1000;
+    t.ok(elapsed >= HANDSHAKE_TIMEOUT_S * 0.8, `not dropped before the timeout (${elapsed.toFixed(1)} s)`);
+    t.ok(await halfway.waitClosed(60_000), 'client silent after one option dropped too');
+    // a connection that finished the handshake is not subject to the timeout
+    const ok = await RawConn.open(server.socket);
+    t.teardown(() => ok.destroy());
+    await ok.handshake();
+    await ok.go('');
+    await new Promise((r) => setTimeout(r, (HANDSHAKE_TIMEOUT_S + 1) * 1000));
+    t.notOk(ok.closed, 'idle connection in transmission phase is kept');
+    ok.sendRequest(CMD.READ, 0, 9n, 0n, 512);
+    t.equal((await ok.readSimpleReply(512)).error, 0, 'and still answers');
+    await stillServes(t, server, 'after handshake timeouts');
+  },
+);
 
 t.test('1000 concurrent idle connections, then a normal client', async (t) => {
   // The idle half stays in the handshake for as long as this test runs on a loaded machine: the
   // handshake timeout must not be what ends it.
-  const { server } = await withServer(t, { sizeBytes: SIZE, fill: 'random', extraArgs: kind === 'remapd' ? ['--handshake-timeout', '600'] : [] });
+  const { server } = await withServer(t, {
+    sizeBytes: SIZE,
+    fill: 'random',
+    extraArgs: kind === 'remapd' ? ['--handshake-timeout', '600'] : [],
+  });
   const conns: RawConn[] = [];
   t.teardown(() => conns.forEach((c) => c.destroy()));
   // All 1000 connect at once while the daemon is stopped (SIGSTOP) and accepts nothing: each connect
@@ -285,10 +297,12 @@ t.test('1000 concurrent idle connections, then a normal client', async (t) => {
   const errors = [...new Set(opened.flatMap((r) => (r.status === 'rejected' ? [(r.reason as Error).message] : [])))];
   t.equal(conns.length, 1000, `1000 connections open${paused ? ' (queued while the daemon was stopped)' : ''}`, { errors });
   // half of them in transmission phase, half idle in the handshake (they read their greeting)
-  await Promise.all(conns.slice(0, 500).map(async (c) => {
-    await c.handshake(60_000);
-    await c.go('', 60_000);
-  }));
+  await Promise.all(
+    conns.slice(0, 500).map(async (c) => {
+      await c.handshake(60_000);
+      await c.go('', 60_000);
+    }),
+  );
   await Promise.all(conns.slice(500).map((c) => c.greeting(60_000)));
   t.equal(conns.filter((c) => c.closed).length, 0, 'none dropped');
   await stillServes(t, server, 'with 1000 idle connections');

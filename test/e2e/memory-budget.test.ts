@@ -53,7 +53,9 @@ async function settle(rss: { peak(): number }, ms: number): Promise<void> {
 /** A well-behaved client: qemu-io writes a pattern and reads it back. */
 async function normalIo(t: Test, server: Server, pattern: number, what: string): Promise<void> {
   const off = (pattern % 16) * 4 * MiB;
-  const r = await run('qemu-io', ['-f', 'raw', '-c', `write -P ${pattern} ${off} 4M`, '-c', `read -P ${pattern} ${off} 4M`, server.uri], { timeoutMs: 300_000 });
+  const r = await run('qemu-io', ['-f', 'raw', '-c', `write -P ${pattern} ${off} 4M`, '-c', `read -P ${pattern} ${off} 4M`, server.uri], {
+    timeoutMs: 300_000,
+  });
   t.equal(r.code, 0, `${what}: qemu-io exits 0`, { out: describe(r), log: logTail(server) });
   t.notMatch(r.stdout + r.stderr, /fail|error|mismatch/i, `${what}: a normal client's write and read-back complete`, { out: describe(r) });
 }
@@ -67,14 +69,21 @@ t.test('never-reading clients: RSS bounded, no drops, a normal client is served'
   await sleep(300);
   const base = rss.peak();
 
-  for (const [stage, count] of [['8 clients', 8], ['64 more clients', 64]] as const) {
+  for (const [stage, count] of [
+    ['8 clients', 8],
+    ['64 more clients', 64],
+  ] as const) {
     for (let i = 0; i < count; i += 8) {
       clients.push(...(await Promise.all(Array.from({ length: Math.min(8, count - i) }, () => hostile(server)))));
       // Stop early (and fail) rather than push a daemon without a budget into gigabytes.
       if (rss.peak() > RSS_LIMIT) break;
     }
     await settle(rss, 30_000);
-    t.ok(rss.peak() < RSS_LIMIT, `${stage} (${clients.length} never reading, ${clients.length * READS_PER_CLIENT} MiB of READs asked): daemon VmRSS peak ${(rss.peak() / MiB).toFixed(0)} MiB < 512 MiB (${(base / MiB).toFixed(0)} MiB before)`, { log: logTail(server) });
+    t.ok(
+      rss.peak() < RSS_LIMIT,
+      `${stage} (${clients.length} never reading, ${clients.length * READS_PER_CLIENT} MiB of READs asked): daemon VmRSS peak ${(rss.peak() / MiB).toFixed(0)} MiB < 512 MiB (${(base / MiB).toFixed(0)} MiB before)`,
+      { log: logTail(server) },
+    );
     if (rss.peak() > RSS_LIMIT) return;
     t.ok(server.isRunning(), `${stage}: daemon running`);
     t.equal(clients.filter((c) => c.closed).length, 0, `${stage}: no connection dropped`);
@@ -85,17 +94,23 @@ t.test('never-reading clients: RSS bounded, no drops, a normal client is served'
   // Backpressure, not loss: the first 8 read now and get every reply they asked for, in full.
   const readers = clients.slice(0, 8);
   for (const c of clients.slice(8)) c.destroy();
-  const results = await Promise.all(readers.map(async (c) => {
-    c.sock.resume();
-    const cookies = new Set<bigint>();
-    let full = 0;
-    for (let i = 0; i < READS_PER_CLIENT; i++) {
-      const h = await c.read(16, 120_000);
-      cookies.add(h.readBigUInt64BE(8));
-      if (h.readUInt32BE(0) === 0x67446698 && h.readUInt32BE(4) === 0 && (await c.read(MiB, 120_000)).length === MiB) full++;
-    }
-    return { cookies: cookies.size, full };
-  }));
-  t.same(results, readers.map(() => ({ cookies: READS_PER_CLIENT, full: READS_PER_CLIENT })), 'each of the first 8 gets all 64 replies with 1 MiB of data');
+  const results = await Promise.all(
+    readers.map(async (c) => {
+      c.sock.resume();
+      const cookies = new Set<bigint>();
+      let full = 0;
+      for (let i = 0; i < READS_PER_CLIENT; i++) {
+        const h = await c.read(16, 120_000);
+        cookies.add(h.readBigUInt64BE(8));
+        if (h.readUInt32BE(0) === 0x67446698 && h.readUInt32BE(4) === 0 && (await c.read(MiB, 120_000)).length === MiB) full++;
+      }
+      return { cookies: cookies.size, full };
+    }),
+  );
+  t.same(
+    results,
+    readers.map(() => ({ cookies: READS_PER_CLIENT, full: READS_PER_CLIENT })),
+    'each of the first 8 gets all 64 replies with 1 MiB of data',
+  );
   t.ok(rss.peak() < RSS_LIMIT, `VmRSS peak including the drain: ${(rss.peak() / MiB).toFixed(0)} MiB`);
 });

@@ -6,7 +6,10 @@ const MiB = 1024 * 1024;
 
 class Member implements BudgetMember {
   woken = 0;
-  constructor(private readonly budget: MemoryBudget, private readonly onWake?: () => void) {}
+  constructor(
+    private readonly budget: MemoryBudget,
+    private readonly onWake?: () => void,
+  ) {}
   budgetFreed(): void {
     this.woken++;
     this.onWake?.();

@@ -42,7 +42,10 @@ t.test('user-buffer reads on a server-accepted socket', async (t) => {
   t.equal(switched, true, 'kBuffer/kBufferCb/kBufferGen and _handle.useUserBuffer exist (Node internals unchanged)');
   const all = Buffer.concat(got);
   t.equal(all.length, 100_000, 'every byte arrived through the callback');
-  t.ok(all.every((b) => b === 0x5a), 'the bytes are right');
+  t.ok(
+    all.every((b) => b === 0x5a),
+    'the bytes are right',
+  );
   t.equal(dataEvents, 0, "no 'data' events: the socket really reads into our buffers");
   t.ok(buffers >= 2, 'the generator supplies the next buffers');
 });
@@ -50,13 +53,36 @@ t.test('user-buffer reads on a server-accepted socket', async (t) => {
 function selfSigned(dir: string, name: string): { key: Buffer; cert: Buffer } {
   const key = join(dir, `${name}.key`);
   const cert = join(dir, `${name}.pem`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-    '-subj', `/CN=${name}`, '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
+    { stdio: 'ignore' },
+  );
   return { key: readFileSync(key), cert: readFileSync(cert) };
 }
 
 /** A hand-made server-side TLSSocket (as STARTTLS makes one) trusting `trusted`; the client presents `client`. */
-async function verifyResult(server: { key: Buffer; cert: Buffer }, trusted: Buffer, client?: { key: Buffer; cert: Buffer }): Promise<Error | null | 'threw'> {
+async function verifyResult(
+  server: { key: Buffer; cert: Buffer },
+  trusted: Buffer,
+  client?: { key: Buffer; cert: Buffer },
+): Promise<Error | null | 'threw'> {
   return new Promise((resolve, reject) => {
     const listener = net.createServer((raw) => {
       const secure = new tls.TLSSocket(raw, {
@@ -80,7 +106,9 @@ async function verifyResult(server: { key: Buffer; cert: Buffer }, trusted: Buff
     });
     listener.listen(0, '127.0.0.1', () => {
       const c = tls.connect({
-        port: (listener.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false,
+        port: (listener.address() as net.AddressInfo).port,
+        host: '127.0.0.1',
+        rejectUnauthorized: false,
         ...(client ? { key: client.key, cert: client.cert } : {}),
       });
       c.on('error', () => undefined);
@@ -100,5 +128,9 @@ t.test('TLSSocket._handle.verifyError on a hand-made server socket', async (t) =
   t.equal(ok, null, 'a trusted client certificate verifies (null)');
   const bad = await verifyResult(server, good.cert, other);
   t.not(bad, 'threw', '_handle.verifyError exists (Node internals unchanged)');
-  t.ok(bad instanceof Error && typeof (bad as NodeJS.ErrnoException).code === 'string', 'an untrusted certificate gives an Error with a code', { bad: String(bad) });
+  t.ok(
+    bad instanceof Error && typeof (bad as NodeJS.ErrnoException).code === 'string',
+    'an untrusted certificate gives an Error with a code',
+    { bad: String(bad) },
+  );
 });
