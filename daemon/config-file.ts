@@ -65,6 +65,7 @@ export const CONFIG_SCHEMA = {
   faults: path,
   metrics: str,
   maxOutstandingBytes: str,
+  bufferBudget: str,
   readRetries: { expect: 'an integer from 0 to 100', check: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 100 ? undefined : 'x') },
   tls: oneOf(['off', 'on', 'require']),
   tlsCertificates: path,

@@ -55,6 +55,8 @@ export interface ServeOptions {
   readonly metrics?: string;
   /** Bytes of requests and replies in flight per connection before reading pauses. */
   readonly maxOutstandingBytes?: number;
+  /** Bytes of requests and replies held by all connections together before reading pauses. */
+  readonly bufferBudget?: number;
   /** Extra attempts after a failed read of a main block. */
   readonly readRetries?: number;
   /** Wrap the device before it is served (a layer such as daemon/evacuate/mirror-device.ts). */
@@ -164,6 +166,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     catalog,
     logger: log,
     maxConnections: opts.maxConnections,
+    ...(opts.bufferBudget ? { bufferBudget: opts.bufferBudget } : {}),
     limits: {
       handshakeTimeoutMs: opts.handshakeTimeoutSec * 1000,
       ...(opts.maxOutstandingBytes ? { maxOutstandingBytes: opts.maxOutstandingBytes } : {}),

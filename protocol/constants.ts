@@ -110,7 +110,14 @@ export const Cmd = {
 export type CmdType = (typeof Cmd)[keyof typeof Cmd];
 
 export const CMD_NAMES: Record<number, string> = {
-  0: 'READ', 1: 'WRITE', 2: 'DISC', 3: 'FLUSH', 4: 'TRIM', 5: 'CACHE', 6: 'WRITE_ZEROES', 7: 'BLOCK_STATUS',
+  0: 'READ',
+  1: 'WRITE',
+  2: 'DISC',
+  3: 'FLUSH',
+  4: 'TRIM',
+  5: 'CACHE',
+  6: 'WRITE_ZEROES',
+  7: 'BLOCK_STATUS',
 };
 
 /** Command flags (u16). */

@@ -2,17 +2,7 @@
  * Option haggling, as a synchronous state machine with no socket: feed it each option request, get
  * back the bytes to send and what happens next. One instance per connection.
  */
-import {
-  BASE_ALLOCATION,
-  ClientFlag,
-  HandshakeFlag,
-  Info,
-  MAX_OPTIONS,
-  MAX_PAYLOAD,
-  Opt,
-  Rep,
-  TxFlag,
-} from './constants';
+import { BASE_ALLOCATION, ClientFlag, HandshakeFlag, Info, MAX_OPTIONS, MAX_PAYLOAD, Opt, Rep, TxFlag } from './constants';
 import type { ExportCatalog, ExportEntry } from './block-device';
 import type { OptionMessage } from './messages';
 import { decodeInfoRequest, decodeMetaContextRequest } from './option-payloads';
@@ -65,8 +55,17 @@ export interface HandshakeOptions {
 }
 
 const OPTION_NAMES: Record<number, string> = {
-  1: 'EXPORT_NAME', 2: 'ABORT', 3: 'LIST', 4: 'PEEK_EXPORT', 5: 'STARTTLS', 6: 'INFO', 7: 'GO',
-  8: 'STRUCTURED_REPLY', 9: 'LIST_META_CONTEXT', 10: 'SET_META_CONTEXT', 11: 'EXTENDED_HEADERS',
+  1: 'EXPORT_NAME',
+  2: 'ABORT',
+  3: 'LIST',
+  4: 'PEEK_EXPORT',
+  5: 'STARTTLS',
+  6: 'INFO',
+  7: 'GO',
+  8: 'STRUCTURED_REPLY',
+  9: 'LIST_META_CONTEXT',
+  10: 'SET_META_CONTEXT',
+  11: 'EXTENDED_HEADERS',
 };
 
 export function optionName(option: number): string {
@@ -201,10 +200,11 @@ export class Handshake {
   }
 
   private session(entry: ExportEntry): Session {
-    const contexts = this.metaContextExport === entry.name || (this.metaContextExport !== undefined &&
-      this.catalog.lookup(this.metaContextExport) === entry)
-      ? this.metaContexts
-      : new Map<number, string>();
+    const contexts =
+      this.metaContextExport === entry.name ||
+      (this.metaContextExport !== undefined && this.catalog.lookup(this.metaContextExport) === entry)
+        ? this.metaContexts
+        : new Map<number, string>();
     return {
       export: entry,
       structuredReplies: this.structured,

@@ -51,12 +51,7 @@ export interface ProtocolViolation {
   readonly reason: string;
 }
 
-export type ClientMessage =
-  | ClientFlagsMessage
-  | OptionMessage
-  | OversizedOptionMessage
-  | RequestMessage
-  | ProtocolViolation;
+export type ClientMessage = ClientFlagsMessage | OptionMessage | OversizedOptionMessage | RequestMessage | ProtocolViolation;
 
 /** Parsed NBD_OPT_INFO / NBD_OPT_GO payload. */
 export interface InfoRequest {

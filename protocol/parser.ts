@@ -181,8 +181,15 @@ export class ClientParser {
           if (d.filled < d.length) return undefined;
           this.direct = undefined;
           return {
-            kind: 'request', flags: d.flags, type: Cmd.WRITE, cookieHi: d.cookieHi, cookieLo: d.cookieLo,
-            offset: d.offset, length: d.length, payload: d.lease.buf, release: d.lease.release,
+            kind: 'request',
+            flags: d.flags,
+            type: Cmd.WRITE,
+            cookieHi: d.cookieHi,
+            cookieLo: d.cookieLo,
+            offset: d.offset,
+            length: d.length,
+            payload: d.lease.buf,
+            release: d.lease.release,
           };
         }
         if (q.length < REQUEST_HEADER_SIZE) return undefined;
@@ -209,8 +216,13 @@ export class ClientParser {
           const have = q.length;
           q.takeInto(have, lease.buf, 0);
           this.direct = {
-            flags: flagsType >>> 16, cookieHi: h.readUInt32BE(8), cookieLo: h.readUInt32BE(12),
-            offset: h.readUInt32BE(16) * TWO_POW_32 + h.readUInt32BE(20), length, lease, filled: have,
+            flags: flagsType >>> 16,
+            cookieHi: h.readUInt32BE(8),
+            cookieLo: h.readUInt32BE(12),
+            offset: h.readUInt32BE(16) * TWO_POW_32 + h.readUInt32BE(20),
+            length,
+            lease,
+            filled: have,
           };
           return undefined;
         }

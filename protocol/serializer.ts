@@ -183,13 +183,7 @@ export function encodeNoneChunk(cookieHi: number, cookieLo: number): Buffer {
  * ERROR (whole request failed) or, when `offset` is given, ERROR_OFFSET (the failure starts there).
  * Always marked DONE: nothing follows an error from this server.
  */
-export function encodeErrorChunk(
-  error: number,
-  message: string,
-  cookieHi: number,
-  cookieLo: number,
-  offset?: number,
-): Buffer {
+export function encodeErrorChunk(error: number, message: string, cookieHi: number, cookieLo: number, offset?: number): Buffer {
   let msg = Buffer.from(message, 'utf8');
   if (msg.length > 4096) msg = msg.subarray(0, 4096);
   const withOffset = offset !== undefined;

@@ -1,12 +1,18 @@
 /**
  * Listening sockets and the set of live connections. Unix sockets are created with a restrictive mode
  * and a stale socket file is replaced only when nothing listens on it.
+ *
+ * Every listener (Unix, TCP, and sockets passed by systemd, which are listen()ed again) gets a backlog
+ * sized for `maxConnections`: a burst of connects that outruns the accept loop of a busy daemon waits in
+ * the kernel's queue. Node's default (511) is too small for that: a Unix socket whose queue is full
+ * answers a non-blocking connect with EAGAIN at once, it does not queue or retry.
  */
-import { existsSync, lstatSync, unlinkSync, chmodSync, chownSync } from 'node:fs';
+import { existsSync, lstatSync, unlinkSync, chmodSync, chownSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ExportCatalog } from './block-device';
 import { Connection, DEFAULT_LIMITS, type ConnectionContext, type ConnectionLimits, type TlsServerSettings } from './connection';
+import { DEFAULT_BUFFER_BUDGET, MemoryBudget } from './memory-budget';
 
 export interface NbdServerOptions {
   readonly catalog: ExportCatalog;
@@ -14,11 +20,37 @@ export interface NbdServerOptions {
   readonly limits?: Partial<ConnectionLimits>;
   /** Connections beyond this are closed at once. */
   readonly maxConnections?: number;
+  /** Request and reply bytes held by all connections together before reading pauses (memory-budget.ts). */
+  readonly bufferBudget?: number;
   readonly onRequestDone?: ConnectionContext['onRequestDone'];
   readonly tls?: TlsServerSettings;
 }
 
 export class ServerStartError extends Error {}
+
+/** Node's own listen backlog, kept as the floor so that a small --max-connections never shrinks it. */
+const NODE_DEFAULT_BACKLOG = 511;
+/** The kernel's default net.core.somaxconn since Linux 5.4, assumed when /proc cannot be read. */
+const DEFAULT_SOMAXCONN = 4096;
+
+/** net.core.somaxconn: the kernel silently caps every listen() backlog at this value. */
+export function readSomaxconn(path = '/proc/sys/net/core/somaxconn'): number {
+  try {
+    const v = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
+    return Number.isInteger(v) && v > 0 ? v : DEFAULT_SOMAXCONN;
+  } catch {
+    return DEFAULT_SOMAXCONN;
+  }
+}
+
+/**
+ * The listen backlog for a server that holds up to `maxConnections` at once: enough for all of them
+ * to connect in one burst, never below Node's default, capped by somaxconn (asking for more is
+ * pointless: the kernel would cap it without saying so).
+ */
+export function listenBacklog(maxConnections: number, somaxconn = readSomaxconn()): number {
+  return Math.min(Math.max(maxConnections, NODE_DEFAULT_BACKLOG), somaxconn);
+}
 
 /** Is something accepting connections on this Unix socket path? */
 function probeUnixSocket(path: string): Promise<boolean> {
@@ -41,10 +73,23 @@ export class NbdServer {
   private readonly limits: ConnectionLimits;
   private readonly maxConnections: number;
   private refusedSinceLog = 0;
+  /** The listen() backlog of every listener. */
+  readonly backlog: number;
+  /** Request and reply buffers of all connections together. */
+  readonly budget: MemoryBudget;
 
   constructor(private readonly opts: NbdServerOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.maxConnections = opts.maxConnections ?? 4096;
+    this.budget = new MemoryBudget(opts.bufferBudget ?? DEFAULT_BUFFER_BUDGET);
+    const somaxconn = readSomaxconn();
+    this.backlog = listenBacklog(this.maxConnections, somaxconn);
+    if (this.backlog < this.maxConnections) {
+      opts.logger.warn(
+        { maxConnections: this.maxConnections, somaxconn, backlog: this.backlog },
+        'listen backlog capped by net.core.somaxconn: a burst of more connects than that may be refused (raise it with sysctl)',
+      );
+    }
   }
 
   get connectionCount(): number {
@@ -70,7 +115,7 @@ export class NbdServer {
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(path, () => {
+        server.listen({ path, backlog: this.backlog }, () => {
           server.off('error', reject);
           resolve();
         });
@@ -90,18 +135,22 @@ export class NbdServer {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(new ServerStartError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`)),
       );
-      server.listen({ host, port }, () => resolve());
+      server.listen({ host, port, backlog: this.backlog }, () => resolve());
     });
     this.servers.push(server);
     return server.address() as net.AddressInfo;
   }
 
-  /** Serve on an already-listening socket passed in by systemd (LISTEN_FDS). */
+  /**
+   * Serve on an already-listening socket passed in by systemd (LISTEN_FDS). Node calls listen() on it
+   * again, which on Linux replaces the unit's Backlog= with ours.
+   */
   async listenFd(fd: number): Promise<void> {
     const server = this.makeServer();
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ fd }, () => resolve());
+      // A handle-style listen takes its backlog as the second argument (options.backlog is ignored).
+      server.listen({ fd }, this.backlog, () => resolve());
     });
     this.servers.push(server);
   }
@@ -142,6 +191,7 @@ export class NbdServer {
       limits: this.limits,
       isShuttingDown: () => this.stopping,
       tls: this.opts.tls,
+      budget: this.budget,
       onRequestDone: this.opts.onRequestDone,
     });
     this.connections.add(conn);

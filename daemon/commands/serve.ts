@@ -35,6 +35,7 @@ interface ServeArgs {
   'read-retries': number;
   metrics?: string;
   'max-outstanding-bytes': string;
+  'buffer-budget': string;
   tls: string;
   'tls-certificates'?: string;
   'tls-verify-peer': boolean;
@@ -73,6 +74,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('tls-psk', { type: 'string', describe: 'TLS-PSK key file: identity:hexkey lines (psktool format)' })
       .option('metrics', { type: 'string', describe: 'Serve Prometheus metrics at http://HOST:PORT/metrics (port 9810 if omitted)' })
       .option('max-outstanding-bytes', { type: 'string', default: '64M', describe: 'Request and reply bytes in flight per connection before reading pauses' })
+      .option('buffer-budget', { type: 'string', default: '256M', describe: 'Request and reply bytes held by all connections together before reading pauses' })
       .option('read-retries', { type: 'number', default: 3, describe: 'Extra attempts after a failed read of a main block' })
       .option('scan', { type: 'boolean', describe: 'Background health scan of the main device (--no-scan to disable) [default: on with --spare, unless --read-only]' })
       .option('scan-rate', { type: 'string', describe: 'Health scan read rate, bytes/s with K/M/G suffix; 0 = unlimited [default: 64M]' })
@@ -93,6 +95,13 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           throw new Error(`--max-outstanding-bytes: ${(err as Error).message}`);
         }
         if (outstanding < 1024 * 1024) throw new Error('--max-outstanding-bytes must be at least 1M');
+        let budget: number;
+        try {
+          budget = parseSize(a['buffer-budget']);
+        } catch (err) {
+          throw new Error(`--buffer-budget: ${(err as Error).message}`);
+        }
+        if (budget < 1024 * 1024) throw new Error('--buffer-budget must be at least 1M');
         if (!(Number.isInteger(a['read-retries']) && a['read-retries'] >= 0 && a['read-retries'] <= 100)) throw new Error('--read-retries must be an integer from 0 to 100');
         if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
         if (a['scan-rate'] !== undefined) parseSize(a['scan-rate']);
@@ -174,6 +183,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           mainDirect: a['main-direct'],
           mainIoDeadlineMs: parseDuration(a['main-io-deadline']),
           wrapDevice: (d) => (mirror = new MirrorDevice(d)),
+          bufferBudget: parseSize(a['buffer-budget']),
         },
         log,
       );

@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import {
   tempDir, run, describe, randomImage, MiB, REMAPD_BIN, killGroup, probeGreeting, nbdUri, sleep,
 } from '../helpers';
+import { somaxconn, unixBacklog } from '../helpers/listen-backlog';
 
 /** Skip reason when a tool is missing (tap's skip option needs it synchronously). */
 function need(cmd: string): string | false {
@@ -46,7 +47,7 @@ t.test('serves the passed fd: nbdinfo and an nbdcopy round trip', { skip: need('
   const dir = tempDir(t);
   const image = randomImage(join(dir, 'main.img'), SIZE);
   const sock = join(dir, 'act.sock');
-  const a = await activate(t, dir, sock, ['--main', image, '--export', 'act', '--control', join(dir, 'ctl.sock')]);
+  const a = await activate(t, dir, sock, ['--main', image, '--export', 'act', '--control', join(dir, 'ctl.sock'), '--max-connections', '1000']);
 
   // The first connection makes systemd-socket-activate exec the daemon; nbdinfo waits in the queue.
   const info = await run('nbdinfo', ['--json', nbdUri(sock, 'act')], { timeoutMs: 60_000 });
@@ -60,6 +61,8 @@ t.test('serves the passed fd: nbdinfo and an nbdcopy round trip', { skip: need('
   t.equal(size, SIZE, 'export size');
   t.match(a.log(), /"endpoints":\["fd:3"\]/, 'daemon reports serving fd 3 and nothing else');
   t.notOk(existsSync(join('/run/remapd', 'act.sock')), 'no default socket was created');
+  // The daemon listen()s on the passed socket again, with the backlog sized for --max-connections.
+  t.equal(await unixBacklog(sock), Math.min(1000, somaxconn()), 'the passed socket got the backlog for --max-connections 1000');
 
   const out = join(dir, 'copy.img');
   const c1 = await run('nbdcopy', [nbdUri(sock, 'act'), out], { timeoutMs: 120_000 });

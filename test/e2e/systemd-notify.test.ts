@@ -99,13 +99,16 @@ for (const [name, extraEnv, available] of transports) {
 
     // WATCHDOG_USEC=400 ms → a ping every 200 ms. Wait for several, then check the spacing.
     const readyAt = ready?.t ?? 0;
-    await l.waitFor(() => l.got.filter((x) => x.fields.WATCHDOG === '1' && x.t > readyAt).length >= 5, 30_000);
+    await l.waitFor(() => l.got.filter((x) => x.fields.WATCHDOG === '1' && x.t > readyAt).length >= 10, 60_000);
     const pings = l.got.filter((x) => x.fields.WATCHDOG === '1').map((x) => x.t);
-    t.ok(pings.length >= 5, `at least 5 WATCHDOG=1 pings (got ${pings.length})`, { log: d.log() });
+    t.ok(pings.length >= 10, `at least 10 WATCHDOG=1 pings (got ${pings.length})`, { log: d.log() });
     const gaps = pings.slice(1).map((p, i) => p - pings[i]!).sort((a, b) => a - b);
     const median = gaps[Math.floor(gaps.length / 2)] ?? 0;
-    // Half the interval; a loaded machine only makes pings later, never sooner.
-    t.ok(median >= 0.15 && median < 0.4, `median gap between pings ~0.2 s (got ${median.toFixed(3)} s)`);
+    const lowerQuartile = gaps[Math.floor(gaps.length / 4)] ?? 0;
+    // Half the interval. A loaded machine only makes pings later (a late timer does not catch up), so
+    // bound the typical gap from below and the shorter ones from above.
+    t.ok(median >= 0.15, `pings not sooner than ~0.2 s apart (median gap ${median.toFixed(3)} s)`, { gaps });
+    t.ok(lowerQuartile < 0.4, `pings at half the 0.4 s watchdog interval, not the whole (lower-quartile gap ${lowerQuartile.toFixed(3)} s)`, { gaps });
 
     process.kill(d.proc.pid!, 'SIGTERM');
     const stopping = await l.waitFor((x) => x.fields.STOPPING === '1');

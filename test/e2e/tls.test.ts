@@ -295,7 +295,7 @@ function metaPayload(name: string, queries: string[]): Buffer {
   return Buffer.concat(parts);
 }
 
-async function waitFor(cond: () => boolean, ms = 10_000): Promise<boolean> {
+async function waitFor(cond: () => boolean, ms = 60_000): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     if (cond()) return true;

@@ -216,7 +216,7 @@ export async function runLiveFuzz(opts: LiveFuzzOptions): Promise<LiveFuzzResult
   let startRssBytes = 0;
   const started = Date.now();
   try {
-    const ready = Date.now() + 20_000;
+    const ready = Date.now() + 60_000; // a loaded machine can take long to start node
     while (!(await waitGreeting(sock, 1000))) {
       if (exited || Date.now() > ready) throw new Error(`daemon did not start: ${exited ?? 'timeout'}\n${readFileSync(logFile, 'utf8')}`);
       await sleep(100);

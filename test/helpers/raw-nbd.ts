@@ -84,8 +84,8 @@ export class RawConn {
   // ---------------------------------------------------------------- protocol steps
 
   /** Read the 18-byte newstyle greeting; returns the handshake flags. */
-  async greeting(): Promise<number> {
-    const g = await this.read(18);
+  async greeting(timeoutMs = 10_000): Promise<number> {
+    const g = await this.read(18, timeoutMs);
     if (!g.subarray(0, 8).equals(NBDMAGIC) || !g.subarray(8, 16).equals(IHAVEOPT)) {
       throw new Error(`bad greeting ${g.toString('hex')}`);
     }
@@ -99,8 +99,8 @@ export class RawConn {
   }
 
   /** Greeting + client flags (fixed newstyle, and no-zeroes if offered). */
-  async handshake(): Promise<void> {
-    const f = await this.greeting();
+  async handshake(timeoutMs = 10_000): Promise<void> {
+    const f = await this.greeting(timeoutMs);
     this.sendClientFlags(f & 0x3);
   }
 
@@ -112,15 +112,15 @@ export class RawConn {
     this.write(Buffer.concat([h, data]));
   }
 
-  async readOptionReply(): Promise<{ opt: number; type: number; data: Buffer }> {
-    const h = await this.read(20);
+  async readOptionReply(timeoutMs = 10_000): Promise<{ opt: number; type: number; data: Buffer }> {
+    const h = await this.read(20, timeoutMs);
     if (!h.subarray(0, 8).equals(OPT_REPLY_MAGIC)) throw new Error(`bad option reply magic ${h.toString('hex')}`);
     const len = h.readUInt32BE(16);
-    return { opt: h.readUInt32BE(8), type: h.readUInt32BE(12), data: await this.read(len) };
+    return { opt: h.readUInt32BE(8), type: h.readUInt32BE(12), data: await this.read(len, timeoutMs) };
   }
 
   /** NBD_OPT_GO for `name` (no info requests); returns export size and transmission flags. */
-  async go(name = ''): Promise<{ size: bigint; flags: number }> {
+  async go(name = '', timeoutMs = 10_000): Promise<{ size: bigint; flags: number }> {
     const n = Buffer.from(name, 'utf8');
     const d = Buffer.alloc(4 + n.length + 2);
     d.writeUInt32BE(n.length, 0);
@@ -129,7 +129,7 @@ export class RawConn {
     let size = -1n;
     let flags = 0;
     for (;;) {
-      const r = await this.readOptionReply();
+      const r = await this.readOptionReply(timeoutMs);
       if (r.type === REP.INFO && r.data.readUInt16BE(0) === 0) {
         size = r.data.readBigUInt64BE(2);
         flags = r.data.readUInt16BE(10);

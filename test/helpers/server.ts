@@ -142,7 +142,7 @@ export async function startServer(t: Teardown | null, o: ServerOptions): Promise
     });
   }
   if (!o.noWait) {
-    const timeoutMs = o.readyTimeoutMs ?? 20_000;
+    const timeoutMs = o.readyTimeoutMs ?? 120_000; // generous: a loaded machine can take long to start node
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (!running) {

@@ -25,7 +25,7 @@ t.test('codec fuzz: 100k inputs through parser + handshake + validation', async 
 });
 
 const daemon = resolve(__dirname, '..', '..', 'daemon', 'cli.js');
-t.test('live fuzz: 10 s of mutated sessions against the daemon', { skip: !existsSync(daemon) && 'dist/daemon not built', timeout: 90_000 }, async (t) => {
+t.test('live fuzz: 10 s of mutated sessions against the daemon', { skip: !existsSync(daemon) && 'dist/daemon not built', timeout: 240_000 }, async (t) => {
   const r = await runLiveFuzz({ seed, seconds: 10, log: (l) => t.comment(l) });
   t.comment(`live: ${r.connections} connections = ${r.connectionsPerSecond}/s, daemon rss ${(r.startRssBytes / 1048576).toFixed(1)} → max ${(r.maxRssBytes / 1048576).toFixed(1)} MiB`);
   for (const p of r.problems) t.comment(`problem: ${p}`);
