@@ -5,13 +5,14 @@
  *   RemapDevice 'pending'          → Pending DETAIL "offset=N"
  *   RemapDevice 'spare-low'        → SpareLow DETAIL "used=N total=N"
  *   RemapDevice 'spare-exhausted'  → SpareFull
+ *   RemapDevice 'main-failed'      → DeviceFailed DETAIL "main reason=R"
+ *   RemapDevice 'spare-failing'    → DeviceFailed DETAIL "spare cause=C"
+ *   HealthScanner 'device-failed'  → DeviceFailed DETAIL "main reason=R code=C" (the scanner's view)
  *   HealthScanner 'label'          → HealthChange DETAIL "FROM->TO score=N"
  *   HealthScanner 'pass-end'       → ScanPassDone DETAIL "passes=N"
  *   evacuation finished            → EvacuateDone (daemon/evacuate)
  *
- * Hook points with no emitter yet (named here so the owners can emit them; nothing fires them today):
- *   RemapDevice 'device-failed'     {offset?, error}   → DeviceFailed  (remap/: the main device is gone,
- *                                                        e.g. the storage layer's 'device-gone' class)
+ * Hook point with no emitter yet (named here so the owner can emit it; nothing fires it today):
  *   RemapDevice 'metadata-repaired' {copies?}          → MetadataRepaired (metadata/: a copy rewritten)
  *
  * Environment of every run (read when it starts): REMAPD_EVENT, REMAPD_SETUP, REMAPD_DETAIL,
@@ -75,7 +76,8 @@ function subscribeDevice(remap: Emitter, runner: AlertRunner): void {
   on(remap, 'pending', runner, 'Pending', (x) => `offset=${x.offset}`);
   on(remap, 'spare-low', runner, 'SpareLow', (x) => `used=${x.used} total=${x.total}`);
   on(remap, 'spare-exhausted', runner, 'SpareFull', () => undefined);
-  on(remap, 'device-failed', runner, 'DeviceFailed', (x) => [x.offset !== undefined ? `offset=${x.offset}` : '', x.error ? `error=${x.error}` : ''].filter(Boolean).join(' ') || undefined);
+  on(remap, 'main-failed', runner, 'DeviceFailed', (x) => `main reason=${x.reason}`);
+  on(remap, 'spare-failing', runner, 'DeviceFailed', (x) => `spare cause=${x.cause}`);
   on(remap, 'metadata-repaired', runner, 'MetadataRepaired', (x) => (x.copies !== undefined ? `copies=${x.copies}` : undefined));
 }
 
@@ -83,4 +85,5 @@ function subscribeDevice(remap: Emitter, runner: AlertRunner): void {
 export function subscribeScanner(scanner: Emitter, runner: AlertRunner): void {
   on(scanner, 'label', runner, 'HealthChange', (x) => `${x.from ?? 'unknown'}->${x.to} score=${x.score}`);
   on(scanner, 'pass-end', runner, 'ScanPassDone', (x) => `passes=${x.passesCompleted}`);
+  on(scanner, 'device-failed', runner, 'DeviceFailed', (x) => `main reason=${x.reason}${x.code ? ` code=${x.code}` : ''}`);
 }

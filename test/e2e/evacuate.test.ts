@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { describe, run, MiB, sleep, killGroup, sparseImage, REMAPD_BIN } from '../helpers';
 import { PYTHON } from '../helpers/python';
 import { createRemapSetup, startRemapd, remapctl, qemuIo, qemuIoClean } from '../helpers/remap-setup';
-import { until } from '../helpers/loopdev';
+import { until, runUnderPty } from '../helpers/loopdev';
 
 const SIZE = 64 * MiB;
 const BAD = 62 * MiB;
@@ -158,6 +158,11 @@ t.test('a restart during the copy resumes it', async (t) => {
   await startRemapd(t, s, ['--no-scan', '--state-dir', s.dir]);
   const first = await evacStatus(s.control);
   t.ok(first.bytesCopied >= saved.cursor, 'resumed where it stopped, not from 0', { first });
+  // On a terminal --watch draws a progress bar, redrawn in place, until the copy is done.
+  const pty = await runUnderPty([process.execPath, REMAPD_BIN, 'evacuate', '--watch', '--interval', '0.3', '--control', s.control], 'done +\\[#{40}\\] 100\\.0%', 1, 300);
+  t.ok(pty.matched, 'evacuate --watch on a terminal: a bar that ends full', { out: pty.output.slice(-2000) });
+  t.match(pty.output, /copying\s+\[#*\.+\] \d+\.\d%.*\/s\s+ETA \S+\s+unreadable 0/, 'a partial bar with rate, ETA and unreadable count');
+  t.match(pty.output, /\x1b\[\d+F\x1b\[J/, 'redrawn in place (cursor up, clear)');
   const w = await remapctl(s, ['evacuate', '--watch', '--json'], 600_000);
   const last = JSON.parse(w.stdout.trim().split('\n').pop()!) as Evac;
   t.equal(last.phase, 'done', 'done after the restart', { last });
