@@ -37,6 +37,31 @@ lab_dm_swap() {
   printf '%s\n' "${2//;/$'\n'}" | dmsetup load "$1" && dmsetup resume "$1"
 }
 sectors() { blockdev --getsz "$1"; }
+# lab_error_table DEV "START:COUNT ...": a table mapping DEV linearly except error segments (512 B sectors)
+lab_error_table() {
+  local dev=$1 total pos=0 s c r t=''
+  total=$(sectors "$dev")
+  for r in $(tr ' ' '\n' <<<"$2" | sort -n -t: -k1); do
+    s=${r%:*} c=${r#*:}
+    ((s > pos)) && t+="$pos $((s - pos)) linear $dev $pos;"
+    t+="$s $c error;"; pos=$((s + c))
+  done
+  ((pos < total)) && t+="$pos $((total - pos)) linear $dev $pos;"
+  echo "$t"
+}
+# blocks (4 KiB) touched by "START:COUNT ..." sector ranges, one per line
+sector_blocks() { local r s c; for r in $1; do s=${r%:*} c=${r#*:}; seq $((s / 8)) $(((s + c - 1) / 8)); done | sort -n | uniq; }
+blockio() { python3 "$LAB_TREE/test/kernel/lab/guest/blockio.py" "$@"; }
+# lab_wait_scan_pass [TIMEOUT_S]: wait until the scanner completed a full pass
+lab_wait_scan_pass() {
+  local t0 n; t0=$(now)
+  while :; do
+    n=$(lab_ctl scan.status --get 'd.get("passesCompleted", 0)' 2>/dev/null)
+    [[ ${n:-0} -ge 1 ]] && { fig scan_pass_s "$(elapsed "$t0")"; return 0; }
+    (( $(printf '%.0f' "$(elapsed "$t0")") > ${1:-600} )) && { bad "no full scan pass within ${1:-600} s"; return 1; }
+    sleep 3
+  done
+}
 
 # lab_create MAIN SPARE: write fresh remapd metadata to SPARE
 lab_create() { remapd create --main "$1" --spare "$2" >"$LAB_OUT/create.log" 2>&1 || { cat "$LAB_OUT/create.log"; bad "remapd create"; return 1; }; }

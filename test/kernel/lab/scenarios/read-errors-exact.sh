@@ -1,0 +1,48 @@
+# read-errors-exact: unreadable sectors inside otherwise healthy 1 MiB regions. The scanner must find
+# exactly the planted blocks; 1 MiB client reads over them fail, 4 KiB reads of every neighbour succeed
+# with the right data, and no healthy neighbour is ever marked pending.
+MEDIUM="81929:1"                     # scsi_debug medium error (see .conf)
+DMERR="16387:1 49159:1 65543:2"      # dm error segments; the last one straddles blocks 8192/8193
+scenario_main() {
+  local main planted pending extra missing r off region_fail=0 nfail=0 nmism=0 blk
+  dd if=/dev/urandom of=/tmp/pattern bs=1M count=64 status=none
+  dd if=/tmp/pattern of=/dev/sda bs=1M oflag=direct status=none || { bad "filling /dev/sda"; return 1; }
+  main=$(lab_dm main "$(lab_error_table /dev/sda "$DMERR")") || return 1
+  planted=$(sector_blocks "$MEDIUM $DMERR" | tr '\n' ' ')
+  fig planted "$(wc -w <<<"$planted")"
+  lab_create "$main" "$LAB_DISK_spare" || return 1
+  lab_serve "$main" "$LAB_DISK_spare" --scan-rate 0 || return 1
+  lab_wait_scan_pass 900 || return 1
+  lab_status
+  pending=$(lab_jq '" ".join(str(o // 4096) for o in d["pending"]["offsets"])')
+  fig pending_after_scan "$(lab_jq 'd["pending"]["count"]')"
+  extra=$(comm -13 <(tr ' ' '\n' <<<"$planted" | sort) <(tr ' ' '\n' <<<"$pending" | sort) | grep . | head -n 8 | tr '\n' ' ')
+  missing=$(comm -23 <(tr ' ' '\n' <<<"$planted" | sort) <(tr ' ' '\n' <<<"$pending" | sort) | grep . | tr '\n' ' ')
+  [[ -z $extra ]] || bad "scanner marked healthy blocks pending: $extra"
+  [[ -z $missing ]] || bad "scanner missed planted blocks: $missing"
+  lab_attach || return 1
+  # each 1 MiB region holding a planted block: the 1 MiB read fails; every 4 KiB block but the planted ones reads right
+  for blk in $planted; do
+    off=$(( blk * 4096 / 1048576 * 1048576 ))
+    r=$(blockio read $NBD --start $off --length 1048576 --bs 1048576 --pattern /tmp/pattern)
+    [[ $(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])["failed"]))' "$r") == 1 ]] && region_fail=$((region_fail + 1))
+    r=$(blockio read $NBD --start $off --length 1048576 --pattern /tmp/pattern)
+    python3 - "$r" "$off" "$planted" <<'PY' || bad "4 KiB reads in the 1 MiB region at $off: $r"
+import json, sys
+r, off, planted = json.loads(sys.argv[1]), int(sys.argv[2]), {int(b) for b in sys.argv[3].split()}
+want = {b * 4096 for b in planted if off <= b * 4096 < off + 1048576}
+got = {f[0] for f in r['failed']}
+sys.exit(0 if got == want and not r['mismatched'] else 1)
+PY
+  done
+  fig regions_1m_failed "$region_fail"
+  # the rest of the device reads right in 1 MiB requests
+  r=$(blockio read $NBD --length $((64 << 20)) --bs 1048576 --pattern /tmp/pattern)
+  fig healthy_1m_reads "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["ok"])' "$r")"
+  fig failed_1m_reads "$(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])["failed"]))' "$r")"
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if not r["mismatched"] else 1)' "$r" || bad "1 MiB reads returned wrong data: $r"
+  lab_status
+  fig pending_after_reads "$(lab_jq 'd["pending"]["count"]')"
+  [[ $(lab_jq 'd["pending"]["count"]') == "$(wc -w <<<"$planted")" ]] || bad "pending after client reads is not exactly the planted blocks"
+  lab_detach
+}
