@@ -20,7 +20,22 @@ scenario_main() {
   fig remaps "$(lab_jq 'd["remaps"]["total"]')"
   fig health "$(lab_jq 'd.get("health", {}).get("label")')"
   # the failed state: any status field saying main failed / is gone
-  failed_field=$(lab_jq '[k for k, v in __import__("itertools").chain(d.items(), d.get("main", {}).items() if isinstance(d.get("main"), dict) else []) if "fail" in (k + str(v)).lower() and k not in ("pending",)]')
+  failed_field=$(python3 - "$LAB_OUT/status.json" <<'PY'
+import json, re, sys
+hits = []
+def walk(v, path):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if re.search(r'failed|gone|vanish', k, re.I) and x not in (False, None, 0, [], {}): hits.append(path + k)
+            walk(x, path + k + '.')
+    elif isinstance(v, list):
+        for i, x in enumerate(v[:50]): walk(x, path + str(i) + '.')
+    elif isinstance(v, str) and re.search(r'^failed$|device.?failed|\bgone\b|vanished', v, re.I):
+        hits.append(path.rstrip('.') + '=' + v)
+walk(json.load(open(sys.argv[1])), '')
+print(','.join(hits) or '[]')
+PY
+)
   fig failed_fields "$(tr -d ' ' <<<"$failed_field")"
   [[ $failed_field != "[]" ]] || bad "status does not report the main device failed (status keys: $(lab_jq 'list(d.keys())' | tr -d ' '))"
   ((pend <= 64)) || bad "$pend blocks marked pending after the device vanished (the whole disk, not a device failure)"
