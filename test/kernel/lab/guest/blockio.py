@@ -133,7 +133,7 @@ def cmd_verify(a):
         except Exception as e:   # noqa: BLE001 - any read failure of a guaranteed block is a finding
             bad.append('block %d (seq %d): read failed: %s' % (blk, s, e)); continue
         if hashlib.sha256(d).hexdigest() not in ok:
-            bad.append('block %d (seq %d): content %r' % (blk, s, d[:40]))
+            bad.append('block %d (seq %d): content %s' % (blk, s, 'zeroes' if not any(d) else repr(bytes(d[:24]))))
     print(json.dumps({'checked': len(g), 'bad': bad}))
     return 1 if bad else 0
 

@@ -71,8 +71,10 @@ lab_serve() {
   local main=$1 spare=$2 t0; shift 2
   mkdir -p /run/remapd; rm -f "$LAB_SOCK" "$LAB_CTL"
   t0=$(now)
-  remapd serve --main "$main" --spare "$spare" --socket "$LAB_SOCK" --control "$LAB_CTL" "$@" \
-    >>"$LAB_OUT/remapd.log" 2>&1 &
+  # node itself in the background (not the remapd() function, whose $! would be a subshell: kill -9
+  # must hit the daemon)
+  /usr/bin/node "$LAB_REMAPD/bin/remapd" serve --main "$main" --spare "$spare" --socket "$LAB_SOCK" \
+    --control "$LAB_CTL" "$@" >>"$LAB_OUT/remapd.log" 2>&1 &
   REMAPD_PID=$!
   local i=0
   until [[ -S $LAB_SOCK && -S $LAB_CTL ]]; do

@@ -6,8 +6,7 @@ cd "$LAB_TREE" || exit 1
 # shellcheck source=lab.sh
 . "$LAB_TREE/test/kernel/lab/guest/lab.sh"
 if [[ $LAB_SHELL == 1 ]]; then
-  echo "kernel-lab shell: helpers from lab.sh are loaded (lab_serve, lab_attach, lab_status ...); exit to power off"
-  [[ -f $LAB_TREE/test/kernel/lab/scenarios/$LAB_SCENARIO.setup.sh ]] && echo "(scenario setup not run)"
+  echo "kernel-lab shell ($LAB_SCENARIO disks: $(cat "$LAB_OUT/disks" | tr "\n" " ")): lab.sh helpers loaded (lab_dm, lab_serve, lab_attach, lab_ctl ...); exit powers off"
   bash -i
   exit 0
 fi

@@ -20,6 +20,7 @@ scenario_main() {
   main=$(lab_dm main "$t") || return 1
   printf 'SPARE_SECTORS=%s\nMAIN_SECTORS=%s\n' $SPARE_SECTORS $MAIN_SECTORS >"$LAB_OUT/power-cut.env"
   lab_create "$main" "$spare" || return 1
+  dmsetup message lw 0 mark created        # replay points start here (no setup exists before)
   lab_serve "$main" "$spare" --no-scan || return 1
   lab_attach || return 1
   : >"$LAB_OUT/journal"
