@@ -26,7 +26,7 @@ hits = []
 def walk(v, path):
     if isinstance(v, dict):
         for k, x in v.items():
-            if re.search(r'failed|gone|vanish', k, re.I) and x not in (False, None, 0, [], {}): hits.append(path + k)
+            if re.search(r'fail(ed|ure)|gone|vanish', k, re.I) and x not in (False, None, 0, [], {}): hits.append(path + k)
             walk(x, path + k + '.')
     elif isinstance(v, list):
         for i, x in enumerate(v[:50]): walk(x, path + str(i) + '.')

@@ -3,7 +3,7 @@
 # medium errors stay after a write, unlike a real disk's, so they must be known pending before ext4
 # writes there): mkfs, a write/verify workload with sha256 sums, sync, drop caches, re-read, e2fsck -fn.
 # No I/O error may reach ext4 (none on nbd0 in dmesg) and every sum must match.
-DMERR="2056:8 8200:16 32776:8 98304:24 262152:8 300000:40"
+DMERR="2056:8 8200:16 32776:8 98304:24 131080:8 180000:40"
 scenario_main() {
   local main i n=0 mib=0 size errs
   main=$(lab_dm main "$(lab_error_table /dev/sda "$DMERR")") || return 1
