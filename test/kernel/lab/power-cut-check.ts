@@ -3,7 +3,7 @@
  * of ONE dm-log-writes device (so one log orders both), a journaled write workload on /dev/nbd0 (FUA
  * writes, fsync = FLUSH, a dm mark `cK` after each completed flush or FUA write), then closed the log.
  * Here the log is replayed, in order, to every FLUSH/FUA/mark entry (and to points between them), and at
- * each point: `remapd check` exits 0, `remapd serve` opens the metadata, and every write the client
+ * each point (on copies of the replayed images): `remapd check` exits 0, `remapd serve` opens the metadata, and every write the client
  * was promised durable before the last mark at or before that point reads back (guest/blockio.py verify).
  *
  *   node dist/test/kernel/lab/power-cut-check.js RUN_DIR TREE
@@ -61,10 +61,15 @@ for (const x of e) { if (x.mark && /^c\d+$/.test(x.mark)) k = Number(x.mark.slic
 
 const work = join(runDir, 'replay');
 spawnSync('mkdir', ['-p', work]);
+// the replay builds pristine images; each point's checks run on sparse copies, because remapd writes to
+// what it opens (owner marker, repairs, freeing spare space) and the next replay step must not build
+// on that
+const pristineSpare = join(work, 'replayed-spare.img');
+const pristineMain = join(work, 'replayed-main.img');
 const spare = join(work, 'spare.img');
 const main = join(work, 'main.img');
-const sfd = openSync(spare, 'w+');
-const mfd = openSync(main, 'w+');
+const sfd = openSync(pristineSpare, 'w+');
+const mfd = openSync(pristineMain, 'w+');
 ftruncateSync(sfd, spareBytes);
 ftruncateSync(mfd, mainBytes);
 const place = splitPlacement([{ fd: sfd, size: spareBytes }, { fd: mfd, size: mainBytes }]);
@@ -103,6 +108,10 @@ async function main_(): Promise<void> {
   for (const p of points) {
     replay(logPath, log, at, p, place);
     at = p;
+    for (const [from, to] of [[pristineSpare, spare], [pristineMain, main]]) {
+      const cp = spawnSync('cp', ['--sparse=always', from, to]);
+      if (cp.status !== 0) throw new Error(`cp ${from} ${to} failed: ${cp.stderr}`);
+    }
     const c = spawnSync(process.execPath, [remapd, 'check', '--main', main, '--spare', spare], { encoding: 'utf8' });
     if (c.status !== 0) bad(`point ${p}/${e.length}: remapd check exited ${c.status}: ${(c.stdout + c.stderr).trim().split('\n').slice(-2).join(' ')}`);
     await serveAndVerify(p, markAt[p - 1] ?? 0);

@@ -110,9 +110,15 @@ def guarantees(journal, upto_mark=None):
             acked = []
         elif f[0] == 'M' and upto_mark is not None and int(f[1]) >= upto_mark:
             break
+    # any write to the block issued after the guaranteed one may have landed too, including writes
+    # issued after the mark (they can precede the replay point in the log)
+    later = {}
+    for line in open(journal):
+        f = line.split()
+        if f and f[0] == 'I': later.setdefault(int(f[2]), []).append((int(f[1]), f[3]))
     out = {}
     for blk, s in durable.items():
-        ok = {writes[s][1]} | {w[1] for q, w in writes.items() if w[0] == blk and q > s}
+        ok = {writes[s][1]} | {sha for q, sha in later.get(blk, []) if q > s}
         out[blk] = (ok, s)
     return out
 
