@@ -1,0 +1,40 @@
+# ext4-through-bad-sectors: ext4 on /dev/nbd0 over a main disk with scsi_debug medium errors and dm error
+# segments scattered over it (superblock backups, inode tables, data). After one scan pass (scsi_debug's
+# medium errors stay after a write, unlike a real disk's, so they must be known pending before ext4
+# writes there): mkfs, a write/verify workload with sha256 sums, sync, drop caches, re-read, e2fsck -fn.
+# No I/O error may reach ext4 (none on nbd0 in dmesg) and every sum must match.
+DMERR="2056:8 8200:16 32776:8 98304:24 131080:8 180000:40"
+scenario_main() {
+  local main i n=0 mib=0 size errs
+  main=$(lab_dm main "$(lab_error_table /dev/sda "$DMERR")") || return 1
+  lab_create "$main" "$LAB_DISK_spare" || return 1
+  lab_serve "$main" "$LAB_DISK_spare" --scan-rate 0 || return 1
+  lab_wait_scan_pass 900 || return 1
+  lab_status; fig pending_after_scan "$(lab_jq 'd["pending"]["count"]')"
+  lab_attach || return 1
+  mkfs.ext4 -F -q -L lab $NBD >"$LAB_OUT/mkfs.log" 2>&1 || { cat "$LAB_OUT/mkfs.log"; bad "mkfs.ext4"; return 1; }
+  mount -t ext4 $NBD /mnt || { bad "mount"; return 1; }
+  mkdir -p /mnt/d
+  for i in $(seq 1 60); do
+    size=$(( (i * 7919) % 3000 + 1 ))      # KiB: 1 KiB .. 3 MiB
+    dd if=/dev/urandom of=/mnt/d/f$i bs=1K count=$size status=none || bad "writing f$i"
+    n=$((n + 1)); mib=$((mib + size))
+  done
+  (cd /mnt/d && sha256sum f* >/tmp/sums) || bad "sha256sum"
+  sync || bad "sync"
+  umount /mnt || bad "umount"
+  dropcaches
+  mount -t ext4 -o ro $NBD /mnt || { bad "remount"; return 1; }
+  (cd /mnt/d && sha256sum -c --quiet /tmp/sums) >"$LAB_OUT/sumcheck.log" 2>&1 || bad "checksums: $(head -c 300 "$LAB_OUT/sumcheck.log")"
+  umount /mnt
+  fig files "$n"; fig written_mib "$((mib / 1024))"
+  e2fsck -fn $NBD >"$LAB_OUT/fsck.log" 2>&1 || bad "e2fsck -fn exited $? ($(tail -n 3 "$LAB_OUT/fsck.log" | tr '\n' ' '))"
+  errs=$(dmesg_errors nbd0 | wc -l)
+  fig nbd0_kernel_errors "$errs"
+  ((errs == 0)) || bad "I/O errors on nbd0 in dmesg: $(dmesg_errors nbd0 | head -n 3 | tr '\n' ' ')"
+  lab_status
+  fig remaps "$(lab_jq 'd["remaps"]["total"]')"
+  fig by_reason "$(lab_jq '",".join("%s:%s" % kv for kv in d["remaps"].get("byReason", {}).items())')"
+  fig pending "$(lab_jq 'd["pending"]["count"]')"
+  lab_detach
+}
