@@ -28,6 +28,8 @@ import { claimSetup, ownMarker } from './owner-lock';
 
 /** Default main I/O deadline: longer than a desktop drive's own retries of one sector (7-30 s). */
 export const DEFAULT_MAIN_IO_DEADLINE_MS = 30_000;
+/** Threads of main's I/O lane (the spare keeps the lane default, 4). */
+export const MAIN_IO_THREADS = 16;
 import { registerMapCommand } from './maps/map-source';
 
 export interface ServeOptions {
@@ -103,6 +105,9 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       direct: opts.mainDirect ?? true,
       deadlineMs: opts.mainIoDeadlineMs ?? DEFAULT_MAIN_IO_DEADLINE_MS,
       laneName: 'main',
+      // A slow region must not take every thread: a dying disk often answers some requests in seconds
+      // while the rest of it is fine (kernel lab: slow-disk). The deadline bounds how long each waits.
+      ioThreads: MAIN_IO_THREADS,
     });
   } catch (err) {
     claim.release();
