@@ -13,6 +13,8 @@ import type { Logger } from 'pino';
 import type { ExportCatalog } from './block-device';
 import { Connection, DEFAULT_LIMITS, type ConnectionContext, type ConnectionLimits, type TlsServerSettings } from './connection';
 import { DEFAULT_BUFFER_BUDGET, MemoryBudget } from './memory-budget';
+import type { Session } from './handshake';
+import { fdOf } from './handover';
 
 export interface NbdServerOptions {
   readonly catalog: ExportCatalog;
@@ -96,6 +98,10 @@ export class NbdServer {
     return this.connections.size;
   }
 
+  get catalog(): ExportCatalog {
+    return this.opts.catalog;
+  }
+
   get isShuttingDown(): boolean {
     return this.stopping;
   }
@@ -160,6 +166,31 @@ export class NbdServer {
     this.onConnection(socket);
   }
 
+  /** Planned restart: continue a connection that an earlier process negotiated (protocol/handover.ts). */
+  adoptEstablished(socket: net.Socket, session: Session, pending: Buffer): void {
+    this.makeConnection(socket).startAdopted(session, pending);
+  }
+
+  private onFresh: ((s: net.Socket) => void) | undefined;
+
+  /**
+   * Planned restart: from now on, accepted sockets go untouched to `onFresh` (the next process greets
+   * them). Returns the listeners (left open: closing a path-bound Unix listener would unlink its path)
+   * and the live connections, which the caller detaches one by one.
+   */
+  beginHandover(onFresh: (s: net.Socket) => void): { listeners: { fd: number; path?: string }[]; connections: Connection[] } {
+    this.onFresh = onFresh;
+    this.unixPaths.length = 0;
+    const listeners = this.servers.map((srv) => {
+      const addr = srv.address();
+      return { fd: fdOf(srv), path: typeof addr === 'string' && addr ? addr : undefined };
+    });
+    this.servers.length = 0;
+    const connections = [...this.connections];
+    this.connections.clear();
+    return { listeners, connections };
+  }
+
   private makeServer(): net.Server {
     const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (s) => this.onConnection(s));
     server.on('error', (err) => this.opts.logger.error({ err }, 'listener error'));
@@ -167,6 +198,7 @@ export class NbdServer {
   }
 
   private onConnection(socket: net.Socket): void {
+    if (this.onFresh) return this.onFresh(socket);
     if (this.stopping) {
       socket.destroy();
       return;
@@ -184,6 +216,10 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    this.makeConnection(socket).start();
+  }
+
+  private makeConnection(socket: net.Socket): Connection {
     const conn = new Connection(socket, {
       id: this.nextId++,
       catalog: this.opts.catalog,
@@ -196,7 +232,7 @@ export class NbdServer {
     });
     this.connections.add(conn);
     conn.closed.then(() => this.connections.delete(conn));
-    conn.start();
+    return conn;
   }
 
   /**
