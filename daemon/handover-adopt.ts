@@ -78,6 +78,7 @@ export function takeHandover(systemdFds: readonly ListenFd[], log: Logger, env: 
 
 /** Serve the handed-over connections (the listeners were given to startDaemon as listenFds). */
 export async function adoptHandover(daemon: RunningDaemon, inh: InheritedHandover, systemd: Systemd, log: Logger): Promise<void> {
+  for (const path of inh.state?.socketPaths ?? []) daemon.server.removeOnShutdown(path);
   const known = new Set<string>();
   let adopted = 0;
   let fresh = 0;

@@ -47,7 +47,9 @@ export interface HandoverState {
   /** Monotonic ms timestamp and pid of the old process, for the stall figure in the log. */
   readonly startedAtEpochMs: number;
   readonly from: number;
-  readonly listeners: readonly { readonly name: string; readonly path?: string }[];
+  readonly listeners: readonly { readonly name: string }[];
+  /** Unix socket paths to remove when the daemon finally stops. */
+  readonly socketPaths: readonly string[];
   readonly connections: readonly ({ readonly name: string; readonly fresh: true } | { readonly name: string; readonly session: HandedOverSession })[];
 }
 
@@ -86,7 +88,7 @@ export async function handOver(daemon: RunningDaemon, systemd: Systemd, log: Log
   log.info({ how }, 'planned restart: handing connections over');
   void systemd.status('handing connections over to the next process');
   const fresh: Socket[] = [];
-  const { listeners, connections } = daemon.server.beginHandover((s) => {
+  const { listenerFds, ownedPaths, connections } = daemon.server.beginHandover((s) => {
     stopSocketReads(s);
     fresh.push(s);
   });
@@ -105,10 +107,10 @@ export async function handOver(daemon: RunningDaemon, systemd: Systemd, log: Log
 
   const fds: { name: string; fd: number }[] = [];
   // systemd keeps the listeners it passed us (socket unit or store) by itself: store only our own.
-  const stateListeners = listeners.filter((l) => l.fd >= 0 && !(how === 'fdstore' && activationFds.has(l.fd))).map((l, i) => {
+  const stateListeners = listenerFds.filter((fd) => fd >= 0 && !(how === 'fdstore' && activationFds.has(fd))).map((fd, i) => {
     const name = `${FD_NAME_PREFIX}listen-${i}`;
-    fds.push({ name, fd: l.fd });
-    return { name, path: l.path };
+    fds.push({ name, fd });
+    return { name };
   });
   const stateConnections: HandoverState['connections'][number][] = [];
   detached.forEach((d, i) => {
@@ -121,7 +123,7 @@ export async function handOver(daemon: RunningDaemon, systemd: Systemd, log: Log
     fds.push({ name, fd: fdOf(s) });
     stateConnections.push({ name, fresh: true });
   });
-  const state: HandoverState = { version: 1, startedAtEpochMs, from: process.pid, listeners: stateListeners, connections: stateConnections };
+  const state: HandoverState = { version: 1, startedAtEpochMs, from: process.pid, listeners: stateListeners, socketPaths: ownedPaths, connections: stateConnections };
   fds.unshift({ name: STATE_FD_NAME, fd: stateFile(state) });
   const usable = fds.filter((f) => f.fd >= 0);
   log.info({ how, connections: detached.length, fresh: fresh.length, listeners: stateListeners.length, drainMs: Date.now() - startedAtEpochMs }, 'hand-over: connections drained, devices closed');

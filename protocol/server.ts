@@ -161,6 +161,11 @@ export class NbdServer {
     this.servers.push(server);
   }
 
+  /** Remove this Unix socket path at shutdown (a handed-over listener this server now owns). */
+  removeOnShutdown(path: string): void {
+    this.unixPaths.push(path);
+  }
+
   /** Serve one already-connected socket (stdio / inetd style, and tests). */
   adopt(socket: net.Socket): void {
     this.onConnection(socket);
@@ -175,20 +180,18 @@ export class NbdServer {
 
   /**
    * Planned restart: from now on, accepted sockets go untouched to `onFresh` (the next process greets
-   * them). Returns the listeners (left open: closing a path-bound Unix listener would unlink its path)
-   * and the live connections, which the caller detaches one by one.
+   * them). Returns the listeners' descriptors (left open: closing a path-bound Unix listener would
+   * unlink its path), the socket paths this server would remove at shutdown (now the next process's
+   * job) and the live connections, which the caller detaches one by one.
    */
-  beginHandover(onFresh: (s: net.Socket) => void): { listeners: { fd: number; path?: string }[]; connections: Connection[] } {
+  beginHandover(onFresh: (s: net.Socket) => void): { listenerFds: number[]; ownedPaths: string[]; connections: Connection[] } {
     this.onFresh = onFresh;
-    this.unixPaths.length = 0;
-    const listeners = this.servers.map((srv) => {
-      const addr = srv.address();
-      return { fd: fdOf(srv), path: typeof addr === 'string' && addr ? addr : undefined };
-    });
+    const listenerFds = this.servers.map((srv) => fdOf(srv));
+    const ownedPaths = this.unixPaths.splice(0);
     this.servers.length = 0;
     const connections = [...this.connections];
     this.connections.clear();
-    return { listeners, connections };
+    return { listenerFds, ownedPaths, connections };
   }
 
   private makeServer(): net.Server {

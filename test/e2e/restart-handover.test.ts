@@ -1,0 +1,103 @@
+/**
+ * Planned restart hand-over (daemon/handover*.ts): a libnbd client keeps doing verified writes and reads
+ * on one connection while the daemon (with a spare and write faults, so blocks are being remapped) is
+ * restarted ten times with SIGHUP. The client never reconnects: any failure of its connection object is
+ * an error. Every write is re-read at the end. The longest write+read pair measures the stall.
+ *
+ * Also: a TLS connection cannot be handed over and is closed (its client reconnects) while a plain one
+ * continues; a handed-over session whose export changed is refused.
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PYTHON, REPO_ROOT, sleep, MiB, logTail, type Server } from '../helpers';
+import { createRemapSetup, logRecords, startRemapd, statusJson } from '../helpers/remap-setup';
+
+const RESTARTS = Number(process.env.REMAPD_TEST_RESTARTS ?? 10);
+const CLIENT = join(REPO_ROOT, 'test', 'helpers', 'verify-client.py');
+
+function records(server: Server, msg: string): Record<string, unknown>[] {
+  return logRecords(server).filter((r) => r.msg === msg);
+}
+
+/** PID of the process serving now (the last 'remapd serving' line; successors log to the same file). */
+function currentPid(server: Server): number {
+  const r = records(server, 'remapd serving');
+  return Number(r[r.length - 1]?.pid ?? server.pid);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+t.test(`${RESTARTS} planned restarts (SIGHUP) under a verified write/read load: no error, no reconnect`, async (t) => {
+  const s = await createRemapSetup(t, {
+    mainBytes: 64 * MiB,
+    spareBytes: 32 * MiB,
+    // Writes into this 512 KiB fail on main: those blocks get remapped to the spare during the run.
+    faults: [{ op: 'write', offset: 8 * MiB, length: 512 * 1024, error: 'EIO' }],
+  });
+  const server = await startRemapd(t, s, ['--no-scan']);
+  t.teardown(() => {
+    const pid = currentPid(server);
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  const stop = join(s.dir, 'stop');
+  const client = spawn(PYTHON, [CLIENT, s.socket, stop, '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  client.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  client.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const clientDone = new Promise<number | null>((r) => client.on('exit', (code) => r(code)));
+  t.teardown(() => {
+    writeFileSync(stop, '');
+    client.kill('SIGKILL');
+  });
+  await waitFor('the client to connect', () => records(server, 'client connected').length >= 1);
+  await sleep(500);
+
+  const pids = [currentPid(server)];
+  for (let i = 1; i <= RESTARTS; i++) {
+    const before = currentPid(server);
+    process.kill(before, 'SIGHUP');
+    await waitFor(`hand-over ${i}`, () => records(server, 'hand-over: connections adopted').length >= i);
+    await waitFor(`old process ${before} to exit`, () => !alive(before));
+    pids.push(currentPid(server));
+    await sleep(300); // let the client run between restarts
+  }
+  writeFileSync(stop, '');
+  const code = await clientDone;
+  t.equal(code, 0, 'client exited 0', { stderr: err });
+  const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { ops: number; nerrors: number; errors: string[]; maxOpMs: number; verified: number; mismatches: number };
+  t.equal(result.nerrors, 0, 'no error on the client connection', { errors: result.errors, log: logTail(server) });
+  t.ok(result.ops > RESTARTS, `client did ${result.ops} verified write+read pairs`);
+  t.ok(result.verified > 0, `final re-read of ${result.verified} written 64 KiB slots`);
+  t.equal(result.mismatches, 0, 'every acknowledged write reads back');
+  t.equal(new Set(pids).size, RESTARTS + 1, `${RESTARTS + 1} different processes served the connection`);
+
+  const adopted = records(server, 'hand-over: connections adopted');
+  t.ok(adopted.every((r) => r.adopted === 1 && r.closed === 0), 'each successor adopted the one connection, closed none', { adopted });
+  t.equal(records(server, 'client connected').filter((r) => !(r.options as string[] | undefined)?.includes('(handed over)')).length, 1, 'the client handshook exactly once');
+  const drains = records(server, 'hand-over: connections drained, devices closed').map((r) => Number(r.drainMs));
+  const stalls = adopted.map((r) => Number(r.sinceHandoverStartMs));
+  t.comment(`client: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; drain ms ${drains.join(',')}; hand-over start→adopted ms ${stalls.join(',')}`);
+  const st = await statusJson(s);
+  t.ok(st.remaps.total > 0, `blocks were remapped during the run (${st.remaps.total})`);
+  process.kill(currentPid(server), 'SIGTERM');
+  await waitFor('the last daemon to stop', () => !alive(currentPid(server)), 30_000);
+  t.notOk(existsSync(s.socket), 'the last daemon removed the socket on a normal stop');
+});
