@@ -9,13 +9,14 @@
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PYTHON, REPO_ROOT, sleep, MiB, logTail, type Server } from '../helpers';
+import { PYTHON, REMAPD_BIN, REPO_ROOT, sleep, MiB, logTail, type Server } from '../helpers';
 import { createRemapSetup, logRecords, startRemapd, statusJson } from '../helpers/remap-setup';
 
 const RESTARTS = Number(process.env.REMAPD_TEST_RESTARTS ?? 10);
 const CLIENT = join(REPO_ROOT, 'test', 'helpers', 'verify-client.py');
+const MANAGER = join(REPO_ROOT, 'test', 'helpers', 'fake-service-manager.py');
 
 function records(server: Server, msg: string): Record<string, unknown>[] {
   return logRecords(server).filter((r) => r.msg === msg);
@@ -100,4 +101,59 @@ t.test(`${RESTARTS} planned restarts (SIGHUP) under a verified write/read load: 
   process.kill(currentPid(server), 'SIGTERM');
   await waitFor('the last daemon to stop', () => !alive(currentPid(server)), 30_000);
   t.notOk(existsSync(s.socket), 'the last daemon removed the socket on a normal stop');
+});
+
+t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart with FileDescriptorStoreMax=)`, async (t) => {
+  const s = await createRemapSetup(t, { mainBytes: 64 * MiB, spareBytes: 32 * MiB, faults: [{ op: 'write', offset: 8 * MiB, length: 512 * 1024, error: 'EIO' }] });
+  const logFile = join(s.dir, 'daemon.log');
+  const mgr = spawn(PYTHON, [MANAGER, join(s.dir, 'notify.sock'), logFile, '--', process.execPath, REMAPD_BIN, 'serve', '--main', s.main, '--spare', s.spare,
+    '--socket', s.socket, '--control', s.control, '--faults', s.faultsFile, '--no-scan'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  let partial = '';
+  mgr.stdout.on('data', (b: Buffer) => {
+    partial += b.toString();
+    const parts = partial.split('\n');
+    partial = parts.pop() ?? '';
+    lines.push(...parts);
+  });
+  const mgrDone = new Promise<void>((r) => mgr.on('exit', () => r()));
+  t.teardown(async () => {
+    mgr.stdin.end();
+    await Promise.race([mgrDone, sleep(20_000)]);
+    mgr.kill('SIGKILL');
+  });
+  const count = (prefix: string): number => lines.filter((l) => l.startsWith(prefix)).length;
+  await waitFor('READY=1', () => count('ready') >= 1);
+  const stop = join(s.dir, 'stop');
+  const client = spawn(PYTHON, [CLIENT, s.socket, stop, '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  client.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const clientDone = new Promise<number | null>((r) => client.on('exit', (code) => r(code)));
+  t.teardown(() => {
+    writeFileSync(stop, '');
+    client.kill('SIGKILL');
+  });
+  await sleep(800);
+  for (let i = 1; i <= RESTARTS; i++) {
+    mgr.stdin.write('restart\n');
+    await waitFor(`restart ${i}`, () => count('ready') >= i + 1);
+    await sleep(300);
+  }
+  writeFileSync(stop, '');
+  t.equal(await clientDone, 0, 'client exited 0');
+  const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { ops: number; nerrors: number; errors: string[]; maxOpMs: number; verified: number; mismatches: number };
+  t.equal(result.nerrors, 0, 'no error on the client connection', { errors: result.errors });
+  t.equal(result.mismatches, 0, `every acknowledged write reads back (${result.verified} slots)`);
+  const exits = lines.filter((l) => l.startsWith('exited'));
+  t.ok(exits.every((l) => l.split(' ')[1] === '0'), 'every old process exited 0', { exits });
+  t.ok(exits.every((l) => Number(l.split(' ')[2]) >= 2), 'each left its connection and state in the store', { exits });
+  const readies = lines.filter((l) => l.startsWith('ready'));
+  // What stays stored is the listener the first process created (systemd keeps listeners anyway).
+  t.ok(readies.slice(1).every((l) => l.split(' ')[2] === '1'), 'each successor took its connection and state out of the store (FDSTOREREMOVE); only the listener stays', { readies });
+  const adopted = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('hand-over: connections adopted')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.equal(adopted.length, RESTARTS, 'every start adopted');
+  t.ok(adopted.every((r) => r.adopted === 1), 'the one connection each time');
+  t.comment(`fd store: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; hand-over start→adopted ms ${adopted.map((r) => r.sinceHandoverStartMs).join(',')}`);
+  mgr.stdin.write('stop\n');
+  await waitFor('stop', () => count('stopped') >= 1, 30_000);
 });
