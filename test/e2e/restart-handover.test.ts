@@ -11,7 +11,8 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PYTHON, REMAPD_BIN, REPO_ROOT, sleep, MiB, logTail, type Server } from '../helpers';
+import { PYTHON, REMAPD_BIN, REPO_ROOT, sleep, MiB, logTail, tempDir, type Server } from '../helpers';
+import { makePki, tlsUri } from '../helpers/tls-pki';
 import { createRemapSetup, logRecords, startRemapd, statusJson } from '../helpers/remap-setup';
 
 const RESTARTS = Number(process.env.REMAPD_TEST_RESTARTS ?? 10);
@@ -156,4 +157,51 @@ t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart 
   t.comment(`fd store: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; hand-over start→adopted ms ${adopted.map((r) => r.sinceHandoverStartMs).join(',')}`);
   mgr.stdin.write('stop\n');
   await waitFor('stop', () => count('stopped') >= 1, 30_000);
+});
+
+t.test('TLS connections cannot be handed over: closed, their client reconnects; a plain one continues', async (t) => {
+  const pki = await makePki(tempDir(t, 'remapd-pki-'));
+  const s = await createRemapSetup(t, { mainBytes: 16 * MiB, spareBytes: 16 * MiB });
+  const server = await startRemapd(t, s, ['--no-scan', '--tls', 'on', '--tls-certificates', pki.server]);
+  t.teardown(() => {
+    const pid = currentPid(server);
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  const go = join(s.dir, 'go');
+  const script = String.raw`
+import json, os, sys, time, nbd
+sock, uri, go = sys.argv[1:4]
+plain = nbd.NBD(); plain.connect_unix(sock)
+secure = nbd.NBD(); secure.set_uri_allow_local_file(True); secure.connect_uri(uri)
+plain.pwrite(b"p" * 4096, 0); secure.pwrite(b"s" * 4096, 8192)
+print("connected", flush=True)
+while not os.path.exists(go): time.sleep(0.05)
+out = {}
+try: out["plain"] = plain.pread(4096, 8192) == b"s" * 4096
+except Exception as e: out["plain"] = "error: %s" % e
+try: secure.pread(4096, 0); out["tls"] = "still works"
+except Exception as e: out["tls"] = "closed"
+again = nbd.NBD(); again.set_uri_allow_local_file(True); again.connect_uri(uri); out["tlsAgain"] = again.pread(4096, 0) == b"p" * 4096
+print(json.dumps(out), flush=True)
+`;
+  const child = spawn(PYTHON, ['-c', script, s.socket, tlsUri(s.socket, { certs: pki.client }), go], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const done = new Promise<void>((r) => child.on('exit', () => r()));
+  t.teardown(() => child.kill('SIGKILL'));
+  await waitFor('both clients to connect', () => out.includes('connected') || child.exitCode !== null, 60_000).catch((e: Error) => {
+    throw new Error(`${e.message}: ${err}`);
+  });
+  process.kill(currentPid(server), 'SIGHUP');
+  await waitFor('the hand-over', () => records(server, 'hand-over: connections adopted').length >= 1);
+  writeFileSync(go, '');
+  await done;
+  const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as Record<string, unknown>;
+  t.equal(r.plain, true, 'the plain connection continued (and sees the TLS client\'s write)', { err });
+  t.equal(r.tls, 'closed', 'the TLS connection was closed by the hand-over');
+  t.equal(r.tlsAgain, true, 'a new TLS connection works with the successor');
+  const adopted = records(server, 'hand-over: connections adopted')[0];
+  t.equal(adopted?.adopted, 1, 'one connection adopted (the plain one)');
 });
