@@ -16,6 +16,8 @@ import { evacuateCommand } from './commands/evacuate';
 import { exportMapCommand } from './commands/export-map';
 import { importMapCommand } from './commands/import-map';
 import { EXIT, EXIT_STATUS_TEXT, guardOutputStreams } from './exit-codes';
+import { attachCommand } from './commands/attach';
+import { detachCommand } from './commands/detach';
 import { faultsCommand, listCommand, remapCommand, unremapCommand } from './commands/remap';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -35,6 +37,8 @@ export const commands: CommandModule<any, any>[] = [
   exportMapCommand,
   importMapCommand,
   evacuateCommand,
+  attachCommand,
+  detachCommand,
 ];
 
 /** The yargs parser with every command: also what the man page generator reads (daemon/man-page.ts). */

@@ -133,7 +133,8 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       backends.push(spare);
       store = await MetadataStore.open(spare, identityFromBackend(rawMain));
       if (!opts.readOnly) await store.claim(ownMarker());
-      remap = new RemapDevice(main, spare, store, { logger: log, readOnly: opts.readOnly, readRetries: opts.readRetries });
+      // The description carries the setup UUID: `remapd attach` checks it on every reconnect (daemon/attach-policy.ts).
+      remap = new RemapDevice(main, spare, store, { logger: log, readOnly: opts.readOnly, readRetries: opts.readRetries, description: `remapd setup=${store.setupUuid} main=${rawMain.path} spare=${spare.path}` });
       device = remap;
       log.info({ spare: spare.path, setup: store.setupUuid, ...remap.status().remaps, pending: remap.status().pending.count }, 'remap table loaded');
     } else {

@@ -23,6 +23,7 @@ import { encodeGreeting } from './serializer';
 import { SocketChannel } from './socket-channel';
 import { startTls, type TlsServerSettings } from './starttls';
 import { validateRequest, type ValidationContext } from './validate';
+import { stopSocketReads, type DetachedConnection } from './handover';
 
 export { DEFAULT_LIMITS, type ConnectionLimits } from './limits';
 export type { TlsServerSettings } from './starttls';
@@ -80,7 +81,7 @@ export class Connection {
           else this.beginClose();
         },
         onClose: () => this.onClose(),
-        isTransmitting: () => this.phase === 'transmission',
+        isTransmitting: () => this.phase === 'transmission' && !this.onDetached,
         isClosed: () => this.phase === 'closed',
       },
       ctx.budget,
@@ -107,6 +108,51 @@ export class Connection {
     );
     this.handshakeTimer.unref();
     this.channel.send(encodeGreeting(SERVER_HANDSHAKE_FLAGS));
+  }
+
+  /** Planned restart: continue a connection whose handshake an earlier process did (protocol/handover.ts). */
+  startAdopted(session: Session, pending: Buffer): void {
+    const socket = this.channel.socket;
+    socket.setNoDelay?.(true);
+    this.channel.attach(socket);
+    this.enterTransmission(session);
+    if (pending.length) this.parser.push(pending);
+  }
+
+  private onDetached: ((d: DetachedConnection | undefined) => void) | undefined;
+
+  /**
+   * Planned restart: stop reading at a request boundary, finish the requests in flight, flush the replies
+   * and give up the socket without closing it. undefined when it cannot be handed over (still in the
+   * handshake, TLS, closing): the caller closes it instead.
+   */
+  detachForHandover(): Promise<DetachedConnection | undefined> {
+    if (this.phase !== 'transmission' || this.handshake.tls || !this.session || this.onDetached) return Promise.resolve(undefined);
+    stopSocketReads(this.channel.socket);
+    return new Promise((resolve) => {
+      this.onDetached = resolve;
+      this.checkDetached();
+    });
+  }
+
+  private checkDetached(): void {
+    const done = this.onDetached;
+    if (!done || (this.channel.inFlight > 0 && this.phase === 'transmission')) return;
+    this.onDetached = undefined;
+    if (this.phase !== 'transmission') return done(undefined);
+    const pending = this.parser.takeUnparsed();
+    this.parser.setPhase('closed');
+    this.phase = 'closed';
+    clearTimeout(this.handshakeTimer);
+    const socket = this.channel.socket;
+    this.channel.uncorkNow();
+    socket.write(Buffer.alloc(0), () => {
+      for (const ev of ['data', 'end', 'drain', 'error', 'close']) socket.removeAllListeners(ev);
+      socket.on('error', () => undefined);
+      this.channel.released();
+      this.log.info({ ...this.stats, pending: pending.length }, 'connection detached for hand-over');
+      done({ socket, session: this.session!, pending });
+    });
   }
 
   /** The server is stopping: refuse new work, finish what is in flight, then close. */
@@ -290,6 +336,7 @@ export class Connection {
       if (idle) this.scheduleIdleClose();
       this.channel.maybeResume();
     }
+    this.checkDetached();
   }
 
   // ------------------------------------------------------------------ closing
@@ -345,6 +392,7 @@ export class Connection {
     if (wasTransmitting) {
       this.log.info({ ...this.stats, inFlight: this.channel.inFlight }, 'client disconnected');
     }
+    this.checkDetached();
     this.resolveClosed();
   }
 }

@@ -106,6 +106,29 @@ export class ClientParser {
     return this.queue.take(this.queue.length);
   }
 
+  /**
+   * Planned restart (protocol/handover.ts): remove and return every byte received but not yet emitted,
+   * starting at a request boundary. A large WRITE being collected is given back as its header and the
+   * payload bytes received so far.
+   */
+  takeUnparsed(): Buffer {
+    const d = this.direct;
+    this.direct = undefined;
+    const rest = this.queue.take(this.queue.length);
+    if (!d) return Buffer.from(rest);
+    const head = Buffer.alloc(REQUEST_HEADER_SIZE);
+    head.writeUInt32BE(REQUEST_MAGIC, 0);
+    head.writeUInt32BE(((d.flags << 16) | Cmd.WRITE) >>> 0, 4);
+    head.writeUInt32BE(d.cookieHi, 8);
+    head.writeUInt32BE(d.cookieLo, 12);
+    head.writeUInt32BE(Math.floor(d.offset / TWO_POW_32), 16);
+    head.writeUInt32BE(d.offset % TWO_POW_32, 20);
+    head.writeUInt32BE(d.length, 24);
+    const out = Buffer.concat([head, d.lease.buf.subarray(0, d.filled), rest]);
+    d.lease.release();
+    return out;
+  }
+
   setPhase(phase: ParserPhase): void {
     this.phase = phase;
     // A half-received payload is dropped with the connection (not returned to the pool: the socket

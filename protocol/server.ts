@@ -13,6 +13,8 @@ import type { Logger } from 'pino';
 import type { ExportCatalog } from './block-device';
 import { Connection, DEFAULT_LIMITS, type ConnectionContext, type ConnectionLimits, type TlsServerSettings } from './connection';
 import { DEFAULT_BUFFER_BUDGET, MemoryBudget } from './memory-budget';
+import type { Session } from './handshake';
+import { fdOf } from './handover';
 
 export interface NbdServerOptions {
   readonly catalog: ExportCatalog;
@@ -96,6 +98,10 @@ export class NbdServer {
     return this.connections.size;
   }
 
+  get catalog(): ExportCatalog {
+    return this.opts.catalog;
+  }
+
   get isShuttingDown(): boolean {
     return this.stopping;
   }
@@ -155,9 +161,37 @@ export class NbdServer {
     this.servers.push(server);
   }
 
+  /** Remove this Unix socket path at shutdown (a handed-over listener this server now owns). */
+  removeOnShutdown(path: string): void {
+    this.unixPaths.push(path);
+  }
+
   /** Serve one already-connected socket (stdio / inetd style, and tests). */
   adopt(socket: net.Socket): void {
     this.onConnection(socket);
+  }
+
+  /** Planned restart: continue a connection that an earlier process negotiated (protocol/handover.ts). */
+  adoptEstablished(socket: net.Socket, session: Session, pending: Buffer): void {
+    this.makeConnection(socket).startAdopted(session, pending);
+  }
+
+  private onFresh: ((s: net.Socket) => void) | undefined;
+
+  /**
+   * Planned restart: from now on, accepted sockets go untouched to `onFresh` (the next process greets
+   * them). Returns the listeners' descriptors (left open: closing a path-bound Unix listener would
+   * unlink its path), the socket paths this server would remove at shutdown (now the next process's
+   * job) and the live connections, which the caller detaches one by one.
+   */
+  beginHandover(onFresh: (s: net.Socket) => void): { listenerFds: number[]; ownedPaths: string[]; connections: Connection[] } {
+    this.onFresh = onFresh;
+    const listenerFds = this.servers.map((srv) => fdOf(srv));
+    const ownedPaths = this.unixPaths.splice(0);
+    this.servers.length = 0;
+    const connections = [...this.connections];
+    this.connections.clear();
+    return { listenerFds, ownedPaths, connections };
   }
 
   private makeServer(): net.Server {
@@ -167,6 +201,7 @@ export class NbdServer {
   }
 
   private onConnection(socket: net.Socket): void {
+    if (this.onFresh) return this.onFresh(socket);
     if (this.stopping) {
       socket.destroy();
       return;
@@ -184,6 +219,10 @@ export class NbdServer {
       socket.destroy();
       return;
     }
+    this.makeConnection(socket).start();
+  }
+
+  private makeConnection(socket: net.Socket): Connection {
     const conn = new Connection(socket, {
       id: this.nextId++,
       catalog: this.opts.catalog,
@@ -196,7 +235,7 @@ export class NbdServer {
     });
     this.connections.add(conn);
     conn.closed.then(() => this.connections.delete(conn));
-    conn.start();
+    return conn;
   }
 
   /**

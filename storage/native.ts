@@ -226,3 +226,6 @@ export const flockNb: ((fd: number, exclusive: boolean) => boolean) | undefined 
         }
       }
     : undefined;
+
+/** The loaded addon's raw exports, for helpers kept beside their users (daemon/restart-native.ts). */
+export const addonExports: Record<string, unknown> | undefined = addon as unknown as Record<string, unknown> | undefined;

@@ -16,6 +16,8 @@ import { checkAlertProgram } from '../alerts/check-program';
 import { MirrorDevice } from '../evacuate/mirror-device';
 import { attachEvacuation, previousEvacuation } from '../evacuate/attach-evacuation';
 import { statePath } from '../evacuate/evacuation-state';
+import { takeHandover, adoptHandover } from '../handover-adopt';
+import { installHandoverSignals } from '../handover-signals';
 
 interface ServeArgs {
   main?: string;
@@ -156,15 +158,18 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     let mirror: MirrorDevice | undefined;
     const systemd = new Systemd(log);
     systemd.startWatchdog(() => ioPathStuck(openLanes()));
-    const fds = activationFds(systemd, a, log);
-    const socket = fds.length ? undefined : a.socket ?? (a.listen ? undefined : `/run/remapd/${a.export}.sock`);
+    // A planned restart hands over listeners and connections (daemon/handover*.ts).
+    const inherited = takeHandover(systemd.listenFds, log);
+    const fds = inherited ? inherited.listenFds : activationFds(systemd, a, log);
+    const configuredSocket = a.socket ?? (a.listen ? undefined : `/run/remapd/${a.export}.sock`);
+    const socket = fds.length || inherited ? undefined : configuredSocket;
     let daemon;
     try {
       daemon = await startDaemon(
         {
           main: a.main,
           socket,
-          listen: fds.length ? undefined : a.listen,
+          listen: fds.length || inherited ? undefined : a.listen,
           listenFds: fds,
           exportName: a.export,
           readOnly: a['read-only'],
@@ -174,7 +179,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           socketGroup: a['socket-group'] === undefined ? undefined : resolveGroup(a['socket-group']),
           spare: a.spare,
           faults: a.faults,
-          control: a.control ?? defaultControlPath(socket, a.export),
+          control: a.control ?? defaultControlPath(inherited ? configuredSocket : socket, a.export),
           controlIsDefault: a.control === undefined,
           readRetries: a['read-retries'],
           metrics: a.metrics,
@@ -246,7 +251,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       void systemd.stopping(`stopping (${sig})`);
       void daemon.stop(sig).then(() => systemd.flush()).then(() => process.exit(0));
     };
-    process.on('SIGTERM', onSignal);
+    if (inherited) await adoptHandover(daemon, inherited, systemd, log);
+    if (!installHandoverSignals(daemon, systemd, log, new Set(systemd.listenFds.map((f) => f.fd)))) process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
     const serving = `serving ${a.main} as export '${a.export}' on ${fds.length ? `passed fds ${fds.join(',')}` : [socket, a.listen].filter(Boolean).join(', ')}`;
     void systemd.ready(serving);

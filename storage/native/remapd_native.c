@@ -490,6 +490,8 @@ oom:
 /* storage/native/io_lane.c: reads, writes and syncs on per-backend thread lanes. */
 napi_status io_lane_register(napi_env env, napi_value exports);
 
+napi_value remapd_register_restart(napi_env env, napi_value exports); /* fd_passing.c */
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -504,5 +506,5 @@ NAPI_MODULE_INIT() {
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
       io_lane_register(env, exports) != napi_ok)
     return NULL;
-  return exports;
+  return remapd_register_restart(env, exports);
 }

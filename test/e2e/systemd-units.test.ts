@@ -84,6 +84,11 @@ t.test('remapd@.service: the settings the daemon relies on', async (t) => {
   const sock = readFileSync(join(UNIT_DIR, 'remapd@.socket'), 'utf8');
   t.match(sock, /^ListenStream=\/run\/remapd\/%i\.sock$/m, 'socket path matches the attach unit');
   const attach = readFileSync(join(UNIT_DIR, 'remapd-nbd-attach@.service'), 'utf8');
-  t.match(attach, /nbd-client -unix \/run\/remapd\/%i\.sock /, 'attach unit uses the instance socket');
+  t.match(attach, /remapd attach --socket \/run\/remapd\/%i\.sock /, 'attach unit uses remapd attach on the instance socket');
+  t.match(attach, /^Wants=remapd@%i\.service$/m, 'Wants=, not Requires=: restarting the daemon must not restart (detach) the attach unit');
+  t.notMatch(attach, /^Requires=/m, 'no Requires=');
+  has(/^FileDescriptorStoreMax=(\d+)$/m, 'a file descriptor store for restarts with clients kept');
+  t.equal(/^FileDescriptorStoreMax=(\d+)$/m.exec(s)?.[1], /^Environment=REMAPD_FDSTORE=(\d+)$/m.exec(s)?.[1], 'REMAPD_FDSTORE matches FileDescriptorStoreMax=');
+  has(/^ExecReload=\/bin\/kill -HUP \$MAINPID$/m, 'reload = SIGHUP hand-over');
   t.match(readFileSync(join(UNIT_DIR, 'remapd-assemble.service'), 'utf8'), /^ExecStart=\/usr\/bin\/remapd assemble --scan$/m);
 });
