@@ -37,7 +37,8 @@ async function openSpare(file: string, size: number): Promise<Backend> {
 async function fill(s: MetadataStore, n: number, batch = 10_000): Promise<void> {
   for (let i = 0; i < n; i += batch) {
     const add = [];
-    for (let j = i; j < Math.min(n, i + batch); j++) add.push({ mainBlock: j * 3, spareBlock: s.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: Date.now() });
+    for (let j = i; j < Math.min(n, i + batch); j++)
+      add.push({ mainBlock: j * 3, spareBlock: s.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: Date.now() });
     await s.commit({ add });
   }
 }
@@ -47,7 +48,11 @@ function pct(a: number[], p: number): number {
   return +s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))].toFixed(3);
 }
 
-async function latency(existing: number, dir: string, samples: number): Promise<{ p50: number; p99: number; max: number; samples: number }> {
+async function latency(
+  existing: number,
+  dir: string,
+  samples: number,
+): Promise<{ p50: number; p99: number; max: number; samples: number }> {
   const file = path.join(dir, `bench-lat-${existing}.img`);
   const spare = await openSpare(file, 8 * 2 ** 30);
   const s = await MetadataStore.create(spare, MAIN, { blockSize: 4096, force: true });
@@ -56,7 +61,9 @@ async function latency(existing: number, dir: string, samples: number): Promise<
   const lat: number[] = [];
   for (let i = 0; i < samples; i++) {
     const t0 = process.hrtime.bigint();
-    await s.commit({ add: [{ mainBlock: 3 * existing + 1 + 3 * i, spareBlock: s.allocateSpareBlock()!, reason: 'write-error', createdAt: Date.now() }] });
+    await s.commit({
+      add: [{ mainBlock: 3 * existing + 1 + 3 * i, spareBlock: s.allocateSpareBlock()!, reason: 'write-error', createdAt: Date.now() }],
+    });
     lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
   await s.close();
@@ -89,7 +96,13 @@ async function smallTableLookupNs(dir: string, remaps: number): Promise<number> 
   return ns;
 }
 
-interface OpenResult { count: number; ms: number; cpuMs: number; rssMB: number; lookupNs?: number }
+interface OpenResult {
+  count: number;
+  ms: number;
+  cpuMs: number;
+  rssMB: number;
+  lookupNs?: number;
+}
 
 /** `--open FILE`: the child side. Opens FILE's metadata once, prints an OpenResult as JSON. */
 async function openOnce(file: string, lookups: boolean): Promise<void> {
@@ -102,7 +115,12 @@ async function openOnce(file: string, lookups: boolean): Promise<void> {
   const table = RemapTable.from(s);
   const ms = Number(process.hrtime.bigint() - t1) / 1e6;
   const cpu = process.cpuUsage(c1);
-  const out: OpenResult = { count: table.size, ms: +ms.toFixed(1), cpuMs: +((cpu.user + cpu.system) / 1000).toFixed(1), rssMB: +(process.memoryUsage().rss / 2 ** 20).toFixed(1) };
+  const out: OpenResult = {
+    count: table.size,
+    ms: +ms.toFixed(1),
+    cpuMs: +((cpu.user + cpu.system) / 1000).toFixed(1),
+    rssMB: +(process.memoryUsage().rss / 2 ** 20).toFixed(1),
+  };
   if (lookups) out.lookupNs = lookupNs(table, 3_000_003);
   await s.close();
   await spare.close();
@@ -110,7 +128,10 @@ async function openOnce(file: string, lookups: boolean): Promise<void> {
 }
 
 function openInChild(file: string, lookups = false): OpenResult {
-  const r = spawnSync(process.execPath, [__filename, '--open', file, ...(lookups ? ['--lookups'] : [])], { encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync(process.execPath, [__filename, '--open', file, ...(lookups ? ['--lookups'] : [])], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
   if (r.status !== 0) throw new Error(`open in a fresh process failed (exit ${r.status}): ${r.stderr.slice(-500)}`);
   return JSON.parse(r.stdout) as OpenResult;
 }
@@ -162,5 +183,7 @@ async function main(): Promise<void> {
 }
 
 const openArg = process.argv.indexOf('--open');
-(openArg >= 0 ? openOnce(process.argv[openArg + 1], process.argv.includes('--lookups')) : main())
-  .catch((e) => { process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`); process.exit(1); });
+(openArg >= 0 ? openOnce(process.argv[openArg + 1], process.argv.includes('--lookups')) : main()).catch((e) => {
+  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});

@@ -36,17 +36,38 @@ class NullBackend implements Backend {
   readonly readOnly = false;
   readonly canPunchHoles = true;
   readonly canReportHoles = false;
-  constructor(readonly path: string, readonly size: number) {}
-  read(): Promise<void> { return Promise.resolve(); }
-  write(): Promise<void> { return Promise.resolve(); }
-  sync(): Promise<void> { return Promise.resolve(); }
-  trim(): Promise<void> { return Promise.resolve(); }
-  zero(): Promise<void> { return Promise.resolve(); }
-  extents(_o: number, length: number): Promise<{ length: number; hole: boolean }[]> { return Promise.resolve([{ length, hole: false }]); }
-  close(): Promise<void> { return Promise.resolve(); }
+  constructor(
+    readonly path: string,
+    readonly size: number,
+  ) {}
+  read(): Promise<void> {
+    return Promise.resolve();
+  }
+  write(): Promise<void> {
+    return Promise.resolve();
+  }
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
+  trim(): Promise<void> {
+    return Promise.resolve();
+  }
+  zero(): Promise<void> {
+    return Promise.resolve();
+  }
+  extents(_o: number, length: number): Promise<{ length: number; hole: boolean }[]> {
+    return Promise.resolve([{ length, hole: false }]);
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 }
 
-interface Workload { id: string; write: boolean; random: boolean }
+interface Workload {
+  id: string;
+  write: boolean;
+  random: boolean;
+}
 const WORKLOADS: Workload[] = [
   { id: 'seq-read-4k', write: false, random: false },
   { id: 'seq-write-4k', write: true, random: false },
@@ -61,7 +82,11 @@ function offsets(w: Workload, seed: number): Float64Array {
   let x = (seed * 2654435761) >>> 0 || 1;
   for (let i = 0; i < SLICE_OPS; i++) {
     if (w.random) {
-      x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
       o[i] = (x % blocks) * B;
     } else {
       o[i] = ((seed * SLICE_OPS + i) % blocks) * B;
@@ -98,13 +123,20 @@ async function remapDevice(dir: string, name: string, remaps: number): Promise<{
   const stride = Math.floor(SIZE / B / Math.max(1, remaps));
   for (let i = 0; i < remaps; i += 1000) {
     const add = [];
-    for (let j = i; j < Math.min(remaps, i + 1000); j++) add.push({ mainBlock: j * stride, spareBlock: store.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: Date.now() });
+    for (let j = i; j < Math.min(remaps, i + 1000); j++)
+      add.push({ mainBlock: j * stride, spareBlock: store.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: Date.now() });
     await store.commit({ add });
   }
   const log = pino({ level: 'silent' });
   // Data I/O on both devices is null; the store keeps its real file for the metadata.
   const dev = new RemapDevice(new NullBackend('null-main', SIZE), new NullBackend('null-spare', 256 * 2 ** 20), store, { logger: log });
-  return { dev, close: async () => { await store.close(); await spareFile.close(); } };
+  return {
+    dev,
+    close: async () => {
+      await store.close();
+      await spareFile.close();
+    },
+  };
 }
 
 async function main(): Promise<void> {
@@ -154,4 +186,7 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => { process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`); process.exit(1); });
+main().catch((e) => {
+  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});

@@ -20,13 +20,7 @@ import { scannerSuite } from './suites/scanner';
 import { directIoSuite } from './suites/direct-io';
 
 /** Registered suites, in run order. Add new suites here. */
-export const SUITES: readonly Suite[] = [
-  nbdServersSuite,
-  remapdProfileSuite,
-  scannerSuite,
-  remapSuite,
-  directIoSuite,
-];
+export const SUITES: readonly Suite[] = [nbdServersSuite, remapdProfileSuite, scannerSuite, remapSuite, directIoSuite];
 
 async function main(argv: string[]): Promise<number> {
   const cfg = loadConfig();
@@ -40,7 +34,9 @@ async function main(argv: string[]): Promise<number> {
   const selected = names.length ? SUITES.filter((s) => names.includes(s.name)) : SUITES;
 
   const t0 = Date.now();
-  const log = (m: string): void => { process.stderr.write(`[bench] ${m}\n`); };
+  const log = (m: string): void => {
+    process.stderr.write(`[bench] ${m}\n`);
+  };
   const machine = await machineInfo();
   const image = ensureImage(cfg.cacheDir, cfg.imageBytes, log);
   log(`pre-reading ${image} into the page cache`);
@@ -71,7 +67,10 @@ async function main(argv: string[]): Promise<number> {
       const secs = (Date.now() - st) / 1000;
       process.stdout.write(`\n${out.markdown.trim()}\n\n`);
       if (cfg.writeDoc) writeSection(cfg.docPath, suite.name, out.markdown);
-      fs.writeFileSync(path.join(rawDir, `${suite.name}.json`), JSON.stringify({ suite: suite.name, seconds: secs, setupErrors: ctx.setupErrors, data: out.data ?? null }, null, 2));
+      fs.writeFileSync(
+        path.join(rawDir, `${suite.name}.json`),
+        JSON.stringify({ suite: suite.name, seconds: secs, setupErrors: ctx.setupErrors, data: out.data ?? null }, null, 2),
+      );
       fs.copyFileSync(path.join(rawDir, `${suite.name}.json`), path.join(cfg.resultsDir, `latest-${suite.name}.json`));
       for (const v of out.verdicts ?? []) {
         summaryLines.push(`${v.pass === undefined ? 'SKIP' : v.pass ? 'PASS' : 'FAIL'}  ${v.name}: ${v.detail}`);
@@ -87,14 +86,19 @@ async function main(argv: string[]): Promise<number> {
   }
   fs.rmSync(workDir, { recursive: true, force: true });
   process.stdout.write(`${summaryLines.join('\n')}\n`);
-  process.stdout.write(`bench total: ${((Date.now() - t0) / 1000).toFixed(0)} s${cfg.writeDoc ? `; wrote ${path.relative(cfg.repoRoot, cfg.docPath)}` : ''}\n`);
+  process.stdout.write(
+    `bench total: ${((Date.now() - t0) / 1000).toFixed(0)} s${cfg.writeDoc ? `; wrote ${path.relative(cfg.repoRoot, cfg.docPath)}` : ''}\n`,
+  );
   if (setupErrors) process.stdout.write(`${setupErrors} setup error(s): exit 1 (see messages above)\n`);
   return setupErrors ? 1 : 0;
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => process.exit(code), (err) => {
-    process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
-    process.exit(2);
-  });
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
+      process.exit(2);
+    },
+  );
 }

@@ -60,7 +60,11 @@ function inUse(realPath: string): string | undefined {
   const [major, minor] = devMajorMinor(st.rdev);
   let mounted = new Set<string>();
   try {
-    mounted = new Set(readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[2]));
+    mounted = new Set(
+      readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .map((l) => l.split(' ')[2]),
+    );
   } catch {
     /* no procfs */
   }
@@ -156,20 +160,32 @@ export async function planAssembly(paths: string[]): Promise<AssemblyPlan> {
   const claims = new Map<string, { spare: Candidate; main: Candidate }[]>();
   for (const [uuid, list] of byUuid) {
     if (list.length > 1) {
-      conflicts.push({ setupUuid: uuid, problem: `setup ${uuid} is on ${list.length} spares (${list.map((c) => c.path).join(', ')}): cloned spare?` });
+      conflicts.push({
+        setupUuid: uuid,
+        problem: `setup ${uuid} is on ${list.length} spares (${list.map((c) => c.path).join(', ')}): cloned spare?`,
+      });
       continue;
     }
     const spare = list[0];
     const s = spare.spare!;
     if (s.validCopies < 5) warnings.push(`${spare.path}: ${5 - s.validCopies} metadata copies damaged (repaired when served)`);
-    else if (s.staleCopies > 0) warnings.push(`${spare.path}: ${s.staleCopies} metadata copies stale (copies disagree; repaired when served)`);
+    else if (s.staleCopies > 0)
+      warnings.push(`${spare.path}: ${s.staleCopies} metadata copies stale (copies disagree; repaired when served)`);
     const matches = mains.filter((m) => pairingMismatches(s.main, m.identity!).length === 0);
     if (matches.length === 0) {
-      conflicts.push({ setupUuid: uuid, spare: spare.path, problem: `main device missing: none matches size ${s.main.size}${s.main.serial ? `, serial ${s.main.serial}` : ''}${s.main.wwn ? `, WWN ${s.main.wwn}` : ''}` });
+      conflicts.push({
+        setupUuid: uuid,
+        spare: spare.path,
+        problem: `main device missing: none matches size ${s.main.size}${s.main.serial ? `, serial ${s.main.serial}` : ''}${s.main.wwn ? `, WWN ${s.main.wwn}` : ''}`,
+      });
       continue;
     }
     if (matches.length > 1) {
-      conflicts.push({ setupUuid: uuid, spare: spare.path, problem: `ambiguous: ${matches.map((m) => m.path).join(', ')} all match the recorded fingerprint (no serial/WWN recorded)` });
+      conflicts.push({
+        setupUuid: uuid,
+        spare: spare.path,
+        problem: `ambiguous: ${matches.map((m) => m.path).join(', ')} all match the recorded fingerprint (no serial/WWN recorded)`,
+      });
       continue;
     }
     const main = matches[0];
@@ -177,7 +193,9 @@ export async function planAssembly(paths: string[]): Promise<AssemblyPlan> {
   }
   for (const [mainPath, list] of claims) {
     if (list.length > 1) {
-      conflicts.push({ problem: `${list.length} spares claim the main device ${mainPath}: ${list.map((l) => `${l.spare.path} (setup ${l.spare.spare!.setupUuid})`).join(', ')}` });
+      conflicts.push({
+        problem: `${list.length} spares claim the main device ${mainPath}: ${list.map((l) => `${l.spare.path} (setup ${l.spare.spare!.setupUuid})`).join(', ')}`,
+      });
       continue;
     }
     const { spare, main } = list[0];

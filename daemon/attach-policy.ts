@@ -22,13 +22,16 @@ export function backendIdentifier(description: string | undefined, exportName: s
 }
 
 function flagNames(f: number): string {
-  const names = Object.entries(TxFlag).filter(([, bit]) => f & bit).map(([n]) => n);
+  const names = Object.entries(TxFlag)
+    .filter(([, bit]) => f & bit)
+    .map(([n]) => n);
   return `0x${f.toString(16)} (${names.join(' ') || 'none'})`;
 }
 
 /** Why the export offered now must not replace the one attached; undefined when it may. */
 export function refuseReattach(attached: ExportIdentity, offered: ExportIdentity): string | undefined {
-  if (offered.backend !== attached.backend) return `the socket serves another setup (${offered.backend}; the device holds ${attached.backend})`;
+  if (offered.backend !== attached.backend)
+    return `the socket serves another setup (${offered.backend}; the device holds ${attached.backend})`;
   if (offered.size !== attached.size) return `the export size changed from ${attached.size} to ${offered.size} bytes`;
   const attachedRo = (attached.transmissionFlags & TxFlag.READ_ONLY) !== 0;
   const offeredRo = (offered.transmissionFlags & TxFlag.READ_ONLY) !== 0;

@@ -79,7 +79,9 @@ const identityOf = (n: NegotiatedExport, exportName: string): ExportIdentity => 
 });
 
 /** N negotiated connections to the export, all for the same export; closed again on refusal. */
-export async function negotiateAll(o: Pick<AttachOptions, 'socket' | 'exportName' | 'connections'>): Promise<{ conns: NegotiatedExport[]; identity: ExportIdentity }> {
+export async function negotiateAll(
+  o: Pick<AttachOptions, 'socket' | 'exportName' | 'connections'>,
+): Promise<{ conns: NegotiatedExport[]; identity: ExportIdentity }> {
   const conns: NegotiatedExport[] = [];
   try {
     for (let i = 0; i < o.connections; i++) conns.push(await negotiate(o.socket, o.exportName));
@@ -110,7 +112,11 @@ export class AttachSession {
   /** Reconnects done, and the refusals met, for logs and tests. */
   readonly stats = { reconnects: 0, refusals: 0, linkDead: 0 };
 
-  constructor(private readonly o: AttachOptions, private readonly log: Logger, private readonly nl: NbdNetlink = new NbdNetlink()) {}
+  constructor(
+    private readonly o: AttachOptions,
+    private readonly log: Logger,
+    private readonly nl: NbdNetlink = new NbdNetlink(),
+  ) {}
 
   get device(): string {
     return `/dev/nbd${this.index}`;
@@ -126,8 +132,15 @@ export class AttachSession {
         const why = refuseReattach(previous.identity, identity);
         if (why) throw new Error(`refusing to re-adopt /dev/nbd${previous.index}: ${why}`);
         this.index = previous.index;
-        this.nl.reconfigure(this.index, conns.map((c) => fdOf(c.socket)), backend);
-        this.log.info({ device: this.device, backend: identity.backend }, 'attach: re-adopted the device attached by an earlier remapd attach');
+        this.nl.reconfigure(
+          this.index,
+          conns.map((c) => fdOf(c.socket)),
+          backend,
+        );
+        this.log.info(
+          { device: this.device, backend: identity.backend },
+          'attach: re-adopted the device attached by an earlier remapd attach',
+        );
       } else {
         this.index = this.nl.connect({
           index: this.o.index,
@@ -145,7 +158,18 @@ export class AttachSession {
     }
     this.identity = identity;
     writeState(this.o.stateDir, { index: this.index, socket: this.o.socket, exportName: this.o.exportName, identity, pid: process.pid });
-    this.log.info({ device: this.device, size: identity.size, flags: `0x${identity.transmissionFlags.toString(16)}`, backend: identity.backend, kernelChecksBackend: this.nl.knowsBackendIdentifier, connections: this.o.connections, deadTimeoutSec: this.o.deadTimeoutSec }, 'attach: device connected');
+    this.log.info(
+      {
+        device: this.device,
+        size: identity.size,
+        flags: `0x${identity.transmissionFlags.toString(16)}`,
+        backend: identity.backend,
+        kernelChecksBackend: this.nl.knowsBackendIdentifier,
+        connections: this.o.connections,
+        deadTimeoutSec: this.o.deadTimeoutSec,
+      },
+      'attach: device connected',
+    );
     return this.index;
   }
 
@@ -177,10 +201,17 @@ export class AttachSession {
             const why = refuseReattach(this.identity!, identity);
             if (why) {
               this.stats.refusals++;
-              this.log.error({ device: this.device, reason: why }, 'attach: refusing to reconnect the device to this export; the device keeps waiting for the right one (until its dead-connection timeout)');
+              this.log.error(
+                { device: this.device, reason: why },
+                'attach: refusing to reconnect the device to this export; the device keeps waiting for the right one (until its dead-connection timeout)',
+              );
               throw new Error(why);
             }
-            this.nl.reconfigure(this.index, conns.map((c) => fdOf(c.socket)), identity.backend);
+            this.nl.reconfigure(
+              this.index,
+              conns.map((c) => fdOf(c.socket)),
+              identity.backend,
+            );
           } finally {
             release(conns);
           }

@@ -66,7 +66,10 @@ export const CONFIG_SCHEMA = {
   metrics: str,
   maxOutstandingBytes: str,
   bufferBudget: str,
-  readRetries: { expect: 'an integer from 0 to 100', check: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 100 ? undefined : 'x') },
+  readRetries: {
+    expect: 'an integer from 0 to 100',
+    check: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 100 ? undefined : 'x'),
+  },
   tls: oneOf(['off', 'on', 'require']),
   tlsCertificates: path,
   tlsVerifyPeer: bool,
@@ -119,11 +122,7 @@ export function validateConfig(raw: unknown, file: string): ConfigValues {
   for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
     if (!isConfigKey(key)) {
       const hint = isConfigKey(keyName(key)) ? ` (did you mean "${keyName(key)}"?)` : '';
-      throw new ConfigFileError(
-        file,
-        key,
-        `unknown key "${key}"${hint}; known keys: ${Object.keys(CONFIG_SCHEMA).join(', ')}`,
-      );
+      throw new ConfigFileError(file, key, `unknown key "${key}"${hint}; known keys: ${Object.keys(CONFIG_SCHEMA).join(', ')}`);
     }
     const spec: KeySpec = CONFIG_SCHEMA[key];
     if (spec.check(value) !== undefined) {
@@ -178,11 +177,7 @@ export function explicitKeys(rawArgs: readonly string[]): Set<ConfigKey> {
  * explicitly on the command line replaces the parsed value (which is then only a default). Both the
  * kebab-case and camelCase properties are set, as yargs provides both.
  */
-export function mergeConfig<A extends Record<string, unknown>>(
-  argv: A,
-  config: ConfigValues,
-  rawArgs: readonly string[],
-): A {
+export function mergeConfig<A extends Record<string, unknown>>(argv: A, config: ConfigValues, rawArgs: readonly string[]): A {
   const explicit = explicitKeys(rawArgs);
   const merged: Record<string, unknown> = { ...argv };
   for (const [key, value] of Object.entries(config) as [ConfigKey, unknown][]) {
@@ -197,10 +192,7 @@ export function mergeConfig<A extends Record<string, unknown>>(
  * For `serve`: when argv has `config`, load it and merge; otherwise return argv unchanged.
  * `rawArgs` defaults to this process's own arguments.
  */
-export function applyConfigFile<A extends Record<string, unknown>>(
-  argv: A,
-  rawArgs: readonly string[] = process.argv.slice(2),
-): A {
+export function applyConfigFile<A extends Record<string, unknown>>(argv: A, rawArgs: readonly string[] = process.argv.slice(2)): A {
   const file = argv.config;
   if (typeof file !== 'string' || file === '') return argv;
   return mergeConfig(argv, loadConfigFile(file), rawArgs);

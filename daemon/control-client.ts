@@ -20,7 +20,7 @@ export async function callControl(path: string, cmd: string, args: Record<string
         err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
           ? ' (is remapd running? pass --control PATH)'
           : err.code === 'EACCES'
-            ? ' (permission denied: run as the daemon\'s user or root)'
+            ? " (permission denied: run as the daemon's user or root)"
             : '';
       reject(new ControlClientError(`cannot reach the control socket ${path}: ${err.code ?? err.message}${hint}`));
     });

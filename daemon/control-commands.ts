@@ -91,7 +91,9 @@ export function registerDeviceCommands(control: ControlServer, ctx: DeviceComman
       try {
         r = await move(remap, b);
       } catch (err) {
-        throw new ControlError(`${(err as Error).message}${Object.keys(results).length ? `; done before: ${JSON.stringify(results)}` : ''}`);
+        throw new ControlError(
+          `${(err as Error).message}${Object.keys(results).length ? `; done before: ${JSON.stringify(results)}` : ''}`,
+        );
       }
       (results[r] ??= []).push(b * remap.remapBlockSize);
       if (r === stopOn) break;

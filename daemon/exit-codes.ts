@@ -18,7 +18,10 @@ export const EXIT = {
 /** One line per status, for --help epilogue, the man page and docs. */
 export const EXIT_STATUS_TEXT: readonly [number, string][] = [
   [EXIT.OK, 'success'],
-  [EXIT.FAILED, 'the operation failed: the daemon answered with an error or cannot be reached (no control socket, permission), a device error, `check` found no valid metadata copy'],
+  [
+    EXIT.FAILED,
+    'the operation failed: the daemon answered with an error or cannot be reached (no control socket, permission), a device error, `check` found no valid metadata copy',
+  ],
   [EXIT.USAGE, 'usage error: unknown or bad flag, bad config file, malformed input file (import-map names the line)'],
   [EXIT.OUTPUT_CLOSED, 'standard output was closed by its reader (e.g. `| head`); nothing is printed'],
 ];

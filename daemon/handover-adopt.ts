@@ -51,7 +51,11 @@ function readState(fd: number, log: Logger): HandoverState | undefined {
  * The hand-over this process inherited, or undefined for an ordinary start. Consumes
  * REMAPD_HANDOVER_FDNAMES. `systemdFds` are the LISTEN_FDS systemd passed.
  */
-export function takeHandover(systemdFds: readonly ListenFd[], log: Logger, env: Record<string, string | undefined> = process.env): InheritedHandover | undefined {
+export function takeHandover(
+  systemdFds: readonly ListenFd[],
+  log: Logger,
+  env: Record<string, string | undefined> = process.env,
+): InheritedHandover | undefined {
   const names = env[HANDOVER_ENV];
   delete env[HANDOVER_ENV];
   let passed: ListenFd[];
@@ -122,5 +126,8 @@ export async function adoptHandover(daemon: RunningDaemon, inh: InheritedHandove
     }
   }
   const stallMs = inh.state ? Date.now() - inh.state.startedAtEpochMs : undefined;
-  log.info({ adopted, fresh, closed, listeners: inh.listenFds.length, from: inh.state?.from, sinceHandoverStartMs: stallMs }, 'hand-over: connections adopted');
+  log.info(
+    { adopted, fresh, closed, listeners: inh.listenFds.length, from: inh.state?.from, sinceHandoverStartMs: stallMs },
+    'hand-over: connections adopted',
+  );
 }

@@ -50,7 +50,9 @@ export interface HandoverState {
   readonly listeners: readonly { readonly name: string }[];
   /** Unix socket paths to remove when the daemon finally stops. */
   readonly socketPaths: readonly string[];
-  readonly connections: readonly ({ readonly name: string; readonly fresh: true } | { readonly name: string; readonly session: HandedOverSession })[];
+  readonly connections: readonly (
+    { readonly name: string; readonly fresh: true } | { readonly name: string; readonly session: HandedOverSession }
+  )[];
 }
 
 /** Whether this process can hand over with `how` (fdstore needs the addon and a notify socket). */
@@ -83,7 +85,13 @@ function stateFile(state: HandoverState): number {
  * Runs the hand-over and ends this process. Never resolves: on success the process exits 0 once the
  * successor (or systemd) holds every descriptor.
  */
-export async function handOver(daemon: RunningDaemon, systemd: Systemd, log: Logger, how: HandoverHow, activationFds: ReadonlySet<number> = new Set()): Promise<never> {
+export async function handOver(
+  daemon: RunningDaemon,
+  systemd: Systemd,
+  log: Logger,
+  how: HandoverHow,
+  activationFds: ReadonlySet<number> = new Set(),
+): Promise<never> {
   const startedAtEpochMs = Date.now();
   log.info({ how }, 'planned restart: handing connections over');
   void systemd.status('handing connections over to the next process');
@@ -101,17 +109,23 @@ export async function handOver(daemon: RunningDaemon, systemd: Systemd, log: Log
       else closing.push(closeGracefully(c));
     }),
   );
-  if (closing.length) log.warn({ closed: closing.length }, 'hand-over: closing connections that cannot be handed over (TLS, mid-handshake, or requests still running); their clients reconnect');
+  if (closing.length)
+    log.warn(
+      { closed: closing.length },
+      'hand-over: closing connections that cannot be handed over (TLS, mid-handshake, or requests still running); their clients reconnect',
+    );
   await Promise.all(closing);
   await daemon.stop('planned restart');
 
   const fds: { name: string; fd: number }[] = [];
   // systemd keeps the listeners it passed us (socket unit or store) by itself: store only our own.
-  const stateListeners = listenerFds.filter((fd) => fd >= 0 && !(how === 'fdstore' && activationFds.has(fd))).map((fd, i) => {
-    const name = `${FD_NAME_PREFIX}listen-${i}`;
-    fds.push({ name, fd });
-    return { name };
-  });
+  const stateListeners = listenerFds
+    .filter((fd) => fd >= 0 && !(how === 'fdstore' && activationFds.has(fd)))
+    .map((fd, i) => {
+      const name = `${FD_NAME_PREFIX}listen-${i}`;
+      fds.push({ name, fd });
+      return { name };
+    });
   const stateConnections: HandoverState['connections'][number][] = [];
   detached.forEach((d, i) => {
     const name = `${FD_NAME_PREFIX}conn-${i}`;
@@ -123,10 +137,20 @@ export async function handOver(daemon: RunningDaemon, systemd: Systemd, log: Log
     fds.push({ name, fd: fdOf(s) });
     stateConnections.push({ name, fresh: true });
   });
-  const state: HandoverState = { version: 1, startedAtEpochMs, from: process.pid, listeners: stateListeners, socketPaths: ownedPaths, connections: stateConnections };
+  const state: HandoverState = {
+    version: 1,
+    startedAtEpochMs,
+    from: process.pid,
+    listeners: stateListeners,
+    socketPaths: ownedPaths,
+    connections: stateConnections,
+  };
   fds.unshift({ name: STATE_FD_NAME, fd: stateFile(state) });
   const usable = fds.filter((f) => f.fd >= 0);
-  log.info({ how, connections: detached.length, fresh: fresh.length, listeners: stateListeners.length, drainMs: Date.now() - startedAtEpochMs }, 'hand-over: connections drained, devices closed');
+  log.info(
+    { how, connections: detached.length, fresh: fresh.length, listeners: stateListeners.length, drainMs: Date.now() - startedAtEpochMs },
+    'hand-over: connections drained, devices closed',
+  );
 
   if (how === 'fdstore') {
     for (const f of usable) sendFds!(systemd.notifySocket!, `FDSTORE=1\nFDNAME=${f.name}\n`, [f.fd]);

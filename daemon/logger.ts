@@ -18,7 +18,7 @@ function prettyStream(): { write(line: string): void } {
         const { level, time, msg, pid: _pid, hostname: _host, name: _name, ...rest } = o;
         const t = new Date(time as number).toISOString().slice(11, 23);
         const extra = Object.keys(rest).length ? ' ' + JSON.stringify(rest) : '';
-        process.stdout.write(`${t} ${(LEVEL_NAMES[level as number] ?? level)} ${msg ?? ''}${extra}\n`);
+        process.stdout.write(`${t} ${LEVEL_NAMES[level as number] ?? level} ${msg ?? ''}${extra}\n`);
       } catch {
         process.stdout.write(line);
       }

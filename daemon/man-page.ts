@@ -13,7 +13,7 @@ import { commands } from './cli';
 import { CONFIG_SCHEMA, flagName } from './config-file';
 import { EXIT_STATUS_TEXT } from './exit-codes';
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
+// eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = (require('../../package.json') as { version: string }).version;
 
 /** Text → roff: escape backslashes, hyphens, and a leading dot or quote. */
@@ -59,7 +59,16 @@ function optionsOf(cmd: CommandModule<any, any>): { positionals: string[]; optio
   if (typeof cmd.builder === 'function') cmd.builder(spy as never);
   else if (cmd.builder) y.options(cmd.builder);
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const o = (y as any).getOptions() as { key: Record<string, unknown>; alias: Record<string, string[]>; boolean: string[]; number: string[]; array: string[]; default: Record<string, unknown>; choices: Record<string, unknown[]>; demandedOptions: Record<string, unknown> };
+  const o = (y as any).getOptions() as {
+    key: Record<string, unknown>;
+    alias: Record<string, string[]>;
+    boolean: string[];
+    number: string[];
+    array: string[];
+    default: Record<string, unknown>;
+    choices: Record<string, unknown[]>;
+    demandedOptions: Record<string, unknown>;
+  };
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   const descriptions = (y as any).getInternalMethods().getUsageInstance().getDescriptions() as Record<string, string | undefined>;
   const command = String(cmd.command);
@@ -86,10 +95,12 @@ function optionsOf(cmd: CommandModule<any, any>): { positionals: string[]; optio
 function describeOption(opt: OptionDoc): string {
   const flag = (n: string) => (n.length === 1 ? `-${n}` : `--${n}`);
   const names = [...opt.aliases.map(flag), flag(opt.name)].map((n) => `\\fB${roff(n)}\\fR`).join(', ');
-  const arg = opt.type === 'boolean' ? '' : ` \\fI${opt.choices ? opt.choices.map(String).join('|') : opt.type === 'number' ? 'N' : 'VALUE'}\\fR`;
+  const arg =
+    opt.type === 'boolean' ? '' : ` \\fI${opt.choices ? opt.choices.map(String).join('|') : opt.type === 'number' ? 'N' : 'VALUE'}\\fR`;
   const extra: string[] = [];
   if (opt.required) extra.push('required');
-  if (opt.default !== undefined && !(opt.type === 'boolean' && opt.default === false)) extra.push(`default: ${JSON.stringify(opt.default)}`);
+  if (opt.default !== undefined && !(opt.type === 'boolean' && opt.default === false))
+    extra.push(`default: ${JSON.stringify(opt.default)}`);
   return `.TP\n${names}${roff(arg).replace(/\\e/g, '\\')}\n${roff(opt.describe || '(no description)')}${extra.length ? ` [${roff(extra.join('; '))}]` : ''}\n`;
 }
 
@@ -120,9 +131,17 @@ export function renderManPage(): string {
   }
   out.push('.SH CONFIGURATION FILE');
   out.push(
-    roff('remapd serve --config /etc/remapd/NAME.json reads one JSON object whose keys are the long options of serve in camelCase; an option given on the command line wins. Keys:'),
+    roff(
+      'remapd serve --config /etc/remapd/NAME.json reads one JSON object whose keys are the long options of serve in camelCase; an option given on the command line wins. Keys:',
+    ),
   );
-  out.push('.PP\n' + Object.keys(CONFIG_SCHEMA).map((k) => `\\fB${roff(k)}\\fR (\\fB\\-\\-${roff(flagName(k))}\\fR)`).join(',\n') + '.');
+  out.push(
+    '.PP\n' +
+      Object.keys(CONFIG_SCHEMA)
+        .map((k) => `\\fB${roff(k)}\\fR (\\fB\\-\\-${roff(flagName(k))}\\fR)`)
+        .join(',\n') +
+      '.',
+  );
   out.push('.SH EXIT STATUS');
   for (const [code, what] of EXIT_STATUS_TEXT) out.push(`.TP\n.B ${code}\n${roff(what.replace(/`/g, ''))}`);
   out.push('.SH ENVIRONMENT');
@@ -136,7 +155,9 @@ export function renderManPage(): string {
   out.push(`.TP\n.I /var/lib/remapd/NAME.evacuate.json\n${roff('progress of remapd evacuate')}`);
   out.push(`.TP\n.I /etc/remapd/alert\n${roff('alert program run by remapd-alert@NAME.service when the service fails')}`);
   out.push('.SH SEE ALSO');
-  out.push('.BR nbd\\-client (8),\n.BR nbdkit (1),\n.BR ddrescue (1),\n.BR ddrescuelog (1),\n.BR badblocks (8),\n.BR e2fsck (8),\n.BR smartctl (8),\n.BR systemd.service (5)');
+  out.push(
+    '.BR nbd\\-client (8),\n.BR nbdkit (1),\n.BR ddrescue (1),\n.BR ddrescuelog (1),\n.BR badblocks (8),\n.BR e2fsck (8),\n.BR smartctl (8),\n.BR systemd.service (5)',
+  );
   out.push(roff('/usr/share/doc/remapd/OPERATIONS.md'));
   return out.join('\n') + '\n';
 }

@@ -15,7 +15,13 @@ const RATE_SAMPLES = 7;
 export interface MetricSources {
   connections(): number;
   remaps?(): {
-    total: number; byReason: Record<string, number>; pending: number; spareUsed: number; spareFree: number; spareBlocks: number; exhausted: boolean;
+    total: number;
+    byReason: Record<string, number>;
+    pending: number;
+    spareUsed: number;
+    spareFree: number;
+    spareBlocks: number;
+    exhausted: boolean;
     /** The spare refuses writes or metadata commits (remap/spare-state.ts). */
     spareFailing?: boolean;
     /** The main device is gone or fails everywhere (remap/main-state.ts). */
@@ -38,8 +44,18 @@ export class Metrics {
   constructor(sources: MetricSources) {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'remapd_process_' });
-    this.requests = new Counter({ name: 'remapd_requests_total', help: 'NBD requests completed, by command and result (ok or errno)', labelNames: ['cmd', 'result'], registers: [r] });
-    this.bytes = new Counter({ name: 'remapd_bytes_total', help: 'Payload bytes of completed READ and WRITE requests', labelNames: ['cmd'], registers: [r] });
+    this.requests = new Counter({
+      name: 'remapd_requests_total',
+      help: 'NBD requests completed, by command and result (ok or errno)',
+      labelNames: ['cmd', 'result'],
+      registers: [r],
+    });
+    this.bytes = new Counter({
+      name: 'remapd_bytes_total',
+      help: 'Payload bytes of completed READ and WRITE requests',
+      labelNames: ['cmd'],
+      registers: [r],
+    });
     this.latency = new Histogram({
       name: 'remapd_request_duration_seconds',
       help: 'Time from dispatch to reply, by command',
@@ -47,33 +63,109 @@ export class Metrics {
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [r],
     });
-    new Gauge({ name: 'remapd_connections', help: 'Open NBD connections', registers: [r], collect() { this.set(sources.connections()); } });
+    new Gauge({
+      name: 'remapd_connections',
+      help: 'Open NBD connections',
+      registers: [r],
+      collect() {
+        this.set(sources.connections());
+      },
+    });
     if (sources.remaps) {
       const get = sources.remaps;
-      new Gauge({ name: 'remapd_remaps', help: 'Remapped blocks, by reason', labelNames: ['reason'], registers: [r], collect() {
-        this.reset();
-        const s = get();
-        for (const [reason, n] of Object.entries(s.byReason)) this.set({ reason }, n);
-      } });
-      new Gauge({ name: 'remapd_remaps_total', help: 'Remapped blocks in all', registers: [r], collect() { this.set(get().total); } });
-      new Gauge({ name: 'remapd_pending_blocks', help: 'Unreadable blocks waiting for a write', registers: [r], collect() { this.set(get().pending); } });
-      new Gauge({ name: 'remapd_spare_blocks_used', help: 'Spare data blocks in use', registers: [r], collect() { this.set(get().spareUsed); } });
-      new Gauge({ name: 'remapd_spare_blocks_free', help: 'Spare data blocks free', registers: [r], collect() { this.set(get().spareFree); } });
-      new Gauge({ name: 'remapd_spare_exhausted', help: '1 when a remap failed for lack of spare space', registers: [r], collect() { this.set(get().exhausted ? 1 : 0); } });
-      new Gauge({ name: 'remapd_spare_failing', help: '1 while the spare refuses writes or metadata commits (no new remaps)', registers: [r], collect() { this.set(get().spareFailing ? 1 : 0); } });
-      new Gauge({ name: 'remapd_main_failed', help: '1 while the main device is gone or fails everywhere (no block is blamed)', registers: [r], collect() { this.set(get().mainFailed ? 1 : 0); } });
+      new Gauge({
+        name: 'remapd_remaps',
+        help: 'Remapped blocks, by reason',
+        labelNames: ['reason'],
+        registers: [r],
+        collect() {
+          this.reset();
+          const s = get();
+          for (const [reason, n] of Object.entries(s.byReason)) this.set({ reason }, n);
+        },
+      });
+      new Gauge({
+        name: 'remapd_remaps_total',
+        help: 'Remapped blocks in all',
+        registers: [r],
+        collect() {
+          this.set(get().total);
+        },
+      });
+      new Gauge({
+        name: 'remapd_pending_blocks',
+        help: 'Unreadable blocks waiting for a write',
+        registers: [r],
+        collect() {
+          this.set(get().pending);
+        },
+      });
+      new Gauge({
+        name: 'remapd_spare_blocks_used',
+        help: 'Spare data blocks in use',
+        registers: [r],
+        collect() {
+          this.set(get().spareUsed);
+        },
+      });
+      new Gauge({
+        name: 'remapd_spare_blocks_free',
+        help: 'Spare data blocks free',
+        registers: [r],
+        collect() {
+          this.set(get().spareFree);
+        },
+      });
+      new Gauge({
+        name: 'remapd_spare_exhausted',
+        help: '1 when a remap failed for lack of spare space',
+        registers: [r],
+        collect() {
+          this.set(get().exhausted ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'remapd_spare_failing',
+        help: '1 while the spare refuses writes or metadata commits (no new remaps)',
+        registers: [r],
+        collect() {
+          this.set(get().spareFailing ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'remapd_main_failed',
+        help: '1 while the main device is gone or fails everywhere (no block is blamed)',
+        registers: [r],
+        collect() {
+          this.set(get().mainFailed ? 1 : 0);
+        },
+      });
     }
     if (sources.health) {
       const get = sources.health;
-      new Gauge({ name: 'remapd_health_score', help: 'Health score of the main device, 0 (dead) to 100', registers: [r], collect() { const h = get(); if (h) this.set(h.score); } });
+      new Gauge({
+        name: 'remapd_health_score',
+        help: 'Health score of the main device, 0 (dead) to 100',
+        registers: [r],
+        collect() {
+          const h = get();
+          if (h) this.set(h.score);
+        },
+      });
     }
     if (sources.lanes) {
       const get = sources.lanes;
       const lane = (name: string, help: string, pick: (l: LaneStats) => number): void => {
-        new Gauge({ name, help, labelNames: ['lane'], registers: [r], collect() {
-          this.reset();
-          for (const l of get()) this.set({ lane: l.name }, pick(l));
-        } });
+        new Gauge({
+          name,
+          help,
+          labelNames: ['lane'],
+          registers: [r],
+          collect() {
+            this.reset();
+            for (const l of get()) this.set({ lane: l.name }, pick(l));
+          },
+        });
       };
       lane('remapd_io_in_flight', 'I/O jobs in flight on the lane', (l) => l.inFlight);
       lane('remapd_io_oldest_in_flight_seconds', 'Age of the oldest I/O job in flight on the lane', (l) => l.oldestInFlightMs / 1000);
@@ -82,15 +174,54 @@ export class Metrics {
     }
     if (sources.scan) {
       const get = sources.scan;
-      new Gauge({ name: 'remapd_scan_progress_ratio', help: 'Progress of the current scan pass, 0 to 1', registers: [r], collect() { const s = get(); if (s) this.set(s.progress); } });
-      new Gauge({ name: 'remapd_scan_passes_completed', help: 'Full scan passes completed', registers: [r], collect() { const s = get(); if (s) this.set(s.passesCompleted); } });
-      new Gauge({ name: 'remapd_scan_device_failed', help: '1 while the scan finds main failed as a whole (device gone or every read failing)', registers: [r], collect() { const s = get(); if (s) this.set(s.deviceFailure ? 1 : 0); } });
-      new Gauge({ name: 'remapd_scan_suspect_regions_queued', help: 'Suspect regions (import-map, SMART logs) waiting to be read by the scan', registers: [r], collect() { const s = get(); if (s) this.set(s.suspects?.queued ?? 0); } });
+      new Gauge({
+        name: 'remapd_scan_progress_ratio',
+        help: 'Progress of the current scan pass, 0 to 1',
+        registers: [r],
+        collect() {
+          const s = get();
+          if (s) this.set(s.progress);
+        },
+      });
+      new Gauge({
+        name: 'remapd_scan_passes_completed',
+        help: 'Full scan passes completed',
+        registers: [r],
+        collect() {
+          const s = get();
+          if (s) this.set(s.passesCompleted);
+        },
+      });
+      new Gauge({
+        name: 'remapd_scan_device_failed',
+        help: '1 while the scan finds main failed as a whole (device gone or every read failing)',
+        registers: [r],
+        collect() {
+          const s = get();
+          if (s) this.set(s.deviceFailure ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'remapd_scan_suspect_regions_queued',
+        help: 'Suspect regions (import-map, SMART logs) waiting to be read by the scan',
+        registers: [r],
+        collect() {
+          const s = get();
+          if (s) this.set(s.suspects?.queued ?? 0);
+        },
+      });
     }
   }
 
   /** Pre-bound label children per command: the hot path skips label hashing. */
-  private readonly bound = new Map<number, { ok: ReturnType<Counter<'cmd' | 'result'>['labels']>; bytes: ReturnType<Counter<'cmd'>['labels']>; latency: ReturnType<Histogram<'cmd'>['labels']> }>();
+  private readonly bound = new Map<
+    number,
+    {
+      ok: ReturnType<Counter<'cmd' | 'result'>['labels']>;
+      bytes: ReturnType<Counter<'cmd'>['labels']>;
+      latency: ReturnType<Histogram<'cmd'>['labels']>;
+    }
+  >();
 
   private children(type: number, cmd: string) {
     let b = this.bound.get(type);
@@ -137,14 +268,21 @@ export class Metrics {
   }
 
   /** Totals plus requests/s and bytes/s per command over the last ~30 s. */
-  io(): { totals: ReturnType<Metrics['totals']>; rates: Record<string, { requestsPerSecond: number; bytesPerSecond: number }>; windowSeconds: number } {
+  io(): {
+    totals: ReturnType<Metrics['totals']>;
+    rates: Record<string, { requestsPerSecond: number; bytesPerSecond: number }>;
+    windowSeconds: number;
+  } {
     const now = { at: Date.now(), totals: this.totals() };
     const old = this.samples[0] ?? now;
     const dt = Math.max(0.001, (now.at - old.at) / 1000);
     const rates: Record<string, { requestsPerSecond: number; bytesPerSecond: number }> = {};
     for (const [cmd, c] of Object.entries(now.totals)) {
       const before = old.totals[cmd] ?? { requests: 0, errors: 0, bytes: 0 };
-      rates[cmd] = { requestsPerSecond: +((c.requests - before.requests) / dt).toFixed(1), bytesPerSecond: Math.round((c.bytes - before.bytes) / dt) };
+      rates[cmd] = {
+        requestsPerSecond: +((c.requests - before.requests) / dt).toFixed(1),
+        bytesPerSecond: Math.round((c.bytes - before.bytes) / dt),
+      };
     }
     return { totals: now.totals, rates, windowSeconds: +dt.toFixed(1) };
   }

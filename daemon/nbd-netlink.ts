@@ -28,7 +28,10 @@ import { errnoName } from '../storage/native';
 
 /** A kernel refusal: `errno` is the positive error number, `code` its name. */
 export class NetlinkError extends Error {
-  constructor(readonly errno: number, what: string) {
+  constructor(
+    readonly errno: number,
+    what: string,
+  ) {
     super(`${what}: ${errnoName(errno)}`);
   }
   get code(): string {
@@ -57,7 +60,12 @@ export class GenlSocket {
    * Send a request and collect its replies until the kernel's ACK (or error). Multicast messages that
    * arrive meanwhile go to `onOther`.
    */
-  request(build: (seq: number) => Buffer, what: string, onOther?: (g: GenlMessage, type: number) => void, timeoutMs = 10_000): GenlMessage[] {
+  request(
+    build: (seq: number) => Buffer,
+    what: string,
+    onOther?: (g: GenlMessage, type: number) => void,
+    timeoutMs = 10_000,
+  ): GenlMessage[] {
     const seq = ++this.seq;
     netlinkSend!(this.fd, build(seq));
     const replies: GenlMessage[] = [];
@@ -108,7 +116,7 @@ export class NbdNetlink {
       this.family = sock.resolveFamily(NBD_GENL_FAMILY_NAME);
     } catch (err) {
       if (err instanceof NetlinkError && err.code === 'ENOENT') {
-        throw new Error('the kernel has no nbd driver loaded (run `modprobe nbd`; nbd netlink needs Linux >= 4.12)');
+        throw new Error('the kernel has no nbd driver loaded (run `modprobe nbd`; nbd netlink needs Linux >= 4.12)', { cause: err });
       }
       throw err;
     }
@@ -127,7 +135,10 @@ export class NbdNetlink {
   }
 
   reconfigure(index: number, fds: readonly number[], backendIdentifier?: string): void {
-    this.sock.request((seq) => encodeNbdReconfigure(this.family.id, seq, index, fds, this.knowsBackendIdentifier ? backendIdentifier : undefined), 'NBD_CMD_RECONFIGURE');
+    this.sock.request(
+      (seq) => encodeNbdReconfigure(this.family.id, seq, index, fds, this.knowsBackendIdentifier ? backendIdentifier : undefined),
+      'NBD_CMD_RECONFIGURE',
+    );
   }
 
   disconnect(index: number): void {

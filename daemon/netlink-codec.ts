@@ -25,7 +25,16 @@ const NLA_TYPE_MASK = 0x3fff;
 
 /** The generic-netlink controller (linux/genetlink.h). */
 export const GENL_ID_CTRL = 0x10;
-export const Ctrl = { CMD_GETFAMILY: 3, ATTR_FAMILY_ID: 1, ATTR_FAMILY_NAME: 2, ATTR_VERSION: 3, ATTR_MAXATTR: 5, ATTR_MCAST_GROUPS: 7, ATTR_MCAST_GRP_NAME: 1, ATTR_MCAST_GRP_ID: 2 } as const;
+export const Ctrl = {
+  CMD_GETFAMILY: 3,
+  ATTR_FAMILY_ID: 1,
+  ATTR_FAMILY_NAME: 2,
+  ATTR_VERSION: 3,
+  ATTR_MAXATTR: 5,
+  ATTR_MCAST_GROUPS: 7,
+  ATTR_MCAST_GRP_NAME: 1,
+  ATTR_MCAST_GRP_ID: 2,
+} as const;
 
 /** The nbd family (linux/nbd-netlink.h). */
 export const NBD_GENL_FAMILY_NAME = 'nbd';
@@ -33,8 +42,16 @@ export const NBD_GENL_VERSION = 1;
 export const NBD_MCAST_GROUP_NAME = 'nbd_mc_group';
 export const NbdCmd = { CONNECT: 1, DISCONNECT: 2, RECONFIGURE: 3, LINK_DEAD: 4, STATUS: 5 } as const;
 export const NbdAttr = {
-  INDEX: 1, SIZE_BYTES: 2, BLOCK_SIZE_BYTES: 3, TIMEOUT: 4, SERVER_FLAGS: 5, CLIENT_FLAGS: 6, SOCKETS: 7,
-  DEAD_CONN_TIMEOUT: 8, DEVICE_LIST: 9, BACKEND_IDENTIFIER: 10,
+  INDEX: 1,
+  SIZE_BYTES: 2,
+  BLOCK_SIZE_BYTES: 3,
+  TIMEOUT: 4,
+  SERVER_FLAGS: 5,
+  CLIENT_FLAGS: 6,
+  SOCKETS: 7,
+  DEAD_CONN_TIMEOUT: 8,
+  DEVICE_LIST: 9,
+  BACKEND_IDENTIFIER: 10,
 } as const;
 const NBD_SOCK_ITEM = 1;
 const NBD_SOCK_FD = 1;
@@ -77,7 +94,14 @@ export function encodeAttrs(attrs: readonly Attr[]): Buffer {
 }
 
 /** One generic-netlink request. */
-export function encodeGenl(familyId: number, cmd: number, version: number, seq: number, attrs: readonly Attr[], flags = NLM_F_REQUEST | NLM_F_ACK): Buffer {
+export function encodeGenl(
+  familyId: number,
+  cmd: number,
+  version: number,
+  seq: number,
+  attrs: readonly Attr[],
+  flags = NLM_F_REQUEST | NLM_F_ACK,
+): Buffer {
   const body = encodeAttrs(attrs);
   const msg = Buffer.alloc(NLMSG_HDRLEN + GENL_HDRLEN + body.length);
   msg.writeUInt32LE(msg.length, 0);
@@ -105,7 +129,12 @@ export function decodeMessages(buf: Buffer): NlMessage[] {
   while (at + NLMSG_HDRLEN <= buf.length) {
     const len = buf.readUInt32LE(at);
     if (len < NLMSG_HDRLEN || at + len > buf.length) throw new Error(`malformed netlink message length ${len}`);
-    out.push({ type: buf.readUInt16LE(at + 4), flags: buf.readUInt16LE(at + 6), seq: buf.readUInt32LE(at + 8), payload: buf.subarray(at + NLMSG_HDRLEN, at + len) });
+    out.push({
+      type: buf.readUInt16LE(at + 4),
+      flags: buf.readUInt16LE(at + 6),
+      seq: buf.readUInt32LE(at + 8),
+      payload: buf.subarray(at + NLMSG_HDRLEN, at + len),
+    });
     at += pad4(len);
   }
   return out;
@@ -218,7 +247,13 @@ export function encodeNbdConnect(familyId: number, seq: number, r: NbdConnectReq
 }
 
 /** New sockets for the dead connections of device `index` (the kernel replaces dead ones only). */
-export function encodeNbdReconfigure(familyId: number, seq: number, index: number, fds: readonly number[], backendIdentifier?: string): Buffer {
+export function encodeNbdReconfigure(
+  familyId: number,
+  seq: number,
+  index: number,
+  fds: readonly number[],
+  backendIdentifier?: string,
+): Buffer {
   const attrs: Attr[] = [{ type: NbdAttr.INDEX, u32: index }, sockets(fds)];
   if (backendIdentifier !== undefined) attrs.push({ type: NbdAttr.BACKEND_IDENTIFIER, str: backendIdentifier });
   return encodeGenl(familyId, NbdCmd.RECONFIGURE, NBD_GENL_VERSION, seq, attrs);

@@ -108,7 +108,11 @@ export function openersOf(path: string): number[] {
  * setup's spare (if any): it names the owner in the refusal and, without the addon, decides.
  * Throws SetupInUseError when someone else holds it.
  */
-export async function claimDevice(path: string, role: 'main' | 'spare', marker?: () => Promise<OwnerMarker | undefined>): Promise<DeviceClaim> {
+export async function claimDevice(
+  path: string,
+  role: 'main' | 'spare',
+  marker?: () => Promise<OwnerMarker | undefined>,
+): Promise<DeviceClaim> {
   let st;
   try {
     st = statSync(path);
@@ -119,7 +123,11 @@ export async function claimDevice(path: string, role: 'main' | 'spare', marker?:
     const m = await marker?.().catch(() => undefined);
     const owner = m && markerIsLive(m) ? `remapd ${describeOwner(m)}` : undefined;
     const others = owner ? [] : openersOf(path);
-    const who = owner ?? (others.length ? `process${others.length > 1 ? 'es' : ''} ${others.map((p) => `pid ${p}${procStartText(p)}`).join(', ')} on host ${hostname()}` : 'another process');
+    const who =
+      owner ??
+      (others.length
+        ? `process${others.length > 1 ? 'es' : ''} ${others.map((p) => `pid ${p}${procStartText(p)}`).join(', ')} on host ${hostname()}`
+        : 'another process');
     throw new SetupInUseError(`${role} ${path} is in use by ${who} (${how}); stop that first — a setup has one owner`);
   };
   if (st.isBlockDevice()) {
@@ -151,7 +159,8 @@ export async function claimDevice(path: string, role: 'main' | 'spare', marker?:
     return { path, how: 'flock', release: once(() => closeSync(fd)) };
   }
   const m = await marker?.().catch(() => undefined);
-  if (markerIsLive(m)) await refuse(`owner marker of a live process; no file lock: native addon ${nativeAvailable ? 'without flockNb' : 'not built'}`);
+  if (markerIsLive(m))
+    await refuse(`owner marker of a live process; no file lock: native addon ${nativeAvailable ? 'without flockNb' : 'not built'}`);
   return { path, how: 'marker', release: () => undefined };
 }
 

@@ -114,8 +114,16 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     throw err;
   }
   backends.push(rawMain);
-  if (rawMain.direct) log.info({ main: rawMain.path, ioDeadlineMs: opts.mainIoDeadlineMs ?? DEFAULT_MAIN_IO_DEADLINE_MS }, 'main opened with direct I/O (O_DIRECT)');
-  else if (opts.mainDirect ?? true) log.warn({ main: rawMain.path, reason: (rawMain as { directNotice?: string }).directNotice }, 'main is NOT opened with direct I/O: write errors may surface late, at the next flush');
+  if (rawMain.direct)
+    log.info(
+      { main: rawMain.path, ioDeadlineMs: opts.mainIoDeadlineMs ?? DEFAULT_MAIN_IO_DEADLINE_MS },
+      'main opened with direct I/O (O_DIRECT)',
+    );
+  else if (opts.mainDirect ?? true)
+    log.warn(
+      { main: rawMain.path, reason: (rawMain as { directNotice?: string }).directNotice },
+      'main is NOT opened with direct I/O: write errors may surface late, at the next flush',
+    );
   let faultRules: FaultRules | undefined;
   let main: Backend = rawMain;
   let store: MetadataStore | undefined;
@@ -134,9 +142,17 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       store = await MetadataStore.open(spare, identityFromBackend(rawMain));
       if (!opts.readOnly) await store.claim(ownMarker());
       // The description carries the setup UUID: `remapd attach` checks it on every reconnect (daemon/attach-policy.ts).
-      remap = new RemapDevice(main, spare, store, { logger: log, readOnly: opts.readOnly, readRetries: opts.readRetries, description: `remapd setup=${store.setupUuid} main=${rawMain.path} spare=${spare.path}` });
+      remap = new RemapDevice(main, spare, store, {
+        logger: log,
+        readOnly: opts.readOnly,
+        readRetries: opts.readRetries,
+        description: `remapd setup=${store.setupUuid} main=${rawMain.path} spare=${spare.path}`,
+      });
       device = remap;
-      log.info({ spare: spare.path, setup: store.setupUuid, ...remap.status().remaps, pending: remap.status().pending.count }, 'remap table loaded');
+      log.info(
+        { spare: spare.path, setup: store.setupUuid, ...remap.status().remaps, pending: remap.status().pending.count },
+        'remap table loaded',
+      );
     } else {
       device = new PassthroughDevice(main, { readOnly: opts.readOnly });
     }
@@ -155,11 +171,21 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     remaps: remap
       ? () => {
           const s = remap!.status();
-          return { total: s.remaps.total, byReason: s.remaps.byReason, pending: s.pending.count, spareUsed: s.spare.used, spareFree: s.spare.free, spareBlocks: s.spare.dataBlocks, exhausted: s.spare.exhausted, spareFailing: s.spare.failing, mainFailed: s.main.state === 'failed' };
+          return {
+            total: s.remaps.total,
+            byReason: s.remaps.byReason,
+            pending: s.pending.count,
+            spareUsed: s.spare.used,
+            spareFree: s.spare.free,
+            spareBlocks: s.spare.dataBlocks,
+            exhausted: s.spare.exhausted,
+            spareFailing: s.spare.failing,
+            mainFailed: s.main.state === 'failed',
+          };
         }
       : undefined,
-    health: () => (statusSections.get('health')?.() as { score: number } | undefined),
-    scan: () => (statusSections.get('scan')?.() as { progress: number; passesCompleted: number } | undefined),
+    health: () => statusSections.get('health')?.() as { score: number } | undefined,
+    scan: () => statusSections.get('scan')?.() as { progress: number; passesCompleted: number } | undefined,
     lanes: () => openLanes().map((l) => l.stats()),
   });
   metrics.startRates();
@@ -210,7 +236,10 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       } catch (err) {
         if (!opts.controlIsDefault) throw err;
         // The default place is a convenience: a daemon that can serve should not fail over it.
-        log.warn({ control: opts.control, err: (err as Error).message }, 'control socket unavailable; status and remap commands will not work');
+        log.warn(
+          { control: opts.control, err: (err as Error).message },
+          'control socket unavailable; status and remap commands will not work',
+        );
         control = undefined;
       }
     }
@@ -233,7 +262,10 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       const bound = await server.listenTcp(addr.host, addr.port);
       endpoints.push(`tcp:${addr.host}:${bound.port}`);
       if (!isLoopback(addr.host) && tls?.mode !== 'require') {
-        log.warn({ listen: opts.listen }, 'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT --tls require: anyone who can reach it can read and overwrite the disk');
+        log.warn(
+          { listen: opts.listen },
+          'LISTENING ON A NON-LOOPBACK ADDRESS WITHOUT --tls require: anyone who can reach it can read and overwrite the disk',
+        );
       }
     }
   } catch (err) {
@@ -247,7 +279,16 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
   }
 
   log.info(
-    { main: main.path, size: device.size, export: opts.exportName, readOnly: opts.readOnly, endpoints, control: control ? opts.control : null, pid: process.pid, claims: claim.claims.map((c) => `${c.path}:${c.how}`) },
+    {
+      main: main.path,
+      size: device.size,
+      export: opts.exportName,
+      readOnly: opts.readOnly,
+      endpoints,
+      control: control ? opts.control : null,
+      pid: process.pid,
+      claims: claim.claims.map((c) => `${c.path}:${c.how}`),
+    },
     'remapd serving',
   );
 
@@ -277,7 +318,17 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     })();
     return stopping;
   };
-  return { server, device, remap, control, beforeStop, stopped, stop, faultRules: () => faultRules, onFaultRules: (l) => faultListeners.push(l) };
+  return {
+    server,
+    device,
+    remap,
+    control,
+    beforeStop,
+    stopped,
+    stop,
+    faultRules: () => faultRules,
+    onFaultRules: (l) => faultListeners.push(l),
+  };
 }
 
 export { ServerStartError };

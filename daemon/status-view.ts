@@ -14,39 +14,66 @@ export function formatStatus(s: Record<string, any>): string {
   const lines: string[] = [];
   lines.push(`export      ${s.export} (${bytes(s.size)}) from ${s.main}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
   lines.push(`clients     ${s.connections} connected`);
-  if (s.mainState?.state === 'failed') lines.push(`main        ** MAIN DEVICE FAILED ** since ${new Date(s.mainState.since).toISOString()}: ${s.mainState.reason}`);
+  if (s.mainState?.state === 'failed')
+    lines.push(`main        ** MAIN DEVICE FAILED ** since ${new Date(s.mainState.since).toISOString()}: ${s.mainState.reason}`);
   const cfg = Object.entries(s.mainState?.configErrors ?? {}).map(([k, v]) => `${k} ${v}`);
   if (cfg.length) lines.push(`main faults ${cfg.join(', ')} (device/configuration errors, no block blamed)`);
   if (s.health) lines.push(`health      ${s.health.score}/100 (${s.health.label})`);
   if (s.spare) {
     const sp = s.spare;
-    const flag = sp.failing ? `  ** SPARE FAILING: ${sp.cause} (no new remaps) **` : sp.exhausted ? '  ** SPARE EXHAUSTED **' : sp.low ? '  ** spare running low **' : '';
+    const flag = sp.failing
+      ? `  ** SPARE FAILING: ${sp.cause} (no new remaps) **`
+      : sp.exhausted
+        ? '  ** SPARE EXHAUSTED **'
+        : sp.low
+          ? '  ** spare running low **'
+          : '';
     lines.push(`spare       ${sp.path}: ${sp.used} of ${sp.dataBlocks} blocks used (${sp.usedPercent}%), ${sp.free} free${flag}`);
-    const reasons = Object.entries(s.remaps.byReason ?? {}).map(([k, v]) => `${k} ${v}`).join(', ');
+    const reasons = Object.entries(s.remaps.byReason ?? {})
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
     lines.push(`remaps      ${s.remaps.total}${reasons ? ` (${reasons})` : ''}, block size ${s.blockSize}`);
-    lines.push(`pending     ${s.pending.count}${s.pending.count ? ` at ${s.pending.offsets.slice(0, 8).join(', ')}${s.pending.count > 8 ? ', …' : ''}` : ''}`);
+    lines.push(
+      `pending     ${s.pending.count}${s.pending.count ? ` at ${s.pending.offsets.slice(0, 8).join(', ')}${s.pending.count > 8 ? ', …' : ''}` : ''}`,
+    );
   } else {
     lines.push('spare       none (passthrough)');
   }
   if (s.scan) {
     const sc = s.scan;
-    lines.push(`scan        ${sc.state}, ${typeof sc.progress === 'number' ? (sc.progress * (sc.progress <= 1 ? 100 : 1)).toFixed(1) + '%' : ''} passes ${sc.passesCompleted ?? 0}, last full ${sc.lastFullScanAt ? new Date(sc.lastFullScanAt).toISOString() : 'never'}`);
+    lines.push(
+      `scan        ${sc.state}, ${typeof sc.progress === 'number' ? (sc.progress * (sc.progress <= 1 ? 100 : 1)).toFixed(1) + '%' : ''} passes ${sc.passesCompleted ?? 0}, last full ${sc.lastFullScanAt ? new Date(sc.lastFullScanAt).toISOString() : 'never'}`,
+    );
     if (sc.suspects && (sc.suspects.queued || sc.suspects.visited)) {
-      lines.push(`suspects    ${sc.suspects.queued} regions queued (${bytes(sc.suspects.queuedBytes)}), ${sc.suspects.visited} visited (${bytes(sc.suspects.visitedBytes)})`);
+      lines.push(
+        `suspects    ${sc.suspects.queued} regions queued (${bytes(sc.suspects.queuedBytes)}), ${sc.suspects.visited} visited (${bytes(sc.suspects.visitedBytes)})`,
+      );
     }
-    if (sc.deviceFailure) lines.push(`            ** MAIN DEVICE FAILED ** ${sc.deviceFailure.code} at ${sc.deviceFailure.at}: ${sc.deviceFailure.message}`);
+    if (sc.deviceFailure)
+      lines.push(`            ** MAIN DEVICE FAILED ** ${sc.deviceFailure.code} at ${sc.deviceFailure.at}: ${sc.deviceFailure.message}`);
   }
   if (s.smart) {
     const sm = s.smart;
     if (sm.state === 'ok') {
       const names: Record<string, string> = {
-        reallocated: 'reallocated', pending: 'pending', offlineUncorrectable: 'offline uncorrectable', mediaErrors: 'media errors',
-        availableSpare: 'spare %', availableSpareThreshold: 'spare threshold %', percentageUsed: 'used %', criticalWarning: 'critical warning',
-        grownDefects: 'grown defects', uncorrectedErrors: 'uncorrected errors',
+        reallocated: 'reallocated',
+        pending: 'pending',
+        offlineUncorrectable: 'offline uncorrectable',
+        mediaErrors: 'media errors',
+        availableSpare: 'spare %',
+        availableSpareThreshold: 'spare threshold %',
+        percentageUsed: 'used %',
+        criticalWarning: 'critical warning',
+        grownDefects: 'grown defects',
+        uncorrectedErrors: 'uncorrected errors',
       };
-      const counts = Object.entries(sm.counts ?? {}).map(([k, v]) => `${names[k] ?? k} ${v}`).join(', ');
+      const counts = Object.entries(sm.counts ?? {})
+        .map(([k, v]) => `${names[k] ?? k} ${v}`)
+        .join(', ');
       const verdict = sm.passed === false ? 'FAILED' : sm.passed ? 'passed' : 'no verdict';
-      lines.push(`smart       ${sm.protocol} ${verdict}${counts ? `, ${counts}` : ''}${sm.hintsQueued ? `, ${sm.hintsQueued} logged LBAs sent to the scan` : ''}`);
+      lines.push(
+        `smart       ${sm.protocol} ${verdict}${counts ? `, ${counts}` : ''}${sm.hintsQueued ? `, ${sm.hintsQueued} logged LBAs sent to the scan` : ''}`,
+      );
     } else if (sm.state === 'unavailable') {
       lines.push(`smart       unavailable: ${sm.reason}`);
     } else {
@@ -55,7 +82,9 @@ export function formatStatus(s: Record<string, any>): string {
   }
   if (s.evacuate && s.evacuate.phase !== 'none') {
     const e = s.evacuate;
-    lines.push(`evacuate    ${e.phase} to ${e.target}${e.size !== undefined ? `: ${bytes(e.bytesCopied)} of ${bytes(e.size)} (${(e.progress * 100).toFixed(1)}%), ${bytes(e.bytesPerSecond)}/s, ETA ${e.etaSeconds ?? '--'} s, ${e.unreadable} unreadable` : ''}`);
+    lines.push(
+      `evacuate    ${e.phase} to ${e.target}${e.size !== undefined ? `: ${bytes(e.bytesCopied)} of ${bytes(e.size)} (${(e.progress * 100).toFixed(1)}%), ${bytes(e.bytesPerSecond)}/s, ETA ${e.etaSeconds ?? '--'} s, ${e.unreadable} unreadable` : ''}`,
+    );
   }
   if (s.io?.rates) {
     const r = s.io.rates;
@@ -64,7 +93,9 @@ export function formatStatus(s: Record<string, any>): string {
       `io          read ${bytes(rate('READ').bytesPerSecond)}/s (${rate('READ').requestsPerSecond} req/s), ` +
         `write ${bytes(rate('WRITE').bytesPerSecond)}/s (${rate('WRITE').requestsPerSecond} req/s) over ${s.io.windowSeconds}s`,
     );
-    const errors = Object.entries(s.io.totals ?? {}).filter(([, c]: [string, any]) => c.errors > 0).map(([k, c]: [string, any]) => `${k} ${c.errors}`);
+    const errors = Object.entries(s.io.totals ?? {})
+      .filter(([, c]: [string, any]) => c.errors > 0)
+      .map(([k, c]: [string, any]) => `${k} ${c.errors}`);
     if (errors.length) lines.push(`io errors   ${errors.join(', ')}`);
   }
   return lines.join('\n') + '\n';

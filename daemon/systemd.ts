@@ -82,15 +82,11 @@ export const systemdNotifyTransport: NotifyTransport = (socketPath, message) =>
     let stderr = '';
     child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
     child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolve() : reject(new Error(`systemd-notify exited ${code}: ${stderr.trim()}`)),
-    );
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`systemd-notify exited ${code}: ${stderr.trim()}`))));
   });
 
 export function defaultTransport(): { name: string; send: NotifyTransport } {
-  return nativeAvailable
-    ? { name: 'native', send: nativeTransport }
-    : { name: 'systemd-notify', send: systemdNotifyTransport };
+  return nativeAvailable ? { name: 'native', send: nativeTransport } : { name: 'systemd-notify', send: systemdNotifyTransport };
 }
 
 /** One status line for STATUS= (no newlines, bounded). */
@@ -227,7 +223,10 @@ export function activationFds(
     return [];
   }
   if (argv.socket !== undefined || argv.listen !== undefined) {
-    log.info({ socket: argv.socket, listen: argv.listen, listenFds: fds }, 'socket-activated: serving the passed sockets, not socket/listen from the config file');
+    log.info(
+      { socket: argv.socket, listen: argv.listen, listenFds: fds },
+      'socket-activated: serving the passed sockets, not socket/listen from the config file',
+    );
   }
   return fds;
 }

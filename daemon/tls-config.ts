@@ -49,7 +49,8 @@ function readPem(dir: string, name: string, required: boolean): Buffer | undefin
 
 export function loadTlsSettings(f: TlsFlags): TlsServerSettings | undefined {
   if (f.mode === 'off') {
-    if (f.certificates || f.psk) throw new TlsConfigError('--tls-certificates/--tls-psk given but --tls is off; use --tls on or --tls require');
+    if (f.certificates || f.psk)
+      throw new TlsConfigError('--tls-certificates/--tls-psk given but --tls is off; use --tls on or --tls require');
     return undefined;
   }
   if (!f.certificates && !f.psk) throw new TlsConfigError(`--tls ${f.mode} needs --tls-certificates DIR or --tls-psk FILE`);
@@ -79,7 +80,8 @@ export function loadTlsSettings(f: TlsFlags): TlsServerSettings | undefined {
     pskCallback = (_socket, identity) => keys.get(identity) ?? null;
     if (!f.certificates) {
       // PSK without certificates: only PSK suites, and TLS 1.2 (Node's PSK support is for TLS 1.2).
-      opts.ciphers = 'PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256:PSK-CHACHA20-POLY1305:ECDHE-PSK-AES256-CBC-SHA384:ECDHE-PSK-AES128-CBC-SHA256';
+      opts.ciphers =
+        'PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256:PSK-CHACHA20-POLY1305:ECDHE-PSK-AES256-CBC-SHA384:ECDHE-PSK-AES128-CBC-SHA256';
       opts.maxVersion = 'TLSv1.2';
     }
   }

@@ -108,13 +108,27 @@ export function attachScanner(
     o.sections.set('scan', () => {
       const s = scanner.status();
       return {
-        state: s.state, progress: s.progress, cursorOffset: s.cursorOffset, rate: s.rate, interval: s.interval,
-        passesCompleted: s.passesCompleted, lastFullScanAt: s.lastFullScanAt, blocks: s.blocks,
-        suspects: { queued: s.suspects.queued, queuedBytes: s.suspects.queuedBytes, visited: s.suspects.visited, visitedBytes: s.suspects.visitedBytes },
+        state: s.state,
+        progress: s.progress,
+        cursorOffset: s.cursorOffset,
+        rate: s.rate,
+        interval: s.interval,
+        passesCompleted: s.passesCompleted,
+        lastFullScanAt: s.lastFullScanAt,
+        blocks: s.blocks,
+        suspects: {
+          queued: s.suspects.queued,
+          queuedBytes: s.suspects.queuedBytes,
+          visited: s.suspects.visited,
+          visitedBytes: s.suspects.visitedBytes,
+        },
         deviceFailure: s.deviceFailure,
       };
     });
-    o.sections.set('smart', () => smart?.status() ?? { state: 'unavailable', reason: 'SMART checks are turned off', hintsQueued: 0, checkedAt: null });
+    o.sections.set(
+      'smart',
+      () => smart?.status() ?? { state: 'unavailable', reason: 'SMART checks are turned off', hintsQueued: 0, checkedAt: null },
+    );
     o.sections.set('health', () => {
       const s = scanner.status();
       return { score: s.score, label: s.label, trend: s.trend, penalties: s.penalties };
@@ -128,6 +142,9 @@ export function attachScanner(
   scanner.begin();
   smart?.start();
   const s = scanner.status();
-  o.logger.info({ rate: s.rate, interval: s.interval, cursorOffset: s.cursorOffset, passesCompleted: s.passesCompleted, state: s.state }, 'health scanner started');
+  o.logger.info(
+    { rate: s.rate, interval: s.interval, cursorOffset: s.cursorOffset, passesCompleted: s.passesCompleted, state: s.state },
+    'health scanner started',
+  );
   return scanner;
 }

@@ -97,7 +97,10 @@ export class FindingsHandler {
         break;
       case 'unreadable':
         this.failed.add(b);
-        this.c.log.error({ block: b, offset: f.offset, failures: f.failures, error: f.error, sectors: f.sectors }, 'health scan: unreadable block (pending: the next write remaps it)');
+        this.c.log.error(
+          { block: b, offset: f.offset, failures: f.failures, error: f.error, sectors: f.sectors },
+          'health scan: unreadable block (pending: the next write remaps it)',
+        );
         this.migrations = this.migrations.then(async () => {
           if (device.isRemapped(b) || device.isPending(b)) return;
           try {
@@ -139,7 +142,11 @@ export class FindingsHandler {
   /** Byte offsets of slow blocks seen and not (yet) migrated, at most 1000. */
   slowOffsets(): number[] {
     const d = this.c.device;
-    return [...this.slowHistory.keys()].filter((b) => !d.isRemapped(b)).sort((a, b) => a - b).slice(0, 1000).map((b) => b * d.remapBlockSize);
+    return [...this.slowHistory.keys()]
+      .filter((b) => !d.isRemapped(b))
+      .sort((a, b) => a - b)
+      .slice(0, 1000)
+      .map((b) => b * d.remapBlockSize);
   }
 
   private slowNotMigrated(): number {
@@ -169,7 +176,10 @@ export class FindingsHandler {
     const from = this.label;
     this.label = sc.label;
     if (from === undefined && sc.label === 'healthy') return;
-    this.c.log.warn({ event: 'health-label', from: from ?? null, to: sc.label, score: sc.score, penalties: sc.penalties }, `disk health is now ${sc.label}`);
+    this.c.log.warn(
+      { event: 'health-label', from: from ?? null, to: sc.label, score: sc.score, penalties: sc.penalties },
+      `disk health is now ${sc.label}`,
+    );
     this.c.onLabel({ from, to: sc.label, score: sc.score });
   }
 }

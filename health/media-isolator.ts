@@ -108,8 +108,15 @@ export class MediaIsolator {
     const cls = classOf(first);
     if (cls !== 'media') {
       return {
-        findings, unresolved, reads: 0,
-        deviceFailure: { reason: cls === 'device-gone' ? 'device-gone' : 'config', code: errorCode(first), offset, message: message(first) },
+        findings,
+        unresolved,
+        reads: 0,
+        deviceFailure: {
+          reason: cls === 'device-gone' ? 'device-gone' : 'config',
+          code: errorCode(first),
+          offset,
+          message: message(first),
+        },
       };
     }
     const B = this.o.blockSize;
@@ -136,7 +143,13 @@ export class MediaIsolator {
     try {
       if (lastGood >= 0 && (lastGood < offset || lastGood >= end)) {
         const e = await this.tryRead(lastGood, this.sector);
-        if (e) throw new Abort({ reason: 'all-failing', code: errorCode(e), offset: lastGood, message: `a sector read before fails now too: ${message(e)}` });
+        if (e)
+          throw new Abort({
+            reason: 'all-failing',
+            code: errorCode(e),
+            offset: lastGood,
+            message: `a sector read before fails now too: ${message(e)}`,
+          });
       }
       // Phase 1: which remap blocks fail (each one found goes through phase 2, sectorsOf, at once). The whole range already failed once: split it straight away.
       const stack: [number, number, unknown][] = [[offset, end, first]];
@@ -149,7 +162,10 @@ export class MediaIsolator {
           continue;
         }
         const mid = Math.floor((firstBlock + lastBlock + 1) / 2) * B;
-        const halves: [number, number][] = [[s, mid], [mid, e]];
+        const halves: [number, number][] = [
+          [s, mid],
+          [mid, e],
+        ];
         const failed: [number, number, unknown][] = [];
         for (const [hs, he] of halves) {
           try {
@@ -213,7 +229,10 @@ export class MediaIsolator {
       const nSect = Math.ceil((re - rs) / S);
       const mid = rs + Math.floor(nSect / 2) * S;
       const failedHalves: [number, number][] = [];
-      for (const [hs, he] of [[rs, mid], [mid, re]] as [number, number][]) {
+      for (const [hs, he] of [
+        [rs, mid],
+        [mid, re],
+      ] as [number, number][]) {
         const err = await this.tryRead(hs, he - hs);
         if (err) {
           failures++;

@@ -55,7 +55,15 @@ export type FromWorker =
   /** direct: the worker's reads bypass the page cache (O_DIRECT), so they see the media. */
   | { readonly type: 'ready'; readonly size: number; readonly logicalBlockSize: number; readonly direct: boolean }
   /** cursorOffset: next byte to read; bytes: read since the last progress message. */
-  | { readonly type: 'progress'; readonly id: number; readonly cursorOffset: number; readonly bytes: number; readonly slowChunks: number; readonly failedChunks: number; readonly isolateReads: number }
+  | {
+      readonly type: 'progress';
+      readonly id: number;
+      readonly cursorOffset: number;
+      readonly bytes: number;
+      readonly slowChunks: number;
+      readonly failedChunks: number;
+      readonly isolateReads: number;
+    }
   | { readonly type: 'finding'; readonly id: number; readonly finding: Finding }
   /** Ranges whose failures were not isolated within the read budget: queue them as suspects. */
   | { readonly type: 'unresolved'; readonly ranges: readonly { offset: number; length: number }[] }

@@ -221,7 +221,13 @@ class ScanWorker {
    * Reads one chunk, classifies it, narrows slow blocks and isolates failures; findings are posted
    * under `id`. False when the device failed as a whole (already reported).
    */
-  private async readChunk(id: number, offset: number, len: number, buf: Buffer, stats: { slowChunks: number; failedChunks: number }): Promise<boolean> {
+  private async readChunk(
+    id: number,
+    offset: number,
+    len: number,
+    buf: Buffer,
+    stats: { slowChunks: number; failedChunks: number },
+  ): Promise<boolean> {
     const t0 = performance.now();
     try {
       await this.dev.read(offset, len, buf, 0);
@@ -254,7 +260,11 @@ class ScanWorker {
 
   /** A failed read: find exactly which blocks fail (or that the device failed). */
   private async isolate(id: number, offset: number, len: number, first: unknown): Promise<boolean> {
-    const iso = new MediaIsolator(this.dev, { blockSize: this.init.blockSize, readRetries: this.settings.readRetries, maxReads: this.settings.maxIsolateReads });
+    const iso = new MediaIsolator(this.dev, {
+      blockSize: this.init.blockSize,
+      readRetries: this.settings.readRetries,
+      maxReads: this.settings.maxIsolateReads,
+    });
     const r = await iso.isolate(offset, len, first, this.lastGood);
     this.isolateReads += r.reads;
     if (r.deviceFailure) {
@@ -292,7 +302,12 @@ class ScanWorker {
           again = ms;
         }
         const confirmed = classifyLatency(again, this.settings);
-        this.finding(id, { kind: confirmed === 'very-slow' ? 'very-slow' : 'slow', block: blk.block, offset: blk.start, latencyMs: Math.round(Math.max(ms, again)) });
+        this.finding(id, {
+          kind: confirmed === 'very-slow' ? 'very-slow' : 'slow',
+          block: blk.block,
+          offset: blk.start,
+          latencyMs: Math.round(Math.max(ms, again)),
+        });
         continue;
       }
       this.finding(id, { kind: 'slow', block: blk.block, offset: blk.start, latencyMs: Math.round(ms) });

@@ -83,7 +83,13 @@ export class HealthScanner extends EventEmitter {
       logger: this.log,
       workerPath: opts.workerPath,
       maxRestartDelayMs: opts.maxRestartDelayMs,
-      init: () => ({ mainPath: opts.mainPath, blockSize: device.remapBlockSize, faults: this.faults, settings: this.settings, factor: this.factor }),
+      init: () => ({
+        mainPath: opts.mainPath,
+        blockSize: device.remapBlockSize,
+        faults: this.faults,
+        settings: this.settings,
+        factor: this.factor,
+      }),
       onMessage: (m) => this.onMessage(m),
       onDied: (code, restarts) => {
         this.emit('worker-exit', { code, restarts });
@@ -108,7 +114,8 @@ export class HealthScanner extends EventEmitter {
     this.persistTimer = setInterval(() => void this.persist(), this.settings.persistEveryMs).unref();
     const due = this.lastFullScanAt + this.settings.intervalMs;
     if (this.cursor > 0 || this.lastFullScanAt === 0 || due <= Date.now()) {
-      if (this.cursor > 0) this.log.info({ cursorOffset: this.cursor, passesCompleted: this.passes }, 'resuming the health scan where it stopped');
+      if (this.cursor > 0)
+        this.log.info({ cursorOffset: this.cursor, passesCompleted: this.passes }, 'resuming the health scan where it stopped');
       this.run();
     } else {
       this.wait();
@@ -174,7 +181,10 @@ export class HealthScanner extends EventEmitter {
     if (this.closed) throw new Error('the scanner is closed');
     const queued = this.suspects.add(ranges, source);
     const st = this.suspects.status();
-    this.log.info({ source, queued, queuedRegions: st.queued, queuedBytes: st.queuedBytes }, 'health scan: suspect regions queued (read before the pass continues)');
+    this.log.info(
+      { source, queued, queuedRegions: st.queued, queuedBytes: st.queuedBytes },
+      'health scan: suspect regions queued (read before the pass continues)',
+    );
     this.flushSuspects();
     return { queued };
   }
@@ -279,8 +289,14 @@ export class HealthScanner extends EventEmitter {
     this.state = 'device-failed';
     this.supervisor.setReferenced(false);
     this.deviceFailure = { ...f, at: new Date().toISOString() };
-    const what = f.reason === 'config' ? `main cannot be read (${f.code}, not a media error)` : `main device failed (${f.reason === 'device-gone' ? f.code : 'every read fails'})`;
-    this.log.error({ event: 'device-failed', ...f, retryInMs: this.settings.deviceRetryMs }, `${what}: health scan stopped, no block marked pending`);
+    const what =
+      f.reason === 'config'
+        ? `main cannot be read (${f.code}, not a media error)`
+        : `main device failed (${f.reason === 'device-gone' ? f.code : 'every read fails'})`;
+    this.log.error(
+      { event: 'device-failed', ...f, retryInMs: this.settings.deviceRetryMs },
+      `${what}: health scan stopped, no block marked pending`,
+    );
     this.emit('device-failed', this.deviceFailure);
     this.waitTimer = setTimeout(() => {
       if (this.state !== 'device-failed') return;
@@ -333,7 +349,11 @@ export class HealthScanner extends EventEmitter {
     switch (m.type) {
       case 'ready':
         this.worker = { direct: m.direct, sectorSize: m.logicalBlockSize };
-        if (!m.direct) this.log.warn({ sectorSize: m.logicalBlockSize }, 'health scan reads main through the page cache (no O_DIRECT): cached blocks are not checked on the media, and errors may spread to neighbouring blocks');
+        if (!m.direct)
+          this.log.warn(
+            { sectorSize: m.logicalBlockSize },
+            'health scan reads main through the page cache (no O_DIRECT): cached blocks are not checked on the media, and errors may spread to neighbouring blocks',
+          );
         return;
       case 'log':
         this.log[m.level](m.data ?? {}, m.msg);
@@ -362,7 +382,11 @@ export class HealthScanner extends EventEmitter {
       case 'suspect-done': {
         this.isolateReads += m.isolateReads;
         const q = this.suspects.done(m.regionId);
-        if (q) this.log.info({ offset: q.offset, length: q.length, source: q.source, left: this.suspects.size }, 'health scan: suspect region read');
+        if (q)
+          this.log.info(
+            { offset: q.offset, length: q.length, source: q.source, left: this.suspects.size },
+            'health scan: suspect region read',
+          );
         if (this.suspects.size === 0) this.emit('suspects-done');
         return;
       }

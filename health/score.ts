@@ -74,7 +74,11 @@ export function healthScore(i: ScoreInputs): Score {
     add('smart.badSectors', Math.min(30, 5 * Math.max(n(sm.pending), n(sm.offlineUncorrectable))));
     add('smart.reallocated', Math.min(20, n(sm.reallocated) + n(sm.grownDefects)));
     add('smart.mediaErrors', Math.min(20, 2 * (n(sm.mediaErrors) + n(sm.uncorrectedErrors))));
-    const spareLow = sm.availableSpare !== undefined && sm.availableSpareThreshold !== undefined && sm.availableSpareThreshold > 0 && sm.availableSpare <= sm.availableSpareThreshold;
+    const spareLow =
+      sm.availableSpare !== undefined &&
+      sm.availableSpareThreshold !== undefined &&
+      sm.availableSpareThreshold > 0 &&
+      sm.availableSpare <= sm.availableSpareThreshold;
     add('smart.spare', spareLow ? 20 : 0);
     add('smart.criticalWarning', n(sm.criticalWarning) > 0 ? 20 : 0);
   }

@@ -85,7 +85,9 @@ export function parseSmartctlJson(text: string): SmartReport {
   if (!root) return { available: false, reason: 'smartctl printed no JSON object' };
   const sc = obj(root.smartctl);
   const exitStatus = num(sc?.exit_status) ?? 0;
-  const messages = arr(sc?.messages).map((m) => obj(m)?.string).filter((s): s is string => typeof s === 'string');
+  const messages = arr(sc?.messages)
+    .map((m) => obj(m)?.string)
+    .filter((s): s is string => typeof s === 'string');
   const protocol = obj(root.device)?.protocol;
   if (exitStatus & 0b11 || (protocol !== 'ATA' && protocol !== 'NVMe' && protocol !== 'SCSI')) {
     const why = messages[0] ?? (protocol ? `unsupported protocol ${String(protocol)}` : 'smartctl reported no device');
@@ -95,7 +97,8 @@ export function parseSmartctlJson(text: string): SmartReport {
   const lbas: SmartLba[] = [];
   const addLba = (v: unknown, source: SmartLba['source']): void => {
     const n = num(v);
-    if (n !== undefined && Number.isSafeInteger(n) && lbas.length < MAX_LBAS && !lbas.some((l) => l.lba === n)) lbas.push({ lba: n, source });
+    if (n !== undefined && Number.isSafeInteger(n) && lbas.length < MAX_LBAS && !lbas.some((l) => l.lba === n))
+      lbas.push({ lba: n, source });
   };
   if (protocol === 'ATA') {
     for (const a of arr(obj(root.ata_smart_attributes)?.table)) {
@@ -137,7 +140,8 @@ export function parseSmartctlJson(text: string): SmartReport {
       for (const k of ['read', 'write', 'verify']) total += num(obj(ecl[k])?.total_uncorrected_errors) ?? 0;
       counts.uncorrectedErrors = total;
     }
-    for (const [k, v] of Object.entries(root)) if (/^scsi_self_test_\d+$/.test(k)) addLba(obj(obj(v)?.lba_first_failure)?.value, 'self-test log');
+    for (const [k, v] of Object.entries(root))
+      if (/^scsi_self_test_\d+$/.test(k)) addLba(obj(obj(v)?.lba_first_failure)?.value, 'self-test log');
   }
   for (const k of Object.keys(counts) as (keyof SmartCounts)[]) if (counts[k] === undefined) delete counts[k];
   const passed = obj(root.smart_status)?.passed;

@@ -99,8 +99,14 @@ export class SmartMonitor {
     if (!r) return { state: 'not-checked', hintsQueued: 0, checkedAt };
     if (!r.available) return { state: 'unavailable', reason: r.reason, hintsQueued: this.hintsQueued, checkedAt };
     return {
-      state: 'ok', protocol: r.protocol, passed: r.passed, counts: r.counts, lbasSeen: this.seen.size,
-      hintsQueued: this.hintsQueued, checkedAt, ...(r.model ? { model: r.model } : {}),
+      state: 'ok',
+      protocol: r.protocol,
+      passed: r.passed,
+      counts: r.counts,
+      lbasSeen: this.seen.size,
+      hintsQueued: this.hintsQueued,
+      checkedAt,
+      ...(r.model ? { model: r.model } : {}),
     };
   }
 
@@ -116,11 +122,15 @@ export class SmartMonitor {
     this.checkedAt = Date.now();
     if (!r.available) {
       // Logged once per distinct reason: hourly repeats of "not available" are noise.
-      if (r.reason !== this.lastReason) this.o.logger.info({ device: this.o.devicePath, reason: r.reason }, 'SMART not available for main; carrying on without it');
+      if (r.reason !== this.lastReason)
+        this.o.logger.info({ device: this.o.devicePath, reason: r.reason }, 'SMART not available for main; carrying on without it');
       this.lastReason = r.reason;
     } else {
       this.lastReason = '';
-      this.o.logger.info({ device: this.o.devicePath, protocol: r.protocol, passed: r.passed, counts: r.counts, lbas: r.lbas.length }, 'SMART read');
+      this.o.logger.info(
+        { device: this.o.devicePath, protocol: r.protocol, passed: r.passed, counts: r.counts, lbas: r.lbas.length },
+        'SMART read',
+      );
       this.hints(r);
     }
     this.o.onReport?.(r);
@@ -140,7 +150,10 @@ export class SmartMonitor {
     }
     for (const [source, ranges] of bySource) {
       this.hintsQueued += ranges.length;
-      this.o.logger.warn({ device: this.o.devicePath, source, lbas: ranges.length }, 'SMART log names bad LBAs on main: the scan reads them first');
+      this.o.logger.warn(
+        { device: this.o.devicePath, source, lbas: ranges.length },
+        'SMART log names bad LBAs on main: the scan reads them first',
+      );
       this.o.onHints?.(ranges, `smart ${source}`);
     }
   }

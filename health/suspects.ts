@@ -43,18 +43,23 @@ export class SuspectError extends Error {}
 /** Checks a `suspect` command's arguments: integers, inside the device, bounded count. */
 export function parseSuspectArgs(args: Record<string, unknown>, deviceSize: number): { ranges: ByteRange[]; source: string } {
   const { ranges, source } = args;
-  if (typeof source !== 'string' || source.trim() === '') throw new SuspectError('source: expected a non-empty string naming where the hints come from');
+  if (typeof source !== 'string' || source.trim() === '')
+    throw new SuspectError('source: expected a non-empty string naming where the hints come from');
   if (source.length > MAX_SOURCE_CHARS) throw new SuspectError(`source: at most ${MAX_SOURCE_CHARS} characters`);
   if (!Array.isArray(ranges)) throw new SuspectError('ranges: expected an array of {offset, length} (bytes)');
-  if (ranges.length > MAX_RANGES_PER_CALL) throw new SuspectError(`ranges: at most ${MAX_RANGES_PER_CALL} per call (got ${ranges.length}); send them in parts`);
+  if (ranges.length > MAX_RANGES_PER_CALL)
+    throw new SuspectError(`ranges: at most ${MAX_RANGES_PER_CALL} per call (got ${ranges.length}); send them in parts`);
   const out: ByteRange[] = [];
   ranges.forEach((r: unknown, i) => {
     const o = r as { offset?: unknown; length?: unknown } | null;
     if (typeof o !== 'object' || o === null) throw new SuspectError(`ranges[${i}]: expected {offset, length}`);
     const { offset, length } = o;
-    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) throw new SuspectError(`ranges[${i}].offset: expected an integer byte offset ≥ 0`);
-    if (typeof length !== 'number' || !Number.isSafeInteger(length) || length <= 0) throw new SuspectError(`ranges[${i}].length: expected an integer byte length > 0`);
-    if (offset + length > deviceSize) throw new SuspectError(`ranges[${i}]: ${offset}+${length} ends past the device (${deviceSize} bytes)`);
+    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0)
+      throw new SuspectError(`ranges[${i}].offset: expected an integer byte offset ≥ 0`);
+    if (typeof length !== 'number' || !Number.isSafeInteger(length) || length <= 0)
+      throw new SuspectError(`ranges[${i}].length: expected an integer byte length > 0`);
+    if (offset + length > deviceSize)
+      throw new SuspectError(`ranges[${i}]: ${offset}+${length} ends past the device (${deviceSize} bytes)`);
     out.push({ offset, length });
   });
   return { ranges: out, source: source.trim() };
@@ -94,7 +99,8 @@ export class SuspectQueue {
   /** Queues the ranges; returns the number of regions queued (after aligning and merging). */
   add(ranges: readonly ByteRange[], source: string): number {
     const merged = alignAndMerge(ranges, this.blockSize, this.deviceSize);
-    if (this.queue.length + merged.length > MAX_QUEUED) throw new SuspectError(`too many suspect regions waiting (${this.queue.length}; at most ${MAX_QUEUED})`);
+    if (this.queue.length + merged.length > MAX_QUEUED)
+      throw new SuspectError(`too many suspect regions waiting (${this.queue.length}; at most ${MAX_QUEUED})`);
     for (const r of merged) {
       this.queue.push({ id: this.nextId++, offset: r.offset, length: r.length, source, sent: false });
       this.queuedBytes += r.length;

@@ -100,7 +100,10 @@ export class WorkerSupervisor extends EventEmitter {
     this.restarts++;
     const max = this.o.maxRestartDelayMs ?? 60_000;
     const delay = Math.min(max, 1000 * 2 ** (this.consecutiveCrashes - 1));
-    this.o.logger.error({ exitCode: code, restartInMs: delay, restarts: this.restarts }, 'health scan worker exited unexpectedly; restarting it');
+    this.o.logger.error(
+      { exitCode: code, restartInMs: delay, restarts: this.restarts },
+      'health scan worker exited unexpectedly; restarting it',
+    );
     this.o.onDied(code, this.restarts);
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;

@@ -10,9 +10,15 @@ class Bits {
   constructor(readonly size: number) {
     this.words = new Uint32Array(Math.ceil(size / 32));
   }
-  get(i: number): boolean { return (this.words[i >>> 5] & (1 << (i & 31))) !== 0; }
-  set(i: number): void { this.words[i >>> 5] |= 1 << (i & 31); }
-  clear(i: number): void { this.words[i >>> 5] &= ~(1 << (i & 31)); }
+  get(i: number): boolean {
+    return (this.words[i >>> 5] & (1 << (i & 31))) !== 0;
+  }
+  set(i: number): void {
+    this.words[i >>> 5] |= 1 << (i & 31);
+  }
+  clear(i: number): void {
+    this.words[i >>> 5] &= ~(1 << (i & 31));
+  }
 }
 
 export class SpareAllocator {
@@ -30,18 +36,27 @@ export class SpareAllocator {
     for (const r of layout.regionOffsets) {
       const first = Math.floor(r / layout.blockSize);
       const last = Math.min(n, Math.ceil((r + layout.regionBytes) / layout.blockSize));
-      for (let b = first; b < last; b++) { this.meta.set(b); this.used.set(b); }
+      for (let b = first; b < last; b++) {
+        this.meta.set(b);
+        this.used.set(b);
+      }
     }
     this.freeCount = layout.spareDataBlocks;
   }
 
-  get free(): number { return this.freeCount; }
+  get free(): number {
+    return this.freeCount;
+  }
 
   isDataBlock(b: number): boolean {
     return Number.isSafeInteger(b) && b >= 0 && b < this.layout.totalBlocks && !this.meta.get(b);
   }
-  isCommitted(b: number): boolean { return this.committed.get(b); }
-  isReserved(b: number): boolean { return this.used.get(b) && !this.committed.get(b) && !this.meta.get(b); }
+  isCommitted(b: number): boolean {
+    return this.committed.get(b);
+  }
+  isReserved(b: number): boolean {
+    return this.used.get(b) && !this.committed.get(b) && !this.meta.get(b);
+  }
 
   /** Mark a block as holding a committed remap (load or commit). Returns false if it already was. */
   markCommitted(b: number): boolean {

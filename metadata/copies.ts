@@ -7,8 +7,15 @@ import type { Backend } from '../storage/backend';
 import { decodeHeader, FORMAT_VERSION, HEADER_BYTES, type Header } from './header';
 import { scanJournal, type JournalScan } from './journal';
 import {
-  candidateHeaderOffsets, checkpointOffset, CHUNK_BYTES, computeLayout, COPIES, headerOffsetsFor, alignUnit,
-  journalOffset, type Layout,
+  candidateHeaderOffsets,
+  checkpointOffset,
+  CHUNK_BYTES,
+  computeLayout,
+  COPIES,
+  headerOffsetsFor,
+  alignUnit,
+  journalOffset,
+  type Layout,
 } from './layout';
 import { CheckpointDecoder, CheckpointVerifier, type TableState } from './table';
 import type { ScanState } from './types';
@@ -47,7 +54,10 @@ export interface SpareScan {
  * the host as well), so checkpoints are streamed through one 1 MiB piece and journals through one buffer
  * of the journal's size, touched only as far as the reads go.
  */
-export interface ScanBuffers { piece?: Buffer; journal?: Buffer }
+export interface ScanBuffers {
+  piece?: Buffer;
+  journal?: Buffer;
+}
 
 const PIECE_BYTES = 16 * CHUNK_BYTES;
 
@@ -63,17 +73,29 @@ async function readAt(spare: Backend, offset: number, length: number): Promise<B
 }
 
 function sameLayout(h: Header, ref: Header): boolean {
-  return h.blockSize === ref.blockSize && h.spareSize === ref.spareSize && h.spareLogicalBlockSize === ref.spareLogicalBlockSize
-    && h.journalBytes === ref.journalBytes && h.regionBytes === ref.regionBytes && h.tableCapacity === ref.tableCapacity
-    && h.checkpointSlotBytes === ref.checkpointSlotBytes && h.copyOffsets.every((o, i) => o === ref.copyOffsets[i]);
+  return (
+    h.blockSize === ref.blockSize &&
+    h.spareSize === ref.spareSize &&
+    h.spareLogicalBlockSize === ref.spareLogicalBlockSize &&
+    h.journalBytes === ref.journalBytes &&
+    h.regionBytes === ref.regionBytes &&
+    h.tableCapacity === ref.tableCapacity &&
+    h.checkpointSlotBytes === ref.checkpointSlotBytes &&
+    h.copyOffsets.every((o, i) => o === ref.copyOffsets[i])
+  );
 }
 
 function layoutOf(h: Header, spareSize: number): Layout | undefined {
   if (h.spareSize > spareSize) return undefined;
   try {
     const l = computeLayout(h.spareSize, h.blockSize, h.spareLogicalBlockSize, h.journalBytes);
-    if (l.regionBytes !== h.regionBytes || l.tableCapacity !== h.tableCapacity || l.checkpointSlotBytes !== h.checkpointSlotBytes
-      || !l.regionOffsets.every((o, i) => o === h.copyOffsets[i])) return undefined;
+    if (
+      l.regionBytes !== h.regionBytes ||
+      l.tableCapacity !== h.tableCapacity ||
+      l.checkpointSlotBytes !== h.checkpointSlotBytes ||
+      !l.regionOffsets.every((o, i) => o === h.copyOffsets[i])
+    )
+      return undefined;
     return l;
   } catch {
     return undefined;
@@ -81,7 +103,9 @@ function layoutOf(h: Header, spareSize: number): Layout | undefined {
 }
 
 /** Read headers at every candidate position (cheap: a few 512-byte reads). */
-export async function findHeaders(spare: Backend): Promise<{ offset: number; buf?: Buffer; header?: Header; failedCheck?: string; version?: number }[]> {
+export async function findHeaders(
+  spare: Backend,
+): Promise<{ offset: number; buf?: Buffer; header?: Header; failedCheck?: string; version?: number }[]> {
   const out = [];
   for (const offset of candidateHeaderOffsets(spare.size)) {
     try {
@@ -99,8 +123,19 @@ export async function findHeaders(spare: Backend): Promise<{ offset: number; buf
  * Stream the checkpoint of header `h` at `offset` through the piece buffer: verify every check, and decode it
  * into a table when `decoder` is given. Returns the failed check, or null.
  */
-async function streamCheckpoint(spare: Backend, offset: number, h: Header, buffers: ScanBuffers, decoder?: CheckpointDecoder): Promise<string | null> {
-  const v = new CheckpointVerifier({ chunks: h.checkpointChunks, entries: h.checkpointEntries, crc: h.checkpointCrc, sequence: h.sequence });
+async function streamCheckpoint(
+  spare: Backend,
+  offset: number,
+  h: Header,
+  buffers: ScanBuffers,
+  decoder?: CheckpointDecoder,
+): Promise<string | null> {
+  const v = new CheckpointVerifier({
+    chunks: h.checkpointChunks,
+    entries: h.checkpointEntries,
+    crc: h.checkpointCrc,
+    sequence: h.sequence,
+  });
   const piece = pieceBuffer(buffers);
   const per = PIECE_BYTES / CHUNK_BYTES;
   for (let c = 0; c < h.checkpointChunks; c += per) {
@@ -117,7 +152,13 @@ async function streamCheckpoint(spare: Backend, offset: number, h: Header, buffe
  * Verify and decode the checkpoint of `copy` into a table sized for `extra` more entries (the journal ops
  * replayed on top). Throws when a check fails or an entry is impossible.
  */
-export async function loadCheckpoint(spare: Backend, layout: Layout, copy: CopyScan, buffers: ScanBuffers, extra: number): Promise<TableState> {
+export async function loadCheckpoint(
+  spare: Backend,
+  layout: Layout,
+  copy: CopyScan,
+  buffers: ScanBuffers,
+  extra: number,
+): Promise<TableState> {
   const h = copy.header!;
   const decoder = new CheckpointDecoder(h.checkpointEntries + extra);
   const bad = await streamCheckpoint(spare, checkpointOffset(layout, copy.index, h.activeSlot), h, buffers, decoder);
@@ -133,7 +174,14 @@ const JOURNAL_FIRST_PIECE = 256 << 10;
  * 256 KiB first, and the rest of the area only when the chain runs to the end of that. (Most of a journal
  * is old-epoch frames or zeroes.) The result's `buf` is the shared buffer: valid until the next read.
  */
-async function readJournal(spare: Backend, offset: number, journalBytes: number, h: Header, frameAlign: number, buffers: ScanBuffers): Promise<JournalScan> {
+async function readJournal(
+  spare: Backend,
+  offset: number,
+  journalBytes: number,
+  h: Header,
+  frameAlign: number,
+  buffers: ScanBuffers,
+): Promise<JournalScan> {
   buffers.journal ??= Buffer.allocUnsafe(journalBytes);
   const buf = buffers.journal.subarray(0, journalBytes);
   let n = Math.min(journalBytes, JOURNAL_FIRST_PIECE);
@@ -165,11 +213,23 @@ export async function scanSpare(spare: Backend): Promise<SpareScan> {
   const headers = found.filter((f) => f.header).sort((a, b) => b.header!.sequence - a.header!.sequence || a.offset - b.offset);
   for (const f of headers) {
     const l = layoutOf(f.header!, spare.size);
-    if (l && l.headerOffsets[f.header!.copyIndex] === f.offset) { scan.layout = l; scan.reference = f.header; break; }
+    if (l && l.headerOffsets[f.header!.copyIndex] === f.offset) {
+      scan.layout = l;
+      scan.reference = f.header;
+      break;
+    }
   }
   if (!scan.layout || !scan.reference) {
     const offs = headerOffsetsFor(spare.size, alignUnit(4096));
-    scan.copies = offs.map((offset, index) => ({ index, offset, length: 0, valid: false, failedCheck: 'magic', sequence: 0, timestamp: 0 }));
+    scan.copies = offs.map((offset, index) => ({
+      index,
+      offset,
+      length: 0,
+      valid: false,
+      failedCheck: 'magic',
+      sequence: 0,
+      timestamp: 0,
+    }));
     for (let i = 0; i < COPIES; i++) {
       const f = found.find((x) => x.offset === offs[i]);
       if (f?.failedCheck) scan.copies[i].failedCheck = f.failedCheck;
@@ -183,16 +243,28 @@ export async function scanSpare(spare: Backend): Promise<SpareScan> {
     scan.copies.push(c);
     try {
       const r = decodeHeader(await readAt(spare, l.headerOffsets[k], HEADER_BYTES));
-      if (!r.ok) { c.failedCheck = r.failedCheck; continue; }
+      if (!r.ok) {
+        c.failedCheck = r.failedCheck;
+        continue;
+      }
       const h = r.header;
       scan.maxSequence = Math.max(scan.maxSequence, h.sequence);
-      if (!h.setupUuid.equals(ref.setupUuid)) { c.failedCheck = 'setup'; continue; }
-      if (h.copyIndex !== k || !sameLayout(h, ref) || h.checkpointChunks * CHUNK_BYTES > l.checkpointSlotBytes) { c.failedCheck = 'layout'; continue; }
+      if (!h.setupUuid.equals(ref.setupUuid)) {
+        c.failedCheck = 'setup';
+        continue;
+      }
+      if (h.copyIndex !== k || !sameLayout(h, ref) || h.checkpointChunks * CHUNK_BYTES > l.checkpointSlotBytes) {
+        c.failedCheck = 'layout';
+        continue;
+      }
       c.header = h;
       c.sequence = h.sequence;
       c.timestamp = h.timestamp;
       const bad = await streamCheckpoint(spare, checkpointOffset(l, k, h.activeSlot), h, scan.buffers);
-      if (bad) { c.failedCheck = bad; continue; }
+      if (bad) {
+        c.failedCheck = bad;
+        continue;
+      }
       const j = await readJournal(spare, journalOffset(l, k), l.journalBytes, h, l.frameAlign, scan.buffers);
       c.journal = { frames: j.frames, end: j.end, opCount: j.opCount };
       if (j.frames.length) {
@@ -221,8 +293,13 @@ export function chooseBest(scan: SpareScan): void {
   for (const c of scan.copies) {
     c.stale = undefined;
     if (c.valid && best && c !== best) {
-      if (c.sequence !== best.sequence || c.timestamp !== best.timestamp || c.header!.sequence !== best.header!.sequence
-        || c.journal!.end !== best.journal!.end) c.stale = true;
+      if (
+        c.sequence !== best.sequence ||
+        c.timestamp !== best.timestamp ||
+        c.header!.sequence !== best.header!.sequence ||
+        c.journal!.end !== best.journal!.end
+      )
+        c.stale = true;
     }
   }
 }

@@ -30,7 +30,8 @@ export function pairingMismatches(recorded: MainIdentity, offered: MainIdentity)
   }
   // A stable ID recorded at create must be present and equal; one recorded as absent is not checked
   // (a file main device has none).
-  if (recorded.serial && recorded.serial !== offered.serial) out.push(`serial ${offered.serial ?? '(none)'} != recorded ${recorded.serial}`);
+  if (recorded.serial && recorded.serial !== offered.serial)
+    out.push(`serial ${offered.serial ?? '(none)'} != recorded ${recorded.serial}`);
   if (recorded.wwn && recorded.wwn !== offered.wwn) out.push(`WWN ${offered.wwn ?? '(none)'} != recorded ${recorded.wwn}`);
   return out;
 }

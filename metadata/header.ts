@@ -58,11 +58,39 @@ export interface OwnerMarker {
 }
 
 export const OFF = {
-  magic: 0, version: 8, headerBytes: 10, incompat: 12, compat: 16, copyIndex: 20, sequence: 24, timestamp: 32,
-  uuid: 40, mainSize: 56, mainLbs: 64, blockSize: 68, spareSize: 72, spareLbs: 80, activeSlot: 84,
-  regionBytes: 88, journalBytes: 96, checkpointSlotBytes: 104, tableCapacity: 112, copyOffsets: 120,
-  checkpointEntries: 160, checkpointChunks: 168, checkpointCrc: 172, scanCursor: 176, scanPasses: 184,
-  lastFullScan: 192, createdAt: 200, serial: 208, wwn: 272, ownerPid: 336, ownerSince: 344, ownerHost: 352, crc: 508,
+  magic: 0,
+  version: 8,
+  headerBytes: 10,
+  incompat: 12,
+  compat: 16,
+  copyIndex: 20,
+  sequence: 24,
+  timestamp: 32,
+  uuid: 40,
+  mainSize: 56,
+  mainLbs: 64,
+  blockSize: 68,
+  spareSize: 72,
+  spareLbs: 80,
+  activeSlot: 84,
+  regionBytes: 88,
+  journalBytes: 96,
+  checkpointSlotBytes: 104,
+  tableCapacity: 112,
+  copyOffsets: 120,
+  checkpointEntries: 160,
+  checkpointChunks: 168,
+  checkpointCrc: 172,
+  scanCursor: 176,
+  scanPasses: 184,
+  lastFullScan: 192,
+  createdAt: 200,
+  serial: 208,
+  wwn: 272,
+  ownerPid: 336,
+  ownerSince: 344,
+  ownerHost: 352,
+  crc: 508,
 } as const;
 
 export function encodeHeader(h: Header): Buffer {
@@ -106,8 +134,7 @@ export function encodeHeader(h: Header): Buffer {
 }
 
 export type HeaderResult =
-  | { ok: true; header: Header }
-  | { ok: false; failedCheck: 'magic' | 'header-crc' | 'version' | 'features' | 'layout'; version?: number };
+  { ok: true; header: Header } | { ok: false; failedCheck: 'magic' | 'header-crc' | 'version' | 'features' | 'layout'; version?: number };
 
 /** Decode and verify a header (magic, CRC, version, feature bits). */
 export function decodeHeader(b: Buffer): HeaderResult {
@@ -122,24 +149,50 @@ export function decodeHeader(b: Buffer): HeaderResult {
   const copyOffsets: number[] = [];
   for (let i = 0; i < COPIES; i++) copyOffsets.push(readU64(b, OFF.copyOffsets + 8 * i));
   const header: Header = {
-    version, incompatFeatures: incompat, compatFeatures: b.readUInt32LE(OFF.compat),
-    copyIndex: b.readUInt32LE(OFF.copyIndex), sequence: readU64(b, OFF.sequence), timestamp: readU64(b, OFF.timestamp),
-    setupUuid: Buffer.from(b.subarray(OFF.uuid, OFF.uuid + 16)), mainSize: readU64(b, OFF.mainSize),
-    mainLogicalBlockSize: b.readUInt32LE(OFF.mainLbs), blockSize: b.readUInt32LE(OFF.blockSize),
-    spareSize: readU64(b, OFF.spareSize), spareLogicalBlockSize: b.readUInt32LE(OFF.spareLbs),
-    activeSlot: b.readUInt32LE(OFF.activeSlot), regionBytes: readU64(b, OFF.regionBytes),
-    journalBytes: readU64(b, OFF.journalBytes), checkpointSlotBytes: readU64(b, OFF.checkpointSlotBytes),
-    tableCapacity: readU64(b, OFF.tableCapacity), copyOffsets, checkpointEntries: readU64(b, OFF.checkpointEntries),
-    checkpointChunks: b.readUInt32LE(OFF.checkpointChunks), checkpointCrc: b.readUInt32LE(OFF.checkpointCrc),
-    scanCursor: readU64(b, OFF.scanCursor), scanPasses: readU64(b, OFF.scanPasses),
-    lastFullScanAt: readU64(b, OFF.lastFullScan), createdAt: readU64(b, OFF.createdAt),
-    mainSerial: readText(b, OFF.serial, 64), mainWwn: readText(b, OFF.wwn, 64),
+    version,
+    incompatFeatures: incompat,
+    compatFeatures: b.readUInt32LE(OFF.compat),
+    copyIndex: b.readUInt32LE(OFF.copyIndex),
+    sequence: readU64(b, OFF.sequence),
+    timestamp: readU64(b, OFF.timestamp),
+    setupUuid: Buffer.from(b.subarray(OFF.uuid, OFF.uuid + 16)),
+    mainSize: readU64(b, OFF.mainSize),
+    mainLogicalBlockSize: b.readUInt32LE(OFF.mainLbs),
+    blockSize: b.readUInt32LE(OFF.blockSize),
+    spareSize: readU64(b, OFF.spareSize),
+    spareLogicalBlockSize: b.readUInt32LE(OFF.spareLbs),
+    activeSlot: b.readUInt32LE(OFF.activeSlot),
+    regionBytes: readU64(b, OFF.regionBytes),
+    journalBytes: readU64(b, OFF.journalBytes),
+    checkpointSlotBytes: readU64(b, OFF.checkpointSlotBytes),
+    tableCapacity: readU64(b, OFF.tableCapacity),
+    copyOffsets,
+    checkpointEntries: readU64(b, OFF.checkpointEntries),
+    checkpointChunks: b.readUInt32LE(OFF.checkpointChunks),
+    checkpointCrc: b.readUInt32LE(OFF.checkpointCrc),
+    scanCursor: readU64(b, OFF.scanCursor),
+    scanPasses: readU64(b, OFF.scanPasses),
+    lastFullScanAt: readU64(b, OFF.lastFullScan),
+    createdAt: readU64(b, OFF.createdAt),
+    mainSerial: readText(b, OFF.serial, 64),
+    mainWwn: readText(b, OFF.wwn, 64),
   };
   const ownerPid = b.readUInt32LE(OFF.ownerPid);
   const ownerSince = readU64(b, OFF.ownerSince);
-  if (ownerPid > 0 && Number.isSafeInteger(ownerSince)) header.owner = { pid: ownerPid, since: ownerSince, host: readText(b, OFF.ownerHost, 64) ?? '' };
-  for (const v of [header.sequence, header.timestamp, header.mainSize, header.spareSize, header.regionBytes,
-    header.journalBytes, header.checkpointSlotBytes, header.tableCapacity, header.checkpointEntries, ...copyOffsets]) {
+  if (ownerPid > 0 && Number.isSafeInteger(ownerSince))
+    header.owner = { pid: ownerPid, since: ownerSince, host: readText(b, OFF.ownerHost, 64) ?? '' };
+  for (const v of [
+    header.sequence,
+    header.timestamp,
+    header.mainSize,
+    header.spareSize,
+    header.regionBytes,
+    header.journalBytes,
+    header.checkpointSlotBytes,
+    header.tableCapacity,
+    header.checkpointEntries,
+    ...copyOffsets,
+  ]) {
     if (!Number.isSafeInteger(v)) return { ok: false, failedCheck: 'layout', version };
   }
   if (header.activeSlot > 1 || header.copyIndex >= COPIES || header.sequence < 1) return { ok: false, failedCheck: 'layout', version };

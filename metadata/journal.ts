@@ -41,7 +41,12 @@ function frameCrc(b: Buffer, opCount: number, base = 0): number {
  * `opsOffset`, `count` ops of OP_BYTES each) and are applied from there (table.ts applyOpAt): a journal
  * of 100,000s of ops is never turned into objects.
  */
-export interface Frame { sequence: number; timestamp: number; opsOffset: number; count: number }
+export interface Frame {
+  sequence: number;
+  timestamp: number;
+  opsOffset: number;
+  count: number;
+}
 export interface JournalScan {
   frames: Frame[];
   end: number;
@@ -61,12 +66,18 @@ export function scanJournal(buf: Buffer, epoch: number, setupTag: Buffer, frameA
   let truncated = false;
   let opCount = 0;
   for (;;) {
-    if (pos + FRAME_HEADER_BYTES > buf.length) { truncated = true; break; }
+    if (pos + FRAME_HEADER_BYTES > buf.length) {
+      truncated = true;
+      break;
+    }
     if (buf.readUInt32LE(pos) !== FRAME_MAGIC) break;
     const count = buf.readUInt32LE(pos + 4);
     const size = buf.readUInt32LE(pos + 40);
     if (size !== frameBytesFor(count, frameAlign)) break;
-    if (pos + size > buf.length) { truncated = true; break; }
+    if (pos + size > buf.length) {
+      truncated = true;
+      break;
+    }
     if (readU64(buf, pos + 8) !== epoch || readU64(buf, pos + 16) !== expect) break;
     if (!buf.subarray(pos + 32, pos + 40).equals(setupTag.subarray(0, 8))) break;
     if (frameCrc(buf, count, pos) !== buf.readUInt32LE(pos + 44)) break;

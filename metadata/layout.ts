@@ -110,7 +110,9 @@ export function computeLayout(spareBytes: number, blockSize: number, spareLogica
   const regionOffsets = [headerOffsets[0], headerOffsets[1], headerOffsets[2], headerOffsets[3], end - regionBytes];
   for (let k = 0; k < 4; k++) {
     if (regionOffsets[k] + regionBytes > regionOffsets[k + 1]) {
-      throw new LayoutError(`spare of ${spareBytes} bytes is too small: each of the 5 metadata regions needs ${regionBytes} bytes and they would overlap`);
+      throw new LayoutError(
+        `spare of ${spareBytes} bytes is too small: each of the 5 metadata regions needs ${regionBytes} bytes and they would overlap`,
+      );
     }
   }
   const bodyOffsets = regionOffsets.map((r, k) => (k < 4 ? r + HEADER_AREA_BYTES : r));
@@ -119,8 +121,19 @@ export function computeLayout(spareBytes: number, blockSize: number, spareLogica
   const spareDataBlocks = totalBlocks - metaBlocks;
   if (spareDataBlocks < 1) throw new LayoutError(`spare of ${spareBytes} bytes leaves no room for data`);
   return {
-    spareBytes, blockSize, frameAlign, alignBytes, journalBytes: j, checkpointSlotBytes, tableCapacity,
-    regionBytes, regionOffsets, headerOffsets, bodyOffsets, totalBlocks, spareDataBlocks,
+    spareBytes,
+    blockSize,
+    frameAlign,
+    alignBytes,
+    journalBytes: j,
+    checkpointSlotBytes,
+    tableCapacity,
+    regionBytes,
+    regionOffsets,
+    headerOffsets,
+    bodyOffsets,
+    totalBlocks,
+    spareDataBlocks,
   };
 }
 

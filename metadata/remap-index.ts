@@ -39,7 +39,12 @@ function tableSizeFor(cap: number): number {
 }
 
 /** The per-slot arrays of a RemapIndex (see allocateSlots / fromSlots). */
-export interface SlotArrays { mains: Float64Array; spares: Float64Array; created: Float64Array; reasons: Uint8Array }
+export interface SlotArrays {
+  mains: Float64Array;
+  spares: Float64Array;
+  created: Float64Array;
+  reasons: Uint8Array;
+}
 
 export class RemapIndex {
   private mains: Float64Array;
@@ -65,7 +70,9 @@ export class RemapIndex {
     this.mask = this.table.length - 1;
   }
 
-  get size(): number { return this.live; }
+  get size(): number {
+    return this.live;
+  }
 
   /** Empty slot arrays for `capacity` entries, to fill and hand to fromSlots(). */
   static allocateSlots(capacity: number): SlotArrays {
@@ -107,7 +114,9 @@ export class RemapIndex {
     }
   }
 
-  has(main: number): boolean { return this.find(main) >= 0; }
+  has(main: number): boolean {
+    return this.find(main) >= 0;
+  }
 
   /** Reason code (1..8) of `main`'s remap, or 0. */
   reasonCodeOf(main: number): number {
@@ -192,14 +201,29 @@ export class RemapIndex {
   // ------------------------------------------------------------ iteration (insertion order)
 
   /** Number of slots to scan with the *At accessors; slots with reasonAt() === 0 are dead. */
-  get slotCount(): number { return this.slots; }
-  mainAt(slot: number): number { return this.mains[slot]; }
-  spareAt(slot: number): number { return this.spares[slot]; }
-  reasonAt(slot: number): number { return this.reasons[slot]; }
-  createdAtOf(slot: number): number { return this.created[slot]; }
+  get slotCount(): number {
+    return this.slots;
+  }
+  mainAt(slot: number): number {
+    return this.mains[slot];
+  }
+  spareAt(slot: number): number {
+    return this.spares[slot];
+  }
+  reasonAt(slot: number): number {
+    return this.reasons[slot];
+  }
+  createdAtOf(slot: number): number {
+    return this.created[slot];
+  }
 
   entryAt(slot: number): RemapEntry {
-    return { mainBlock: this.mains[slot], spareBlock: this.spares[slot], reason: REMAP_REASONS[this.reasons[slot] - 1], createdAt: this.created[slot] };
+    return {
+      mainBlock: this.mains[slot],
+      spareBlock: this.spares[slot],
+      reason: REMAP_REASONS[this.reasons[slot] - 1],
+      createdAt: this.created[slot],
+    };
   }
 
   /** Entries as objects, built lazily, in insertion order. Do not modify the index while iterating. */
@@ -291,7 +315,10 @@ export class RemapIndex {
       let i = hashOf(m) & mask;
       for (;;) {
         const x = t[i];
-        if (x === 0) { t[i] = s + 1; break; }
+        if (x === 0) {
+          t[i] = s + 1;
+          break;
+        }
         if (mains[x - 1] === m) throw new Error(`main block ${m} appears twice`);
         i = (i + 1) & mask;
       }

@@ -32,20 +32,31 @@
 import { randomBytes } from 'crypto';
 import type { Backend } from '../storage/backend';
 import { SpareAllocator } from './allocator';
-import {
-  chooseBest, findHeaders, loadCheckpoint, loadJournal, needsRepair, scanSpare, type CopyScan, type SpareScan,
-} from './copies';
+import { chooseBest, findHeaders, loadCheckpoint, loadJournal, needsRepair, scanSpare, type CopyScan, type SpareScan } from './copies';
 import { identityFromHeader, pairingMismatches } from './fingerprint';
 import { encodeHeader, FORMAT_VERSION, HEADER_BYTES, uuidFromString, uuidToString, type Header, type OwnerMarker } from './header';
 import { encodeFrame } from './journal';
+import { checkpointOffset, computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout } from './layout';
 import {
-  checkpointOffset, computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout,
-} from './layout';
-import {
-  applyOp, applyOpAt, cloneState, emptyState, encodeCheckpoint, OP_ADD, OP_BYTES, opsForChange, type Op, type TableState,
+  applyOp,
+  applyOpAt,
+  cloneState,
+  emptyState,
+  encodeCheckpoint,
+  OP_ADD,
+  OP_BYTES,
+  opsForChange,
+  type Op,
+  type TableState,
 } from './table';
 import {
-  MetadataError, REMAP_REASONS, type CheckReport, type MainIdentity, type MetadataChange, type RemapEntry, type RemapReason,
+  MetadataError,
+  REMAP_REASONS,
+  type CheckReport,
+  type MainIdentity,
+  type MetadataChange,
+  type RemapEntry,
+  type RemapReason,
   type ScanState,
 } from './types';
 
@@ -65,7 +76,12 @@ export interface CreateOptions extends StoreOptions {
   setupUuid?: string;
 }
 
-interface Queued { ops: Op[]; spares: number[]; resolve: () => void; reject: (e: Error) => void }
+interface Queued {
+  ops: Op[];
+  spares: number[];
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
 
 const REPAIR_RETRY_MS = 60_000;
 
@@ -106,33 +122,73 @@ export class MetadataStore {
     this.now = opts.now ?? Date.now;
   }
 
-  get setupUuid(): string { return uuidToString(this.base.setupUuid); }
-  get blockSize(): number { return this.layout.blockSize; }
-  get spareDataBlocks(): number { return this.layout.spareDataBlocks; }
-  get freeSpareBlocks(): number { return this.alloc.free; }
-  get mainIdentity(): MainIdentity { return identityFromHeader(this.base); }
-  get mainBlocks(): number { return Math.ceil(this.base.mainSize / this.layout.blockSize); }
-  get sequence(): number { return this.seq; }
-  get remapCount(): number { return this.state.remaps.size; }
-  get pendingCount(): number { return this.state.pending.size; }
+  get setupUuid(): string {
+    return uuidToString(this.base.setupUuid);
+  }
+  get blockSize(): number {
+    return this.layout.blockSize;
+  }
+  get spareDataBlocks(): number {
+    return this.layout.spareDataBlocks;
+  }
+  get freeSpareBlocks(): number {
+    return this.alloc.free;
+  }
+  get mainIdentity(): MainIdentity {
+    return identityFromHeader(this.base);
+  }
+  get mainBlocks(): number {
+    return Math.ceil(this.base.mainSize / this.layout.blockSize);
+  }
+  get sequence(): number {
+    return this.seq;
+  }
+  get remapCount(): number {
+    return this.state.remaps.size;
+  }
+  get pendingCount(): number {
+    return this.state.pending.size;
+  }
   /** A metadata write failed: commits are refused until reload() succeeds. */
-  get hasFailed(): boolean { return this.failed !== null || this.reloading; }
+  get hasFailed(): boolean {
+    return this.failed !== null || this.reloading;
+  }
 
   /** Remaps as fresh objects, built lazily (insertion order). */
-  entries(): IterableIterator<RemapEntry> { return this.state.remaps.entries(); }
-  pending(): IterableIterator<number> { return this.state.pending.keys(); }
+  entries(): IterableIterator<RemapEntry> {
+    return this.state.remaps.entries();
+  }
+  pending(): IterableIterator<number> {
+    return this.state.pending.keys();
+  }
   /** A fresh RemapEntry object; on hot paths use spareBlockOf(). */
-  lookup(mainBlock: number): RemapEntry | undefined { return this.state.remaps.get(mainBlock); }
+  lookup(mainBlock: number): RemapEntry | undefined {
+    return this.state.remaps.get(mainBlock);
+  }
   /** Spare block holding `mainBlock`, or -1 when it is not remapped. No allocation. */
-  spareBlockOf(mainBlock: number): number { return this.state.remaps.spareOf(mainBlock); }
-  reasonOf(mainBlock: number): RemapReason | undefined { return REMAP_REASONS[this.state.remaps.reasonCodeOf(mainBlock) - 1]; }
+  spareBlockOf(mainBlock: number): number {
+    return this.state.remaps.spareOf(mainBlock);
+  }
+  reasonOf(mainBlock: number): RemapReason | undefined {
+    return REMAP_REASONS[this.state.remaps.reasonCodeOf(mainBlock) - 1];
+  }
   /** Remaps per reason (reasons without remaps left out). */
-  reasonCounts(): Record<string, number> { return this.state.remaps.reasonCounts(); }
-  isPending(mainBlock: number): boolean { return this.state.pending.size !== 0 && this.state.pending.has(mainBlock); }
-  scanState(): ScanState { return { ...this.state.scan }; }
-  spareBlockOffset(spareBlock: number): number { return spareBlock * this.layout.blockSize; }
+  reasonCounts(): Record<string, number> {
+    return this.state.remaps.reasonCounts();
+  }
+  isPending(mainBlock: number): boolean {
+    return this.state.pending.size !== 0 && this.state.pending.has(mainBlock);
+  }
+  scanState(): ScanState {
+    return { ...this.state.scan };
+  }
+  spareBlockOffset(spareBlock: number): number {
+    return spareBlock * this.layout.blockSize;
+  }
 
-  allocateSpareBlock(): number | undefined { return this.alloc.allocate(); }
+  allocateSpareBlock(): number | undefined {
+    return this.alloc.allocate();
+  }
   releaseSpareBlock(b: number): void {
     if (this.alloc.isReserved(b) && !this.queuedSpares.has(b)) this.alloc.release(b);
   }
@@ -154,35 +210,71 @@ export class MetadataStore {
     const stray = found.filter((f) => f.buf && f.failedCheck !== 'magic');
     if (!opts.force) {
       if (stray.length) {
-        throw new MetadataError('NOT_EMPTY', `spare ${spare.path} already holds remapd metadata (at byte ${stray[0].offset}); use --force to overwrite it`);
+        throw new MetadataError(
+          'NOT_EMPTY',
+          `spare ${spare.path} already holds remapd metadata (at byte ${stray[0].offset}); use --force to overwrite it`,
+        );
       }
       for (const r of layout.regionOffsets) {
         const at = await firstNonZero(spare, r, layout.regionBytes);
         if (at >= 0) {
-          throw new MetadataError('NOT_EMPTY', `spare ${spare.path} has non-zero data at byte ${at}, inside a metadata region; use --force to overwrite it`);
+          throw new MetadataError(
+            'NOT_EMPTY',
+            `spare ${spare.path} has non-zero data at byte ${at}, inside a metadata region; use --force to overwrite it`,
+          );
         }
       }
     }
     const now = opts.now ?? Date.now;
     const t = now();
     const base: Header = {
-      version: FORMAT_VERSION, incompatFeatures: 0, compatFeatures: 0, copyIndex: 0, sequence: 1, timestamp: t,
+      version: FORMAT_VERSION,
+      incompatFeatures: 0,
+      compatFeatures: 0,
+      copyIndex: 0,
+      sequence: 1,
+      timestamp: t,
       setupUuid: opts.setupUuid ? uuidFromString(opts.setupUuid) : randomBytes(16),
-      mainSize: main.size, mainLogicalBlockSize: main.logicalBlockSize, blockSize, spareSize: spare.size,
-      spareLogicalBlockSize: spare.logicalBlockSize, activeSlot: 0, regionBytes: layout.regionBytes,
-      journalBytes: layout.journalBytes, checkpointSlotBytes: layout.checkpointSlotBytes, tableCapacity: layout.tableCapacity,
-      copyOffsets: layout.regionOffsets, checkpointEntries: 0, checkpointChunks: 0, checkpointCrc: 0,
-      scanCursor: 0, scanPasses: 0, lastFullScanAt: 0, createdAt: t, mainSerial: main.serial, mainWwn: main.wwn,
+      mainSize: main.size,
+      mainLogicalBlockSize: main.logicalBlockSize,
+      blockSize,
+      spareSize: spare.size,
+      spareLogicalBlockSize: spare.logicalBlockSize,
+      activeSlot: 0,
+      regionBytes: layout.regionBytes,
+      journalBytes: layout.journalBytes,
+      checkpointSlotBytes: layout.checkpointSlotBytes,
+      tableCapacity: layout.tableCapacity,
+      copyOffsets: layout.regionOffsets,
+      checkpointEntries: 0,
+      checkpointChunks: 0,
+      checkpointCrc: 0,
+      scanCursor: 0,
+      scanPasses: 0,
+      lastFullScanAt: 0,
+      createdAt: t,
+      mainSerial: main.serial,
+      mainWwn: main.wwn,
     };
-    if (!opts.setupUuid) { base.setupUuid[6] = (base.setupUuid[6] & 0x0f) | 0x40; base.setupUuid[8] = (base.setupUuid[8] & 0x3f) | 0x80; }
+    if (!opts.setupUuid) {
+      base.setupUuid[6] = (base.setupUuid[6] & 0x0f) | 0x40;
+      base.setupUuid[8] = (base.setupUuid[8] & 0x3f) | 0x80;
+    }
     const zero = Buffer.alloc(HEADER_BYTES);
     for (const f of stray) await spare.write(f.offset, zero);
     for (let k = 0; k < COPIES; k++) await spare.zero(journalOffset(layout, k), layout.journalBytes, false);
     await spare.sync();
     await writeHeaders(spare, layout, base);
     await spare.sync();
-    return new MetadataStore(spare, layout, base, emptyState(), new SpareAllocator(layout),
-      { seq: 1, epoch: 1, slot: 0, journalPos: 0 }, opts);
+    return new MetadataStore(
+      spare,
+      layout,
+      base,
+      emptyState(),
+      new SpareAllocator(layout),
+      { seq: 1, epoch: 1, slot: 0, journalPos: 0 },
+      opts,
+    );
   }
 
   // ---------------------------------------------------------------- open
@@ -191,10 +283,20 @@ export class MetadataStore {
     const scan = await scanSpare(spare);
     const loaded = loadBest(scan, spare, main);
     const l = await loaded;
-    const store = new MetadataStore(spare, scan.layout!, l.best.header!, l.state, l.alloc, {
-      seq: Math.max(scan.maxSequence, l.best.sequence), epoch: l.best.header!.sequence, slot: l.best.header!.activeSlot,
-      journalPos: l.best.journal!.end,
-    }, opts);
+    const store = new MetadataStore(
+      spare,
+      scan.layout!,
+      l.best.header!,
+      l.state,
+      l.alloc,
+      {
+        seq: Math.max(scan.maxSequence, l.best.sequence),
+        epoch: l.best.header!.sequence,
+        slot: l.best.header!.activeSlot,
+        journalPos: l.best.journal!.end,
+      },
+      opts,
+    );
     if (!spare.readOnly && (needsRepair(scan) || scan.maxSequence !== l.best.sequence)) {
       await store.checkpoint();
     }
@@ -214,9 +316,14 @@ export class MetadataStore {
     }
     const report: CheckReport = {
       copies: scan.copies.map((c) => ({
-        index: c.index, offset: c.offset, length: c.length, valid: c.valid,
-        ...(c.valid ? {} : { failedCheck: c.failedCheck ?? 'unknown' }), ...(c.stale ? { stale: true } : {}),
-        sequence: c.sequence, timestamp: c.timestamp,
+        index: c.index,
+        offset: c.offset,
+        length: c.length,
+        valid: c.valid,
+        ...(c.valid ? {} : { failedCheck: c.failedCheck ?? 'unknown' }),
+        ...(c.stale ? { stale: true } : {}),
+        sequence: c.sequence,
+        timestamp: c.timestamp,
       })),
       chosen: null,
       repaired,
@@ -224,7 +331,11 @@ export class MetadataStore {
     if (scan.newer) return report;
     try {
       const l = await loadBest(scan, spare, undefined);
-      report.copies = scan.copies.map((c, i) => ({ ...report.copies[i], valid: c.valid, ...(c.valid ? {} : { failedCheck: c.failedCheck ?? 'unknown' }) }));
+      report.copies = scan.copies.map((c, i) => ({
+        ...report.copies[i],
+        valid: c.valid,
+        ...(c.valid ? {} : { failedCheck: c.failedCheck ?? 'unknown' }),
+      }));
       const h = l.best.header!;
       report.chosen = l.best.index;
       report.formatVersion = h.version;
@@ -251,7 +362,8 @@ export class MetadataStore {
     try {
       const mainBlocks = this.mainBlocks;
       const checkMain = (m: number): void => {
-        if (!Number.isSafeInteger(m) || m < 0 || m >= mainBlocks) throw new MetadataError('INVALID_CHANGE', `main block ${m} out of range 0..${mainBlocks - 1}`);
+        if (!Number.isSafeInteger(m) || m < 0 || m >= mainBlocks)
+          throw new MetadataError('INVALID_CHANGE', `main block ${m} out of range 0..${mainBlocks - 1}`);
       };
       const seen = new Set<number>();
       for (const e of change.add ?? []) {
@@ -262,7 +374,8 @@ export class MetadataStore {
         if (!mine && (this.alloc.isCommitted(b) || this.queuedSpares.has(b) || seen.has(b))) {
           throw new MetadataError('INVALID_CHANGE', `spare block ${b} is already in use`);
         }
-        if (!Number.isSafeInteger(e.createdAt) || e.createdAt < 0 || e.createdAt >= 2 ** 48) throw new MetadataError('INVALID_CHANGE', `bad createdAt ${e.createdAt}`);
+        if (!Number.isSafeInteger(e.createdAt) || e.createdAt < 0 || e.createdAt >= 2 ** 48)
+          throw new MetadataError('INVALID_CHANGE', `bad createdAt ${e.createdAt}`);
         seen.add(b);
         spares.push(b);
       }
@@ -310,7 +423,7 @@ export class MetadataStore {
       for (const q of batch) for (const b of q.spares) this.queuedSpares.delete(b);
       this.queuedAdds = 0;
       for (const q of this.queue) this.queuedAdds += q.ops.filter((o) => o.op === OP_ADD).length;
-      for (const q of batch) (err ? q.reject(err) : q.resolve());
+      for (const q of batch) err ? q.reject(err) : q.resolve();
     }
     this.inFlight = null;
   }
@@ -381,11 +494,22 @@ export class MetadataStore {
     const wr = await Promise.allSettled(Array.from({ length: COPIES }, (_, k) => this.spare.write(checkpointOffset(l, k, slot), cp.bytes)));
     const okCopies = wr.map((r) => r.status === 'fulfilled');
     if (!okCopies.some(Boolean)) this.fail((wr[0] as PromiseRejectedResult).reason);
-    try { await this.spare.sync(); } catch (e) { this.fail(e); }
+    try {
+      await this.spare.sync();
+    } catch (e) {
+      this.fail(e);
+    }
     const h: Header = {
-      ...this.base, sequence: seq, timestamp: this.now(), activeSlot: slot, checkpointEntries: cp.entries,
-      checkpointChunks: cp.chunks, checkpointCrc: cp.crc, scanCursor: cp.scan.cursorOffset,
-      scanPasses: cp.scan.passesCompleted, lastFullScanAt: cp.scan.lastFullScanAt,
+      ...this.base,
+      sequence: seq,
+      timestamp: this.now(),
+      activeSlot: slot,
+      checkpointEntries: cp.entries,
+      checkpointChunks: cp.chunks,
+      checkpointCrc: cp.crc,
+      scanCursor: cp.scan.cursorOffset,
+      scanPasses: cp.scan.passesCompleted,
+      lastFullScanAt: cp.scan.lastFullScanAt,
     };
     let written = 0;
     try {
@@ -394,7 +518,11 @@ export class MetadataStore {
       this.fail(e);
     }
     if (written === 0) this.fail(new Error('no header could be written'));
-    try { await this.spare.sync(); } catch (e) { this.fail(e); }
+    try {
+      await this.spare.sync();
+    } catch (e) {
+      this.fail(e);
+    }
     this.repairWanted = written < COPIES;
     this.seq = seq;
     this.epoch = seq;
@@ -418,7 +546,8 @@ export class MetadataStore {
       const scan = await scanSpare(this.spare);
       const l = await loadBest(scan, this.spare, this.mainIdentity);
       const h = l.best.header!;
-      if (uuidToString(h.setupUuid) !== this.setupUuid) throw new MetadataError('FINGERPRINT_MISMATCH', 'the spare now holds another setup');
+      if (uuidToString(h.setupUuid) !== this.setupUuid)
+        throw new MetadataError('FINGERPRINT_MISMATCH', 'the spare now holds another setup');
       this.state = l.state;
       this.alloc = l.alloc;
       Object.assign(this.base, h);
@@ -437,7 +566,9 @@ export class MetadataStore {
   }
 
   /** The owner marker as last written (undefined: none). */
-  get owner(): OwnerMarker | undefined { return this.base.owner ? { ...this.base.owner } : undefined; }
+  get owner(): OwnerMarker | undefined {
+    return this.base.owner ? { ...this.base.owner } : undefined;
+  }
 
   /**
    * Record who serves this setup: a checkpoint whose headers carry the marker. Call right after open(),
@@ -467,8 +598,11 @@ export async function readOwner(spare: Backend): Promise<OwnerMarker | undefined
 }
 
 async function writeHeaders(spare: Backend, l: Layout, h: Header, which?: boolean[]): Promise<number> {
-  const res = await Promise.allSettled(Array.from({ length: COPIES }, (_, k) =>
-    which && !which[k] ? Promise.reject(new Error('skipped')) : spare.write(l.headerOffsets[k], encodeHeader({ ...h, copyIndex: k }))));
+  const res = await Promise.allSettled(
+    Array.from({ length: COPIES }, (_, k) =>
+      which && !which[k] ? Promise.reject(new Error('skipped')) : spare.write(l.headerOffsets[k], encodeHeader({ ...h, copyIndex: k })),
+    ),
+  );
   return res.filter((r) => r.status === 'fulfilled').length;
 }
 
@@ -493,27 +627,40 @@ async function firstNonZero(spare: Backend, offset: number, length: number): Pro
   return -1;
 }
 
-interface Loaded { best: CopyScan; state: TableState; alloc: SpareAllocator }
+interface Loaded {
+  best: CopyScan;
+  state: TableState;
+  alloc: SpareAllocator;
+}
 
 /** Refuse what must be refused, then decode the best copy (falling back when its table is unusable). */
 async function loadBest(scan: SpareScan, spare: Backend, main: MainIdentity | undefined): Promise<Loaded> {
   if (scan.newer) {
-    throw new MetadataError(scan.newer.features ? 'UNSUPPORTED_FEATURES' : 'NEWER_VERSION', scan.newer.features
-      ? `spare ${spare.path} uses metadata features this remapd does not know; upgrade remapd`
-      : `spare ${spare.path} has metadata format version ${scan.newer.version}, newer than this remapd supports (${FORMAT_VERSION}); upgrade remapd`);
+    throw new MetadataError(
+      scan.newer.features ? 'UNSUPPORTED_FEATURES' : 'NEWER_VERSION',
+      scan.newer.features
+        ? `spare ${spare.path} uses metadata features this remapd does not know; upgrade remapd`
+        : `spare ${spare.path} has metadata format version ${scan.newer.version}, newer than this remapd supports (${FORMAT_VERSION}); upgrade remapd`,
+    );
   }
   for (;;) {
     const best = scan.best;
     if (!best || !scan.layout) {
-      throw new MetadataError('NO_VALID_COPY', scan.anyMagic
-        ? `spare ${spare.path} has remapd metadata but no valid copy (${scan.copies.map((c) => `#${c.index}: ${c.failedCheck ?? 'stale'}`).join(', ')}); nothing was changed`
-        : `spare ${spare.path} has no remapd metadata; run 'remapd create' first`);
+      throw new MetadataError(
+        'NO_VALID_COPY',
+        scan.anyMagic
+          ? `spare ${spare.path} has remapd metadata but no valid copy (${scan.copies.map((c) => `#${c.index}: ${c.failedCheck ?? 'stale'}`).join(', ')}); nothing was changed`
+          : `spare ${spare.path} has no remapd metadata; run 'remapd create' first`,
+      );
     }
     const h = best.header!;
     if (main) {
       const diff = pairingMismatches(identityFromHeader(h), main);
       if (diff.length) {
-        throw new MetadataError('FINGERPRINT_MISMATCH', `spare ${spare.path} belongs to another main device (setup ${uuidToString(h.setupUuid)}): ${diff.join('; ')}; nothing was changed`);
+        throw new MetadataError(
+          'FINGERPRINT_MISMATCH',
+          `spare ${spare.path} belongs to another main device (setup ${uuidToString(h.setupUuid)}): ${diff.join('; ')}; nothing was changed`,
+        );
       }
     }
     try {

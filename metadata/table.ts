@@ -20,7 +20,13 @@ export const OP_SCAN = 5;
 export const OP_BYTES = 32;
 
 /** One change operation: 32 bytes on disk (op u8, reason u8, 6 reserved, a u64, b u64, c u64). */
-export interface Op { op: number; reason: number; a: number; b: number; c: number }
+export interface Op {
+  op: number;
+  reason: number;
+  a: number;
+  b: number;
+  c: number;
+}
 
 export interface TableState {
   /** Main block -> remap, compact (no object per entry); iteration order = insertion order, like a Map. */
@@ -42,15 +48,23 @@ export function cloneState(s: TableState): TableState {
 /** Reason code stored for an ADD op: unknown codes become manual (3), as the Map-based table did. */
 const MANUAL = reasonCode('manual');
 
-export function opsForChange(change: {
-  add?: RemapEntry[]; remove?: number[]; pendingAdd?: number[]; pendingRemove?: number[]; scan?: ScanState;
-}, now: number): Op[] {
+export function opsForChange(
+  change: {
+    add?: RemapEntry[];
+    remove?: number[];
+    pendingAdd?: number[];
+    pendingRemove?: number[];
+    scan?: ScanState;
+  },
+  now: number,
+): Op[] {
   const ops: Op[] = [];
   for (const m of change.remove ?? []) ops.push({ op: OP_REMOVE, reason: 0, a: m, b: 0, c: 0 });
   for (const e of change.add ?? []) ops.push({ op: OP_ADD, reason: reasonCode(e.reason), a: e.mainBlock, b: e.spareBlock, c: e.createdAt });
   for (const m of change.pendingRemove ?? []) ops.push({ op: OP_PENDING_REMOVE, reason: 0, a: m, b: 0, c: 0 });
   for (const m of change.pendingAdd ?? []) ops.push({ op: OP_PENDING_ADD, reason: 0, a: m, b: 0, c: now });
-  if (change.scan) ops.push({ op: OP_SCAN, reason: 0, a: change.scan.cursorOffset, b: change.scan.passesCompleted, c: change.scan.lastFullScanAt });
+  if (change.scan)
+    ops.push({ op: OP_SCAN, reason: 0, a: change.scan.cursorOffset, b: change.scan.passesCompleted, c: change.scan.lastFullScanAt });
   return ops;
 }
 
@@ -100,7 +114,13 @@ export function encodeOp(buf: Buffer, off: number, o: Op): void {
   writeU64(buf, off + 24, o.c);
 }
 
-export interface EncodedCheckpoint { bytes: Buffer; chunks: number; entries: number; crc: number; scan: ScanState }
+export interface EncodedCheckpoint {
+  bytes: Buffer;
+  chunks: number;
+  entries: number;
+  crc: number;
+  scan: ScanState;
+}
 
 /** Encode the table as chunks of 64 KiB: remaps first, then pending blocks, each in map order. */
 export function encodeCheckpoint(s: TableState, sequence: number): EncodedCheckpoint {
@@ -142,7 +162,12 @@ function chunkCrc(bytes: Buffer, base: number, count: number): number {
 }
 
 /** What a header says about its checkpoint. */
-export interface CheckpointInfo { chunks: number; entries: number; crc: number; sequence: number }
+export interface CheckpointInfo {
+  chunks: number;
+  entries: number;
+  crc: number;
+  sequence: number;
+}
 
 /**
  * Verifies a checkpoint read from disk piece by piece (whole chunks, in order): chunk magic, number,
@@ -163,8 +188,13 @@ export class CheckpointVerifier {
     for (let k = 0; k < n && !this.failed; k++) {
       const base = k * CHUNK_BYTES;
       const count = piece.readUInt32LE(base + 16);
-      if (piece.readUInt32LE(base) !== CHUNK_MAGIC || piece.readUInt32LE(base + 4) !== this.next || count > ENTRIES_PER_CHUNK
-        || chunkCrc(piece, base, count) !== piece.readUInt32LE(base + 28) || readU64(piece, base + 8) !== this.info.sequence) {
+      if (
+        piece.readUInt32LE(base) !== CHUNK_MAGIC ||
+        piece.readUInt32LE(base + 4) !== this.next ||
+        count > ENTRIES_PER_CHUNK ||
+        chunkCrc(piece, base, count) !== piece.readUInt32LE(base + 28) ||
+        readU64(piece, base + 8) !== this.info.sequence
+      ) {
         this.failed = 'chunk-crc';
         break;
       }

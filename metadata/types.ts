@@ -8,7 +8,16 @@ export interface MainIdentity {
   wwn?: string;
 }
 
-export const REMAP_REASONS = ['write-error', 'read-error', 'manual', 'scan-slow', 'scan-flaky', 'scan-error', 'spare-error', 'migrate'] as const;
+export const REMAP_REASONS = [
+  'write-error',
+  'read-error',
+  'manual',
+  'scan-slow',
+  'scan-flaky',
+  'scan-error',
+  'spare-error',
+  'migrate',
+] as const;
 export type RemapReason = (typeof REMAP_REASONS)[number];
 
 export function reasonCode(r: RemapReason): number {
@@ -47,11 +56,23 @@ export interface MetadataChange {
 }
 
 export type MetadataErrorCode =
-  | 'NO_VALID_COPY' | 'FINGERPRINT_MISMATCH' | 'NEWER_VERSION' | 'UNSUPPORTED_FEATURES' | 'NOT_EMPTY'
-  | 'LAYOUT' | 'INVALID_CHANGE' | 'TABLE_FULL' | 'READ_ONLY' | 'FAILED' | 'CLOSED';
+  | 'NO_VALID_COPY'
+  | 'FINGERPRINT_MISMATCH'
+  | 'NEWER_VERSION'
+  | 'UNSUPPORTED_FEATURES'
+  | 'NOT_EMPTY'
+  | 'LAYOUT'
+  | 'INVALID_CHANGE'
+  | 'TABLE_FULL'
+  | 'READ_ONLY'
+  | 'FAILED'
+  | 'CLOSED';
 
 export class MetadataError extends Error {
-  constructor(readonly code: MetadataErrorCode, message: string) {
+  constructor(
+    readonly code: MetadataErrorCode,
+    message: string,
+  ) {
     super(message);
     this.name = 'MetadataError';
   }

@@ -97,7 +97,10 @@ function goPayload(exportName: string): Buffer {
 /** Connect to a Unix socket and negotiate `exportName` for the kernel. */
 export async function negotiate(socketPath: string, exportName: string, timeoutMs = 30_000): Promise<NegotiatedExport> {
   const socket = net.connect(socketPath);
-  const timer = setTimeout(() => socket.destroy(new HandshakeError(`handshake with ${socketPath} not finished within ${timeoutMs} ms`)), timeoutMs);
+  const timer = setTimeout(
+    () => socket.destroy(new HandshakeError(`handshake with ${socketPath} not finished within ${timeoutMs} ms`)),
+    timeoutMs,
+  );
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
@@ -105,8 +108,10 @@ export async function negotiate(socketPath: string, exportName: string, timeoutM
     });
     const r = new Reader(socket);
     const greeting = await r.read(18);
-    if (greeting.readUInt32BE(0) !== NBDMAGIC_HI || greeting.readUInt32BE(4) !== NBDMAGIC_LO) throw new HandshakeError('not an NBD server (bad greeting)');
-    if (greeting.readUInt32BE(8) !== IHAVEOPT_HI || greeting.readUInt32BE(12) !== IHAVEOPT_LO) throw new HandshakeError('the server does not speak newstyle NBD');
+    if (greeting.readUInt32BE(0) !== NBDMAGIC_HI || greeting.readUInt32BE(4) !== NBDMAGIC_LO)
+      throw new HandshakeError('not an NBD server (bad greeting)');
+    if (greeting.readUInt32BE(8) !== IHAVEOPT_HI || greeting.readUInt32BE(12) !== IHAVEOPT_LO)
+      throw new HandshakeError('the server does not speak newstyle NBD');
     const hflags = greeting.readUInt16BE(16);
     if (!(hflags & HandshakeFlag.FIXED_NEWSTYLE)) throw new HandshakeError('the server does not speak fixed newstyle NBD');
     const cflags = Buffer.alloc(4);
@@ -118,13 +123,15 @@ export async function negotiate(socketPath: string, exportName: string, timeoutM
     let blockSize: NegotiatedExport['blockSize'];
     for (;;) {
       const h = await r.read(20);
-      if (h.readUInt32BE(0) !== OPT_REPLY_MAGIC_HI || h.readUInt32BE(4) !== OPT_REPLY_MAGIC_LO) throw new HandshakeError('bad option reply magic');
+      if (h.readUInt32BE(0) !== OPT_REPLY_MAGIC_HI || h.readUInt32BE(4) !== OPT_REPLY_MAGIC_LO)
+        throw new HandshakeError('bad option reply magic');
       const type = h.readUInt32BE(12);
       const len = h.readUInt32BE(16);
       if (len > 64 * 1024) throw new HandshakeError(`option reply of ${len} bytes`);
       const data = await r.read(len);
       if (type === Rep.ACK) break;
-      if (type & 0x80000000) throw new HandshakeError(`the server refused export '${exportName}': ${data.toString('utf8') || `error 0x${type.toString(16)}`}`);
+      if (type & 0x80000000)
+        throw new HandshakeError(`the server refused export '${exportName}': ${data.toString('utf8') || `error 0x${type.toString(16)}`}`);
       if (type !== Rep.INFO || data.length < 2) continue;
       const info = data.readUInt16BE(0);
       if (info === Info.EXPORT && data.length >= 12) {

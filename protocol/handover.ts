@@ -60,7 +60,9 @@ export function restoreSession(rec: HandedOverSession, catalog: ExportCatalog): 
   if (flags !== rec.transmissionFlags) {
     return `transmission flags changed from 0x${Number(rec.transmissionFlags).toString(16)} to 0x${flags.toString(16)}`;
   }
-  const metaContexts = new Map<number, string>(Array.isArray(rec.metaContexts) ? rec.metaContexts.map(([id, name]) => [Number(id), String(name)]) : []);
+  const metaContexts = new Map<number, string>(
+    Array.isArray(rec.metaContexts) ? rec.metaContexts.map(([id, name]) => [Number(id), String(name)]) : [],
+  );
   return {
     session: { export: entry, structuredReplies: structured, metaContexts, transmissionFlags: flags, options: ['(handed over)'] },
     pending: Buffer.from(typeof rec.pending === 'string' ? rec.pending : '', 'base64'),

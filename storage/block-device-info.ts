@@ -144,4 +144,3 @@ export function blockDeviceInfo(devicePath: string, rdev: bigint): BlockDeviceIn
     stableIds: stableIdsFor(devicePath, sysDir, diskDir),
   };
 }
-

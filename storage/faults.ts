@@ -117,9 +117,7 @@ function validate(raw: unknown, index: number, source: string): FaultRule {
   const obj = raw as Record<string, unknown>;
   for (const key of Object.keys(obj)) {
     if (!KEYS.has(key)) {
-      throw new FaultRuleError(
-        `${describe(source, index, key)}: unknown key (allowed: ${[...KEYS].join(', ')})`,
-      );
+      throw new FaultRuleError(`${describe(source, index, key)}: unknown key (allowed: ${[...KEYS].join(', ')})`);
     }
   }
   const int = (key: string, required: boolean, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined => {
@@ -139,9 +137,7 @@ function validate(raw: unknown, index: number, source: string): FaultRule {
   const op = obj.op;
   if (op === undefined) throw new FaultRuleError(`${describe(source, index, 'op')}: missing`);
   if (typeof op !== 'string' || !OPS.has(op)) {
-    throw new FaultRuleError(
-      `${describe(source, index, 'op')}: unknown op ${JSON.stringify(op)} (expected "read", "write" or "any")`,
-    );
+    throw new FaultRuleError(`${describe(source, index, 'op')}: unknown op ${JSON.stringify(op)} (expected "read", "write" or "any")`);
   }
   const offset = int('offset', true, 0) as number;
   const length = int('length', true, 1) as number;
@@ -153,9 +149,7 @@ function validate(raw: unknown, index: number, source: string): FaultRule {
   const error = obj.error;
   if (error !== undefined) {
     if (typeof error !== 'string' || !Object.prototype.hasOwnProperty.call(ERRNO, error)) {
-      throw new FaultRuleError(
-        `${describe(source, index, 'error')}: unknown errno name ${JSON.stringify(error)} (e.g. "EIO", "ENOSPC")`,
-      );
+      throw new FaultRuleError(`${describe(source, index, 'error')}: unknown errno name ${JSON.stringify(error)} (e.g. "EIO", "ENOSPC")`);
     }
   }
   const rule: { -readonly [K in keyof FaultRule]: FaultRule[K] } = { op: op as FaultOp, offset, length, delayMs };

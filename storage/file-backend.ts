@@ -41,7 +41,6 @@ import { WriteOrder } from './write-order';
 export { blockDeviceInfo, devMajorMinor, type BlockDeviceInfo } from './block-device-info';
 export { openBackend, openFileBackend, type OpenBackendOptions } from './open-backend';
 
-
 const ZERO_CHUNK = 1024 * 1024;
 let zeroBuffer: Buffer | undefined;
 function zeroes(): Buffer {
@@ -144,13 +143,7 @@ export class FileBackend implements Backend {
     if (write && this.readOnly) {
       return new BackendError('EROFS', `${what} ${this.path}: opened read-only`, offset);
     }
-    if (
-      !Number.isSafeInteger(offset) ||
-      !Number.isSafeInteger(length) ||
-      offset < 0 ||
-      length < 0 ||
-      offset + length > this.size
-    ) {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       return new BackendError(
         'EINVAL',
         `${what} ${this.path}: range ${offset}+${length} is outside the device (size ${this.size})`,
@@ -176,9 +169,7 @@ export class FileBackend implements Backend {
     const bad = this.check('read', offset, length, false);
     if (bad) return Promise.reject(bad);
     if (targetOffset < 0 || targetOffset + length > target.length) {
-      return Promise.reject(
-        new BackendError('EINVAL', `read ${this.path}: target buffer too small`, offset),
-      );
+      return Promise.reject(new BackendError('EINVAL', `read ${this.path}: target buffer too small`, offset));
     }
     if (length === 0) return Promise.resolve();
     this.begin();
@@ -201,9 +192,7 @@ export class FileBackend implements Backend {
             return;
           }
           this.end();
-          reject(
-            new BackendError('EIO', `read ${this.path} at offset ${offset + done}: unexpected end of device`, offset + done),
-          );
+          reject(new BackendError('EIO', `read ${this.path} at offset ${offset + done}: unexpected end of device`, offset + done));
           return;
         }
         done += n;
@@ -223,9 +212,7 @@ export class FileBackend implements Backend {
     const bad = this.check('write', offset, len, true);
     if (bad) return Promise.reject(bad);
     if (sourceOffset < 0 || sourceOffset + len > source.length) {
-      return Promise.reject(
-        new BackendError('EINVAL', `write ${this.path}: source buffer too small`, offset),
-      );
+      return Promise.reject(new BackendError('EINVAL', `write ${this.path}: source buffer too small`, offset));
     }
     if (len === 0) return Promise.resolve();
     this.begin();
@@ -301,11 +288,7 @@ export class FileBackend implements Backend {
    * Runs `op` on the sector-aligned middle of the range (the whole range for files) and writes
    * zeroes to the unaligned head and tail of a block device range.
    */
-  private async aligned(
-    offset: number,
-    length: number,
-    op: (offset: number, length: number) => Promise<void>,
-  ): Promise<void> {
+  private async aligned(offset: number, length: number, op: (offset: number, length: number) => Promise<void>): Promise<void> {
     if (this.kind === 'file') return op(offset, length);
     const bs = this.logicalBlockSize;
     const end = offset + length;

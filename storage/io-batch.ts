@@ -179,7 +179,13 @@ export class IoBatcher {
     this.onDone();
     const what = WHAT[op.kind];
     if (timedOut) {
-      op.reject(new BackendError('ETIMEDOUT', `${what} ${this.path} at offset ${op.offset}: no answer within ${this.lane.deadlineMs} ms`, op.offset));
+      op.reject(
+        new BackendError(
+          'ETIMEDOUT',
+          `${what} ${this.path} at offset ${op.offset}: no answer within ${this.lane.deadlineMs} ms`,
+          op.offset,
+        ),
+      );
     } else if (errno !== 0) {
       op.reject(toBackendError(errnoError(errno, what), what, this.path, op.offset + done));
     } else if (done < op.length && op.kind <= native.OP_WRITE) {
@@ -198,4 +204,3 @@ export class IoBatcher {
     }
   }
 }
-

@@ -63,7 +63,10 @@ export class IoLane {
   readonly deadlineMs: number;
   readonly threads: number;
 
-  constructor(readonly name: string, opts: LaneOptions = {}) {
+  constructor(
+    readonly name: string,
+    opts: LaneOptions = {},
+  ) {
     if (!native.lanes) throw new Error('I/O lanes need the native addon');
     this.threads = opts.threads ?? 4;
     this.deadlineMs = opts.deadlineMs ?? 0;

@@ -75,7 +75,7 @@ function load(): { addon?: RawAddon; reason: string } {
       continue;
     }
     try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
       const addon = require(file) as RawAddon;
       return { addon, reason: `loaded ${file}` };
     } catch (err) {

@@ -68,9 +68,23 @@ export class WriteOrder {
     const ready: Waiter[] = [];
     for (const w of this.waiting) {
       let ok = true;
-      for (const a of this.active) if (conflict(a, w)) { ok = false; break; }
-      if (ok) for (const s of still) if (conflict(s, w)) { ok = false; break; }
-      if (ok) for (const r of ready) if (conflict(r, w)) { ok = false; break; }
+      for (const a of this.active)
+        if (conflict(a, w)) {
+          ok = false;
+          break;
+        }
+      if (ok)
+        for (const s of still)
+          if (conflict(s, w)) {
+            ok = false;
+            break;
+          }
+      if (ok)
+        for (const r of ready)
+          if (conflict(r, w)) {
+            ok = false;
+            break;
+          }
       (ok ? ready : still).push(w);
     }
     this.waiting = still;

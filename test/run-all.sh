@@ -78,6 +78,13 @@ if ! npx --no-install tsc -p . ; then
   fi
 fi
 
+# ------------------------------------------------------------------ lint
+say "lint (eslint, prettier --check)"
+if ! npx --no-install eslint . || ! npx --no-install prettier --check . ; then
+  echo "run-all.sh: lint reported problems (counted as 1 failure; npm run format fixes the formatting)"
+  EXTRA_FAILED=$((EXTRA_FAILED + 1))
+fi
+
 # Compiled test files that still have a TypeScript source (ignores stale files left in dist/).
 list_tests() { # $1 = test/unit or test/e2e
   local src js f keep

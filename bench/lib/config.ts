@@ -44,7 +44,9 @@ export function loadConfig(): BenchConfig {
   // dist/bench/lib/config.js -> repo root is three levels up.
   const repoRoot = path.resolve(__dirname, '..', '..', '..');
   const servers = (process.env.BENCH_SERVERS ?? ALL_SERVERS.join(','))
-    .split(',').map((s) => s.trim()).filter((s) => s !== '');
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   for (const s of servers) {
     if (!(ALL_SERVERS as readonly string[]).includes(s)) {
       throw new Error(`BENCH_SERVERS: unknown server "${s}" (known: ${ALL_SERVERS.join(', ')})`);

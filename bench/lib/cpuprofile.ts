@@ -1,9 +1,25 @@
 /** Summarise a V8 .cpuprofile (from `node --cpu-prof`): self and inclusive time per function. */
 import * as fs from 'fs';
 
-interface CallFrame { functionName: string; url: string; lineNumber: number; columnNumber: number }
-interface ProfileNode { id: number; callFrame: CallFrame; hitCount?: number; children?: number[] }
-interface CpuProfile { nodes: ProfileNode[]; startTime: number; endTime: number; samples?: number[]; timeDeltas?: number[] }
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+interface ProfileNode {
+  id: number;
+  callFrame: CallFrame;
+  hitCount?: number;
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+  timeDeltas?: number[];
+}
 
 export interface FunctionTime {
   readonly name: string;
@@ -54,8 +70,7 @@ function categorize(cf: CallFrame, repoRoot: string): string {
  * `window` (monotonic microseconds, the clock V8 stamps profiles with) limits the summary to samples taken
  * in that interval, e.g. the measured part of a fio job; ignored if it does not overlap the profile.
  */
-export function summarizeCpuProfile(file: string, repoRoot: string, topN = 20,
-  window?: { fromUs: number; toUs: number }): ProfileSummary {
+export function summarizeCpuProfile(file: string, repoRoot: string, topN = 20, window?: { fromUs: number; toUs: number }): ProfileSummary {
   const prof = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map<number, ProfileNode>();
   for (const n of prof.nodes) byId.set(n.id, n);
@@ -131,7 +146,8 @@ export function summarizeCpuProfile(file: string, repoRoot: string, topN = 20,
     samples: used,
     windowed,
     idlePct: (100 * idleUs) / totalUs,
-    byCategory: [...cats.entries()].sort((a, b) => b[1] - a[1])
+    byCategory: [...cats.entries()]
+      .sort((a, b) => b[1] - a[1])
       .map(([category, us]) => ({ category, ms: us / 1000, pct: (100 * us) / totalUs })),
     top,
   };

@@ -56,7 +56,9 @@ export interface FioRunOptions {
 }
 
 interface FioDirJson {
-  bw_bytes: number; iops: number; total_ios: number;
+  bw_bytes: number;
+  iops: number;
+  total_ios: number;
   clat_ns: { mean: number; percentile?: Record<string, number> };
 }
 
@@ -94,7 +96,11 @@ export function fioArgs(uri: string, w: Workload, o: FioRunOptions): string[] {
 /** Run fio; throws with fio's stderr if it fails or reports an error. */
 export async function runFio(uri: string, w: Workload, o: FioRunOptions): Promise<FioResult> {
   fs.mkdirSync(path.dirname(o.outFile), { recursive: true });
-  try { fs.unlinkSync(o.outFile); } catch { /* none */ }
+  try {
+    fs.unlinkSync(o.outFile);
+  } catch {
+    /* none */
+  }
   const args = fioArgs(uri, w, o);
   const timeout = { timeoutMs: (o.runtimeSec + o.rampSec + 60) * 1000 };
   const r = await (o.cpus ? run('taskset', ['-c', o.cpus, 'fio', ...args], timeout) : run('fio', args, timeout));

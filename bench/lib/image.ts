@@ -10,7 +10,9 @@ export function ensureImage(cacheDir: string, bytes: number, log: (m: string) =>
   const file = path.join(cacheDir, `random-${bytes / (1024 * 1024)}MiB.img`);
   try {
     if (fs.statSync(file).size === bytes) return file;
-  } catch { /* missing: create */ }
+  } catch {
+    /* missing: create */
+  }
   log(`creating ${file} (${bytes} bytes of random data)`);
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');

@@ -12,8 +12,12 @@ export function fmt(n: number | undefined, digits = 0): string {
   return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 
-export function startMarker(suite: string): string { return `<!-- bench:${suite}:start -->`; }
-export function endMarker(suite: string): string { return `<!-- bench:${suite}:end -->`; }
+export function startMarker(suite: string): string {
+  return `<!-- bench:${suite}:start -->`;
+}
+export function endMarker(suite: string): string {
+  return `<!-- bench:${suite}:end -->`;
+}
 
 const DOC_HEADER = `# remapd performance
 
@@ -25,7 +29,11 @@ rewrites it on every run; text outside the markers is kept. Run one suite with \
 /** Replace (or append) the marked section for `suite` in the doc at `docPath`. */
 export function writeSection(docPath: string, suite: string, body: string): void {
   let doc = '';
-  try { doc = fs.readFileSync(docPath, 'utf8'); } catch { doc = DOC_HEADER; }
+  try {
+    doc = fs.readFileSync(docPath, 'utf8');
+  } catch {
+    doc = DOC_HEADER;
+  }
   const start = startMarker(suite);
   const end = endMarker(suite);
   const block = `${start}\n${body.trim()}\n${end}`;

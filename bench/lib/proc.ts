@@ -3,19 +3,38 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
 
-export interface RunResult { readonly code: number | null; readonly signal: string | null; readonly stdout: string; readonly stderr: string }
+export interface RunResult {
+  readonly code: number | null;
+  readonly signal: string | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
 
 /** Run a command, capture output. Rejects only if it cannot be started; check `code` yourself. */
-export function run(cmd: string, args: readonly string[], opts: { timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     const timer = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
-    child.on('error', (err) => { if (timer) clearTimeout(timer); reject(err); });
-    child.on('close', (code, signal) => { if (timer) clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
+    child.on('error', (err) => {
+      if (timer) clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
   });
 }
 
@@ -45,7 +64,12 @@ export function isAlive(pid: number): boolean {
 
 const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on
 
-interface ProcStat { pid: number; ppid: number; cpuTicks: number; childTicks: number }
+interface ProcStat {
+  pid: number;
+  ppid: number;
+  cpuTicks: number;
+  childTicks: number;
+}
 
 function readStat(pid: number): ProcStat | undefined {
   try {
@@ -72,7 +96,8 @@ export function treeCpuSeconds(rootPid: number): number {
   const byParent = new Map<number, ProcStat[]>();
   for (const s of all) {
     const list = byParent.get(s.ppid);
-    if (list) list.push(s); else byParent.set(s.ppid, [s]);
+    if (list) list.push(s);
+    else byParent.set(s.ppid, [s]);
   }
   const root = all.find((s) => s.pid === rootPid);
   if (!root) return NaN;
@@ -110,7 +135,10 @@ function probe(socketPath: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(socketPath);
     let got = Buffer.alloc(0);
-    const timer = setTimeout(() => { sock.destroy(); reject(new Error('greeting timeout')); }, 2000);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error('greeting timeout'));
+    }, 2000);
     sock.on('data', (d: Buffer) => {
       got = Buffer.concat([got, d]);
       if (got.length >= 8) {
@@ -120,7 +148,13 @@ function probe(socketPath: string): Promise<void> {
         else reject(new Error(`unexpected greeting ${got.subarray(0, 8).toString('hex')}`));
       }
     });
-    sock.on('error', (err) => { clearTimeout(timer); reject(err); });
-    sock.on('close', () => { clearTimeout(timer); reject(new Error('closed before greeting')); });
+    sock.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    sock.on('close', () => {
+      clearTimeout(timer);
+      reject(new Error('closed before greeting'));
+    });
   });
 }

@@ -46,7 +46,9 @@ export async function createMetadata(main: string, spare: string, blockSize = 40
 }
 
 export function remapctl(ctx: SuiteContext, control: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [path.join(ctx.config.repoRoot, 'bin', 'remapd'), ...args, '--control', control], { encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, [path.join(ctx.config.repoRoot, 'bin', 'remapd'), ...args, '--control', control], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
-

@@ -72,19 +72,35 @@ export async function serverVersion(kind: ServerKind, repoRoot: string): Promise
         return 'remapd (unknown)';
       }
     }
-    case 'nbdkit': return versionOf('nbdkit', ['--version']);
-    case 'qemu-nbd': return versionOf('qemu-nbd', ['--version']);
-    case 'nbd-server': return (await versionOf('nbd-server', ['-V'])).replace(/^This is /, '');
+    case 'nbdkit':
+      return versionOf('nbdkit', ['--version']);
+    case 'qemu-nbd':
+      return versionOf('qemu-nbd', ['--version']);
+    case 'nbd-server':
+      return (await versionOf('nbd-server', ['-V'])).replace(/^This is /, '');
   }
 }
 
 function removeStale(p: string): void {
-  try { fs.unlinkSync(p); } catch { /* absent */ }
+  try {
+    fs.unlinkSync(p);
+  } catch {
+    /* absent */
+  }
 }
 
 /** Wrap a foreground child process. */
-function childServer(kind: ServerKind, label: string, socketPath: string, uri: string, logFile: string,
-  cmd: string, args: string[], env: NodeJS.ProcessEnv, cpus?: string): { server: RunningServer; child: ChildProcess } {
+function childServer(
+  kind: ServerKind,
+  label: string,
+  socketPath: string,
+  uri: string,
+  logFile: string,
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  cpus?: string,
+): { server: RunningServer; child: ChildProcess } {
   if (cpus) {
     // taskset execs the server: same pid, and threads started later inherit the CPU list.
     args = ['-c', cpus, cmd, ...args];
@@ -95,18 +111,30 @@ function childServer(kind: ServerKind, label: string, socketPath: string, uri: s
   fs.closeSync(log);
   let ended: string | undefined;
   const exitPromise = new Promise<void>((resolve) => {
-    child.on('exit', (code, signal) => { ended = `exited with ${signal ?? `code ${code}`}`; resolve(); });
-    child.on('error', (err) => { ended = `failed to start: ${err.message}`; resolve(); });
+    child.on('exit', (code, signal) => {
+      ended = `exited with ${signal ?? `code ${code}`}`;
+      resolve();
+    });
+    child.on('error', (err) => {
+      ended = `failed to start: ${err.message}`;
+      resolve();
+    });
   });
   const server: RunningServer = {
-    kind, label, uri, socketPath, logFile,
+    kind,
+    label,
+    uri,
+    socketPath,
+    logFile,
     pid: child.pid ?? -1,
     commandLine: [cmd, ...args].join(' '),
     exited: () => ended,
     async stop() {
       if (ended === undefined) {
         child.kill('SIGTERM');
-        const t = setTimeout(() => { if (ended === undefined) child.kill('SIGKILL'); }, 15_000);
+        const t = setTimeout(() => {
+          if (ended === undefined) child.kill('SIGKILL');
+        }, 15_000);
         await exitPromise;
         clearTimeout(t);
       }
@@ -129,18 +157,64 @@ export async function startServer(kind: ServerKind, senv: ServerEnv, opts: Serve
     case 'remapd': {
       const nodeArgs = [...senv.remapdNodeOptions, ...(opts.nodeOptions ?? [])];
       const bin = path.join(senv.repoRoot, 'bin', 'remapd');
-      server = childServer(kind, label, socketPath, `nbd+unix:///?socket=${socketPath}`, logFile, process.execPath,
-        [...nodeArgs, bin, 'serve', '--main', opts.image ?? senv.image, '--socket', socketPath, opts.direct ? '--main-direct' : '--no-main-direct', ...extra], env, opts.cpus).server;
+      server = childServer(
+        kind,
+        label,
+        socketPath,
+        `nbd+unix:///?socket=${socketPath}`,
+        logFile,
+        process.execPath,
+        [
+          ...nodeArgs,
+          bin,
+          'serve',
+          '--main',
+          opts.image ?? senv.image,
+          '--socket',
+          socketPath,
+          opts.direct ? '--main-direct' : '--no-main-direct',
+          ...extra,
+        ],
+        env,
+        opts.cpus,
+      ).server;
       break;
     }
     case 'nbdkit':
-      server = childServer(kind, label, socketPath, `nbd+unix:///?socket=${socketPath}`, logFile, 'nbdkit',
-        ['-f', '--exit-with-parent', '-U', socketPath, ...extra, 'file', `file=${senv.image}`], env, opts.cpus).server;
+      server = childServer(
+        kind,
+        label,
+        socketPath,
+        `nbd+unix:///?socket=${socketPath}`,
+        logFile,
+        'nbdkit',
+        ['-f', '--exit-with-parent', '-U', socketPath, ...extra, 'file', `file=${senv.image}`],
+        env,
+        opts.cpus,
+      ).server;
       break;
     case 'qemu-nbd':
-      server = childServer(kind, label, socketPath, `nbd+unix:///?socket=${socketPath}`, logFile, 'qemu-nbd',
-        ['-k', socketPath, '-f', 'raw', ...(opts.direct ? ['--cache=none', '--aio=native'] : ['--cache=writeback', '--aio=threads']), '--persistent', '--shared=8', ...extra, opts.image ?? senv.image],
-        env, opts.cpus).server;
+      server = childServer(
+        kind,
+        label,
+        socketPath,
+        `nbd+unix:///?socket=${socketPath}`,
+        logFile,
+        'qemu-nbd',
+        [
+          '-k',
+          socketPath,
+          '-f',
+          'raw',
+          ...(opts.direct ? ['--cache=none', '--aio=native'] : ['--cache=writeback', '--aio=threads']),
+          '--persistent',
+          '--shared=8',
+          ...extra,
+          opts.image ?? senv.image,
+        ],
+        env,
+        opts.cpus,
+      ).server;
       break;
     case 'nbd-server':
       server = await startNbdServer(label, socketPath, logFile, senv, extra, env);
@@ -155,32 +229,40 @@ export async function startServer(kind: ServerKind, senv: ServerEnv, opts: Serve
   } catch (err) {
     await server.stop().catch(() => undefined);
     const tail = readTail(logFile);
-    throw new Error(`${(err as Error).message}${tail ? `\n--- ${label} log tail ---\n${tail}` : ''}`);
+    throw new Error(`${(err as Error).message}${tail ? `\n--- ${label} log tail ---\n${tail}` : ''}`, { cause: err });
   }
   return server;
 }
 
 /** nbd-server runs as a real daemon (it forks and the parent exits); it is tracked through its pid file. */
-async function startNbdServer(label: string, socketPath: string, logFile: string, senv: ServerEnv,
-  extra: string[], env: NodeJS.ProcessEnv): Promise<RunningServer> {
+async function startNbdServer(
+  label: string,
+  socketPath: string,
+  logFile: string,
+  senv: ServerEnv,
+  extra: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<RunningServer> {
   const conf = path.join(senv.workDir, `${label}.conf`);
   const pidFile = path.join(senv.workDir, `${label}.pid`);
   removeStale(pidFile);
-  fs.writeFileSync(conf, [
-    '# generated by bench/lib/servers.ts',
-    '[generic]',
-    `unixsock = ${socketPath}`,
-    '[bench]',
-    `exportname = ${senv.image}`,
-    '',
-  ].join('\n'));
+  fs.writeFileSync(
+    conf,
+    ['# generated by bench/lib/servers.ts', '[generic]', `unixsock = ${socketPath}`, '[bench]', `exportname = ${senv.image}`, ''].join(
+      '\n',
+    ),
+  );
   const args = ['-C', conf, '-p', pidFile, ...extra];
   const launcher = childServer('nbd-server', label, socketPath, '', logFile, 'nbd-server', args, env).server;
   // wait for the launcher to exit (daemonized) and the pid file to appear
   const deadline = Date.now() + 10_000;
   let pid = NaN;
   while (Date.now() < deadline) {
-    try { pid = Number(fs.readFileSync(pidFile, 'utf8').trim()); } catch { /* not yet */ }
+    try {
+      pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    } catch {
+      /* not yet */
+    }
     if (Number.isInteger(pid) && pid > 0) break;
     const e = launcher.exited();
     if (e && e !== 'exited with code 0') throw new Error(`nbd-server ${e} (log: ${logFile})`);
@@ -189,16 +271,30 @@ async function startNbdServer(label: string, socketPath: string, logFile: string
   if (!(pid > 0)) throw new Error(`nbd-server wrote no pid file ${pidFile}`);
   const daemonPid = pid;
   return {
-    kind: 'nbd-server', label, socketPath, logFile, pid: daemonPid,
+    kind: 'nbd-server',
+    label,
+    socketPath,
+    logFile,
+    pid: daemonPid,
     uri: `nbd+unix:///bench?socket=${socketPath}`,
     commandLine: `nbd-server ${args.join(' ')}`,
     exited: () => (isAlive(daemonPid) ? undefined : 'daemon is gone'),
     async stop() {
       if (isAlive(daemonPid)) {
-        try { process.kill(daemonPid, 'SIGTERM'); } catch { /* gone */ }
+        try {
+          process.kill(daemonPid, 'SIGTERM');
+        } catch {
+          /* gone */
+        }
         const until = Date.now() + 15_000;
         while (isAlive(daemonPid) && Date.now() < until) await sleep(50);
-        if (isAlive(daemonPid)) { try { process.kill(daemonPid, 'SIGKILL'); } catch { /* gone */ } }
+        if (isAlive(daemonPid)) {
+          try {
+            process.kill(daemonPid, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }
       }
       removeStale(socketPath);
       removeStale(pidFile);
@@ -209,7 +305,10 @@ async function startNbdServer(label: string, socketPath: string, logFile: string
 export function readTail(file: string, bytes = 2000): string {
   try {
     const buf = fs.readFileSync(file);
-    return buf.subarray(Math.max(0, buf.length - bytes)).toString('utf8').trim();
+    return buf
+      .subarray(Math.max(0, buf.length - bytes))
+      .toString('utf8')
+      .trim();
   } catch {
     return '';
   }

@@ -83,19 +83,25 @@ export class SuiteContext {
     this.log(`SETUP ERROR: ${msg}`);
   }
 
-  get setupErrors(): readonly string[] { return this.errors; }
+  get setupErrors(): readonly string[] {
+    return this.errors;
+  }
 
   version(kind: ServerKind): Promise<string> {
     return serverVersion(kind, this.config.repoRoot);
   }
 
   async startServer(kind: ServerKind, opts: ServerOptions = {}): Promise<RunningServer> {
-    const s = await startServer(kind, {
-      repoRoot: this.config.repoRoot,
-      image: opts.image ?? this.image,
-      workDir: this.workDir,
-      remapdNodeOptions: this.config.remapdNodeOptions,
-    }, opts);
+    const s = await startServer(
+      kind,
+      {
+        repoRoot: this.config.repoRoot,
+        image: opts.image ?? this.image,
+        workDir: this.workDir,
+        remapdNodeOptions: this.config.remapdNodeOptions,
+      },
+      opts,
+    );
     this.running.add(s);
     this.log(`started ${s.label} (pid ${s.pid}): ${s.commandLine}`);
     return s;
@@ -137,8 +143,12 @@ export class SuiteContext {
     const after = server.exited();
     if (after) throw new Error(`${server.label} ${after} during ${w.id} (log: ${server.logFile})`);
     return {
-      fio, serverCpuPct: (100 * (cpu1 - cpu0)) / wallSec, loadAvgBefore, wallSec,
-      startMonoUs: Number(t0 / 1000n), endMonoUs: Number(t1 / 1000n),
+      fio,
+      serverCpuPct: (100 * (cpu1 - cpu0)) / wallSec,
+      loadAvgBefore,
+      wallSec,
+      startMonoUs: Number(t0 / 1000n),
+      endMonoUs: Number(t1 / 1000n),
     };
   }
 

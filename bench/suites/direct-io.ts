@@ -30,7 +30,12 @@ const B = 4096;
 const BAR_QEMU = 0.9;
 const BAR_SPLIT = 0.95;
 
-interface Run { mbps: number; iops: number; p99: number; cpuUsPerReq: number }
+interface Run {
+  mbps: number;
+  iops: number;
+  p99: number;
+  cpuUsPerReq: number;
+}
 
 function fsType(p: string): string {
   try {
@@ -50,7 +55,8 @@ export const directIoSuite: Suite = {
     const imageFs = fsType(ctx.image);
     const scratchFs = fsType(ctx.workDir);
     data.filesystems = { image: imageFs, scratch: scratchFs };
-    if (imageFs === 'tmpfs' || scratchFs === 'tmpfs') ctx.setupError(`direct I/O needs a real filesystem (image on ${imageFs}, spares on ${scratchFs})`);
+    if (imageFs === 'tmpfs' || scratchFs === 'tmpfs')
+      ctx.setupError(`direct I/O needs a real filesystem (image on ${imageFs}, spares on ${scratchFs})`);
     const rounds = Number(process.env.BENCH_DIRECT_ROUNDS ?? (cfg.quick ? 1 : 5));
     const ncpu = os.cpus().length;
     const pin = ncpu >= 2 && process.env.BENCH_REMAP_PIN !== '0' ? { server: '0', fio: `1-${ncpu - 1}` } : undefined;
@@ -75,24 +81,40 @@ export const directIoSuite: Suite = {
     const blocksFile = path.join(ctx.workDir, 'direct-remap-blocks.json');
     fs.writeFileSync(blocksFile, JSON.stringify(blocks));
     const remapdOpts = (label: string, sp: { spare: string; control: string }, extra: string[] = []): ServerOptions => ({
-      label, direct: true, cpus: pin?.server, extraArgs: ['--spare', sp.spare, '--no-scan', '--control', sp.control, ...extra],
+      label,
+      direct: true,
+      cpus: pin?.server,
+      extraArgs: ['--spare', sp.spare, '--no-scan', '--control', sp.control, ...extra],
     });
     {
       const maker = await ctx.startServer('remapd', remapdOpts('direct-remap-setup', sN, ['--faults', faults]));
       const t0 = Date.now();
-      const py = spawnSync('/usr/bin/python3', ['-', maker.uri, blocksFile], { input: WRITE_BLOCKS_PY, encoding: 'utf8', timeout: 1_800_000 });
+      const py = spawnSync('/usr/bin/python3', ['-', maker.uri, blocksFile], {
+        input: WRITE_BLOCKS_PY,
+        encoding: 'utf8',
+        timeout: 1_800_000,
+      });
       const st = remapctl(ctx, sN.control, ['status', '--json']);
       let made = -1;
-      try { made = (JSON.parse(st.stdout) as { remaps: { total: number } }).remaps.total; } catch { /* below */ }
+      try {
+        made = (JSON.parse(st.stdout) as { remaps: { total: number } }).remaps.total;
+      } catch {
+        /* below */
+      }
       data.remapSetup = { seconds: (Date.now() - t0) / 1000, remapsMade: made };
-      if (py.status !== 0 || made !== REMAPS) ctx.setupError(`making ${REMAPS} remaps failed: python ${py.status} ${py.stderr?.slice(-400)}; remaps ${made}`);
+      if (py.status !== 0 || made !== REMAPS)
+        ctx.setupError(`making ${REMAPS} remaps failed: python ${py.status} ${py.stderr?.slice(-400)}; remaps ${made}`);
       await ctx.stopServer(maker);
     }
 
     // ---- servers, all up for the whole suite
     const servers: Record<string, RunningServer> = {};
     const start = async (label: string, fn: () => Promise<RunningServer>): Promise<void> => {
-      try { servers[label] = await fn(); } catch (err) { ctx.setupError(`${label} did not start: ${(err as Error).message}`); }
+      try {
+        servers[label] = await fn();
+      } catch (err) {
+        ctx.setupError(`${label} did not start: ${(err as Error).message}`);
+      }
     };
     await start('remapd direct', () => ctx.startServer('remapd', remapdOpts('remapd-direct', s0)));
     await start('qemu-nbd direct', () => ctx.startServer('qemu-nbd', { label: 'qemu-nbd-direct', direct: true, cpus: pin?.server }));
@@ -109,7 +131,12 @@ export const directIoSuite: Suite = {
       try {
         const m = await ctx.runFio(s, w, { tag: `r${r}`, cpus: pin?.fio });
         const iops = m.fio.main.iops;
-        ((runs[w.id] ??= {})[label] ??= []).push({ mbps: m.fio.main.mbps, iops, p99: m.fio.main.clatP99Us, cpuUsPerReq: iops > 0 ? (m.serverCpuPct * 1e4) / iops : NaN });
+        ((runs[w.id] ??= {})[label] ??= []).push({
+          mbps: m.fio.main.mbps,
+          iops,
+          p99: m.fio.main.clatP99Us,
+          cpuUsPerReq: iops > 0 ? (m.serverCpuPct * 1e4) / iops : NaN,
+        });
         if (m.fio.errors) ctx.setupError(`${label} ${w.id}: fio reported ${m.fio.errors} errors`);
       } catch (err) {
         ctx.setupError(`${label} ${w.id}: ${(err as Error).message}`);
@@ -138,16 +165,28 @@ export const directIoSuite: Suite = {
     for (const w of STANDARD_WORKLOADS) {
       for (const label of cmp) {
         const rs = runs[w.id]?.[label] ?? [];
-        if (!rs.length) { rows.push([w.label, label, '–', '–', '–', '–', '–']); continue; }
+        if (!rs.length) {
+          rows.push([w.label, label, '–', '–', '–', '–', '–']);
+          continue;
+        }
         const ratios = label === 'remapd direct' ? perRound(w.id, label, 'qemu-nbd direct', (x) => x.mbps) : [];
-        rows.push([w.label, label, fmt(median(rs.map((x) => x.mbps)), 1), fmt(median(rs.map((x) => x.iops)), 0), fmt(median(rs.map((x) => x.p99)), 0),
-          fmt(median(rs.map((x) => x.cpuUsPerReq)), 2), ratios.length ? `${fmt(median(ratios), 2)}× (${range(ratios)})` : '']);
+        rows.push([
+          w.label,
+          label,
+          fmt(median(rs.map((x) => x.mbps)), 1),
+          fmt(median(rs.map((x) => x.iops)), 0),
+          fmt(median(rs.map((x) => x.p99)), 0),
+          fmt(median(rs.map((x) => x.cpuUsPerReq)), 2),
+          ratios.length ? `${fmt(median(ratios), 2)}× (${range(ratios)})` : '',
+        ]);
       }
       const ratios = perRound(w.id, 'remapd direct', 'qemu-nbd direct', (x) => x.mbps);
       verdicts.push({
         name: `${w.id}: remapd direct ≥ ${BAR_QEMU}× qemu-nbd direct`,
         pass: ratios.length ? median(ratios) >= BAR_QEMU : undefined,
-        detail: ratios.length ? `median of ${ratios.length} per-round ratios ${fmt(median(ratios), 3)}× (range ${range(ratios)})` : 'not measured',
+        detail: ratios.length
+          ? `median of ${ratios.length} per-round ratios ${fmt(median(ratios), 3)}× (range ${range(ratios)})`
+          : 'not measured',
       });
     }
     const split = perRound('seq-read-split', splitPair[1], splitPair[0], (x) => x.mbps);
@@ -155,11 +194,18 @@ export const directIoSuite: Suite = {
     verdicts.push({
       name: `seq read 1M QD8 with ${REMAPS} remaps ≥ ${BAR_SPLIT}× 0 remaps (direct)`,
       pass: split.length ? median(split) >= BAR_SPLIT : undefined,
-      detail: split.length ? `median of ${split.length} per-round ratios ${fmt(median(split), 3)}× (range ${range(split)}); daemon CPU per request ${fmt(median(cpuSplit), 2)}×` : 'not measured',
+      detail: split.length
+        ? `median of ${split.length} per-round ratios ${fmt(median(split), 3)}× (range ${range(split)}); daemon CPU per request ${fmt(median(cpuSplit), 2)}×`
+        : 'not measured',
     });
     const splitRows = splitPair.map((label) => {
       const rs = runs['seq-read-split']?.[label] ?? [];
-      return [label, fmt(median(rs.map((x) => x.mbps)), 1), fmt(median(rs.map((x) => x.p99)), 0), fmt(median(rs.map((x) => x.cpuUsPerReq)), 2)];
+      return [
+        label,
+        fmt(median(rs.map((x) => x.mbps)), 1),
+        fmt(median(rs.map((x) => x.p99)), 0),
+        fmt(median(rs.map((x) => x.cpuUsPerReq)), 2),
+      ];
     });
 
     const md = [

@@ -10,11 +10,17 @@ import type { MeasuredRun, Suite, SuiteContext, Verdict } from '../lib/suite';
 import { median } from '../lib/stats';
 
 const BARS: Readonly<Record<string, number>> = {
-  'seq-read': 0.8, 'seq-write': 0.8, 'rand-read': 0.5, 'rand-write': 0.5,
+  'seq-read': 0.8,
+  'seq-write': 0.8,
+  'rand-read': 0.5,
+  'rand-write': 0.5,
 };
 const REFERENCE: ServerKind = 'nbdkit';
 
-interface Cell { runs: MeasuredRun[]; error?: string }
+interface Cell {
+  runs: MeasuredRun[];
+  error?: string;
+}
 
 /** The run with the median MB/s (so MB/s, IOPS, p99 and CPU in a row come from one real run). */
 function medianRun(runs: MeasuredRun[]): MeasuredRun | undefined {
@@ -34,7 +40,10 @@ export const nbdServersSuite: Suite = {
     const cell = (s: string, w: string): Cell => {
       const k = `${s}/${w}`;
       let c = cells.get(k);
-      if (!c) { c = { runs: [] }; cells.set(k, c); }
+      if (!c) {
+        c = { runs: [] };
+        cells.set(k, c);
+      }
       return c;
     };
     const commandLines = new Map<string, string>();
@@ -67,8 +76,10 @@ export const nbdServersSuite: Suite = {
             try {
               const m = await ctx.runFio(server, w, { tag: cfg.repeat > 1 ? `r${rep + 1}` : undefined });
               c.runs.push(m);
-              ctx.log(`${kind} ${w.id}: ${fmt(m.fio.main.mbps, 1)} MB/s, ${fmt(m.fio.main.iops)} IOPS, ` +
-                `p99 ${fmt(m.fio.main.clatP99Us)} us, server CPU ${fmt(m.serverCpuPct)}%, load ${m.loadAvgBefore}`);
+              ctx.log(
+                `${kind} ${w.id}: ${fmt(m.fio.main.mbps, 1)} MB/s, ${fmt(m.fio.main.iops)} IOPS, ` +
+                  `p99 ${fmt(m.fio.main.clatP99Us)} us, server CPU ${fmt(m.serverCpuPct)}%, load ${m.loadAvgBefore}`,
+              );
             } catch (err) {
               c.error = (err as Error).message.split('\n')[0];
               ctx.setupError(`${kind} ${w.id}: ${(err as Error).message}`);
@@ -93,9 +104,15 @@ export const nbdServersSuite: Suite = {
         const c = cell(kind, w.id);
         const m = medianRun(c.runs);
         (summary[kind] ??= {})[w.id] = m
-          ? { mbps: m.fio.main.mbps, iops: m.fio.main.iops, p99Us: m.fio.main.clatP99Us, p50Us: m.fio.main.clatP50Us,
-              serverCpuPct: m.serverCpuPct, ratioToNbdkit: ref ? m.fio.main.mbps / ref.fio.main.mbps : null,
-              runs: c.runs.map((r) => r.fio.main.mbps) }
+          ? {
+              mbps: m.fio.main.mbps,
+              iops: m.fio.main.iops,
+              p99Us: m.fio.main.clatP99Us,
+              p50Us: m.fio.main.clatP50Us,
+              serverCpuPct: m.serverCpuPct,
+              ratioToNbdkit: ref ? m.fio.main.mbps / ref.fio.main.mbps : null,
+              runs: c.runs.map((r) => r.fio.main.mbps),
+            }
           : { error: c.error ?? 'not run' };
         if (!m) {
           rows.push([w.label, kind, c.error ?? 'not run', '', '', '', '']);
@@ -103,16 +120,25 @@ export const nbdServersSuite: Suite = {
         }
         const ratio = ref ? m.fio.main.mbps / ref.fio.main.mbps : undefined;
         rows.push([
-          w.label, kind,
-          fmt(m.fio.main.mbps, 1), fmt(m.fio.main.iops), fmt(m.fio.main.clatP99Us),
+          w.label,
+          kind,
+          fmt(m.fio.main.mbps, 1),
+          fmt(m.fio.main.iops),
+          fmt(m.fio.main.clatP99Us),
           ratio === undefined ? 'n/a' : `${fmt(ratio, 2)}×`,
           fmt(m.serverCpuPct),
         ]);
       }
     }
-    const resultTable = table(
-      ['workload', 'server', 'MB/s', 'IOPS', 'p99 clat (µs)', 'vs nbdkit', 'server CPU %'],
-      rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r']);
+    const resultTable = table(['workload', 'server', 'MB/s', 'IOPS', 'p99 clat (µs)', 'vs nbdkit', 'server CPU %'], rows, [
+      'l',
+      'l',
+      'r',
+      'r',
+      'r',
+      'r',
+      'r',
+    ]);
 
     // ---- bars
     const verdicts: Verdict[] = [];
@@ -127,7 +153,11 @@ export const nbdServersSuite: Suite = {
           continue;
         }
         const ratio = r.fio.main.mbps / ref.fio.main.mbps;
-        verdicts.push({ name, pass: ratio >= bar, detail: `${fmt(ratio, 2)}× (${fmt(r.fio.main.mbps, 1)} vs ${fmt(ref.fio.main.mbps, 1)} MB/s)` });
+        verdicts.push({
+          name,
+          pass: ratio >= bar,
+          detail: `${fmt(ratio, 2)}× (${fmt(r.fio.main.mbps, 1)} vs ${fmt(ref.fio.main.mbps, 1)} MB/s)`,
+        });
       }
     }
     const barLines = verdicts.map((v) => `- **${v.pass ? 'PASS' : 'FAIL'}** ${v.name}: ${v.detail}`);
@@ -143,8 +173,8 @@ export const nbdServersSuite: Suite = {
       '',
       `Run ${new Date().toISOString()}${cfg.quick ? ' — **QUICK MODE (BENCH_QUICK=1): short runs, for checking the harness only**' : ''}.`,
       `fio ${m.fio}, \`--ioengine=nbd\` over a Unix socket, 1 job, ${cfg.runtimeSec} s measured after ${cfg.rampSec} s ramp,` +
-      ` ${cfg.repeat} run(s) per cell (median shown), same \`--randrepeat=1\` offsets for every server.` +
-      ` MB/s = 10^6 bytes/s; p99 = fio completion latency; "vs nbdkit" = MB/s ratio; server CPU = server process tree, % of one core.`,
+        ` ${cfg.repeat} run(s) per cell (median shown), same \`--randrepeat=1\` offsets for every server.` +
+        ` MB/s = 10^6 bytes/s; p99 = fio completion latency; "vs nbdkit" = MB/s ratio; server CPU = server process tree, % of one core.`,
       '',
       resultTable,
       '',
@@ -153,11 +183,11 @@ export const nbdServersSuite: Suite = {
       ...(barLines.length ? barLines : ['- remapd not in BENCH_SERVERS; bars not judged']),
       '',
       `**Conditions.** ${m.cpus} × ${m.cpuModel}, ${m.memGiB} GiB RAM, ${m.os}, kernel ${m.kernel}, node ${m.node}.` +
-      ` Image: ${(cfg.imageBytes / 2 ** 30).toFixed(2)} GiB of random data on the local disk (\`${ctx.image}\`), page cache ON for every` +
-      ` server (image pre-read; \`sync\` before each job, outside the timed region), so this measures the servers, not the disk.` +
-      ` 1-min load average before jobs: min ${fmt(Math.min(...loads), 2)}, max ${fmt(Math.max(...loads), 2)}` +
-      ` (fio itself keeps about one core busy; anything above ~2 means other work shared the 2 cores).` +
-      ` Suite wall time ${fmt(elapsedSec)} s.`,
+        ` Image: ${(cfg.imageBytes / 2 ** 30).toFixed(2)} GiB of random data on the local disk (\`${ctx.image}\`), page cache ON for every` +
+        ` server (image pre-read; \`sync\` before each job, outside the timed region), so this measures the servers, not the disk.` +
+        ` 1-min load average before jobs: min ${fmt(Math.min(...loads), 2)}, max ${fmt(Math.max(...loads), 2)}` +
+        ` (fio itself keeps about one core busy; anything above ~2 means other work shared the 2 cores).` +
+        ` Suite wall time ${fmt(elapsedSec)} s.`,
       '',
       'Servers:',
       ...versions,
@@ -168,11 +198,24 @@ export const nbdServersSuite: Suite = {
       verdicts,
       data: {
         config: { runtimeSec: cfg.runtimeSec, rampSec: cfg.rampSec, repeat: cfg.repeat, quick: cfg.quick, servers },
-        machine: m, elapsedSec, summary,
-        runs: Object.fromEntries([...cells.entries()].map(([k, c]) => [k, {
-          error: c.error,
-          runs: c.runs.map((r) => ({ main: r.fio.main, serverCpuPct: r.serverCpuPct, loadAvgBefore: r.loadAvgBefore, wallSec: r.wallSec, args: r.fio.args })),
-        }])),
+        machine: m,
+        elapsedSec,
+        summary,
+        runs: Object.fromEntries(
+          [...cells.entries()].map(([k, c]) => [
+            k,
+            {
+              error: c.error,
+              runs: c.runs.map((r) => ({
+                main: r.fio.main,
+                serverCpuPct: r.serverCpuPct,
+                loadAvgBefore: r.loadAvgBefore,
+                wallSec: r.wallSec,
+                args: r.fio.args,
+              })),
+            },
+          ]),
+        ),
       },
     };
   },

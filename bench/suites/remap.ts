@@ -51,7 +51,11 @@ const WORKLOADS: readonly Workload[] = [
   { id: 'rand-write-4k', label: 'rand write 4K QD32', rw: 'randwrite', bs: '4k', iodepth: 32 },
 ];
 
-interface Variant { label: string; server?: RunningServer; control?: string }
+interface Variant {
+  label: string;
+  server?: RunningServer;
+  control?: string;
+}
 
 export const remapSuite: Suite = {
   name: 'remap',
@@ -67,7 +71,11 @@ export const remapSuite: Suite = {
   },
 };
 
-async function measure(ctx: SuiteContext, imageBytes: number, shm: string | undefined): Promise<{ markdown: string; data: unknown; verdicts: Verdict[] }> {
+async function measure(
+  ctx: SuiteContext,
+  imageBytes: number,
+  shm: string | undefined,
+): Promise<{ markdown: string; data: unknown; verdicts: Verdict[] }> {
   const totalBlocks = Math.floor(imageBytes / B);
   const data: Record<string, unknown> = { remaps: REMAPS, storage: shm ? `tmpfs (${shm})` : ctx.image };
   const verdicts: Verdict[] = [];
@@ -106,23 +114,48 @@ async function measure(ctx: SuiteContext, imageBytes: number, shm: string | unde
   fs.writeFileSync(blocksFile, JSON.stringify(blocks));
 
   // passthrough-B is a second, identical passthrough daemon: the A/A pair shows the noise floor.
-  const variants: Variant[] = [{ label: 'passthrough' }, { label: 'passthrough-B' }, { label: 'remap-0', control: r0.control }, { label: `remap-${REMAPS}`, control: rN.control }];
+  const variants: Variant[] = [
+    { label: 'passthrough' },
+    { label: 'passthrough-B' },
+    { label: 'remap-0', control: r0.control },
+    { label: `remap-${REMAPS}`, control: rN.control },
+  ];
   // The measured daemons run exactly like passthrough but for --spare: no fault injection, no scanner.
   variants[0].server = await ctx.startServer('remapd', { label: 'passthrough', image, cpus: pin?.server });
   variants[1].server = await ctx.startServer('remapd', { label: 'passthrough-B', image, cpus: pin?.server });
-  variants[2].server = await ctx.startServer('remapd', { label: 'remap-0', image, cpus: pin?.server, extraArgs: ['--spare', r0.spare, '--no-scan', '--control', r0.control] });
+  variants[2].server = await ctx.startServer('remapd', {
+    label: 'remap-0',
+    image,
+    cpus: pin?.server,
+    extraArgs: ['--spare', r0.spare, '--no-scan', '--control', r0.control],
+  });
   const t0 = Date.now();
-  variants[3].server = await ctx.startServer('remapd', { label: `remap-${REMAPS}`, image, cpus: pin?.server, extraArgs: ['--spare', rN.spare, '--no-scan', '--faults', rN.faults, '--control', rN.control] });
+  variants[3].server = await ctx.startServer('remapd', {
+    label: `remap-${REMAPS}`,
+    image,
+    cpus: pin?.server,
+    extraArgs: ['--spare', rN.spare, '--no-scan', '--faults', rN.faults, '--control', rN.control],
+  });
   const tStarted = Date.now();
-  const py = spawnSync('/usr/bin/python3', ['-', variants[3].server.uri, blocksFile], { input: WRITE_BLOCKS_PY, encoding: 'utf8', timeout: 1_800_000 });
+  const py = spawnSync('/usr/bin/python3', ['-', variants[3].server.uri, blocksFile], {
+    input: WRITE_BLOCKS_PY,
+    encoding: 'utf8',
+    timeout: 1_800_000,
+  });
   const tWritten = Date.now();
   fs.writeFileSync(rN.faults, '[]');
   const fr = remapctl(ctx, rN.control, ['faults', rN.faults]);
   const st = remapctl(ctx, rN.control, ['status', '--json']);
   let remapsMade = -1;
-  try { remapsMade = (JSON.parse(st.stdout) as { remaps: { total: number } }).remaps.total; } catch { /* below */ }
+  try {
+    remapsMade = (JSON.parse(st.stdout) as { remaps: { total: number } }).remaps.total;
+  } catch {
+    /* below */
+  }
   if (py.status !== 0 || fr.code !== 0 || remapsMade !== REMAPS) {
-    ctx.setupError(`making ${REMAPS} remaps failed: python ${py.status} ${py.stderr?.slice(-500)}; faults ${fr.code} ${fr.stderr}; remaps ${remapsMade}`);
+    ctx.setupError(
+      `making ${REMAPS} remaps failed: python ${py.status} ${py.stderr?.slice(-500)}; faults ${fr.code} ${fr.stderr}; remaps ${remapsMade}`,
+    );
   }
   const setup = { serverStartSec: (tStarted - t0) / 1000, writeRemapsSec: (tWritten - tStarted) / 1000, remapsMade };
   data.setup = setup;
@@ -131,7 +164,12 @@ async function measure(ctx: SuiteContext, imageBytes: number, shm: string | unde
   const tr0 = Date.now();
   await ctx.stopServer(variants[3].server);
   // Restarted without fault injection: the remaps are in the metadata, the I/O path is the plain one.
-  variants[3].server = await ctx.startServer('remapd', { label: `remap-${REMAPS}`, image, cpus: pin?.server, extraArgs: ['--spare', rN.spare, '--no-scan', '--control', rN.control] });
+  variants[3].server = await ctx.startServer('remapd', {
+    label: `remap-${REMAPS}`,
+    image,
+    cpus: pin?.server,
+    extraArgs: ['--spare', rN.spare, '--no-scan', '--control', rN.control],
+  });
   (setup as Record<string, number>).restartSec = (Date.now() - tr0) / 1000;
 
   // ---- fio: rounds x workloads x servers, the server order rotating per round and per workload
@@ -146,7 +184,13 @@ async function measure(ctx: SuiteContext, imageBytes: number, shm: string | unde
         try {
           const m = await ctx.runFio(v.server!, w, { runtimeSec: jobSec, rampSec: 1, tag: `r${r}`, cpus: pin?.fio });
           const iops = m.fio.main.iops;
-          runs[w.id][v.label].push({ iops, mbps: m.fio.main.mbps, p99: m.fio.main.clatP99Us, cpu: m.serverCpuPct, cpuUsPerReq: iops > 0 ? (m.serverCpuPct * 1e4) / iops : NaN });
+          runs[w.id][v.label].push({
+            iops,
+            mbps: m.fio.main.mbps,
+            p99: m.fio.main.clatP99Us,
+            cpu: m.serverCpuPct,
+            cpuUsPerReq: iops > 0 ? (m.serverCpuPct * 1e4) / iops : NaN,
+          });
           if (m.fio.errors) ctx.setupError(`${v.label} ${w.id}: fio reported ${m.fio.errors} errors`);
         } catch (err) {
           ctx.setupError(`${v.label} ${w.id}: ${(err as Error).message}`);
@@ -177,11 +221,16 @@ async function measure(ctx: SuiteContext, imageBytes: number, shm: string | unde
     const baseIops = median(base.map((x) => x.iops));
     const baseCpu = median(base.map((x) => x.cpuUsPerReq));
     // A/A: the largest per-round difference between the two identical passthrough daemons.
-    const aa = runs[w.id]['passthrough-B'].map((x, i) => (base[i] ? Math.abs((100 * (base[i].iops - x.iops)) / base[i].iops) : NaN)).filter(Number.isFinite);
+    const aa = runs[w.id]['passthrough-B']
+      .map((x, i) => (base[i] ? Math.abs((100 * (base[i].iops - x.iops)) / base[i].iops) : NaN))
+      .filter(Number.isFinite);
     noise[w.id] = aa.length ? Math.max(...aa) : NaN;
     for (const v of variants) {
       const rs = runs[w.id][v.label];
-      if (!rs.length) { rows.push([w.label, v.label, '–', '–', '–', '–', '–', '–', '–']); continue; }
+      if (!rs.length) {
+        rows.push([w.label, v.label, '–', '–', '–', '–', '–', '–', '–']);
+        continue;
+      }
       const iops = median(rs.map((x) => x.iops));
       const cpuUs = median(rs.map((x) => x.cpuUsPerReq));
       const p99 = fmt(median(rs.map((x) => x.p99)), 0);
@@ -195,9 +244,17 @@ async function measure(ctx: SuiteContext, imageBytes: number, shm: string | unde
       const range = perRound.length > 1 ? `${pct(Math.min(...perRound))} … ${pct(Math.max(...perRound))}` : '';
       const extraNs = layer?.[w.id]?.[v.label]?.extraNs;
       const layerPct = extraNs !== undefined && baseCpu > 0 ? (100 * extraNs) / (baseCpu * 1000) : undefined;
-      rows.push([w.label, v.label, fmt(iops, 0), p99, fmt(cpuUs, 2),
-        `${slower >= 0 ? pct(slower) + ' slower' : pct(-slower) + ' faster'}`, range,
-        extraNs === undefined ? '–' : `${fmt(extraNs, 0)} ns`, layerPct === undefined ? '–' : `${fmt(layerPct, 2)} %`]);
+      rows.push([
+        w.label,
+        v.label,
+        fmt(iops, 0),
+        p99,
+        fmt(cpuUs, 2),
+        `${slower >= 0 ? pct(slower) + ' slower' : pct(-slower) + ' faster'}`,
+        range,
+        extraNs === undefined ? '–' : `${fmt(extraNs, 0)} ns`,
+        layerPct === undefined ? '–' : `${fmt(layerPct, 2)} %`,
+      ]);
       if (v.label === 'passthrough-B') continue;
       const limit = v.label === 'remap-0' ? 1 : 5;
       // Decided by CPU time, never by a window widened with the A/A noise: the layer's extra CPU per
@@ -209,7 +266,8 @@ async function measure(ctx: SuiteContext, imageBytes: number, shm: string | unde
       verdicts.push({
         name: `${w.id} ${v.label} ≤ ${limit}% slower than passthrough`,
         pass: layerPct !== undefined && layerPct <= limit && Number.isFinite(cpuMore) && cpuMore <= limit,
-        detail: `layer cost ${extraNs === undefined ? '?' : fmt(extraNs, 0)} ns of ${fmt(baseCpu * 1000, 0)} ns CPU per request = ${layerPct === undefined ? '?' : fmt(layerPct, 2)} %; ` +
+        detail:
+          `layer cost ${extraNs === undefined ? '?' : fmt(extraNs, 0)} ns of ${fmt(baseCpu * 1000, 0)} ns CPU per request = ${layerPct === undefined ? '?' : fmt(layerPct, 2)} %; ` +
           `daemon CPU per request ${fmt(cpuMore, 1)} % more (median of ${cpuRatios.length} per-round ratios); ` +
           `fio median ${fmt(iops, 0)} vs ${fmt(baseIops, 0)} IOPS (${fmt(slower, 1)} % slower, per round ${range}; A/A noise up to ${fmt(noise[w.id], 1)} %, not used)`,
       });
@@ -225,8 +283,12 @@ async function measure(ctx: SuiteContext, imageBytes: number, shm: string | unde
     try {
       const j = JSON.parse(m.stdout.slice(m.stdout.indexOf('{'))) as Record<string, unknown>;
       data.metadata = j;
-      metaMd = `Metadata store (\`node dist/bench/metadata.js\`, fdatasync per commit round on this disk):\n\n` +
-        table(['measure', 'value'], Object.entries(j).map(([k, v]) => [k, typeof v === 'number' ? fmt(v, 2) : JSON.stringify(v)]));
+      metaMd =
+        `Metadata store (\`node dist/bench/metadata.js\`, fdatasync per commit round on this disk):\n\n` +
+        table(
+          ['measure', 'value'],
+          Object.entries(j).map(([k, v]) => [k, typeof v === 'number' ? fmt(v, 2) : JSON.stringify(v)]),
+        );
     } catch {
       metaMd = `\`dist/bench/metadata.js\` failed (exit ${m.status}): ${(m.stderr || m.stdout).slice(-300)}`;
       ctx.setupError(`metadata bench failed: exit ${m.status}`);

@@ -74,7 +74,12 @@ export const scannerSuite: Suite = {
       // a paused scanner's worker is idle (no reads, no messages).
       { id: 'no-scan', label: 'no scan (scanner paused)', args: ['--scan-interval', '1h'], env: {} as Record<string, string> },
       { id: 'scan', label: 'scan 64 MiB/s (default, back-off on)', args: ['--scan-interval', '0s'], env: {} },
-      { id: 'scan-nobackoff', label: 'scan 64 MiB/s, back-off off (worst case)', args: ['--scan-interval', '0s'], env: { REMAPD_SCAN_BACKOFF: '0' } },
+      {
+        id: 'scan-nobackoff',
+        label: 'scan 64 MiB/s, back-off off (worst case)',
+        args: ['--scan-interval', '0s'],
+        env: { REMAPD_SCAN_BACKOFF: '0' },
+      },
     ];
     const rounds = Number(process.env.BENCH_SCAN_ROUNDS ?? (ctx.config.quick ? 1 : 3));
     const servers: Record<string, { s: RunningServer; ctl: string }> = {};
@@ -103,7 +108,9 @@ export const scannerSuite: Suite = {
       const idle = (await callControl(ctl, 'scan.loopdelay', { reset: true }).catch(() => null)) as LoopDelay | null;
       if (idle) idleLoop[m.id] = idle;
     }
-    const runs: Record<string, Record<string, Cell[]>> = Object.fromEntries(modes.map((m) => [m.id, Object.fromEntries(WORKLOADS.map((w) => [w.id, [] as Cell[]]))]));
+    const runs: Record<string, Record<string, Cell[]>> = Object.fromEntries(
+      modes.map((m) => [m.id, Object.fromEntries(WORKLOADS.map((w) => [w.id, [] as Cell[]]))]),
+    );
     for (let r = 0; r < rounds; r++) {
       for (let wi = 0; wi < WORKLOADS.length; wi++) {
         const w = WORKLOADS[wi];
@@ -145,30 +152,34 @@ export const scannerSuite: Suite = {
     let passSec: number | undefined;
     let rate64: number | undefined;
     const unlimitedSpare = await makeSpare(ctx, 'unlimited');
-    await ctx.withServer('remapd', { label: 'remapd-scan-unlimited', extraArgs: ['--spare', unlimitedSpare, '--scan-rate', '0', '--scan-interval', '1h'] }, async (s) => {
-      const ctl = ctlOf(s);
-      await waitControl(ctl);
-      // Finish whatever pass the persisted cursor left, then time one whole pass from offset 0.
-      const passesNow = async (): Promise<number> => ((await callControl(ctl, 'scan.status')) as ScanStatus).passesCompleted;
-      const waitPass = async (n: number): Promise<void> => {
-        const t = Date.now();
-        while ((await passesNow()) < n) {
-          if (Date.now() - t > 600_000) throw new Error('full pass took over 10 min');
-          await sleep(20);
-        }
-      };
-      await callControl(ctl, 'scan.start');
-      const p0 = await passesNow();
-      await waitPass(p0 + 1);
-      const t0 = Date.now();
-      await callControl(ctl, 'scan.start');
-      await waitPass(p0 + 2);
-      passSec = (Date.now() - t0) / 1000;
-      await callControl(ctl, 'scan.set', { rate: 64 * 2 ** 20 });
-      await callControl(ctl, 'scan.start');
-      await sleep(6000);
-      rate64 = ((await callControl(ctl, 'scan.status')) as ScanStatus).currentRate;
-    });
+    await ctx.withServer(
+      'remapd',
+      { label: 'remapd-scan-unlimited', extraArgs: ['--spare', unlimitedSpare, '--scan-rate', '0', '--scan-interval', '1h'] },
+      async (s) => {
+        const ctl = ctlOf(s);
+        await waitControl(ctl);
+        // Finish whatever pass the persisted cursor left, then time one whole pass from offset 0.
+        const passesNow = async (): Promise<number> => ((await callControl(ctl, 'scan.status')) as ScanStatus).passesCompleted;
+        const waitPass = async (n: number): Promise<void> => {
+          const t = Date.now();
+          while ((await passesNow()) < n) {
+            if (Date.now() - t > 600_000) throw new Error('full pass took over 10 min');
+            await sleep(20);
+          }
+        };
+        await callControl(ctl, 'scan.start');
+        const p0 = await passesNow();
+        await waitPass(p0 + 1);
+        const t0 = Date.now();
+        await callControl(ctl, 'scan.start');
+        await waitPass(p0 + 2);
+        passSec = (Date.now() - t0) / 1000;
+        await callControl(ctl, 'scan.set', { rate: 64 * 2 ** 20 });
+        await callControl(ctl, 'scan.start');
+        await sleep(6000);
+        rate64 = ((await callControl(ctl, 'scan.status')) as ScanStatus).currentRate;
+      },
+    );
     const dd0 = Date.now();
     const dd = await run('dd', [`if=${ctx.image}`, 'of=/dev/null', 'bs=1M']);
     const ddSec = (Date.now() - dd0) / 1000;
@@ -182,22 +193,47 @@ export const scannerSuite: Suite = {
       const base = cells['no-scan'][w.id];
       for (const m of modes) {
         const c = cells[m.id][w.id];
-        rows.push([w.label, m.label, fmt(c.mbps, 1), fmt(c.iops), fmt(c.p99Us), `${((100 * c.mbps) / base.mbps).toFixed(1)} %`,
-          c.loop ? fmt(c.loop.p99, 1) : '–', c.scannedMiB === null ? '–' : fmt(c.scannedMiB)]);
+        rows.push([
+          w.label,
+          m.label,
+          fmt(c.mbps, 1),
+          fmt(c.iops),
+          fmt(c.p99Us),
+          `${((100 * c.mbps) / base.mbps).toFixed(1)} %`,
+          c.loop ? fmt(c.loop.p99, 1) : '–',
+          c.scannedMiB === null ? '–' : fmt(c.scannedMiB),
+        ]);
       }
       // The bars apply to the default configuration; the worst case (no back-off) is reported, not judged.
       for (const m of modes.slice(1, 2)) {
         const ratio = cells[m.id][w.id].mbps / base.mbps;
-        verdicts.push({ name: `${w.label}: ${m.label} ≥ ${BARS[w.id] * 100} % of no scan`, pass: ratio >= BARS[w.id], detail: `${(100 * ratio).toFixed(1)} %` });
+        verdicts.push({
+          name: `${w.label}: ${m.label} ≥ ${BARS[w.id] * 100} % of no scan`,
+          pass: ratio >= BARS[w.id],
+          detail: `${(100 * ratio).toFixed(1)} %`,
+        });
       }
     }
-    const idleRows = modes.map((m) => [m.label, idleLoop[m.id] ? fmt(idleLoop[m.id].p99, 2) : '–', idleLoop[m.id] ? fmt(idleLoop[m.id].max, 2) : '–']);
+    const idleRows = modes.map((m) => [
+      m.label,
+      idleLoop[m.id] ? fmt(idleLoop[m.id].p99, 2) : '–',
+      idleLoop[m.id] ? fmt(idleLoop[m.id].max, 2) : '–',
+    ]);
     const md = [
       '### Health scanner',
       '',
       `Run ${new Date().toISOString()}${ctx.config.quick ? ' — **QUICK MODE**' : ''}. remapd with a spare (\`--spare\`, 256 MiB), image ${fmt(sizeMiB)} MiB of random data in the page cache; fio ${ctx.config.runtimeSec} s + ${ctx.config.rampSec} s ramp per run. The three daemons are up at once (each with its own spare); ${rounds} round(s), each running every workload on each daemon in a rotating order, while the other daemons' scanners are paused; each cell is the run with the median MB/s. "scanned" = MiB the scan read during the fio job (the default back-off holds the scan while clients do ≥ 200 requests/s). Loop p99 = main-thread event-loop delay (perf_hooks.monitorEventLoopDelay, 10 ms resolution) during the job.`,
       '',
-      table(['workload', 'mode', 'MB/s', 'IOPS', 'p99 clat (µs)', 'vs no scan', 'loop p99 (ms)', 'scanned MiB'], rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r']),
+      table(['workload', 'mode', 'MB/s', 'IOPS', 'p99 clat (µs)', 'vs no scan', 'loop p99 (ms)', 'scanned MiB'], rows, [
+        'l',
+        'l',
+        'r',
+        'r',
+        'r',
+        'r',
+        'r',
+        'r',
+      ]),
       '',
       '**Bars**:',
       '',

@@ -12,7 +12,17 @@
 import { spawn } from 'node:child_process';
 import type { Logger } from 'pino';
 
-export const ALERT_EVENTS = ['Remap', 'Pending', 'HealthChange', 'SpareLow', 'SpareFull', 'DeviceFailed', 'MetadataRepaired', 'ScanPassDone', 'EvacuateDone'] as const;
+export const ALERT_EVENTS = [
+  'Remap',
+  'Pending',
+  'HealthChange',
+  'SpareLow',
+  'SpareFull',
+  'DeviceFailed',
+  'MetadataRepaired',
+  'ScanPassDone',
+  'EvacuateDone',
+] as const;
 export type AlertEvent = (typeof ALERT_EVENTS)[number];
 
 interface Queued {
@@ -106,7 +116,10 @@ export class AlertRunner {
       const timer = setTimeout(() => {
         timedOut = true;
         this.counters.timedOut++;
-        log.error({ program: this.o.program, event: q.event, timeoutSeconds: this.o.timeoutMs / 1000 }, 'alert program timed out: killing it');
+        log.error(
+          { program: this.o.program, event: q.event, timeoutSeconds: this.o.timeoutMs / 1000 },
+          'alert program timed out: killing it',
+        );
         this.killGroup(child.pid, 'SIGTERM');
         killTimer = setTimeout(() => this.killGroup(child.pid, 'SIGKILL'), 5000);
       }, this.o.timeoutMs);
@@ -118,7 +131,10 @@ export class AlertRunner {
         if (ok) log.info({ program: this.o.program, event: q.event, count: q.count }, 'alert program ran');
         else {
           this.counters.failed++;
-          log.error({ program: this.o.program, event: q.event, count: q.count, ...fields, stderr: stderr.trim() || undefined }, 'alert program failed');
+          log.error(
+            { program: this.o.program, event: q.event, count: q.count, ...fields, stderr: stderr.trim() || undefined },
+            'alert program failed',
+          );
         }
         done();
       };

@@ -67,7 +67,13 @@ export function attachAlerts(remap: RemapDevice | undefined, o: AlertOptions): A
   return runner;
 }
 
-function on(e: Emitter, name: string, runner: AlertRunner, event: AlertEvent, detail: (x: Record<string, unknown>) => string | undefined): void {
+function on(
+  e: Emitter,
+  name: string,
+  runner: AlertRunner,
+  event: AlertEvent,
+  detail: (x: Record<string, unknown>) => string | undefined,
+): void {
   e.on(name, (x: Record<string, unknown> = {}) => runner.raise(event, detail(x ?? {})));
 }
 

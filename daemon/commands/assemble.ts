@@ -17,7 +17,14 @@ async function inUseBy(main: string, spare: string): Promise<string | undefined>
   }
 }
 
-interface Args { scan: boolean; paths?: string[]; 'dry-run': boolean; json: boolean; 'socket-dir': string; verbose: boolean }
+interface Args {
+  scan: boolean;
+  paths?: string[];
+  'dry-run': boolean;
+  json: boolean;
+  'socket-dir': string;
+  verbose: boolean;
+}
 
 function listening(path: string): Promise<boolean> {
   return new Promise((done) => {
@@ -45,7 +52,11 @@ export const assembleCommand: CommandModule<object, Args> = {
   describe: 'Find spares by their metadata, pair them with their main devices by fingerprint, start the exports',
   builder: (y) =>
     y
-      .positional('paths', { type: 'string', array: true, describe: 'Devices or files to examine [default with --scan: /dev/disk/by-id/*]' })
+      .positional('paths', {
+        type: 'string',
+        array: true,
+        describe: 'Devices or files to examine [default with --scan: /dev/disk/by-id/*]',
+      })
       .option('scan', { type: 'boolean', default: false, describe: 'Examine candidate devices (the given paths, else /dev/disk/by-id)' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'Print what would be started, start nothing' })
       .option('json', { type: 'boolean', default: false, describe: 'One object per setup, with conflicts, as JSON' })
@@ -64,7 +75,20 @@ export const assembleCommand: CommandModule<object, Args> = {
     const results = [] as Record<string, unknown>[];
     for (const s of plan.setups) {
       const p = setupPaths(s.name, a['socket-dir']);
-      const command = [bin, 'serve', '--main', s.main, '--spare', s.spare, '--export', s.name, '--socket', p.socket, '--control', p.control];
+      const command = [
+        bin,
+        'serve',
+        '--main',
+        s.main,
+        '--spare',
+        s.spare,
+        '--export',
+        s.name,
+        '--socket',
+        p.socket,
+        '--control',
+        p.control,
+      ];
       let state: string;
       let busy: string | undefined;
       if (await listening(p.socket)) state = 'running';
@@ -73,7 +97,11 @@ export const assembleCommand: CommandModule<object, Args> = {
       else {
         mkdirSync(a['socket-dir'], { recursive: true });
         const out = openSync(p.log, 'a');
-        const child = spawn(process.execPath, command, { detached: true, stdio: ['ignore', out, out], env: { ...process.env, REMAPD_LOG_JSON: '1' } });
+        const child = spawn(process.execPath, command, {
+          detached: true,
+          stdio: ['ignore', out, out],
+          env: { ...process.env, REMAPD_LOG_JSON: '1' },
+        });
         child.unref();
         closeSync(out);
         state = (await waitListening(p.socket, 15000)) ? 'started' : `failed to start (see ${p.log})`;

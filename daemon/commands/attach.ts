@@ -31,13 +31,22 @@ export const attachCommand: CommandModule<object, Args> = {
       .option('export', { type: 'string', default: '', describe: 'Export name (empty: the default export)' })
       .option('device', { type: 'string', describe: 'nbd device (/dev/nbdN) [default: the first free one]' })
       .option('connections', { type: 'number', default: 1, describe: 'Connections (more than 1 needs CAN_MULTI_CONN)' })
-      .option('dead-timeout', { type: 'number', default: 120, describe: 'Seconds the kernel queues I/O while the daemon is away, before failing it' })
-      .option('timeout', { type: 'number', default: 30, describe: 'Seconds before a request without a reply is re-sent on a new connection' })
+      .option('dead-timeout', {
+        type: 'number',
+        default: 120,
+        describe: 'Seconds the kernel queues I/O while the daemon is away, before failing it',
+      })
+      .option('timeout', {
+        type: 'number',
+        default: 30,
+        describe: 'Seconds before a request without a reply is re-sent on a new connection',
+      })
       .option('block-size', { type: 'number', default: 4096, describe: 'Logical block size of the device (512 … 4096)' })
       .option('state-dir', { type: 'string', default: '/run/remapd', describe: 'Where nbdN.attach.json is kept' })
       .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info' })
       .check((a) => {
-        if (!(Number.isInteger(a.connections) && a.connections >= 1 && a.connections <= 16)) throw new Error('--connections must be 1 … 16');
+        if (!(Number.isInteger(a.connections) && a.connections >= 1 && a.connections <= 16))
+          throw new Error('--connections must be 1 … 16');
         if (!(a['dead-timeout'] >= 0)) throw new Error('--dead-timeout must be >= 0 seconds');
         if (!(a.timeout >= 0)) throw new Error('--timeout must be >= 0 seconds');
         if (![512, 1024, 2048, 4096].includes(a['block-size'])) throw new Error('--block-size must be 512, 1024, 2048 or 4096');

@@ -5,16 +5,22 @@ import { identityFromBackend, pairingMismatches } from '../../metadata/fingerpri
 import { MetadataStore } from '../../metadata/store';
 import { claimSetup, SetupInUseError, type SetupClaim } from '../owner-lock';
 
-interface CheckArgs { spare: string; main?: string; repair: boolean; json: boolean }
+interface CheckArgs {
+  spare: string;
+  main?: string;
+  repair: boolean;
+  json: boolean;
+}
 
 export const checkCommand: CommandModule<object, CheckArgs> = {
   command: 'check',
   describe: 'Verify the metadata copies on a spare (and its pairing with --main)',
-  builder: (y) => y
-    .option('spare', { type: 'string', demandOption: true, describe: 'spare device or file holding the metadata' })
-    .option('main', { type: 'string', describe: 'also check that the spare belongs to this main device' })
-    .option('repair', { type: 'boolean', default: false, describe: 'rewrite damaged or stale copies' })
-    .option('json', { type: 'boolean', default: false, describe: 'Print JSON for scripts' }),
+  builder: (y) =>
+    y
+      .option('spare', { type: 'string', demandOption: true, describe: 'spare device or file holding the metadata' })
+      .option('main', { type: 'string', describe: 'also check that the spare belongs to this main device' })
+      .option('repair', { type: 'boolean', default: false, describe: 'rewrite damaged or stale copies' })
+      .option('json', { type: 'boolean', default: false, describe: 'Print JSON for scripts' }),
   handler: async (a) => {
     let claim: SetupClaim | undefined;
     if (a.repair) {
@@ -38,10 +44,15 @@ export const checkCommand: CommandModule<object, CheckArgs> = {
         process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
       } else {
         for (const c of report.copies) {
-          process.stdout.write(`copy ${c.index} @${c.offset} (+${c.length}): ${c.valid ? (c.stale ? 'valid, stale' : 'valid') : `INVALID (${c.failedCheck})`} seq ${c.sequence} time ${c.timestamp ? new Date(c.timestamp).toISOString() : '-'}\n`);
+          process.stdout.write(
+            `copy ${c.index} @${c.offset} (+${c.length}): ${c.valid ? (c.stale ? 'valid, stale' : 'valid') : `INVALID (${c.failedCheck})`} seq ${c.sequence} time ${c.timestamp ? new Date(c.timestamp).toISOString() : '-'}\n`,
+          );
         }
-        process.stdout.write(report.chosen === null ? 'no valid copy\n'
-          : `chosen copy ${report.chosen}; setup ${report.setupUuid}; ${report.table?.remaps} remaps, ${report.table?.pending} pending, ${report.table?.freeSpareBlocks} free spare blocks${report.repaired ? '; repaired' : ''}\n`);
+        process.stdout.write(
+          report.chosen === null
+            ? 'no valid copy\n'
+            : `chosen copy ${report.chosen}; setup ${report.setupUuid}; ${report.table?.remaps} remaps, ${report.table?.pending} pending, ${report.table?.freeSpareBlocks} free spare blocks${report.repaired ? '; repaired' : ''}\n`,
+        );
         if (mismatch.length) process.stdout.write(`pairing with ${a.main}: MISMATCH: ${mismatch.join('; ')}\n`);
       }
       process.exitCode = report.chosen === null || mismatch.length ? 1 : 0;

@@ -5,16 +5,22 @@ import { identityFromBackend } from '../../metadata/fingerprint';
 import { MetadataStore } from '../../metadata/store';
 import { claimSetup, SetupInUseError } from '../owner-lock';
 
-interface CreateArgs { main: string; spare: string; 'block-size': number; force: boolean }
+interface CreateArgs {
+  main: string;
+  spare: string;
+  'block-size': number;
+  force: boolean;
+}
 
 export const createCommand: CommandModule<object, CreateArgs> = {
   command: 'create',
   describe: 'Initialise a spare device for a main device (refuses a spare in use unless --force)',
-  builder: (y) => y
-    .option('main', { type: 'string', demandOption: true, describe: 'main (failing) device or file' })
-    .option('spare', { type: 'string', demandOption: true, describe: 'spare device or file' })
-    .option('block-size', { type: 'number', default: 4096, describe: 'remap granularity in bytes (power of two, >= both sector sizes)' })
-    .option('force', { type: 'boolean', default: false, describe: 'overwrite existing metadata or data in the metadata regions' }),
+  builder: (y) =>
+    y
+      .option('main', { type: 'string', demandOption: true, describe: 'main (failing) device or file' })
+      .option('spare', { type: 'string', demandOption: true, describe: 'spare device or file' })
+      .option('block-size', { type: 'number', default: 4096, describe: 'remap granularity in bytes (power of two, >= both sector sizes)' })
+      .option('force', { type: 'boolean', default: false, describe: 'overwrite existing metadata or data in the metadata regions' }),
   handler: async (a) => {
     // A spare in use by a running setup is never rewritten, --force or not.
     let claim;
@@ -29,8 +35,10 @@ export const createCommand: CommandModule<object, CreateArgs> = {
     const spare = await openBackend(a.spare, { readOnly: false });
     try {
       const s = await MetadataStore.create(spare, identityFromBackend(main), { blockSize: a['block-size'], force: a.force });
-      process.stdout.write(`created setup ${s.setupUuid}: block size ${s.blockSize}, ${s.spareDataBlocks} spare data blocks, ` +
-        `5 metadata copies at ${s.layout.regionOffsets.join(', ')} (${s.layout.regionBytes} bytes each)\n`);
+      process.stdout.write(
+        `created setup ${s.setupUuid}: block size ${s.blockSize}, ${s.spareDataBlocks} spare data blocks, ` +
+          `5 metadata copies at ${s.layout.regionOffsets.join(', ')} (${s.layout.regionBytes} bytes each)\n`,
+      );
       await s.close();
     } finally {
       await spare.close();

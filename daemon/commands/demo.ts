@@ -11,7 +11,12 @@ import { MetadataStore } from '../../metadata/store';
 import { identityFromBackend } from '../../metadata/fingerprint';
 import { openBackend } from '../../storage/file-backend';
 
-interface Args { dir: string; stop: boolean; foreground: boolean; faults: boolean }
+interface Args {
+  dir: string;
+  stop: boolean;
+  foreground: boolean;
+  faults: boolean;
+}
 
 const MAIN_BYTES = 1024 * 1024 * 1024;
 const SPARE_BYTES = 256 * 1024 * 1024;
@@ -58,8 +63,16 @@ export const demoCommand: CommandModule<object, Args> = {
   builder: (y) =>
     y
       .option('dir', { type: 'string', default: '/var/tmp/remapd-demo', describe: 'Where the images, sockets and log go' })
-      .option('faults', { type: 'boolean', default: true, describe: 'Simulate a few bad sectors on the main image (--no-faults for a healthy disk)' })
-      .option('foreground', { type: 'boolean', default: false, describe: 'Serve in the foreground instead of starting a background daemon' })
+      .option('faults', {
+        type: 'boolean',
+        default: true,
+        describe: 'Simulate a few bad sectors on the main image (--no-faults for a healthy disk)',
+      })
+      .option('foreground', {
+        type: 'boolean',
+        default: false,
+        describe: 'Serve in the foreground instead of starting a background daemon',
+      })
       .option('stop', { type: 'boolean', default: false, describe: 'Stop the demo daemon' })
       .example('$0 demo', 'start the demo and print how to attach it')
       .example('$0 demo --stop', 'stop it'),
@@ -97,7 +110,22 @@ export const demoCommand: CommandModule<object, Args> = {
       await sb.close();
       await mb.close();
       writeFileSync(faults, JSON.stringify(a.faults ? DEMO_FAULTS : [], null, 2) + '\n');
-      const args = [bin, 'serve', '--main', main, '--spare', spare, '--socket', sock, '--control', ctl, '--faults', faults, '--export', 'disk'];
+      const args = [
+        bin,
+        'serve',
+        '--main',
+        main,
+        '--spare',
+        spare,
+        '--socket',
+        sock,
+        '--control',
+        ctl,
+        '--faults',
+        faults,
+        '--export',
+        'disk',
+      ];
       if (a.foreground) {
         process.stdout.write(`serving ${main} (spare ${spare}) on ${sock}; Ctrl-C stops\n`);
         const child = spawn(process.execPath, args, { stdio: 'inherit' });
@@ -105,7 +133,11 @@ export const demoCommand: CommandModule<object, Args> = {
         return;
       }
       const out = openSync(log, 'a');
-      const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: { ...process.env, REMAPD_LOG_JSON: '1' } });
+      const child = spawn(process.execPath, args, {
+        detached: true,
+        stdio: ['ignore', out, out],
+        env: { ...process.env, REMAPD_LOG_JSON: '1' },
+      });
       child.unref();
       closeSync(out);
       pid = child.pid ?? 0;

@@ -3,7 +3,10 @@ import { NbdNetlink } from '../nbd-netlink';
 import { readAttachState, removeAttachState } from '../attach-session';
 import { nbdIndex } from './attach';
 
-interface Args { device: string; 'state-dir': string }
+interface Args {
+  device: string;
+  'state-dir': string;
+}
 
 export const detachCommand: CommandModule<object, Args> = {
   command: 'detach',

@@ -3,7 +3,10 @@ import type { CommandModule } from 'yargs';
 import { openBackend } from '../../storage/file-backend';
 import { MetadataStore } from '../../metadata/store';
 
-interface DumpArgs { spare: string; json: boolean }
+interface DumpArgs {
+  spare: string;
+  json: boolean;
+}
 
 export const dumpCommand: CommandModule<object, DumpArgs> = {
   command: 'dump',
@@ -19,11 +22,14 @@ export const dumpCommand: CommandModule<object, DumpArgs> = {
       const remaps = [...s.entries()].sort((x, y) => x.mainBlock - y.mainBlock);
       const pending = [...s.pending()].sort((x, y) => x - y);
       if (a.json) {
-        process.stdout.write(`${JSON.stringify({ setupUuid: s.setupUuid, blockSize: s.blockSize, main: s.mainIdentity, spareDataBlocks: s.spareDataBlocks, remaps, pending, scan: s.scanState() }, null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ setupUuid: s.setupUuid, blockSize: s.blockSize, main: s.mainIdentity, spareDataBlocks: s.spareDataBlocks, remaps, pending, scan: s.scanState() }, null, 2)}\n`,
+        );
       } else {
         process.stdout.write(`setup ${s.setupUuid} block size ${s.blockSize}: ${remaps.length} remaps, ${pending.length} pending\n`);
         process.stdout.write('main_block\tspare_block\treason\tcreated\n');
-        for (const e of remaps) process.stdout.write(`${e.mainBlock}\t${e.spareBlock}\t${e.reason}\t${new Date(e.createdAt).toISOString()}\n`);
+        for (const e of remaps)
+          process.stdout.write(`${e.mainBlock}\t${e.spareBlock}\t${e.reason}\t${new Date(e.createdAt).toISOString()}\n`);
         if (pending.length) process.stdout.write(`pending: ${pending.join(' ')}\n`);
       }
       await s.close();

@@ -8,13 +8,25 @@ import { parseSize } from '../../remap/units';
 import { callControl } from '../control-client';
 import { printError, withControl } from './control-target';
 
-interface Args { rate?: string; control: string; json: boolean; to?: string; switch: boolean; cancel: boolean; watch: boolean; interval: number }
+interface Args {
+  rate?: string;
+  control: string;
+  json: boolean;
+  to?: string;
+  switch: boolean;
+  cancel: boolean;
+  watch: boolean;
+  interval: number;
+}
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 function human(n: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
-  while (n >= 1024 && i < u.length - 1) (n /= 1024), i++;
+  while (n >= 1024 && i < u.length - 1) {
+    n /= 1024;
+    i++;
+  }
   return `${n.toFixed(i ? 1 : 0)} ${u[i]}`;
 }
 
@@ -34,7 +46,10 @@ export function formatEvacuation(s: Record<string, any>, width = 40): string {
     `${s.phase.padEnd(9)} ${bar} ${((s.progress ?? 0) * 100).toFixed(1)}%  ${human(s.bytesCopied)} of ${human(s.size)}  ${human(s.bytesPerSecond)}/s  ETA ${eta(s.etaSeconds)}  unreadable ${s.unreadable}`,
     `target    ${s.target}`,
   ];
-  if (s.sha256) lines.push(`sha256    ${s.sha256} (target, verified against the export${s.unreadable ? `, except ${s.unreadable} unreadable block(s)` : ''})`);
+  if (s.sha256)
+    lines.push(
+      `sha256    ${s.sha256} (target, verified against the export${s.unreadable ? `, except ${s.unreadable} unreadable block(s)` : ''})`,
+    );
   if (s.mapfile) lines.push(`mapfile   ${s.mapfile} (ddrescue format: the blocks still unreadable)`);
   if (s.error) lines.push(`error     ${s.error}`);
   if (s.phase === 'done') lines.push('next      remapd evacuate --switch   (serve the new disk; clients stay connected)');
@@ -49,13 +64,17 @@ export const evacuateCommand: CommandModule<object, Args> = {
   builder: (y) =>
     withControl(y)
       .option('to', { type: 'string', describe: 'Start copying onto this device or file (at least the export size)' })
-      .option('rate', { type: 'string', describe: 'Copy at most this many bytes/s (K/M/G suffix) so clients keep the disk [default: unlimited]' })
+      .option('rate', {
+        type: 'string',
+        describe: 'Copy at most this many bytes/s (K/M/G suffix) so clients keep the disk [default: unlimited]',
+      })
       .option('switch', { type: 'boolean', default: false, describe: 'Serve the new disk (after the copy is verified); connections stay' })
       .option('cancel', { type: 'boolean', default: false, describe: 'Stop the copy and forget it' })
       .option('watch', { type: 'boolean', default: false, describe: 'Show progress until the copy is done or failed' })
       .option('interval', { type: 'number', default: 1, describe: 'Seconds between updates with --watch' })
       .check((a) => {
-        if ([a.to !== undefined, a.switch, a.cancel].filter(Boolean).length > 1) throw new Error('give only one of --to, --switch, --cancel');
+        if ([a.to !== undefined, a.switch, a.cancel].filter(Boolean).length > 1)
+          throw new Error('give only one of --to, --switch, --cancel');
         if (a.rate !== undefined) parseSize(a.rate);
         return true;
       })
@@ -64,7 +83,11 @@ export const evacuateCommand: CommandModule<object, Args> = {
   handler: async (a) => {
     try {
       let s: Record<string, any>;
-      if (a.to) s = (await callControl(a.control, 'evacuate.start', { to: resolve(a.to), ...(a.rate !== undefined ? { rate: parseSize(a.rate) } : {}) })) as Record<string, any>;
+      if (a.to)
+        s = (await callControl(a.control, 'evacuate.start', {
+          to: resolve(a.to),
+          ...(a.rate !== undefined ? { rate: parseSize(a.rate) } : {}),
+        })) as Record<string, any>;
       else if (a.switch) s = (await callControl(a.control, 'evacuate.switch', {}, 600_000)) as Record<string, any>;
       else if (a.cancel) s = (await callControl(a.control, 'evacuate.cancel')) as Record<string, any>;
       else s = (await callControl(a.control, 'evacuate.status')) as Record<string, any>;

@@ -9,9 +9,15 @@ import { writeDdrescueMapfile } from '../maps/ddrescue-mapfile';
 import { BADBLOCKS_DEFAULT_BLOCK_SIZE, checkListBlockSize, writeBadblocksList } from '../maps/badblocks-list';
 import { mapFromControl, mapFromSpare } from '../maps/map-source';
 
-interface Args { format: 'ddrescue' | 'badblocks'; control?: string; spare?: string; 'block-size': number; output?: string }
+interface Args {
+  format: 'ddrescue' | 'badblocks';
+  control?: string;
+  spare?: string;
+  'block-size': number;
+  output?: string;
+}
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
+// eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = (require('../../../package.json') as { version: string }).version;
 
 export const exportMapCommand: CommandModule<object, Args> = {
@@ -19,10 +25,19 @@ export const exportMapCommand: CommandModule<object, Args> = {
   describe: 'Write the bad (pending) blocks as a ddrescue mapfile or a badblocks list',
   builder: (y) =>
     y
-      .option('format', { choices: ['ddrescue', 'badblocks'] as const, demandOption: true, describe: 'ddrescue: GNU ddrescue mapfile (+ good or remapped, - pending); badblocks: block numbers, one per line' })
+      .option('format', {
+        choices: ['ddrescue', 'badblocks'] as const,
+        demandOption: true,
+        describe: 'ddrescue: GNU ddrescue mapfile (+ good or remapped, - pending); badblocks: block numbers, one per line',
+      })
       .option('control', { type: 'string', describe: `Control socket of a running daemon [default: ${DEFAULT_CONTROL} unless --spare]` })
       .option('spare', { type: 'string', describe: 'Read the map from this spare instead (offline, read-only)' })
-      .option('block-size', { alias: 'b', type: 'number', default: BADBLOCKS_DEFAULT_BLOCK_SIZE, describe: 'badblocks: block size of the list (the filesystem block size for e2fsck -l / mke2fs -l)' })
+      .option('block-size', {
+        alias: 'b',
+        type: 'number',
+        default: BADBLOCKS_DEFAULT_BLOCK_SIZE,
+        describe: 'badblocks: block size of the list (the filesystem block size for e2fsck -l / mke2fs -l)',
+      })
       .option('output', { alias: 'o', type: 'string', describe: 'Write to this file instead of stdout' })
       .conflicts('control', 'spare')
       .check((a) => {

@@ -12,13 +12,27 @@ import { parseDdrescueMapfile } from '../maps/ddrescue-mapfile';
 import { BADBLOCKS_DEFAULT_BLOCK_SIZE, checkListBlockSize, parseBadblocksList } from '../maps/badblocks-list';
 import { withControl } from './control-target';
 
-interface Args { file: string; format: 'ddrescue' | 'badblocks'; 'block-size': number; control: string; json: boolean; 'dry-run': boolean }
+interface Args {
+  file: string;
+  format: 'ddrescue' | 'badblocks';
+  'block-size': number;
+  control: string;
+  json: boolean;
+  'dry-run': boolean;
+}
 
 /** Parse FILE into merged suspect ranges; throws MapFileError. */
-export function suspectRangesOf(text: string, file: string, format: Args['format'], blockSize: number): { ranges: ByteRange[]; detail: string } {
+export function suspectRangesOf(
+  text: string,
+  file: string,
+  format: Args['format'],
+  blockSize: number,
+): { ranges: ByteRange[]; detail: string } {
   if (format === 'ddrescue') {
     const m = parseDdrescueMapfile(text, file);
-    const by = Object.entries(m.bytesByStatus).map(([k, v]) => `'${k}' ${v}`).join(', ');
+    const by = Object.entries(m.bytesByStatus)
+      .map(([k, v]) => `'${k}' ${v}`)
+      .join(', ');
     return { ranges: mergeRanges(m.suspect), detail: `mapfile covers ${m.end} bytes (${by})` };
   }
   const b = parseBadblocksList(text, file, blockSize);
@@ -31,8 +45,17 @@ export const importMapCommand: CommandModule<object, Args> = {
   builder: (y) =>
     withControl(y)
       .positional('file', { type: 'string', demandOption: true, describe: 'The mapfile or list ("-" = stdin)' })
-      .option('format', { choices: ['ddrescue', 'badblocks'] as const, demandOption: true, describe: 'ddrescue: regions marked - * / are suspect; badblocks: listed block numbers' })
-      .option('block-size', { alias: 'b', type: 'number', default: BADBLOCKS_DEFAULT_BLOCK_SIZE, describe: 'badblocks: the -b the list was made with' })
+      .option('format', {
+        choices: ['ddrescue', 'badblocks'] as const,
+        demandOption: true,
+        describe: 'ddrescue: regions marked - * / are suspect; badblocks: listed block numbers',
+      })
+      .option('block-size', {
+        alias: 'b',
+        type: 'number',
+        default: BADBLOCKS_DEFAULT_BLOCK_SIZE,
+        describe: 'badblocks: the -b the list was made with',
+      })
       .option('dry-run', { type: 'boolean', default: false, describe: 'Parse and print the ranges, send nothing' })
       .check((a) => {
         checkListBlockSize(a['block-size']);
@@ -67,11 +90,16 @@ export const importMapCommand: CommandModule<object, Args> = {
     const status = (await callControl(a.control, 'status')) as { size: number };
     const past = ranges.find((r) => r.offset + r.length > status.size);
     if (past) {
-      process.stderr.write(`remapd: ${a.file}: the range ${past.offset}+${past.length} ends past the export (${status.size} bytes): wrong file or wrong daemon?\n`);
+      process.stderr.write(
+        `remapd: ${a.file}: the range ${past.offset}+${past.length} ends past the export (${status.size} bytes): wrong file or wrong daemon?\n`,
+      );
       process.exit(EXIT.USAGE);
     }
     const r = (await callControl(a.control, 'suspect', { ranges, source: `${a.format}:${a.file}` })) as { queued: number };
     if (a.json) process.stdout.write(JSON.stringify({ ranges: ranges.length, bytes, queued: r.queued }) + '\n');
-    else process.stdout.write(`${a.file}: ${detail}; ${ranges.length} suspect range(s), ${bytes} bytes sent; ${r.queued} queued for the scanner\n`);
+    else
+      process.stdout.write(
+        `${a.file}: ${detail}; ${ranges.length} suspect range(s), ${bytes} bytes sent; ${r.queued} queued for the scanner\n`,
+      );
   },
 };

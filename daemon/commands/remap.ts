@@ -4,7 +4,11 @@ import type { CommandModule } from 'yargs';
 import { callControl } from '../control-client';
 import { printError, withControl } from './control-target';
 
-interface RangeArgs { control: string; json: boolean; range: string }
+interface RangeArgs {
+  control: string;
+  json: boolean;
+  range: string;
+}
 
 function printResult(a: { json: boolean }, r: unknown): void {
   if (a.json) {

@@ -46,7 +46,8 @@ export function formatStatus(s: ScanStatus): string {
     `health:      ${s.score}/100 ${s.label}${s.trend !== 'unknown' ? `, trend ${s.trend}` : ''}`,
     `blocks:      slow ${s.blocks.slow}, failed ${s.blocks.failed}, flaky ${s.blocks.flaky}, migrated ${s.blocks.migrated}, pending ${s.blocks.pending}`,
   ];
-  if (s.pendingOffsets.length) lines.push(`unreadable:  ${s.pendingOffsets.slice(0, 20).join(', ')}${s.pendingOffsets.length > 20 ? ' …' : ''}`);
+  if (s.pendingOffsets.length)
+    lines.push(`unreadable:  ${s.pendingOffsets.slice(0, 20).join(', ')}${s.pendingOffsets.length > 20 ? ' …' : ''}`);
   if (s.workerRestarts) lines.push(`worker restarts: ${s.workerRestarts}`);
   return lines.join('\n');
 }
@@ -89,13 +90,14 @@ export const scanCommand: CommandModule<object, ScanArgs> = {
       .positional('action', { type: 'string', choices: ['status', 'start', 'pause', 'resume', 'set'], demandOption: true })
       .option('control', { type: 'string', describe: 'Control socket of the daemon [default: /run/remapd/<export>.ctl]' })
       .option('export', { type: 'string', default: 'disk', describe: 'Export name (for the default control socket path)' })
-      .option('json', { type: 'boolean', default: false, describe: 'Print the daemon\'s answer as JSON' })
+      .option('json', { type: 'boolean', default: false, describe: "Print the daemon's answer as JSON" })
       .option('watch', { type: 'boolean', default: false, describe: 'status: keep showing progress until Ctrl-C' })
       .option('watch-interval', { type: 'number', default: 1, describe: 'status --watch: seconds between updates' })
       .option('rate', { type: 'string', describe: 'set: scan rate, bytes/s with K/M/G suffix (0 = unlimited)' })
       .option('interval', { type: 'string', describe: 'set: time between full passes (30s, 15m, 12h, 7d)' })
       .check((a) => {
-        if (a.action === 'set' && a.rate === undefined && a.interval === undefined) throw new Error('scan set: give --rate and/or --interval');
+        if (a.action === 'set' && a.rate === undefined && a.interval === undefined)
+          throw new Error('scan set: give --rate and/or --interval');
         if (a.rate !== undefined) parseSize(a.rate);
         if (a.interval !== undefined) parseDuration(a.interval);
         if (!(a['watch-interval'] > 0)) throw new Error('--watch-interval must be positive');

@@ -64,60 +64,107 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('read-only', { type: 'boolean', default: false, describe: 'Refuse writes' })
       .option('handshake-timeout', { type: 'number', default: 30, describe: 'Seconds a client may take to finish the handshake' })
       .option('max-connections', { type: 'number', default: 4096, describe: 'Connections accepted at once' })
-      .option('socket-group', { type: 'string', describe: 'Group (name or GID) owning the NBD and control sockets; use with --socket-mode 0660' })
+      .option('socket-group', {
+        type: 'string',
+        describe: 'Group (name or GID) owning the NBD and control sockets; use with --socket-mode 0660',
+      })
       .option('socket-mode', { type: 'string', default: '0600', describe: 'Mode of the Unix socket (octal)' })
-      .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info', describe: 'Least severe log level written (env REMAPD_LOG_LEVEL)' })
-      .option('spare', { type: 'string', describe: 'Spare device holding the remap metadata (remapd create first); without it main is served as is' })
+      .option('log-level', {
+        type: 'string',
+        choices: LOG_LEVELS,
+        default: process.env.REMAPD_LOG_LEVEL ?? 'info',
+        describe: 'Least severe log level written (env REMAPD_LOG_LEVEL)',
+      })
+      .option('spare', {
+        type: 'string',
+        describe: 'Spare device holding the remap metadata (remapd create first); without it main is served as is',
+      })
       .option('control', { type: 'string', describe: 'Control socket [default: beside the NBD socket, <name>.ctl]' })
       .option('faults', { type: 'string', describe: 'Fault-injection rules (JSON) applied to the main device, for tests and demos' })
-      .option('tls', { type: 'string', choices: ['off', 'on', 'require'], default: 'off', describe: 'TLS via NBD_OPT_STARTTLS: off, on (offered), require (nothing without TLS)' })
+      .option('tls', {
+        type: 'string',
+        choices: ['off', 'on', 'require'],
+        default: 'off',
+        describe: 'TLS via NBD_OPT_STARTTLS: off, on (offered), require (nothing without TLS)',
+      })
       .option('tls-certificates', { type: 'string', describe: 'Directory with ca-cert.pem, server-cert.pem, server-key.pem' })
       .option('tls-verify-peer', { type: 'boolean', default: false, describe: 'Require client certificates signed by ca-cert.pem' })
       .option('tls-psk', { type: 'string', describe: 'TLS-PSK key file: identity:hexkey lines (psktool format)' })
       .option('metrics', { type: 'string', describe: 'Serve Prometheus metrics at http://HOST:PORT/metrics (port 9810 if omitted)' })
-      .option('max-outstanding-bytes', { type: 'string', default: '64M', describe: 'Request and reply bytes in flight per connection before reading pauses' })
-      .option('buffer-budget', { type: 'string', default: '256M', describe: 'Request and reply bytes held by all connections together before reading pauses' })
+      .option('max-outstanding-bytes', {
+        type: 'string',
+        default: '64M',
+        describe: 'Request and reply bytes in flight per connection before reading pauses',
+      })
+      .option('buffer-budget', {
+        type: 'string',
+        default: '256M',
+        describe: 'Request and reply bytes held by all connections together before reading pauses',
+      })
       .option('read-retries', { type: 'number', default: 3, describe: 'Extra attempts after a failed read of a main block' })
-      .option('scan', { type: 'boolean', describe: 'Background health scan of the main device (--no-scan to disable) [default: on with --spare, unless --read-only]' })
+      .option('scan', {
+        type: 'boolean',
+        describe: 'Background health scan of the main device (--no-scan to disable) [default: on with --spare, unless --read-only]',
+      })
       .option('scan-rate', { type: 'string', describe: 'Health scan read rate, bytes/s with K/M/G suffix; 0 = unlimited [default: 64M]' })
       .option('scan-interval', { type: 'string', describe: 'Time between full health scan passes: 30s, 15m, 12h, 7d [default: 7d]' })
-      .option('main-direct', { type: 'boolean', default: true, describe: 'Read and write main with O_DIRECT, bypassing the page cache (--no-main-direct: buffered)' })
-      .option('main-io-deadline', { type: 'string', default: '30s', describe: 'A main read or write slower than this fails (ETIMEDOUT, counted as a media error): 30s, 500ms; 0 = none' })
-      .option('alert-program', { type: 'string', describe: 'Run PATH EVENT SETUP [DETAIL] on remaps, pending blocks, health changes, spare low/full, … (REMAPD_* environment)' })
+      .option('main-direct', {
+        type: 'boolean',
+        default: true,
+        describe: 'Read and write main with O_DIRECT, bypassing the page cache (--no-main-direct: buffered)',
+      })
+      .option('main-io-deadline', {
+        type: 'string',
+        default: '30s',
+        describe: 'A main read or write slower than this fails (ETIMEDOUT, counted as a media error): 30s, 500ms; 0 = none',
+      })
+      .option('alert-program', {
+        type: 'string',
+        describe: 'Run PATH EVENT SETUP [DETAIL] on remaps, pending blocks, health changes, spare low/full, … (REMAPD_* environment)',
+      })
       .option('alert-timeout', { type: 'number', default: 30, describe: 'Seconds the alert program may run before it is killed' })
-      .option('state-dir', { type: 'string', default: '/var/lib/remapd', describe: 'Where evacuation progress is kept (survives restarts)' })
+      .option('state-dir', {
+        type: 'string',
+        default: '/var/lib/remapd',
+        describe: 'Where evacuation progress is kept (survives restarts)',
+      })
       .option('config', { type: 'string', describe: 'JSON config file (/etc/remapd/NAME.json); flags given here override it' })
       .check((a) => {
         if (!(a['handshake-timeout'] > 0)) throw new Error('--handshake-timeout must be a positive number of seconds');
-        if (!(Number.isInteger(a['max-connections']) && a['max-connections'] > 0)) throw new Error('--max-connections must be a positive integer');
+        if (!(Number.isInteger(a['max-connections']) && a['max-connections'] > 0))
+          throw new Error('--max-connections must be a positive integer');
         let outstanding: number;
         try {
           outstanding = parseSize(a['max-outstanding-bytes']);
         } catch (err) {
-          throw new Error(`--max-outstanding-bytes: ${(err as Error).message}`);
+          throw new Error(`--max-outstanding-bytes: ${(err as Error).message}`, { cause: err });
         }
         if (outstanding < 1024 * 1024) throw new Error('--max-outstanding-bytes must be at least 1M');
         let budget: number;
         try {
           budget = parseSize(a['buffer-budget']);
         } catch (err) {
-          throw new Error(`--buffer-budget: ${(err as Error).message}`);
+          throw new Error(`--buffer-budget: ${(err as Error).message}`, { cause: err });
         }
         if (budget < 1024 * 1024) throw new Error('--buffer-budget must be at least 1M');
-        if (!(Number.isInteger(a['read-retries']) && a['read-retries'] >= 0 && a['read-retries'] <= 100)) throw new Error('--read-retries must be an integer from 0 to 100');
+        if (!(Number.isInteger(a['read-retries']) && a['read-retries'] >= 0 && a['read-retries'] <= 100))
+          throw new Error('--read-retries must be an integer from 0 to 100');
         if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
         if (a['scan-rate'] !== undefined) parseSize(a['scan-rate']);
         if (a['scan-interval'] !== undefined) parseDuration(a['scan-interval']);
         try {
           parseDuration(a['main-io-deadline']);
         } catch (err) {
-          throw new Error(`--main-io-deadline: ${(err as Error).message}`);
+          throw new Error(`--main-io-deadline: ${(err as Error).message}`, { cause: err });
         }
         if (!(a['alert-timeout'] > 0)) throw new Error('--alert-timeout must be a positive number of seconds');
         return true;
       })
       .example('$0 serve --main /dev/sdb --socket /run/remapd/sdb.sock', 'serve a disk on a Unix socket')
-      .example('$0 serve --main /dev/sdb --spare /dev/sdc --socket /run/remapd/sdb.sock', 'serve a failing disk, remapping bad blocks to a spare')
+      .example(
+        '$0 serve --main /dev/sdb --spare /dev/sdc --socket /run/remapd/sdb.sock',
+        'serve a failing disk, remapping bad blocks to a spare',
+      )
       .example('$0 serve --main disk.img --listen 127.0.0.1:10809', 'serve an image over TCP on loopback'),
   handler: async (argv) => {
     let a: typeof argv;
@@ -153,7 +200,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     }
     const log = createLogger(a['log-level']);
     if (previousEvac?.phase === 'switched') {
-      log.warn({ target: previousEvac.target, state: evacuationState }, 'this setup was evacuated: serving the new disk, not the configured main; update the config and remove the state file');
+      log.warn(
+        { target: previousEvac.target, state: evacuationState },
+        'this setup was evacuated: serving the new disk, not the configured main; update the config and remove the state file',
+      );
     }
     let mirror: MirrorDevice | undefined;
     const systemd = new Systemd(log);
@@ -183,7 +233,12 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           controlIsDefault: a.control === undefined,
           readRetries: a['read-retries'],
           metrics: a.metrics,
-          tls: { mode: a.tls as 'off' | 'on' | 'require', certificates: a['tls-certificates'], verifyPeer: a['tls-verify-peer'], psk: a['tls-psk'] },
+          tls: {
+            mode: a.tls as 'off' | 'on' | 'require',
+            certificates: a['tls-certificates'],
+            verifyPeer: a['tls-verify-peer'],
+            psk: a['tls-psk'],
+          },
           maxOutstandingBytes: parseSize(a['max-outstanding-bytes']),
           mainDirect: a['main-direct'],
           mainIoDeadlineMs: parseDuration(a['main-io-deadline']),
@@ -213,8 +268,14 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         },
       });
       // The scan found main gone as a whole: say so in systemctl status, and again when it reads again.
-      scanner.on('device-failed', (f: { code: string; message: string }) => void systemd.status(`MAIN DEVICE FAILED (${f.code}): ${f.message}`));
-      scanner.on('device-recovered', () => void systemd.status(`serving ${a.main} as export '${a.export}' (main reads again after a device failure)`));
+      scanner.on(
+        'device-failed',
+        (f: { code: string; message: string }) => void systemd.status(`MAIN DEVICE FAILED (${f.code}): ${f.message}`),
+      );
+      scanner.on(
+        'device-recovered',
+        () => void systemd.status(`serving ${a.main} as export '${a.export}' (main reads again after a device failure)`),
+      );
     } else if (a.scan && !daemon.remap) {
       log.warn('--scan needs --spare (found blocks are migrated to it); health scan disabled');
     }
@@ -249,7 +310,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     );
     const onSignal = (sig: NodeJS.Signals) => {
       void systemd.stopping(`stopping (${sig})`);
-      void daemon.stop(sig).then(() => systemd.flush()).then(() => process.exit(0));
+      void daemon
+        .stop(sig)
+        .then(() => systemd.flush())
+        .then(() => process.exit(0));
     };
     if (inherited) await adoptHandover(daemon, inherited, systemd, log);
     if (!installHandoverSignals(daemon, systemd, log, new Set(systemd.listenFds.map((f) => f.fd)))) process.on('SIGTERM', onSignal);

@@ -3,7 +3,12 @@ import { callControl } from '../control-client';
 import { formatStatus } from '../status-view';
 import { printError, withControl } from './control-target';
 
-interface Args { control: string; json: boolean; watch: boolean; interval: number }
+interface Args {
+  control: string;
+  json: boolean;
+  watch: boolean;
+  interval: number;
+}
 
 export const statusCommand: CommandModule<object, Args> = {
   command: 'status',

@@ -42,14 +42,16 @@ export async function attachEvacuation(w: EvacuationWiring, previous: Evacuation
       w.log.error({ err, target: previous.target }, 'cannot resume the evacuation');
     }
   }
-  const status = () => (evac ? evac.status() : previous?.phase === 'switched' ? { phase: 'switched', target: previous.target } : { phase: 'none' });
+  const status = () =>
+    evac ? evac.status() : previous?.phase === 'switched' ? { phase: 'switched', target: previous.target } : { phase: 'none' };
   w.sections.set('evacuate', status);
   const c = w.control;
   if (c) {
     c.register('evacuate.status', status);
     c.register('evacuate.start', async (args) => {
       if (typeof args.to !== 'string' || !args.to) throw new ControlError('missing the target device (to)');
-      if (evac && evac.phase !== 'failed') throw new ControlError(`an evacuation is already ${evac.phase} (remapd evacuate --cancel first)`);
+      if (evac && evac.phase !== 'failed')
+        throw new ControlError(`an evacuation is already ${evac.phase} (remapd evacuate --cancel first)`);
       if (previous?.phase === 'switched') throw new ControlError('this daemon already serves an evacuated disk');
       mkdirSync(dirname(w.statePath), { recursive: true, mode: 0o700 });
       try {

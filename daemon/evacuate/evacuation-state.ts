@@ -39,7 +39,8 @@ export function statePath(stateDir: string, exportName: string): string {
 export function loadState(path: string): EvacuationState | undefined {
   if (!existsSync(path)) return undefined;
   const s = JSON.parse(readFileSync(path, 'utf8')) as EvacuationState;
-  if (s.version !== 1 || typeof s.target !== 'string' || typeof s.cursor !== 'number') throw new Error(`${path}: not an evacuation state file`);
+  if (s.version !== 1 || typeof s.target !== 'string' || typeof s.cursor !== 'number')
+    throw new Error(`${path}: not an evacuation state file`);
   return s;
 }
 

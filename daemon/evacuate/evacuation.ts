@@ -49,7 +49,17 @@ export class Evacuation {
   ) {}
 
   static async start(mirror: MirrorDevice, to: string, blockSize: number, rate: number, h: EvacuationHooks): Promise<Evacuation> {
-    const state: EvacuationState = { version: 1, target: to, size: mirror.size, blockSize, phase: 'copying', cursor: 0, unreadable: [], startedAt: Date.now(), rate };
+    const state: EvacuationState = {
+      version: 1,
+      target: to,
+      size: mirror.size,
+      blockSize,
+      phase: 'copying',
+      cursor: 0,
+      unreadable: [],
+      startedAt: Date.now(),
+      rate,
+    };
     const e = new Evacuation(mirror, state, h);
     await e.openTarget();
     saveState(h.statePath, state);
@@ -146,7 +156,10 @@ export class Evacuation {
       for (let round = 0; round < RETRIES && s.unreadable.length && this.alive(); round++) {
         const still: number[] = [];
         for (const b of s.unreadable) if (!(await this.copyOneBlock(b, buf))) still.push(b);
-        this.h.log.info({ round: round + 1, before: s.unreadable.length, after: still.length }, 'evacuation: retried the unreadable blocks');
+        this.h.log.info(
+          { round: round + 1, before: s.unreadable.length, after: still.length },
+          'evacuation: retried the unreadable blocks',
+        );
         s.unreadable = still;
         this.save(true);
       }
@@ -233,12 +246,18 @@ export class Evacuation {
     s.mapfile = this.h.statePath.replace(/\.json$/, '.map');
     writeFileSync(
       s.mapfile,
-      writeDdrescueMapfile({ size: s.size, blockSize: B, remapped: [], pending: s.unreadable }, { version: 'evacuate', commandLine: `remapd evacuate --to ${s.target}` }),
+      writeDdrescueMapfile(
+        { size: s.size, blockSize: B, remapped: [], pending: s.unreadable },
+        { version: 'evacuate', commandLine: `remapd evacuate --to ${s.target}` },
+      ),
     );
     s.phase = 'done';
     s.finishedAt = Date.now();
     this.save(true);
-    this.h.log.info({ target: s.target, sha256: s.sha256, unreadable: s.unreadable.length, mapfile: s.mapfile }, 'evacuation: copy verified');
+    this.h.log.info(
+      { target: s.target, sha256: s.sha256, unreadable: s.unreadable.length, mapfile: s.mapfile },
+      'evacuation: copy verified',
+    );
     this.h.onDone?.(s);
   }
 
@@ -250,7 +269,10 @@ export class Evacuation {
     await this.mirror.switchTo(new PassthroughDevice(t, { description: `${t.path} (evacuated)` }));
     this.state.phase = 'switched';
     this.save(true);
-    this.h.log.warn({ target: t.path }, 'evacuation: now serving the new disk; update the setup (config "main") and retire the old main and spare');
+    this.h.log.warn(
+      { target: t.path },
+      'evacuation: now serving the new disk; update the setup (config "main") and retire the old main and spare',
+    );
     this.h.onSwitched?.();
   }
 

@@ -107,7 +107,12 @@ export class MirrorDevice implements BlockDevice {
     if (--this.inFlight === 0) for (const r of this.drainWaiters.splice(0)) r();
   }
 
-  private async mutate(offset: number, length: number, onInner: () => Promise<void>, onTarget: (t: Backend) => Promise<void>): Promise<void> {
+  private async mutate(
+    offset: number,
+    length: number,
+    onInner: () => Promise<void>,
+    onTarget: (t: Backend) => Promise<void>,
+  ): Promise<void> {
     await this.enter();
     try {
       const end = offset + length;
@@ -144,18 +149,33 @@ export class MirrorDevice implements BlockDevice {
   }
 
   write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    return this.mutate(offset, data.length, () => this.inner.write(offset, data, fua), async (t) => {
-      await t.write(offset, data);
-      if (fua) await t.sync();
-    });
+    return this.mutate(
+      offset,
+      data.length,
+      () => this.inner.write(offset, data, fua),
+      async (t) => {
+        await t.write(offset, data);
+        if (fua) await t.sync();
+      },
+    );
   }
 
   zero(offset: number, length: number, o: ZeroOptions): Promise<void> {
-    return this.mutate(offset, length, () => this.inner.zero(offset, length, o), (t) => t.zero(offset, length, true));
+    return this.mutate(
+      offset,
+      length,
+      () => this.inner.zero(offset, length, o),
+      (t) => t.zero(offset, length, true),
+    );
   }
 
   trim(offset: number, length: number, fua: boolean): Promise<void> {
-    return this.mutate(offset, length, () => this.inner.trim(offset, length, fua), (t) => this.copyRange(offset, length, t));
+    return this.mutate(
+      offset,
+      length,
+      () => this.inner.trim(offset, length, fua),
+      (t) => this.copyRange(offset, length, t),
+    );
   }
 
   /** What the served device now holds in the range, onto the target (mirrors a trim). */

@@ -9,7 +9,8 @@ import { MapFileError, type BlockMap, type ByteRange } from './block-map';
 export const BADBLOCKS_DEFAULT_BLOCK_SIZE = 1024;
 
 export function checkListBlockSize(n: number): void {
-  if (!(Number.isSafeInteger(n) && n >= 512 && (n & (n - 1)) === 0)) throw new Error(`--block-size must be a power of two, at least 512 (got ${n})`);
+  if (!(Number.isSafeInteger(n) && n >= 512 && (n & (n - 1)) === 0))
+    throw new Error(`--block-size must be a power of two, at least 512 (got ${n})`);
 }
 
 /** List blocks (of `listBlockSize` bytes) touching a pending block, ascending, without duplicates. */
@@ -27,7 +28,9 @@ export function badblocksNumbers(map: BlockMap, listBlockSize: number): number[]
 }
 
 export function writeBadblocksList(map: BlockMap, listBlockSize: number): string {
-  return badblocksNumbers(map, listBlockSize).map((n) => `${n}\n`).join('');
+  return badblocksNumbers(map, listBlockSize)
+    .map((n) => `${n}\n`)
+    .join('');
 }
 
 export function parseBadblocksList(text: string, file: string, listBlockSize: number): { suspect: ByteRange[]; blocks: number } {

@@ -75,7 +75,8 @@ export function parseDdrescueMapfile(text: string, file: string): DdrescueImport
     if (trimmed === '' || trimmed.startsWith('#')) continue;
     const f = trimmed.split(/\s+/);
     if (!sawStatusLine) {
-      if (f.length < 2 || f.length > 3) throw new MapFileError(file, n, `expected the current status line "current_pos current_status [current_pass]", got "${trimmed}"`);
+      if (f.length < 2 || f.length > 3)
+        throw new MapFileError(file, n, `expected the current status line "current_pos current_status [current_pass]", got "${trimmed}"`);
       if (parseNumber(f[0]) === undefined) throw new MapFileError(file, n, `current_pos "${f[0]}" is not a number`);
       if (!CURRENT_STATUS.has(f[1])) throw new MapFileError(file, n, `current_status "${f[1]}" is not one of ? * / - F G +`);
       if (f.length === 3 && parseNumber(f[2]) === undefined) throw new MapFileError(file, n, `current_pass "${f[2]}" is not a number`);
@@ -90,7 +91,13 @@ export function parseDdrescueMapfile(text: string, file: string): DdrescueImport
     if (!BLOCK_STATUS.has(f[2])) throw new MapFileError(file, n, `status "${f[2]}" is not one of ? * / - +`);
     if (size === 0) throw new MapFileError(file, n, 'size is zero');
     if (expected >= 0 && pos !== expected) {
-      throw new MapFileError(file, n, pos < expected ? `region at ${pos} overlaps or is out of order (previous region ends at ${expected})` : `gap: previous region ends at ${expected}, this one starts at ${pos}`);
+      throw new MapFileError(
+        file,
+        n,
+        pos < expected
+          ? `region at ${pos} overlaps or is out of order (previous region ends at ${expected})`
+          : `gap: previous region ends at ${expected}, this one starts at ${pos}`,
+      );
     }
     if (!Number.isSafeInteger(pos + size)) throw new MapFileError(file, n, 'region ends past 2^53');
     expected = pos + size;

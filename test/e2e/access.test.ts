@@ -32,7 +32,11 @@ t.test('sockets are 0600 by default and nobody gets EACCES on both', async (t) =
   const nb = await run('setpriv', [...AS_NOBODY, 'nbdinfo', '--size', f.server.uri], { timeoutMs: 30_000 });
   t.not(nb.code, 0, 'nbdinfo as nobody fails', { out: describe(nb) });
   t.match(nb.stderr, /Permission denied/, 'with Permission denied');
-  const st = await run('setpriv', [...AS_NOBODY, process.execPath, join(__dirname, '..', '..', '..', 'bin', 'remapd'), 'status', '--control', ctl], { timeoutMs: 30_000 });
+  const st = await run(
+    'setpriv',
+    [...AS_NOBODY, process.execPath, join(__dirname, '..', '..', '..', 'bin', 'remapd'), 'status', '--control', ctl],
+    { timeoutMs: 30_000 },
+  );
   t.not(st.code, 0, 'remapd status as nobody fails', { out: describe(st) });
   const own = await run('nbdinfo', ['--size', f.server.uri], { timeoutMs: 30_000 });
   t.equal(own.code, 0, 'the owner (root here) connects', { out: describe(own) });
@@ -66,9 +70,15 @@ t.test('--listen on a non-loopback address warns unless --tls require', async (t
   const wild = await withServer(t, { sizeBytes: 4 * MiB, extraArgs: ['--listen', '0.0.0.0:0'] });
   t.match(wild.server.log(), WARNING, '--listen 0.0.0.0 without TLS: loud warning', { log: logTail(wild.server) });
   t.match(wild.server.log(), /"level":40/, 'at warn level');
-  const on = await withServer(t, { sizeBytes: 4 * MiB, extraArgs: ['--listen', '0.0.0.0:0', '--tls', 'on', '--tls-psk', await pskFile(t)] });
+  const on = await withServer(t, {
+    sizeBytes: 4 * MiB,
+    extraArgs: ['--listen', '0.0.0.0:0', '--tls', 'on', '--tls-psk', await pskFile(t)],
+  });
   t.match(on.server.log(), WARNING, '--tls on (plaintext still allowed): warning');
-  const req = await withServer(t, { sizeBytes: 4 * MiB, extraArgs: ['--listen', '0.0.0.0:0', '--tls', 'require', '--tls-psk', await pskFile(t)] });
+  const req = await withServer(t, {
+    sizeBytes: 4 * MiB,
+    extraArgs: ['--listen', '0.0.0.0:0', '--tls', 'require', '--tls-psk', await pskFile(t)],
+  });
   t.notMatch(req.server.log(), WARNING, '--tls require: no warning', { log: logTail(req.server) });
   t.match(req.server.log(), /"tcp:0\.0\.0\.0:\d+"/, 'and it did listen on 0.0.0.0');
   const lo = await withServer(t, { sizeBytes: 4 * MiB, extraArgs: ['--listen', '127.0.0.1:0'] });

@@ -34,8 +34,10 @@ ${extra}
     let cur: Call | undefined;
     for (const line of readFileSync(log, 'utf8').split('\n')) {
       if (line.startsWith('ARGS')) cur = { args: line.split('\t').slice(1), env: {} };
-      else if (line === 'END' && cur) out.push(cur), (cur = undefined);
-      else if (cur) {
+      else if (line === 'END' && cur) {
+        out.push(cur);
+        cur = undefined;
+      } else if (cur) {
         const i = line.indexOf('=');
         cur.env[line.slice(0, i)] = line.slice(i + 1);
       }
@@ -46,7 +48,11 @@ ${extra}
 }
 
 t.test('events reach the program, bursts are coalesced', async (t) => {
-  const s = await createRemapSetup(t, { mainBytes: 32 * MiB, spareBytes: 12 * MiB, faults: [{ op: 'read', offset: 30 * MiB, length: 4096, error: 'EIO' }] });
+  const s = await createRemapSetup(t, {
+    mainBytes: 32 * MiB,
+    spareBytes: 12 * MiB,
+    faults: [{ op: 'read', offset: 30 * MiB, length: 4096, error: 'EIO' }],
+  });
   // The sleep makes the program slow, so the remap burst piles up behind the first call.
   const rec = recorder(s.dir, 'sleep 0.3');
   const srv = await startRemapd(t, s, ['--alert-program', rec.program, '--scan-rate', '0', '--scan-interval', '2s', '--export', 'backup']);
@@ -107,7 +113,16 @@ t.test('a hanging program is killed after --alert-timeout; I/O goes on; failures
   const exit3 = await until(() => logRecords(srv).some((r) => r.msg === 'alert program failed' && r.exitCode === 3), 60_000, 200);
   t.ok(exit3, 'a non-zero exit is logged with its status', { log: logRecords(srv).filter((r) => String(r.msg).startsWith('alert')) });
 
-  const bad = await run(process.execPath, [REMAPD_BIN, 'serve', '--main', s.main, '--socket', join(s.dir, 'x.sock'), '--alert-program', join(s.dir, 'missing.sh')]);
+  const bad = await run(process.execPath, [
+    REMAPD_BIN,
+    'serve',
+    '--main',
+    s.main,
+    '--socket',
+    join(s.dir, 'x.sock'),
+    '--alert-program',
+    join(s.dir, 'missing.sh'),
+  ]);
   t.equal(bad.code, 2, 'missing alert program: usage error', { out: describe(bad) });
   t.match(bad.stderr, /--alert-program .*missing\.sh is not executable: ENOENT/);
 });

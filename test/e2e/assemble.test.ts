@@ -11,14 +11,23 @@
  * Every loop device is detached and every daemon is killed at teardown, also on failure.
  */
 import t from 'tap';
-import { copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, run, tempDir, sparseImage, sparseRandomImage, nbdUri, killGroup, MiB } from '../helpers';
 import { attachLoop, detachLoop, createSetup, remapd, until } from '../helpers/loopdev';
 import { startServer } from '../helpers/server';
 
 interface AssembleJson {
-  setups: { name: string; setupUuid: string; main: string; spare: string; socket: string; control: string; state: string; command: string[] }[];
+  setups: {
+    name: string;
+    setupUuid: string;
+    main: string;
+    spare: string;
+    socket: string;
+    control: string;
+    state: string;
+    command: string[];
+  }[];
   conflicts: { setupUuid?: string; spare?: string; problem: string }[];
   warnings: string[];
 }
@@ -57,14 +66,18 @@ function killDaemonsMentioning(marker: string): void {
 /** Wait for the daemons started by assemble into `socketDir` to exit (SIGTERM, then SIGKILL). */
 async function stopAssembled(t: Tap, socketDir: string): Promise<void> {
   killDaemonsMentioning(socketDir);
-  const gone = await until(() => !readdirSync('/proc').some((p) => {
-    try {
-      const c = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-      return /^\d+$/.test(p) && c.includes(socketDir) && c.includes('serve');
-    } catch {
-      return false;
-    }
-  }), 20_000);
+  const gone = await until(
+    () =>
+      !readdirSync('/proc').some((p) => {
+        try {
+          const c = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+          return /^\d+$/.test(p) && c.includes(socketDir) && c.includes('serve');
+        } catch {
+          return false;
+        }
+      }),
+    20_000,
+  );
   if (!gone) {
     for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
       try {
@@ -100,7 +113,10 @@ t.test('two setups pair by fingerprint across re-attach; assembled exports serve
   writeSync(fd, JSON.stringify([{ op: 'write', offset: 2 * MiB, length: 256 * 1024, error: 'EIO' }]));
   closeSync(fd);
   const src = { 1: sparseRandomImage(join(dir, 'src1.img'), 64 * MiB), 2: sparseRandomImage(join(dir, 'src2.img'), 64 * MiB, 512 * 1024) };
-  for (const [n, m, s] of [[1, dev.m1, dev.s1], [2, dev.m2, dev.s2]] as const) {
+  for (const [n, m, s] of [
+    [1, dev.m1, dev.s1],
+    [2, dev.m2, dev.s2],
+  ] as const) {
     const sdir = join(dir, `serve${n}`);
     mkdirSync(sdir);
     const srv = await startServer(t, { kind: 'remapd', image: m, dir: sdir, extraArgs: ['--spare', s, '--faults', faults] });
@@ -125,7 +141,10 @@ t.test('two setups pair by fingerprint across re-attach; assembled exports serve
   const r1 = await remapd(['assemble', '--scan', '--dry-run', '--json', dev.m1, dev.s1, dev.m2, dev.s2]);
   t.equal(r1.code, 0, 'dry run exits 0', { out: describe(r1) });
   expectPairs(parseAssemble(r1.stdout), 'first attach');
-  t.ok(parseAssemble(r1.stdout)?.setups.every((s) => s.state === 'would-start'), 'dry run starts nothing');
+  t.ok(
+    parseAssemble(r1.stdout)?.setups.every((s) => s.state === 'would-start'),
+    'dry run starts nothing',
+  );
 
   // Detach all; re-attach in another order so numbers move: spare 2 takes main 1's number, etc.
   const before = { ...dev };
@@ -139,7 +158,11 @@ t.test('two setups pair by fingerprint across re-attach; assembled exports serve
   // matters is that paths moved and some device now has a number another device had before.
   const roles = Object.keys(dev) as (keyof typeof dev)[];
   t.ok(roles.filter((r) => dev[r] !== before[r]).length >= 2, 'precondition: devices got other loop numbers', { before, after: dev });
-  t.ok(roles.some((r) => roles.some((r2) => r2 !== r && before[r2] === dev[r])), 'precondition: an old number now belongs to another device', { before, after: dev });
+  t.ok(
+    roles.some((r) => roles.some((r2) => r2 !== r && before[r2] === dev[r])),
+    'precondition: an old number now belongs to another device',
+    { before, after: dev },
+  );
 
   const r2 = await remapd(['assemble', '--scan', '--dry-run', '--json', dev.s2, dev.m1, dev.s1, dev.m2]);
   t.equal(r2.code, 0, 're-attached dry run exits 0', { out: describe(r2) });
@@ -148,17 +171,24 @@ t.test('two setups pair by fingerprint across re-attach; assembled exports serve
   // Start them for real.
   const sockDir = join(dir, 'run');
   t.teardown(() => stopAssembled(t, sockDir));
-  const r3 = await remapd(['assemble', '--scan', '--json', '--socket-dir', sockDir, dev.s2, dev.m1, dev.s1, dev.m2], { timeoutMs: 120_000 });
+  const r3 = await remapd(['assemble', '--scan', '--json', '--socket-dir', sockDir, dev.s2, dev.m1, dev.s1, dev.m2], {
+    timeoutMs: 120_000,
+  });
   t.equal(r3.code, 0, 'assemble exits 0', { out: describe(r3) });
   const out3 = parseAssemble(r3.stdout);
   expectPairs(out3, 'assemble');
-  for (const [n, uuid] of [[1, uuid1], [2, uuid2]] as const) {
+  for (const [n, uuid] of [
+    [1, uuid1],
+    [2, uuid2],
+  ] as const) {
     const s = out3?.setups.find((x) => x.setupUuid === uuid);
     if (!s) {
       t.fail(`setup ${n} missing from the assemble output`);
       continue;
     }
-    t.equal(s.state, 'started', `setup ${n} started`, { log: existsSync(join(sockDir, `${s.name}.log`)) ? readFileSync(join(sockDir, `${s.name}.log`), 'utf8').slice(-3000) : '' });
+    t.equal(s.state, 'started', `setup ${n} started`, {
+      log: existsSync(join(sockDir, `${s.name}.log`)) ? readFileSync(join(sockDir, `${s.name}.log`), 'utf8').slice(-3000) : '',
+    });
     const uri = nbdUri(s.socket, s.name);
     const info = await run('nbdinfo', ['--size', uri], { timeoutMs: 30_000 });
     t.equal(info.stdout.trim(), String(64 * MiB), `nbdinfo on ${s.socket}: the main's size`, { out: describe(info) });
@@ -175,7 +205,12 @@ t.test('two setups pair by fingerprint across re-attach; assembled exports serve
 
   // Running again sees them running and starts nothing new.
   const r4 = await remapd(['assemble', '--scan', '--json', '--socket-dir', sockDir, dev.m1, dev.s1, dev.m2, dev.s2]);
-  t.same(parseAssemble(r4.stdout)?.setups.map((s) => s.state), ['running', 'running'], 'second assemble: both already running', { out: describe(r4) });
+  t.same(
+    parseAssemble(r4.stdout)?.setups.map((s) => s.state),
+    ['running', 'running'],
+    'second assemble: both already running',
+    { out: describe(r4) },
+  );
   await stopAssembled(t, sockDir);
 });
 
@@ -195,9 +230,17 @@ t.test('conflicts and warnings', async (t) => {
   const rA = await remapd(['assemble', '--scan', '--dry-run', '--json', ma, sa, saCopy]);
   t.not(rA.code, 0, 'cloned spare: non-zero exit', { out: describe(rA) });
   const jA = parseAssemble(rA.stdout);
-  t.ok(jA?.conflicts.some((c) => c.setupUuid === uuidA && /setup .* is on 2 spares/.test(c.problem) && c.problem.includes(sa) && c.problem.includes(saCopy)),
-    'conflict: setup on 2 spares, naming both', { out: rA.stdout });
-  t.notOk(jA?.setups.some((s) => s.setupUuid === uuidA), 'the cloned setup is not started');
+  t.ok(
+    jA?.conflicts.some(
+      (c) => c.setupUuid === uuidA && /setup .* is on 2 spares/.test(c.problem) && c.problem.includes(sa) && c.problem.includes(saCopy),
+    ),
+    'conflict: setup on 2 spares, naming both',
+    { out: rA.stdout },
+  );
+  t.notOk(
+    jA?.setups.some((s) => s.setupUuid === uuidA),
+    'the cloned setup is not started',
+  );
   const rAt = await remapd(['assemble', '--scan', '--dry-run', ma, sa, saCopy]);
   t.not(rAt.code, 0, 'cloned spare (text): non-zero exit');
   t.match(rAt.stderr, /conflict: setup .* is on 2 spares/, 'text output: conflict on stderr', { out: describe(rAt) });
@@ -205,8 +248,11 @@ t.test('conflicts and warnings', async (t) => {
   // B: a spare whose main is not among the candidates
   const rB = await remapd(['assemble', '--scan', '--dry-run', '--json', sa]);
   t.not(rB.code, 0, 'main missing: non-zero exit', { out: describe(rB) });
-  t.ok(parseAssemble(rB.stdout)?.conflicts.some((c) => c.setupUuid === uuidA && c.spare === sa && /main device missing/.test(c.problem)),
-    'conflict: main device missing', { out: rB.stdout });
+  t.ok(
+    parseAssemble(rB.stdout)?.conflicts.some((c) => c.setupUuid === uuidA && c.spare === sa && /main device missing/.test(c.problem)),
+    'conflict: main device missing',
+    { out: rB.stdout },
+  );
 
   // C: two spares created for the same main
   img('mc', 64 * MiB);
@@ -220,8 +266,17 @@ t.test('conflicts and warnings', async (t) => {
   const rC = await remapd(['assemble', '--scan', '--dry-run', '--json', sc1, mc, sc2]);
   t.not(rC.code, 0, 'two spares for one main: non-zero exit', { out: describe(rC) });
   const jC = parseAssemble(rC.stdout);
-  t.ok(jC?.conflicts.some((c) => /2 spares claim the main device/.test(c.problem) && c.problem.includes(mc) && c.problem.includes(uuidC1) && c.problem.includes(uuidC2)),
-    'conflict: spares claim the main device', { out: rC.stdout });
+  t.ok(
+    jC?.conflicts.some(
+      (c) =>
+        /2 spares claim the main device/.test(c.problem) &&
+        c.problem.includes(mc) &&
+        c.problem.includes(uuidC1) &&
+        c.problem.includes(uuidC2),
+    ),
+    'conflict: spares claim the main device',
+    { out: rC.stdout },
+  );
   t.same(jC?.setups, [], 'neither claimant is started');
 
   // D: one damaged metadata copy: a warning, and it still assembles (and starts)
@@ -235,7 +290,9 @@ t.test('conflicts and warnings', async (t) => {
   // FORMAT.md §2: copy 1's header is at alignDown(S/4, U); S = 32 MiB, U = 64 KiB -> 8 MiB. Smash its
   // magic and CRC-covered fields (header CRC then fails).
   const hdr = 8 * MiB;
-  const before = readFileSync(sdPath).subarray(hdr, hdr + 8).toString('latin1');
+  const before = readFileSync(sdPath)
+    .subarray(hdr, hdr + 8)
+    .toString('latin1');
   t.equal(before, 'RMPDMETA', 'precondition: copy 1 header magic at 8 MiB');
   const f = openSync(sdPath, 'r+');
   writeSync(f, Buffer.alloc(64, 0xa5), 0, 64, hdr + 16);
@@ -244,8 +301,16 @@ t.test('conflicts and warnings', async (t) => {
   const rD = await remapd(['assemble', '--scan', '--dry-run', '--json', md, sd]);
   t.equal(rD.code, 0, 'damaged copy: exit 0', { out: describe(rD) });
   const jD = parseAssemble(rD.stdout);
-  t.ok(jD?.warnings.some((w) => w.includes(sd) && /1 metadata cop(y|ies) damaged/.test(w)), 'warning names the spare and the damaged copy', { out: rD.stdout });
-  t.same(jD?.setups.map((s) => [s.setupUuid, s.main, s.spare]), [[uuidD, md, sd]], 'and it still pairs');
+  t.ok(
+    jD?.warnings.some((w) => w.includes(sd) && /1 metadata cop(y|ies) damaged/.test(w)),
+    'warning names the spare and the damaged copy',
+    { out: rD.stdout },
+  );
+  t.same(
+    jD?.setups.map((s) => [s.setupUuid, s.main, s.spare]),
+    [[uuidD, md, sd]],
+    'and it still pairs',
+  );
   const rDt = await remapd(['assemble', '--scan', '--dry-run', md, sd]);
   t.match(rDt.stdout, /warning: .*damaged/, 'text output shows the warning', { out: describe(rDt) });
   const sockDir = join(dir, 'run');
@@ -283,8 +348,12 @@ t.test('a mounted device is skipped', async (t) => {
   });
   const r = await remapd(['assemble', '--scan', '--dry-run', '-v', fsDev, m, s]);
   t.equal(r.code, 0, 'exit 0', { out: describe(r) });
-  t.match(r.stdout, new RegExp(`candidate ${fsDev}: skipped \\(mounted\\)`), '-v: the mounted device is reported as skipped (mounted)', { out: describe(r) });
-  t.match(r.stdout, new RegExp(`main ${m}, spare ${s} \\(setup ${uuid}\\): would-start`), 'the other setup still pairs', { out: describe(r) });
+  t.match(r.stdout, new RegExp(`candidate ${fsDev}: skipped \\(mounted\\)`), '-v: the mounted device is reported as skipped (mounted)', {
+    out: describe(r),
+  });
+  t.match(r.stdout, new RegExp(`main ${m}, spare ${s} \\(setup ${uuid}\\): would-start`), 'the other setup still pairs', {
+    out: describe(r),
+  });
   const rq = await remapd(['assemble', '--scan', '--dry-run', fsDev, m, s]);
   t.notMatch(rq.stdout, /candidate/, 'without -v candidates are not listed');
   await run('umount', [mnt], { timeoutMs: 60_000 });

@@ -57,17 +57,27 @@ t.test('handshake identity and refusals on the same socket path', async (t) => {
   const bigger = await negotiateAll({ socket: a.socket, exportName: '', connections: 1 });
   bigger.conns.forEach((x) => x.socket.destroy());
   t.match(refuseReattach(small.identity, bigger.identity), /size changed from 33554432 to 50331648/, 'a resized export is refused');
-  t.rejects(negotiateAll({ socket: a.socket, exportName: 'nosuch', connections: 1 }), /refused export 'nosuch'/, 'an unknown export name is an error, not a hang');
+  t.rejects(
+    negotiateAll({ socket: a.socket, exportName: 'nosuch', connections: 1 }),
+    /refused export 'nosuch'/,
+    'an unknown export name is an error, not a hang',
+  );
   await server.stop();
 });
 
-t.test('remapd attach without the kernel nbd driver fails cleanly', { skip: existsSync('/sys/module/nbd') ? 'nbd is loaded here' : false }, async (t) => {
-  const a = await createRemapSetup(t, { mainBytes: 16 * MiB, spareBytes: 16 * MiB });
-  await startRemapd(t, a, ['--no-scan']);
-  const r = await run(process.execPath, [REMAPD_BIN, 'attach', '--socket', a.socket, '--device', '/dev/nbd3', '--state-dir', a.dir], { timeoutMs: 30_000 });
-  t.equal(r.code, 1, 'exit 1');
-  t.match(r.stderr, /modprobe nbd/, 'says what to do');
-  const bad = await run(process.execPath, [REMAPD_BIN, 'attach', '--socket', a.socket, '--device', '/dev/sda'], { timeoutMs: 30_000 });
-  t.not(bad.code, 0, 'a device that is not /dev/nbdN is refused');
-  t.match(bad.stderr, /not an nbd device/, 'with a clear message');
-});
+t.test(
+  'remapd attach without the kernel nbd driver fails cleanly',
+  { skip: existsSync('/sys/module/nbd') ? 'nbd is loaded here' : false },
+  async (t) => {
+    const a = await createRemapSetup(t, { mainBytes: 16 * MiB, spareBytes: 16 * MiB });
+    await startRemapd(t, a, ['--no-scan']);
+    const r = await run(process.execPath, [REMAPD_BIN, 'attach', '--socket', a.socket, '--device', '/dev/nbd3', '--state-dir', a.dir], {
+      timeoutMs: 30_000,
+    });
+    t.equal(r.code, 1, 'exit 1');
+    t.match(r.stderr, /modprobe nbd/, 'says what to do');
+    const bad = await run(process.execPath, [REMAPD_BIN, 'attach', '--socket', a.socket, '--device', '/dev/sda'], { timeoutMs: 30_000 });
+    t.not(bad.code, 0, 'a device that is not /dev/nbdN is refused');
+    t.match(bad.stderr, /not an nbd device/, 'with a clear message');
+  },
+);

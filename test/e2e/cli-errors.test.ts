@@ -28,7 +28,9 @@ t.test('closed pipe, missing socket, bad flag', async (t) => {
   t.notMatch(head.stderr, STACK, 'no stack trace', { out: describe(head) });
   t.notMatch(head.stderr, /EPIPE/, 'no EPIPE message', { out: describe(head) });
 
-  const json = await sh(`node ${REMAPD_BIN} list --json --control ${s.control} | head -c 100 >/dev/null; echo "status=\${PIPESTATUS[0]}" >&2`);
+  const json = await sh(
+    `node ${REMAPD_BIN} list --json --control ${s.control} | head -c 100 >/dev/null; echo "status=\${PIPESTATUS[0]}" >&2`,
+  );
   t.match(json.stderr, /status=141\s*$/, 'list --json | head -c: 141 too', { out: describe(json) });
   t.notMatch(json.stderr, STACK, 'no stack trace (--json)', { out: describe(json) });
 
@@ -36,7 +38,11 @@ t.test('closed pipe, missing socket, bad flag', async (t) => {
   const m = await run(process.execPath, [REMAPD_BIN, 'list', '--control', missing]);
   t.equal(m.code, 1, 'missing control socket: exit 1', { out: describe(m) });
   t.equal(m.stderr.trim().split('\n').length, 1, 'one line', { out: describe(m) });
-  t.match(m.stderr, /cannot reach the control socket .*nobody-here\.ctl: ENOENT \(is remapd running\? pass --control PATH\)/, 'names the socket and the fix');
+  t.match(
+    m.stderr,
+    /cannot reach the control socket .*nobody-here\.ctl: ENOENT \(is remapd running\? pass --control PATH\)/,
+    'names the socket and the fix',
+  );
 
   for (const args of [['list', '--bogus'], ['serve', '--main', s.main, '--read-retries', '900'], ['remap'], ['nosuchcommand']]) {
     const r = await run(process.execPath, [REMAPD_BIN, ...args]);

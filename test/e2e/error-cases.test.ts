@@ -140,6 +140,9 @@ emit()
   check(t, records, 'block status without meta context', 'EINVAL');
   const bs = records.find((x) => x.name === 'block status base:allocation covers request');
   t.ok(bs?.ok, 'block status with base:allocation works', { r: bs });
-  t.ok(typeof bs?.value === 'number' && (bs.value as number) > 0 && (bs.value as number) <= SIZE,
-    'extents cover a non-empty prefix of the request', { r: bs });
+  t.ok(
+    typeof bs?.value === 'number' && (bs.value as number) > 0 && (bs.value as number) <= SIZE,
+    'extents cover a non-empty prefix of the request',
+    { r: bs },
+  );
 });

@@ -19,7 +19,16 @@ import { until, runUnderPty } from '../helpers/loopdev';
 const SIZE = 64 * MiB;
 const BAD = 62 * MiB;
 
-interface Evac { phase: string; unreadable: number; unreadableOffsets: number[]; sha256: string | null; mapfile: string | null; bytesCopied: number; size: number; error: string | null }
+interface Evac {
+  phase: string;
+  unreadable: number;
+  unreadableOffsets: number[];
+  sha256: string | null;
+  mapfile: string | null;
+  bytesCopied: number;
+  size: number;
+  error: string | null;
+}
 
 async function evacStatus(control: string): Promise<Evac> {
   const r = await run(process.execPath, [REMAPD_BIN, 'evacuate', '--json', '--control', control]);
@@ -31,7 +40,11 @@ function sha256File(path: string, length: number): string {
 }
 
 t.test('evacuate under fio, switch with a client connected, cmp and fsck', async (t) => {
-  const s = await createRemapSetup(t, { mainBytes: SIZE, spareBytes: 16 * MiB, faults: [{ op: 'read', offset: BAD, length: 4096, error: 'EIO' }] });
+  const s = await createRemapSetup(t, {
+    mainBytes: SIZE,
+    spareBytes: 16 * MiB,
+    faults: [{ op: 'read', offset: BAD, length: 4096, error: 'EIO' }],
+  });
   const srv = await startRemapd(t, s, ['--no-scan', '--state-dir', s.dir]);
   const target = sparseImage(join(s.dir, 'new.img'), SIZE);
 
@@ -60,12 +73,32 @@ t.test('evacuate under fio, switch with a client connected, cmp and fsck', async
   t.equal((await run('mkfs.ext4', ['-F', '-q', loop], { timeoutMs: 120_000 })).code, 0, 'mkfs.ext4 through NBD');
   t.equal((await run('mount', [loop, fsdir])).code, 0, 'mount');
   mounted = true;
-  const fill = await run('sh', ['-c', `set -e; cd ${fsdir}; head -c 6000000 /dev/urandom > big; for i in $(seq 1 50); do head -c $((i * 997)) /dev/urandom > f$i; done; md5sum big f* > ${s.dir}/SUMS; sync`]);
+  const fill = await run('sh', [
+    '-c',
+    `set -e; cd ${fsdir}; head -c 6000000 /dev/urandom > big; for i in $(seq 1 50); do head -c $((i * 997)) /dev/urandom > f$i; done; md5sum big f* > ${s.dir}/SUMS; sync`,
+  ]);
   t.equal(fill.code, 0, 'files written', { out: describe(fill) });
   await cleanupFs();
 
   // fio write+verify on [32M, 60M) while the copy runs (rate-limited so they overlap).
-  const fio = run('fio', ['--name=evac', '--ioengine=nbd', `--uri=${srv.uri}`, '--rw=randwrite', '--bs=16k', '--offset=32M', '--size=28M', '--iodepth=8', '--loops=2', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1'], { timeoutMs: 600_000 });
+  const fio = run(
+    'fio',
+    [
+      '--name=evac',
+      '--ioengine=nbd',
+      `--uri=${srv.uri}`,
+      '--rw=randwrite',
+      '--bs=16k',
+      '--offset=32M',
+      '--size=28M',
+      '--iodepth=8',
+      '--loops=2',
+      '--verify=crc32c',
+      '--do_verify=1',
+      '--verify_fatal=1',
+    ],
+    { timeoutMs: 600_000 },
+  );
   const start = await remapctl(s, ['evacuate', '--to', target, '--rate', '8M', '--json']);
   t.equal(start.code, 0, 'evacuate --to', { out: describe(start) });
   t.equal(JSON.parse(start.stdout).phase, 'copying', 'copying');
@@ -73,7 +106,10 @@ t.test('evacuate under fio, switch with a client connected, cmp and fsck', async
   t.equal(f.code, 0, 'fio write+verify passed during the copy', { out: describe(f) });
   const watch = await remapctl(s, ['evacuate', '--watch', '--json', '--interval', '0.5'], 600_000);
   t.equal(watch.code, 0, 'evacuate --watch --json ends', { out: describe(watch) });
-  const lines = watch.stdout.trim().split('\n').map((l) => JSON.parse(l) as Evac);
+  const lines = watch.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Evac);
   const done = lines[lines.length - 1];
   t.equal(done.phase, 'done', 'the copy is done', { done });
   t.same(done.unreadableOffsets, [BAD], 'the unreadable block is listed');
@@ -91,7 +127,11 @@ t.test('evacuate under fio, switch with a client connected, cmp and fsck', async
 
   // A client connected across the switch.
   const marker = join(s.dir, 'switched');
-  const py = spawn(PYTHON, ['-c', `
+  const py = spawn(
+    PYTHON,
+    [
+      '-c',
+      `
 import nbd, os, sys, time
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 h.pwrite(b'\\xa5' * 65536, 60 * 1048576 + 524288)
@@ -102,7 +142,12 @@ ok = h.pread(65536, 60 * 1048576 + 524288) == b'\\x5a' * 65536
 h.pwrite(b'\\xa5' * 65536, 60 * 1048576 + 524288)
 h.flush()
 print('ok' if ok else 'mismatch', flush=True)
-`, srv.uri, marker], { stdio: ['ignore', 'pipe', 'pipe'] });
+`,
+      srv.uri,
+      marker,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let pyOut = '';
   py.stdout.on('data', (b: Buffer) => (pyOut += b.toString()));
   py.stderr.on('data', (b: Buffer) => (pyOut += b.toString()));
@@ -141,7 +186,7 @@ print('ok' if ok else 'mismatch', flush=True)
   const srv2 = await startRemapd(t, s, ['--no-scan', '--state-dir', s.dir]);
   // (62M is out: the test's fault rules still apply to whatever is served as main.)
   const r2 = await qemuIo(srv2.uri, ['read -P 0xa5 60.5M 64k']);
-  t.ok(qemuIoClean(r2), 'after a restart: still the new disk (the client\'s last write reads back)', { out: describe(r2) });
+  t.ok(qemuIoClean(r2), "after a restart: still the new disk (the client's last write reads back)", { out: describe(r2) });
   const st2 = JSON.parse((await remapctl(s, ['status', '--json'])).stdout);
   t.equal(st2.main, target, 'status: main is the new disk');
 });
@@ -159,9 +204,15 @@ t.test('a restart during the copy resumes it', async (t) => {
   const first = await evacStatus(s.control);
   t.ok(first.bytesCopied >= saved.cursor, 'resumed where it stopped, not from 0', { first });
   // On a terminal --watch draws a progress bar, redrawn in place, until the copy is done.
-  const pty = await runUnderPty([process.execPath, REMAPD_BIN, 'evacuate', '--watch', '--interval', '0.3', '--control', s.control], 'done +\\[#{40}\\] 100\\.0%', 1, 300);
+  const pty = await runUnderPty(
+    [process.execPath, REMAPD_BIN, 'evacuate', '--watch', '--interval', '0.3', '--control', s.control],
+    'done +\\[#{40}\\] 100\\.0%',
+    1,
+    300,
+  );
   t.ok(pty.matched, 'evacuate --watch on a terminal: a bar that ends full', { out: pty.output.slice(-2000) });
   t.match(pty.output, /copying\s+\[#*\.+\] \d+\.\d%.*\/s\s+ETA \S+\s+unreadable 0/, 'a partial bar with rate, ETA and unreadable count');
+  // eslint-disable-next-line no-control-regex -- terminal escape sequences are what is tested
   t.match(pty.output, /\x1b\[\d+F\x1b\[J/, 'redrawn in place (cursor up, clear)');
   const w = await remapctl(s, ['evacuate', '--watch', '--json'], 600_000);
   const last = JSON.parse(w.stdout.trim().split('\n').pop()!) as Evac;

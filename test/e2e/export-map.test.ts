@@ -3,7 +3,7 @@
  * ddrescue mapfile and as a badblocks list, checked with the real ddrescuelog (-t, -l-, -l+).
  */
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, run, REMAPD_BIN, MiB } from '../helpers';
 import { createRemapSetup, startRemapd, remapctl, qemuIo, qemuIoClean, statusJson } from '../helpers/remap-setup';
@@ -41,10 +41,16 @@ t.test('export-map: ddrescue mapfile and badblocks list', async (t) => {
   t.match(tt.stdout, /current status: finished/, 'ddrescuelog -t: finished', { out: tt.stdout });
   t.match(tt.stdout, /non-tried:\s+0 B/, 'ddrescuelog -t: nothing non-tried', { out: tt.stdout });
   const bad = await run('ddrescuelog', ['-b', String(B), '-l-', mapFile]);
-  t.equal(bad.stdout, `${(12 * MiB) / B}\n${(20 * MiB) / B}\n${(20 * MiB) / B + 1}\n`, 'ddrescuelog -l-: exactly the pending blocks', { out: describe(bad) });
+  t.equal(bad.stdout, `${(12 * MiB) / B}\n${(20 * MiB) / B}\n${(20 * MiB) / B + 1}\n`, 'ddrescuelog -l-: exactly the pending blocks', {
+    out: describe(bad),
+  });
   const good512 = await run('ddrescuelog', ['-b', '512', '-l+', mapFile]);
   const goodCount = good512.stdout.trim().split('\n').length;
-  t.equal(goodCount, (32 * MiB + 2048) / 512 - 24, 'ddrescuelog -l+: every other 512-byte sector, up to the exact size (remapped ones are good)');
+  t.equal(
+    goodCount,
+    (32 * MiB + 2048) / 512 - 24,
+    'ddrescuelog -l+: every other 512-byte sector, up to the exact size (remapped ones are good)',
+  );
 
   const bb = await remapctl(s, ['export-map', '--format', 'badblocks', '-b', '1024']);
   t.equal(bb.code, 0, 'export-map --format badblocks', { out: describe(bb) });
@@ -59,7 +65,7 @@ t.test('export-map: ddrescue mapfile and badblocks list', async (t) => {
   const off = await run(process.execPath, [REMAPD_BIN, 'export-map', '--format', 'ddrescue', '--spare', s.spare]);
   t.equal(off.code, 0, 'export-map --spare (offline)', { out: describe(off) });
   const offFile = join(s.dir, 'offline.map');
-  require('node:fs').writeFileSync(offFile, off.stdout);
+  writeFileSync(offFile, off.stdout);
   const cmp = await run('ddrescuelog', ['-b', String(B), '-l-', offFile]);
   t.equal(cmp.stdout, bad.stdout, 'offline map lists the same bad blocks');
 });

@@ -19,11 +19,17 @@ import { failingDisk } from '../helpers/failing-disk';
 const MiB = 1024 * 1024;
 
 function ddRead(dev: string, bs: number, block: number, count = 1): Promise<RunResult> {
-  return run('dd', [`if=${dev}`, 'of=/dev/null', `bs=${bs}`, `skip=${block}`, `count=${count}`, 'iflag=direct', 'status=none'], { timeoutMs: 60_000 });
+  return run('dd', [`if=${dev}`, 'of=/dev/null', `bs=${bs}`, `skip=${block}`, `count=${count}`, 'iflag=direct', 'status=none'], {
+    timeoutMs: 60_000,
+  });
 }
 
 function ddWrite(dev: string, bs: number, block: number, count = 1, src = '/dev/urandom'): Promise<RunResult> {
-  return run('dd', [`if=${src}`, `of=${dev}`, `bs=${bs}`, `seek=${block}`, `count=${count}`, 'oflag=direct', 'conv=notrunc', 'status=none'], { timeoutMs: 60_000 });
+  return run(
+    'dd',
+    [`if=${src}`, `of=${dev}`, `bs=${bs}`, `seek=${block}`, `count=${count}`, 'oflag=direct', 'conv=notrunc', 'status=none'],
+    { timeoutMs: 60_000 },
+  );
 }
 
 function imageBytes(path: string, offset: number, length: number): Buffer {
@@ -60,8 +66,16 @@ t.test('512-byte loop device (direct-io): a bad sector fails exactly its request
 
   const hits = await d.hits((bad - 1) * 512, 3 * 512);
   // 4095: its own read; 4096 and 4097: their own read and the 64 KiB read (sectors 4096..4223)
-  t.same(hits.map((h) => h.reads), [1, 2, 2], 'sector counters: each sector was read by exactly the requests touching it');
-  t.same(hits.map((h) => h.writes), [0, 0, 0], 'no writes');
+  t.same(
+    hits.map((h) => h.reads),
+    [1, 2, 2],
+    'sector counters: each sector was read by exactly the requests touching it',
+  );
+  t.same(
+    hits.map((h) => h.writes),
+    [0, 0, 0],
+    'no writes',
+  );
   const st = await d.stats();
   t.equal(st.read_errors, 2, 'two read requests failed (the single sector and the 64 KiB read)');
 
@@ -115,7 +129,9 @@ t.test('4096-byte-sector loop device: exactly the 4 KiB block with the bad secto
   t.not((await ddRead(d.device, 4096, block)).code, 0, 'block 700 fails');
   t.equal((await ddRead(d.device, 4096, block - 1)).code, 0, 'block 699 reads');
   t.equal((await ddRead(d.device, 4096, block + 1)).code, 0, 'block 701 reads');
-  const small = await run('dd', [`if=${d.device}`, 'of=/dev/null', 'bs=512', 'count=1', 'iflag=direct', 'status=none'], { timeoutMs: 30_000 });
+  const small = await run('dd', [`if=${d.device}`, 'of=/dev/null', 'bs=512', 'count=1', 'iflag=direct', 'status=none'], {
+    timeoutMs: 30_000,
+  });
   t.not(small.code, 0, 'a 512-byte O_DIRECT read is refused by a 4096-byte device (EINVAL)');
   t.match(small.stderr, /Invalid argument/);
 });
@@ -158,7 +174,10 @@ t.test('teardown detaches the loop device and unmounts, also with the device sti
   await d.teardown();
   closeSync(holder);
   const mounts = readFileSync('/proc/self/mounts', 'utf8');
-  t.notOk(mounts.split('\n').some((l) => l.split(' ')[1] === d.mountpoint), 'FUSE mount gone');
+  t.notOk(
+    mounts.split('\n').some((l) => l.split(' ')[1] === d.mountpoint),
+    'FUSE mount gone',
+  );
   let gone = false;
   for (let i = 0; i < 40 && !gone; i++) {
     const l = await run('losetup', ['-n', '-O', 'BACK-FILE', d.device], { timeoutMs: 10_000 });

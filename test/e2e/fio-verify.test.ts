@@ -27,11 +27,25 @@ function jobs(stdout: string): FioJob[] | null {
 
 t.test('fio randwrite --verify=crc32c, 4 jobs', async (t) => {
   const { server } = await withServer(t, { sizeBytes: SIZE, fill: 'random' });
-  const r = await run('fio', [
-    '--name=verify', '--ioengine=nbd', `--uri=${server.uri}`, '--rw=randwrite', '--bs=64k',
-    '--numjobs=4', '--size=16M', '--offset_increment=16M', '--iodepth=16',
-    '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=json',
-  ], { timeoutMs: 180_000 });
+  const r = await run(
+    'fio',
+    [
+      '--name=verify',
+      '--ioengine=nbd',
+      `--uri=${server.uri}`,
+      '--rw=randwrite',
+      '--bs=64k',
+      '--numjobs=4',
+      '--size=16M',
+      '--offset_increment=16M',
+      '--iodepth=16',
+      '--verify=crc32c',
+      '--do_verify=1',
+      '--verify_fatal=1',
+      '--output-format=json',
+    ],
+    { timeoutMs: 180_000 },
+  );
   t.equal(r.code, 0, 'fio exits 0 (all verifies passed)', { out: describe(r), log: logTail(server) });
   const js = jobs(r.stdout);
   t.ok(js && js.length === 4, 'fio reported 4 jobs', { out: describe(r) });
@@ -45,16 +59,41 @@ t.test('fio randwrite --verify=crc32c, 4 jobs', async (t) => {
 
 t.test('fio mixed randrw with fsync (FLUSH), verify; randtrim', async (t) => {
   const { server } = await withServer(t, { sizeBytes: SIZE });
-  const rw = await run('fio', [
-    '--name=rw', '--ioengine=nbd', `--uri=${server.uri}`, '--rw=randwrite', '--bs=4k', '--size=32M',
-    '--iodepth=32', '--fsync=8', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1',
-    '--numjobs=2', '--offset_increment=32M', '--output-format=json',
-  ], { timeoutMs: 180_000 });
+  const rw = await run(
+    'fio',
+    [
+      '--name=rw',
+      '--ioengine=nbd',
+      `--uri=${server.uri}`,
+      '--rw=randwrite',
+      '--bs=4k',
+      '--size=32M',
+      '--iodepth=32',
+      '--fsync=8',
+      '--verify=crc32c',
+      '--do_verify=1',
+      '--verify_fatal=1',
+      '--numjobs=2',
+      '--offset_increment=32M',
+      '--output-format=json',
+    ],
+    { timeoutMs: 180_000 },
+  );
   t.equal(rw.code, 0, 'fio 4k randwrite + fsync + verify, 2 jobs', { out: describe(rw), log: logTail(server) });
-  const trim = await run('fio', [
-    '--name=trim', '--ioengine=nbd', `--uri=${server.uri}`, '--rw=randtrim', '--bs=1M', '--size=64M', '--iodepth=8',
-    '--output-format=json',
-  ], { timeoutMs: 120_000 });
+  const trim = await run(
+    'fio',
+    [
+      '--name=trim',
+      '--ioengine=nbd',
+      `--uri=${server.uri}`,
+      '--rw=randtrim',
+      '--bs=1M',
+      '--size=64M',
+      '--iodepth=8',
+      '--output-format=json',
+    ],
+    { timeoutMs: 120_000 },
+  );
   t.equal(trim.code, 0, 'fio randtrim', { out: describe(trim) });
   const tj = jobs(trim.stdout);
   t.equal(tj?.[0]?.error, 0, 'trim job error 0');

@@ -41,17 +41,34 @@ t.test('import-map with real ddrescue and badblocks output', async (t) => {
   const dd = await run('ddrescue', ['-d', '-b', '512', '-r1', '-f', loop, join(base.dir, 'rescued.img'), mapFile], { timeoutMs: 300_000 });
   t.equal(dd.code, 0, 'ddrescue ran', { out: describe(dd) });
   const listed = await run('ddrescuelog', ['-b', String(B), '-l-', mapFile]);
-  t.same(listed.stdout.trim().split('\n').map(Number), BAD_OFFSETS.map((o) => o / B), 'ddrescue found exactly the bad blocks', { map: readFileSync(mapFile, 'utf8') });
+  t.same(
+    listed.stdout.trim().split('\n').map(Number),
+    BAD_OFFSETS.map((o) => o / B),
+    'ddrescue found exactly the bad blocks',
+    { map: readFileSync(mapFile, 'utf8') },
+  );
 
   // badblocks, read-only test, 4 KiB blocks.
   const bbFile = join(base.dir, 'badblocks.txt');
   const bb = await run('badblocks', ['-b', String(B), '-o', bbFile, loop], { timeoutMs: 300_000 });
   t.equal(bb.code, 0, 'badblocks ran', { out: describe(bb) });
-  t.same(readFileSync(bbFile, 'utf8').trim().split('\n').map(Number), BAD_OFFSETS.map((o) => o / B), 'badblocks found exactly the bad blocks');
+  t.same(
+    readFileSync(bbFile, 'utf8').trim().split('\n').map(Number),
+    BAD_OFFSETS.map((o) => o / B),
+    'badblocks found exactly the bad blocks',
+  );
 
   const bad = readFileSync(mapFile, 'utf8').replace(/^(0x\S+\s+0x\S+\s+)\+/m, '$1Z');
   writeFileSync(join(base.dir, 'broken.map'), bad);
-  const broken = await run(process.execPath, [join(__dirname, '../../../bin/remapd'), 'import-map', join(base.dir, 'broken.map'), '--format', 'ddrescue', '--control', '/nonexistent.ctl']);
+  const broken = await run(process.execPath, [
+    join(__dirname, '../../../bin/remapd'),
+    'import-map',
+    join(base.dir, 'broken.map'),
+    '--format',
+    'ddrescue',
+    '--control',
+    '/nonexistent.ctl',
+  ]);
   t.equal(broken.code, 2, 'a malformed mapfile: exit 2 before contacting any daemon', { out: describe(broken) });
   t.match(broken.stderr, /broken\.map:\d+: status "Z" is not one of/, 'the error names the line');
 

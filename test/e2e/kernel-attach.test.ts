@@ -16,14 +16,33 @@ for (const connections of [1, 4]) {
   t.test(`kernel nbd driver, ${connections} connection(s)`, async (t) => {
     const { dir, server } = await withServer(t, { sizeBytes: SIZE, exportName: 'disk0' });
     const logFile = join(dir, `kernel-${connections}.log`);
-    const r = await run(KNC, [
-      // 2 vCPUs: the host has 2 cores, and TCG with more vCPUs than host cores can stall the boot.
-      // All 4 connections are negotiated; blk-mq spreads the I/O over the ones mapped to the 2 CPUs.
-      '--socket', server.socket, '--export', 'disk0', '--connections', String(connections), '--cpus', '2',
-      '--timeout', '540', '--nbd-timeout', '60', '--keep-log', logFile,
-    ], { timeoutMs: 600_000 });
+    const r = await run(
+      KNC,
+      [
+        // 2 vCPUs: the host has 2 cores, and TCG with more vCPUs than host cores can stall the boot.
+        // All 4 connections are negotiated; blk-mq spreads the I/O over the ones mapped to the 2 CPUs.
+        '--socket',
+        server.socket,
+        '--export',
+        'disk0',
+        '--connections',
+        String(connections),
+        '--cpus',
+        '2',
+        '--timeout',
+        '540',
+        '--nbd-timeout',
+        '60',
+        '--keep-log',
+        logFile,
+      ],
+      { timeoutMs: 600_000 },
+    );
     // step lines ("  PASS raw-io 3.64s …") go to stderr
-    const steps = (r.stdout + '\n' + r.stderr).split('\n').map((l) => l.trim()).filter((l) => /^(PASS|FAIL|SKIP) /.test(l));
+    const steps = (r.stdout + '\n' + r.stderr)
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => /^(PASS|FAIL|SKIP) /.test(l));
     for (const s of steps) {
       const [verdict, name] = s.split(/\s+/);
       if (verdict === 'SKIP') t.ok(true, `step ${name}`, { skip: s });

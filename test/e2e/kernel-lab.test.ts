@@ -52,12 +52,19 @@ t.test('dm-log-writes replayer', async (t) => {
   writeFileSync(logPath, Buffer.concat(sectors));
   const log = readWriteLog(logPath);
   t.equal(log.entries.length, 6, 'six entries');
-  t.same(log.entries.map((e) => e.mark ?? null), ['created', null, null, null, null, 'c1'], 'mark names');
+  t.same(
+    log.entries.map((e) => e.mark ?? null),
+    ['created', null, null, null, null, 'c1'],
+    'mark names',
+  );
   t.equal(log.entries[4].flags, LOG_FUA, 'FUA flag');
   const files = ['spare', 'main'].map((f) => join(dir, f));
   const fds = files.map((f) => openSync(f, 'w+'));
   fds.forEach((fd) => ftruncateSync(fd, 10 * ss));
-  const place = splitPlacement([{ fd: fds[0], size: 10 * ss }, { fd: fds[1], size: 10 * ss }]);
+  const place = splitPlacement([
+    { fd: fds[0], size: 10 * ss },
+    { fd: fds[1], size: 10 * ss },
+  ]);
   t.equal(replay(logPath, log, 0, 2, place), 2 * ss, 'replay to entry 2 writes one entry');
   t.equal(readFileSync(files[1]).filter((b) => b !== 0).length, 0, 'main untouched before the straddling write');
   replay(logPath, log, 2, 6, place);
@@ -66,7 +73,7 @@ t.test('dm-log-writes replayer', async (t) => {
   const main = readFileSync(files[1]);
   t.equal(spare[2 * ss], 0xaa, 'spare sector 2');
   t.equal(spare[9 * ss], 0xbb, 'spare sector 9 (first half of the straddling write)');
-  t.equal(main[0], 0xbb, "main sector 0 (its second half)");
+  t.equal(main[0], 0xbb, 'main sector 0 (its second half)');
   t.equal(main[2 * ss], 0xcc, 'main sector 2 (the FUA write)');
   t.equal(main[3 * ss], 0, 'nothing past it');
 });

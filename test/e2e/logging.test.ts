@@ -65,7 +65,8 @@ function records(text: string): { lines: string[]; parsed: Record<string, unknow
   for (const l of lines) {
     try {
       const o = JSON.parse(l) as Record<string, unknown>;
-      if (typeof o === 'object' && o && typeof o.level === 'number' && typeof o.time === 'number' && typeof o.msg === 'string') parsed.push(o);
+      if (typeof o === 'object' && o && typeof o.level === 'number' && typeof o.time === 'number' && typeof o.msg === 'string')
+        parsed.push(o);
       else bad.push(l);
     } catch {
       bad.push(l);
@@ -90,20 +91,38 @@ t.test('stdout not a terminal: JSON lines; levels', async (t) => {
   t.ok(serving, 'start-up line present');
   t.equal(serving?.level, 30, 'start-up line at info (30)');
   t.ok(Array.isArray(serving?.endpoints), 'start-up line lists endpoints');
-  t.ok(r.parsed.some((o) => o.msg === 'stopped'), 'shutdown logged');
-  t.notOk(r.parsed.some((o) => o.msg === 'request'), 'no per-request lines at info');
-  t.ok(r.parsed.every((o) => (o.level as number) >= 30), 'nothing below info');
+  t.ok(
+    r.parsed.some((o) => o.msg === 'stopped'),
+    'shutdown logged',
+  );
+  t.notOk(
+    r.parsed.some((o) => o.msg === 'request'),
+    'no per-request lines at info',
+  );
+  t.ok(
+    r.parsed.every((o) => (o.level as number) >= 30),
+    'nothing below info',
+  );
 
   // debug: one line per request
   const dd = await serve(t, dir, 'debug', ['--log-level', 'debug']);
-  const q = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x33 4096 8192', '-c', 'read -P 0x33 4096 8192', dd.uri], { timeoutMs: 60_000 });
+  const q = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x33 4096 8192', '-c', 'read -P 0x33 4096 8192', dd.uri], {
+    timeoutMs: 60_000,
+  });
   t.equal(q.code, 0, 'qemu-io write + read', { out: describe(q) });
   await dd.stop();
   r = records(dd.stdout());
   t.same(r.bad, [], 'debug: every line is JSON');
   const reqs = r.parsed.filter((o) => o.msg === 'request');
-  t.ok(reqs.some((o) => o.cmd === 'WRITE' && o.offset === 4096 && o.length === 8192 && o.level === 20), 'debug: a "request" line for the WRITE with offset and length', { reqs });
-  t.ok(reqs.some((o) => o.cmd === 'READ' && o.offset === 4096 && o.length === 8192), 'debug: a "request" line for the READ');
+  t.ok(
+    reqs.some((o) => o.cmd === 'WRITE' && o.offset === 4096 && o.length === 8192 && o.level === 20),
+    'debug: a "request" line for the WRITE with offset and length',
+    { reqs },
+  );
+  t.ok(
+    reqs.some((o) => o.cmd === 'READ' && o.offset === 4096 && o.length === 8192),
+    'debug: a "request" line for the READ',
+  );
   t.ok(dd.stdout().includes('"msg":"request"'), 'raw text has "msg":"request"');
 
   // warn: the info start-up line is hidden
@@ -113,8 +132,15 @@ t.test('stdout not a terminal: JSON lines; levels', async (t) => {
   await dw.stop();
   r = records(dw.stdout());
   t.same(r.bad, [], 'warn: every line (if any) is JSON');
-  t.notOk(r.parsed.some((o) => o.msg === 'remapd serving'), 'warn: no start-up line');
-  t.ok(r.parsed.every((o) => (o.level as number) >= 40), 'warn: nothing below warn', { out: dw.stdout() });
+  t.notOk(
+    r.parsed.some((o) => o.msg === 'remapd serving'),
+    'warn: no start-up line',
+  );
+  t.ok(
+    r.parsed.every((o) => (o.level as number) >= 40),
+    'warn: nothing below warn',
+    { out: dw.stdout() },
+  );
 });
 
 t.test('under a pseudo-terminal: readable lines', async (t) => {
@@ -125,7 +151,11 @@ t.test('under a pseudo-terminal: readable lines', async (t) => {
   t.ok(p.matched, 'start-up line seen on the terminal', { out: p.output, exit: p.exit });
   const lines = p.output.split(/\r?\n/).filter((l) => l.trim() !== '');
   t.ok(lines.length >= 1, 'some output');
-  t.ok(lines.every((l) => !l.trimStart().startsWith('{')), 'no JSON lines on a terminal', { out: p.output });
+  t.ok(
+    lines.every((l) => !l.trimStart().startsWith('{')),
+    'no JSON lines on a terminal',
+    { out: p.output },
+  );
   t.match(p.output, /^\d\d:\d\d:\d\d\.\d{3} INFO remapd serving/m, 'time, level name and message', { out: p.output });
   t.match(p.output, /"endpoints":\[/, 'extra fields still shown');
 

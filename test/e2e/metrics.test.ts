@@ -13,7 +13,11 @@ const B = 4096;
 
 t.test('metrics: requests, bytes, latency, connections, remaps, spare use', async (t) => {
   const faultBytes = 64 * 1024;
-  const s = await createRemapSetup(t, { mainBytes: 32 * MiB, spareBytes: 16 * MiB, faults: [{ op: 'write', offset: 4 * MiB, length: faultBytes, error: 'EIO' }] });
+  const s = await createRemapSetup(t, {
+    mainBytes: 32 * MiB,
+    spareBytes: 16 * MiB,
+    faults: [{ op: 'write', offset: 4 * MiB, length: faultBytes, error: 'EIO' }],
+  });
   const srv = await startRemapd(t, s, ['--metrics', '127.0.0.1:0']);
 
   const serving = logRecords(srv).find((r) => r.msg === 'remapd serving');
@@ -41,7 +45,10 @@ t.test('metrics: requests, bytes, latency, connections, remaps, spare use', asyn
   t.equal(sampleValue(before, 'remapd_spare_blocks_used'), 0, 'no spare block used yet');
   const free0 = sampleValue(before, 'remapd_spare_blocks_free');
   t.ok(free0 !== undefined && free0 > 0, 'spare blocks free reported', { free0 });
-  t.ok(before.some((x) => x.name.startsWith('remapd_process_')), 'process metrics present');
+  t.ok(
+    before.some((x) => x.name.startsWith('remapd_process_')),
+    'process metrics present',
+  );
 
   const nf = await httpGet(url.replace(/\/metrics$/, '/nope'));
   t.equal(nf.status, 404, 'other paths: 404');
@@ -64,12 +71,22 @@ t.test('metrics: requests, bytes, latency, connections, remaps, spare use', asyn
   const writeBytes1 = sampleValue(during, 'remapd_bytes_total', { cmd: 'WRITE' }) ?? 0;
   t.ok(writeBytes1 - writeBytes0 >= 8 * MiB, `remapd_bytes_total{cmd="WRITE"} grew by at least 8 MiB (${writeBytes0} -> ${writeBytes1})`);
   // nbdcopy skips the holes (block status), so at least the 8 MiB of data were read.
-  t.ok((sampleValue(during, 'remapd_bytes_total', { cmd: 'READ' }) ?? 0) >= 8 * MiB,
-    'remapd_bytes_total{cmd="READ"} counts the read-back', { read: sampleValue(during, 'remapd_bytes_total', { cmd: 'READ' }) });
+  t.ok(
+    (sampleValue(during, 'remapd_bytes_total', { cmd: 'READ' }) ?? 0) >= 8 * MiB,
+    'remapd_bytes_total{cmd="READ"} counts the read-back',
+    { read: sampleValue(during, 'remapd_bytes_total', { cmd: 'READ' }) },
+  );
   const buckets = during.filter((x) => x.name === 'remapd_request_duration_seconds_bucket' && x.labels.cmd === 'WRITE');
   t.ok(buckets.length > 1, 'remapd_request_duration_seconds_bucket{cmd="WRITE"} present');
-  t.equal(buckets.find((x) => x.labels.le === '+Inf')?.value, sampleValue(during, 'remapd_request_duration_seconds_count', { cmd: 'WRITE' }), 'le="+Inf" bucket = count');
-  t.ok((sampleValue(during, 'remapd_request_duration_seconds_count', { cmd: 'WRITE' }) ?? 0) >= writeOk1 - writeOk0, 'every write observed in the histogram');
+  t.equal(
+    buckets.find((x) => x.labels.le === '+Inf')?.value,
+    sampleValue(during, 'remapd_request_duration_seconds_count', { cmd: 'WRITE' }),
+    'le="+Inf" bucket = count',
+  );
+  t.ok(
+    (sampleValue(during, 'remapd_request_duration_seconds_count', { cmd: 'WRITE' }) ?? 0) >= writeOk1 - writeOk0,
+    'every write observed in the histogram',
+  );
 
   const expectRemaps = faultBytes / B;
   t.equal(sampleValue(during, 'remapd_remaps_total'), expectRemaps, `remapd_remaps_total = ${expectRemaps} (the failing blocks)`);
@@ -84,5 +101,8 @@ t.test('metrics: requests, bytes, latency, connections, remaps, spare use', asyn
   t.equal(st.spare.used, expectRemaps, 'status agrees on spare use');
 
   await held.close();
-  t.ok(await until(async () => sampleValue(parseProm((await httpGet(url)).body), 'remapd_connections') === 0), 'remapd_connections back to 0 after the client left');
+  t.ok(
+    await until(async () => sampleValue(parseProm((await httpGet(url)).body), 'remapd_connections') === 0),
+    'remapd_connections back to 0 after the client left',
+  );
 });

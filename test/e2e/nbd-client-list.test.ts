@@ -7,7 +7,12 @@ t.test('nbd-client -l -u SOCK lists the export', async (t) => {
   const r = await run('nbd-client', ['-l', '-u', server.socket], { timeoutMs: 30_000 });
   t.equal(r.code, 0, 'nbd-client -l exits 0', { out: describe(r), log: logTail(server) });
   const lines = r.stdout.split('\n').map((l) => l.trim());
-  if (serverKind() === 'remapd') t.ok(lines.some((l) => l === 'disk0' || l.startsWith('disk0:')), 'export disk0 listed', { out: describe(r) });
+  if (serverKind() === 'remapd')
+    t.ok(
+      lines.some((l) => l === 'disk0' || l.startsWith('disk0:')),
+      'export disk0 listed',
+      { out: describe(r) },
+    );
   else t.match(r.stdout, /Negotiation: \.\./, 'negotiated');
   // the ABORT without reading the ACK must not disturb the server
   for (let i = 0; i < 3; i++) {

@@ -49,7 +49,10 @@ async function nbdinfo(args: string[]): Promise<{ info: Info | null; out: string
 
 t.test('named export: size, protocol, capabilities, contexts', async (t) => {
   const { server } = await withServer(t, { sizeBytes: SIZE, exportName: 'disk0' });
-  for (const [label, uri] of [['named export', server.uri], ['default export (empty name)', server.defaultUri]]) {
+  for (const [label, uri] of [
+    ['named export', server.uri],
+    ['default export (empty name)', server.defaultUri],
+  ]) {
     const { info, out } = await nbdinfo(['--json', uri]);
     t.ok(info, `${label}: nbdinfo --json parses`, { out, log: logTail(server) });
     if (!info) continue;

@@ -30,9 +30,15 @@ t.test('qemu-io write/read patterns, FUA, flush, discard, write zeroes', async (
     ['write -z reads back zeroes', ['write -P 0x44 6M 1M', 'write -z 6M 1M', 'read -P 0 6M 1M']],
     ['write -z -f (FUA) reads back zeroes', ['write -P 0x45 8M 1M', 'write -z -f 8M 1M', 'read -P 0 8M 1M']],
     ['write -z -u (may unmap) reads back zeroes', ['write -P 0x46 10M 1M', 'write -z -u 10M 1M', 'read -P 0 10M 1M']],
-    ['neighbours untouched by write -z', ['write -P 0x47 12M 3M', 'write -z 13M 1M', 'read -P 0x47 12M 1M', 'read -P 0 13M 1M', 'read -P 0x47 14M 1M']],
+    [
+      'neighbours untouched by write -z',
+      ['write -P 0x47 12M 3M', 'write -z 13M 1M', 'read -P 0x47 12M 1M', 'read -P 0 13M 1M', 'read -P 0x47 14M 1M'],
+    ],
     ['last block of the export', [`write -P 0x66 ${SIZE - 65536} 64k`, `read -P 0x66 ${SIZE - 65536} 64k`]],
-    ['aio writes, then reads', ['aio_write -P 0x77 16M 256k', 'aio_write -P 0x78 17M 256k', 'aio_flush', 'read -P 0x77 16M 256k', 'read -P 0x78 17M 256k']],
+    [
+      'aio writes, then reads',
+      ['aio_write -P 0x77 16M 256k', 'aio_write -P 0x78 17M 256k', 'aio_flush', 'read -P 0x77 16M 256k', 'read -P 0x78 17M 256k'],
+    ],
   ];
   for (const [name, cmds] of steps) {
     const r = await qio(server.uri, cmds);

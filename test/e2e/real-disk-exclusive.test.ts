@@ -50,15 +50,40 @@ async function stopDaemonsMentioning(marker: string): Promise<void> {
   await new Promise((r) => setTimeout(r, 500)); // let the kernel drop its claims before losetup -d
 }
 
-for (const [kind, make] of [['regular files', files], ['loop devices', loops]] as const) {
+for (const [kind, make] of [
+  ['regular files', files],
+  ['loop devices', loops],
+] as const) {
   t.test(`${kind}: a second serve and create --force are refused, naming the owner`, async (t) => {
     const d = await make(t);
     await createSetup(d.main, d.spare);
     const ctl = join(d.dir, 'one.ctl');
-    const one = await startServer(t, { kind: 'remapd', image: d.main, dir: d.dir, socket: join(d.dir, 'one.sock'), extraArgs: ['--spare', d.spare, '--control', ctl, '--no-scan'] });
+    const one = await startServer(t, {
+      kind: 'remapd',
+      image: d.main,
+      dir: d.dir,
+      socket: join(d.dir, 'one.sock'),
+      extraArgs: ['--spare', d.spare, '--control', ctl, '--no-scan'],
+    });
     const before = (await callControl(ctl, 'status')) as Record<string, unknown>;
 
-    const two = await run(process.execPath, [REMAPD_BIN, 'serve', '--main', d.main, '--spare', d.spare, '--socket', join(d.dir, 'two.sock'), '--control', join(d.dir, 'two.ctl'), '--no-scan'], { timeoutMs: 60_000 });
+    const two = await run(
+      process.execPath,
+      [
+        REMAPD_BIN,
+        'serve',
+        '--main',
+        d.main,
+        '--spare',
+        d.spare,
+        '--socket',
+        join(d.dir, 'two.sock'),
+        '--control',
+        join(d.dir, 'two.ctl'),
+        '--no-scan',
+      ],
+      { timeoutMs: 60_000 },
+    );
     t.not(two.code, 0, `the second serve exits non-zero\n${describe(two)}`);
     t.match(two.stderr, /in use/, 'says the setup is in use');
     t.match(two.stderr, new RegExp(`pid ${one.pid}\\b`), `names the owner's pid ${one.pid}`);
@@ -80,15 +105,31 @@ for (const [kind, make] of [['regular files', files], ['loop devices', loops]] a
     const asm = await remapd(['assemble', '--scan', '--json', '--socket-dir', asmDir, d.main, d.spare]);
     const plan = JSON.parse(asm.stdout || '{}') as { setups?: { state: string }[] };
     t.equal(plan.setups?.length, 1, `assemble finds the setup\n${describe(asm)}`);
-    t.match(plan.setups?.[0]?.state ?? '', new RegExp(`in use.*pid ${one.pid}\\b`), 'assemble reports it in use instead of starting a second daemon');
+    t.match(
+      plan.setups?.[0]?.state ?? '',
+      new RegExp(`in use.*pid ${one.pid}\\b`),
+      'assemble reports it in use instead of starting a second daemon',
+    );
 
     // clean stop: the next serve starts
     t.equal((await one.stop('SIGTERM', 30_000)).code, 0, 'first daemon stops cleanly');
-    const three = await startServer(t, { kind: 'remapd', image: d.main, dir: d.dir, socket: join(d.dir, 'three.sock'), extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'three.ctl'), '--no-scan'] });
+    const three = await startServer(t, {
+      kind: 'remapd',
+      image: d.main,
+      dir: d.dir,
+      socket: join(d.dir, 'three.sock'),
+      extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'three.ctl'), '--no-scan'],
+    });
     t.ok(three.isRunning(), 'a serve after a clean stop starts');
     // kill -9: the owner marker stays behind, naming a dead process; the lock went with the process
     await three.stop('SIGKILL');
-    const four = await startServer(t, { kind: 'remapd', image: d.main, dir: d.dir, socket: join(d.dir, 'four.sock'), extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'four.ctl'), '--no-scan'] });
+    const four = await startServer(t, {
+      kind: 'remapd',
+      image: d.main,
+      dir: d.dir,
+      socket: join(d.dir, 'four.sock'),
+      extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'four.ctl'), '--no-scan'],
+    });
     t.ok(four.isRunning(), 'a stale owner marker of a killed daemon does not block');
     await four.stop();
     const recreate = await remapd(['create', '--force', '--main', d.main, '--spare', d.spare]);
@@ -105,13 +146,44 @@ t.test('regular files without the native addon: the owner marker of a live daemo
   });
   const d = await files(t);
   await createSetup(d.main, d.spare);
-  const one = await startServer(t, { kind: 'remapd', image: d.main, dir: d.dir, socket: join(d.dir, 'one.sock'), extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'one.ctl'), '--no-scan'] });
-  const two = await run(process.execPath, [REMAPD_BIN, 'serve', '--main', d.main, '--spare', d.spare, '--socket', join(d.dir, 'two.sock'), '--control', join(d.dir, 'two.ctl'), '--no-scan'], { timeoutMs: 60_000, env: process.env });
+  const one = await startServer(t, {
+    kind: 'remapd',
+    image: d.main,
+    dir: d.dir,
+    socket: join(d.dir, 'one.sock'),
+    extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'one.ctl'), '--no-scan'],
+  });
+  const two = await run(
+    process.execPath,
+    [
+      REMAPD_BIN,
+      'serve',
+      '--main',
+      d.main,
+      '--spare',
+      d.spare,
+      '--socket',
+      join(d.dir, 'two.sock'),
+      '--control',
+      join(d.dir, 'two.ctl'),
+      '--no-scan',
+    ],
+    { timeoutMs: 60_000, env: process.env },
+  );
   t.not(two.code, 0, `the second serve is refused\n${describe(two)}`);
   t.match(two.stderr, new RegExp(`in use by remapd pid ${one.pid}\\b.*owner marker`, 's'), 'by the marker, naming the owner');
-  const force = await run(process.execPath, [REMAPD_BIN, 'create', '--force', '--main', d.main, '--spare', d.spare], { timeoutMs: 60_000, env: process.env });
+  const force = await run(process.execPath, [REMAPD_BIN, 'create', '--force', '--main', d.main, '--spare', d.spare], {
+    timeoutMs: 60_000,
+    env: process.env,
+  });
   t.not(force.code, 0, 'create --force refused too');
   await one.stop('SIGKILL');
-  const three = await startServer(t, { kind: 'remapd', image: d.main, dir: d.dir, socket: join(d.dir, 'three.sock'), extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'three.ctl'), '--no-scan'] });
+  const three = await startServer(t, {
+    kind: 'remapd',
+    image: d.main,
+    dir: d.dir,
+    socket: join(d.dir, 'three.sock'),
+    extraArgs: ['--spare', d.spare, '--control', join(d.dir, 'three.ctl'), '--no-scan'],
+  });
   t.ok(three.isRunning(), 'the marker of a killed daemon does not block');
 });

@@ -55,7 +55,14 @@ for b in blocks:
 print(json.dumps(out))
 `;
 
-interface Write { seq: number; block: number; sha: string; fua: boolean; acked: boolean; durable: boolean }
+interface Write {
+  seq: number;
+  block: number;
+  sha: string;
+  fua: boolean;
+  acked: boolean;
+  durable: boolean;
+}
 
 function parseWriterLog(text: string): Write[] {
   const writes = new Map<number, Write>();
@@ -84,12 +91,19 @@ t.test(`crash loop: ${ROUNDS} rounds of kill -9 under a write workload with fail
   const mainBytes = 32 * MiB;
   const faults: FaultRuleSpec[] = [];
   // every 16th block of the written region fails on write (128 blocks), plus some unaligned ranges
-  for (let b = 0; b < REGION_BLOCKS; b += 16) faults.push({ op: 'write', offset: b * B + (b % 3) * 1000, length: b % 5 === 0 ? 6000 : 512, error: 'EIO' });
+  for (let b = 0; b < REGION_BLOCKS; b += 16)
+    faults.push({ op: 'write', offset: b * B + (b % 3) * 1000, length: b % 5 === 0 ? 6000 : 512, error: 'EIO' });
   const s = await createRemapSetup(t, { mainBytes, spareBytes: 32 * MiB, fill: 'random', faults });
   // expected sha256 of every block of the region: the random initial contents
   const img = readFileSync(s.main);
   const expected = new Map<number, string>();
-  for (let b = 0; b < REGION_BLOCKS; b++) expected.set(b, createHash('sha256').update(img.subarray(b * B, (b + 1) * B)).digest('hex'));
+  for (let b = 0; b < REGION_BLOCKS; b++)
+    expected.set(
+      b,
+      createHash('sha256')
+        .update(img.subarray(b * B, (b + 1) * B))
+        .digest('hex'),
+    );
 
   let violations = 0;
   let totalAcked = 0;
@@ -148,11 +162,20 @@ t.test(`crash loop: ${ROUNDS} rounds of kill -9 under a write workload with fail
         const got = vr[String(b)];
         const ws = writes.filter((w) => w.block === b);
         let lastDurable = -1;
-        ws.forEach((w, i) => { if (w.durable) lastDurable = i; });
-        const allowed = new Set<string>(lastDurable >= 0 ? ws.slice(lastDurable).map((w) => w.sha) : [expected.get(b)!, ...ws.map((w) => w.sha)]);
+        ws.forEach((w, i) => {
+          if (w.durable) lastDurable = i;
+        });
+        const allowed = new Set<string>(
+          lastDurable >= 0 ? ws.slice(lastDurable).map((w) => w.sha) : [expected.get(b)!, ...ws.map((w) => w.sha)],
+        );
         if (!allowed.has(got)) {
           violations++;
-          if (violations <= 10) t.fail(`round ${round}: block ${b} holds data never written there (or lost a durable write)`, { got, writes: ws, before: expected.get(b) });
+          if (violations <= 10)
+            t.fail(`round ${round}: block ${b} holds data never written there (or lost a durable write)`, {
+              got,
+              writes: ws,
+              before: expected.get(b),
+            });
         } else {
           expected.set(b, got);
         }
@@ -163,12 +186,19 @@ t.test(`crash loop: ${ROUNDS} rounds of kill -9 under a write workload with fail
   }
   t.equal(violations, 0, `${ROUNDS} rounds: every FUA/flushed write read back, no block read unwritten data`);
   t.ok(totalDurable > 0, `the workload acknowledged ${totalAcked} writes, ${totalDurable} of them durable`);
-  t.ok(seenRemaps.size > 0, `remaps happened during the loop (${seenRemaps.size} blocks; ${killedMidRemap} kills right after a main write error)`);
+  t.ok(
+    seenRemaps.size > 0,
+    `remaps happened during the loop (${seenRemaps.size} blocks; ${killedMidRemap} kills right after a main write error)`,
+  );
   t.comment(`acked ${totalAcked}, durable ${totalDurable}, remapped blocks ${seenRemaps.size}, max remaps ${maxRemaps}`);
 });
 
 async function runVerify(uri: string, blocks: number[]): Promise<Record<string, string>> {
-  const r = await runPython(VERIFY_PY.replace('json.loads(sys.stdin.readline())', `json.loads(${JSON.stringify(JSON.stringify(blocks))})`), [uri], 120_000);
+  const r = await runPython(
+    VERIFY_PY.replace('json.loads(sys.stdin.readline())', `json.loads(${JSON.stringify(JSON.stringify(blocks))})`),
+    [uri],
+    120_000,
+  );
   if (r.code !== 0) throw new Error(describe(r));
   return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string>;
 }

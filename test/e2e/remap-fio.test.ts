@@ -16,14 +16,31 @@ t.test('fio randwrite --verify=crc32c, 4 jobs, 200 failing write ranges', async 
   }
   const s = await createRemapSetup(t, { mainBytes: size, spareBytes: 64 * MiB, fill: 'random', faults });
   const srv = await startRemapd(t, s);
-  const r = await run('fio', [
-    '--name=verify', '--ioengine=nbd', `--uri=${srv.uri}`, '--rw=randwrite', '--bs=16k',
-    '--numjobs=4', '--size=16M', '--offset_increment=16M', '--iodepth=16',
-    '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--output-format=json',
-  ], { timeoutMs: 400_000, cwd: s.dir });
+  const r = await run(
+    'fio',
+    [
+      '--name=verify',
+      '--ioengine=nbd',
+      `--uri=${srv.uri}`,
+      '--rw=randwrite',
+      '--bs=16k',
+      '--numjobs=4',
+      '--size=16M',
+      '--offset_increment=16M',
+      '--iodepth=16',
+      '--verify=crc32c',
+      '--do_verify=1',
+      '--verify_fatal=1',
+      '--output-format=json',
+    ],
+    { timeoutMs: 400_000, cwd: s.dir },
+  );
   t.equal(r.code, 0, 'fio exits 0 (all verifies passed)', { out: describe(r), log: logTail(srv) });
   const start = r.stdout.indexOf('{');
-  const jobs = start >= 0 ? (JSON.parse(r.stdout.slice(start)) as { jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[] }).jobs : [];
+  const jobs =
+    start >= 0
+      ? (JSON.parse(r.stdout.slice(start)) as { jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[] }).jobs
+      : [];
   t.equal(jobs.length, 4, '4 jobs');
   for (const j of jobs) {
     t.equal(j.error, 0, 'job error 0');

@@ -19,16 +19,24 @@ t.test('kernel-nbd-check over a device with failing write ranges', async (t) => 
   ];
   const s = await createRemapSetup(t, { mainBytes: size, spareBytes: 64 * MiB, faults });
   const srv = await startRemapd(t, s);
-  const r = await run(join(REPO_ROOT, 'test', 'kernel', 'kernel-nbd-check'), ['--socket', s.socket, '--timeout', '900'], { timeoutMs: 960_000 });
+  const r = await run(join(REPO_ROOT, 'test', 'kernel', 'kernel-nbd-check'), ['--socket', s.socket, '--timeout', '900'], {
+    timeoutMs: 960_000,
+  });
   t.equal(r.code, 0, 'kernel-nbd-check PASS', { out: describe(r, 6000), log: logTail(srv) });
   t.match(r.stdout + r.stderr, /kernel-nbd-check: PASS/, 'PASS line');
   const st = await statusJson(s);
   t.ok((st.remaps.byReason['write-error'] ?? 0) > 0, `status shows write-error remaps (${st.remaps.byReason['write-error']})`);
   const list = await listJson(s);
   const inFault = (o: number): boolean => faults.some((f) => o + 4096 > f.offset && o < f.offset + f.length);
-  t.ok(list.remaps.every((e) => inFault(e.offset)), 'every remap lies in a failing range');
+  t.ok(
+    list.remaps.every((e) => inFault(e.offset)),
+    'every remap lies in a failing range',
+  );
   for (const f of [faults[1], faults[4]]) {
-    t.ok(list.remaps.some((e) => e.offset >= f.offset && e.offset < f.offset + f.length), `the kernel's writes hit the failing range at ${f.offset}`);
+    t.ok(
+      list.remaps.some((e) => e.offset >= f.offset && e.offset < f.offset + f.length),
+      `the kernel's writes hit the failing range at ${f.offset}`,
+    );
   }
   t.equal(st.spare.exhausted, false, 'spare not exhausted');
   t.ok(srv.isRunning(), 'server still running');

@@ -3,9 +3,7 @@
  * `remapd unremap` (data copied back; refused with a clear message where main cannot be written).
  */
 import t from 'tap';
-import {
-  createRemapSetup, startRemapd, statusJson, listJson, remapctl, loadFaults, readFileRange,
-} from '../helpers/remap-setup';
+import { createRemapSetup, startRemapd, statusJson, listJson, remapctl, loadFaults, readFileRange } from '../helpers/remap-setup';
 import { describe, logTail, runPython, MiB } from '../helpers';
 
 const B = 4096;
@@ -69,10 +67,17 @@ t.test('remap and unremap by hand', async (t) => {
   await loadFaults(s, [{ op: 'write', offset: badAt + 10, length: 1, error: 'EIO' }]);
   const u2 = await remapctl(s, ['unremap', `${at + len / 2}+${len / 2}`]);
   t.not(u2.code, 0, 'unremap over an unwritable block exits non-zero', { out: describe(u2) });
-  t.match(u2.stderr, new RegExp(`main device cannot be written at byte ${badAt}.*stays remapped`), 'message names the offset and says it stays remapped');
+  t.match(
+    u2.stderr,
+    new RegExp(`main device cannot be written at byte ${badAt}.*stays remapped`),
+    'message names the offset and says it stays remapped',
+  );
   t.match(u2.stderr, /done before/, 'message says what was done before');
   const list2 = await listJson(s);
-  t.ok(list2.remaps.some((e) => e.offset === badAt), 'the unwritable block is still remapped');
+  t.ok(
+    list2.remaps.some((e) => e.offset === badAt),
+    'the unwritable block is still remapped',
+  );
   t.equal(list2.remaps.length, 6, 'the two blocks before it were unremapped, the rest kept');
   t.equal(await hashOf(srv.uri, at, len), newHash, 'data identical after the refused unremap');
   // the remap/unremap commands refuse bad ranges with a message
@@ -106,8 +111,15 @@ t.test('manual remap racing a write whose main attempt fails and is retried per 
   t.equal(w.code, 0, 'client write acknowledged', { out: describe(w), log: logTail(srv) });
   t.equal(m.code, 0, 'manual remap done', { out: describe(m) });
   const got = await hashOf(srv.uri, b1, 2 * B);
-  const want = (await import('node:crypto')).createHash('sha256').update(Buffer.alloc(2 * B, 0x20)).digest('hex');
+  const want = (await import('node:crypto'))
+    .createHash('sha256')
+    .update(Buffer.alloc(2 * B, 0x20))
+    .digest('hex');
   t.equal(got, want, 'the acknowledged write reads back in both blocks (not the old contents of b1)');
   const list = await listJson(s);
-  t.same(list.remaps.map((e) => e.offset).sort((a, b) => a - b), [b1, b2], 'both blocks remapped');
+  t.same(
+    list.remaps.map((e) => e.offset).sort((a, b) => a - b),
+    [b1, b2],
+    'both blocks remapped',
+  );
 });

@@ -5,7 +5,15 @@
  */
 import t from 'tap';
 import {
-  createRemapSetup, startRemapd, statusJson, listJson, qemuIo, qemuIoClean, loadFaults, readFileRange, logRecords,
+  createRemapSetup,
+  startRemapd,
+  statusJson,
+  listJson,
+  qemuIo,
+  qemuIoClean,
+  loadFaults,
+  readFileRange,
+  logRecords,
 } from '../helpers/remap-setup';
 import { describe, logTail, runPython, MiB } from '../helpers';
 
@@ -29,9 +37,16 @@ t.test('flaky block (count: 3) is rescued to the spare', async (t) => {
   t.equal(st.counters.rescued, 1, 'status: counters.rescued = 1');
   t.equal(st.pending.count, 0, 'nothing pending');
   const list = await listJson(s);
-  t.same(list.remaps.map((e) => [e.offset, e.reason]), [[at + 4096, 'read-error']], 'list: the flaky block, reason read-error');
+  t.same(
+    list.remaps.map((e) => [e.offset, e.reason]),
+    [[at + 4096, 'read-error']],
+    'list: the flaky block, reason read-error',
+  );
   t.ok(readFileRange(s.spare, list.remaps[0].spareBlock * B, B).equals(Buffer.alloc(B, 0x5a)), 'spare block holds the rescued data');
-  t.ok(logRecords(srv).some((l) => l.offset === at + 4096 && /rescued/.test(String(l.msg))), 'log: rescue with the block offset');
+  t.ok(
+    logRecords(srv).some((l) => l.offset === at + 4096 && /rescued/.test(String(l.msg))),
+    'log: rescue with the block offset',
+  );
   // make main fail for good: the block still reads (from the spare)
   await loadFaults(s, [{ op: 'read', offset: at + 4096, length: 4096, error: 'EIO' }]);
   const r2 = await qemuIo(srv.uri, [`read -P 0x5a ${at} 16k`]);
@@ -80,7 +95,14 @@ t.test('block that never reads: EIO with its offset, pending, then a write lands
   t.ok(qemuIoClean(w), 'pattern written', { out: describe(w) });
   await loadFaults(s, [{ op: 'read', offset: bad + 1000, length: 10, error: 'EIO' }]);
   const r = await runPython(READ_PY, [srv.uri, String(at), String(12288)]);
-  let out: { ok?: boolean; errno?: string; structured?: boolean; chunks?: { offset: number; status: number; err: number | null }[]; simple_ok?: boolean; simple_errno?: string } = {};
+  let out: {
+    ok?: boolean;
+    errno?: string;
+    structured?: boolean;
+    chunks?: { offset: number; status: number; err: number | null }[];
+    simple_ok?: boolean;
+    simple_errno?: string;
+  } = {};
   try {
     out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}');
   } catch {
@@ -111,7 +133,11 @@ t.test('block that never reads: EIO with its offset, pending, then a write lands
   t.equal(st.pending.count, 0, 'no longer pending');
   t.equal(st.remaps.byReason['read-error'], 1, 'remapped with reason read-error');
   const list = await listJson(s);
-  t.same(list.remaps.map((e) => e.offset), [bad], 'list: the block');
+  t.same(
+    list.remaps.map((e) => e.offset),
+    [bad],
+    'list: the block',
+  );
   t.ok(readFileRange(s.spare, list.remaps[0].spareBlock * B, B).equals(Buffer.alloc(B, 0x77)), 'the data is on the spare');
   t.ok(readFileRange(s.main, bad, B).equals(Buffer.alloc(B, 0x66)), 'main still has the old data there');
   const r3 = await runPython(READ_PY, [srv.uri, String(at), String(12288)]);

@@ -78,12 +78,15 @@ t.test('spare exhausted: ENOSPC / EIO, status, loud log, nothing else lost', asy
   // fill the whole region with a known pattern (no faults yet)
   const region = 4 * MiB;
   const extra = 4;
-  const fill = await runPython(String.raw`
+  const fill = await runPython(
+    String.raw`
 import nbd, sys
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 h.pwrite(bytes([0x5e]) * (16 * 1024 * 1024), 0)
 h.flush()
-`, [srv.uri]);
+`,
+    [srv.uri],
+  );
   t.equal(fill.code, 0, 'pattern written', { out: describe(fill) });
   await loadFaults(s, [{ op: 'write', offset: region, length: (n + extra + 1) * B, error: 'EIO' }]);
   const r = await runPython(PY, [srv.uri, String(region), String(n), String(extra)], 300_000);
@@ -109,11 +112,19 @@ h.flush()
   const logs = logRecords(srv);
   const exhausted = logs.filter((l) => /SPARE EXHAUSTED/.test(String(l.msg)));
   t.ok(exhausted.length >= extra + 1, 'log: SPARE EXHAUSTED for every refused remap');
-  t.ok(exhausted.every((l) => (l.level as number) >= 50), 'log: at error level or above');
-  t.ok(exhausted.some((l) => l.offset === region + n * B), 'log: names the offset of the first refused block');
+  t.ok(
+    exhausted.every((l) => (l.level as number) >= 50),
+    'log: at error level or above',
+  );
+  t.ok(
+    exhausted.some((l) => l.offset === region + n * B),
+    'log: names the offset of the first refused block',
+  );
   const low = logs.filter((l) => /running out of space/.test(String(l.msg)));
   t.equal(low.length, 1, 'log: the 90 % warning appeared once');
-  t.ok(low.length === 1 && (low[0].used as number) >= Math.ceil(0.9 * n) && (low[0].used as number) <= n, '90 % warning at >= 90 % used', { low });
+  t.ok(low.length === 1 && (low[0].used as number) >= Math.ceil(0.9 * n) && (low[0].used as number) <= n, '90 % warning at >= 90 % used', {
+    low,
+  });
   // restart: still exhausted, remaps all there
   await srv.stop('SIGTERM');
   const srv2 = await startRemapd(t, s);

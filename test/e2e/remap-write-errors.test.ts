@@ -11,7 +11,16 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  createRemapSetup, startRemapd, statusJson, listJson, qemuIo, qemuIoClean, loadFaults, readFileRange, logRecords, writeFaults,
+  createRemapSetup,
+  startRemapd,
+  statusJson,
+  listJson,
+  qemuIo,
+  qemuIoClean,
+  loadFaults,
+  readFileRange,
+  logRecords,
+  writeFaults,
   type FaultRuleSpec,
 } from '../helpers/remap-setup';
 import { describe, logTail, run, runPython, randomImage, MiB } from '../helpers';
@@ -59,8 +68,15 @@ t.test('qemu-io and nbdcopy through failing write ranges; status, list, restart'
   t.equal(st.remaps.byReason['write-error'], expected.length, 'all remaps have reason write-error');
   t.equal(st.counters.writeErrors >= expected.length, true, 'write errors counted');
   const list = await listJson(s);
-  t.same(list.remaps.map((e) => e.offset).sort((a, b) => a - b), expected, 'list --json shows exactly the failing blocks');
-  t.ok(list.remaps.every((e) => e.reason === 'write-error'), 'list: reasons');
+  t.same(
+    list.remaps.map((e) => e.offset).sort((a, b) => a - b),
+    expected,
+    'list --json shows exactly the failing blocks',
+  );
+  t.ok(
+    list.remaps.every((e) => e.reason === 'write-error'),
+    'list: reasons',
+  );
 
   // the data of remapped blocks really is on the spare, and main kept its old contents there
   const srcBuf = readFileSync(src);
@@ -78,8 +94,11 @@ t.test('qemu-io and nbdcopy through failing write ranges; status, list, restart'
   await srv.stop('SIGTERM');
   srv = await startRemapd(t, s);
   const list2 = await listJson(s);
-  t.same(list2.remaps.map((e) => [e.offset, e.spareBlock]).sort((a, b) => a[0] - b[0]),
-    list.remaps.map((e) => [e.offset, e.spareBlock]).sort((a, b) => a[0] - b[0]), 'after restart: same remap table');
+  t.same(
+    list2.remaps.map((e) => [e.offset, e.spareBlock]).sort((a, b) => a[0] - b[0]),
+    list.remaps.map((e) => [e.offset, e.spareBlock]).sort((a, b) => a[0] - b[0]),
+    'after restart: same remap table',
+  );
   const st2 = await statusJson(s);
   t.equal(st2.remaps.total, expected.length, 'after restart: remaps.total');
   t.equal(st2.remaps.byReason['write-error'], expected.length, 'after restart: byReason.write-error');
@@ -99,7 +118,6 @@ t.test('qemu-io and nbdcopy through failing write ranges; status, list, restart'
   t.ok(srv.isRunning(), 'server running');
 });
 
-
 t.test('partial-block write into a block failing on write: read-modify-write keeps the rest', async (t) => {
   const s = await createRemapSetup(t, { mainBytes: 16 * MiB });
   const srv = await startRemapd(t, s);
@@ -117,13 +135,22 @@ t.test('partial-block write into a block failing on write: read-modify-write kee
   ]);
   t.ok(qemuIoClean(r), 'rest of the block (and neighbours) keep the old contents', { out: describe(r) });
   const list = await listJson(s);
-  t.same(list.remaps.map((e) => e.offset), [base + 4096], 'exactly the failing block is remapped');
+  t.same(
+    list.remaps.map((e) => e.offset),
+    [base + 4096],
+    'exactly the failing block is remapped',
+  );
   const spareBlock = readFileRange(s.spare, list.remaps[0].spareBlock * B, B);
   const want = Buffer.alloc(B, 0x11);
   want.fill(0x22, 1536, 2048);
   t.ok(spareBlock.equals(want), 'spare holds the merged block (old + new bytes)');
   // a second partial write to the now-remapped block goes to the spare too
-  const p2 = await qemuIo(srv.uri, [`write -P 0x33 ${base + 4096} 100`, `read -P 0x33 ${base + 4096} 100`, `read -P 0x11 ${base + 4096 + 100} 1436`, `read -P 0x22 ${base + 4096 + 1536} 512`]);
+  const p2 = await qemuIo(srv.uri, [
+    `write -P 0x33 ${base + 4096} 100`,
+    `read -P 0x33 ${base + 4096} 100`,
+    `read -P 0x11 ${base + 4096 + 100} 1436`,
+    `read -P 0x22 ${base + 4096 + 1536} 512`,
+  ]);
   t.ok(qemuIoClean(p2), 'second partial write to the remapped block', { out: describe(p2) });
   t.equal((await statusJson(s)).remaps.total, 1, 'still one remap');
 });
@@ -153,7 +180,13 @@ t.test('FUA, FLUSH and TRIM with remaps', async (t) => {
   t.ok(readFileRange(s.spare, first.spareBlock * B, B).equals(Buffer.alloc(B, 0x43)), 'spare block has the FUA data');
 
   // TRIM of remapped blocks: remap stays, range reads as zero; neighbours (remapped and not) intact
-  const d = await qemuIo(srv.uri, [`discard ${4 * MiB + 4096} 8k`, `read -P 0 ${4 * MiB + 4096} 8k`, `read -P 0x43 ${4 * MiB} 4k`, `read -P 0x41 ${4 * MiB + 12288} 4k`, `read -P 0x42 ${4 * MiB + 16384} 16k`]);
+  const d = await qemuIo(srv.uri, [
+    `discard ${4 * MiB + 4096} 8k`,
+    `read -P 0 ${4 * MiB + 4096} 8k`,
+    `read -P 0x43 ${4 * MiB} 4k`,
+    `read -P 0x41 ${4 * MiB + 12288} 4k`,
+    `read -P 0x42 ${4 * MiB + 16384} 16k`,
+  ]);
   t.ok(qemuIoClean(d), 'discard of remapped blocks reads back as zeroes; neighbours intact', { out: describe(d) });
   const st2 = await statusJson(s);
   t.same(st2.remaps, st1.remaps, 'status remaps unchanged by TRIM');
@@ -216,7 +249,11 @@ print(json.dumps(out))
 t.test('writes to failing blocks stay ordered (libnbd aio)', async (t) => {
   const base = 8 * MiB;
   const nblocks = 48;
-  const s = await createRemapSetup(t, { mainBytes: 16 * MiB, fill: 'random', faults: [{ op: 'write', offset: base, length: (nblocks + 1) * B, error: 'EIO' }] });
+  const s = await createRemapSetup(t, {
+    mainBytes: 16 * MiB,
+    fill: 'random',
+    faults: [{ op: 'write', offset: base, length: (nblocks + 1) * B, error: 'EIO' }],
+  });
   const srv = await startRemapd(t, s);
   const r = await runPython(ORDER_PY, [srv.uri, String(base), String(nblocks)], 180_000);
   let out: { one_block_equal?: boolean; range_equal?: boolean; inflight?: number[] } = {};
@@ -228,9 +265,12 @@ t.test('writes to failing blocks stay ordered (libnbd aio)', async (t) => {
   t.equal(r.code, 0, 'python client ran', { out: describe(r), log: logTail(srv) });
   t.equal(out.one_block_equal, true, '300 sequential overlapping writes to one failing block: final = model');
   t.equal(out.range_equal, true, 'concurrent waves to different failing blocks: final = last wave');
-  t.ok((out.inflight ?? []).some((n) => n > 1), 'writes of a wave really were in flight together', { inflight: out.inflight });
+  t.ok(
+    (out.inflight ?? []).some((n) => n > 1),
+    'writes of a wave really were in flight together',
+    { inflight: out.inflight },
+  );
   const st = await statusJson(s);
   t.equal(st.remaps.total, nblocks + 1, 'every block of the failing range remapped once');
   t.ok(srv.isRunning(), 'server running');
 });
-

@@ -84,7 +84,14 @@ t.test(`${RESTARTS} planned restarts (SIGHUP) under a verified write/read load: 
   writeFileSync(stop, '');
   const code = await clientDone;
   t.equal(code, 0, 'client exited 0', { stderr: err });
-  const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { ops: number; nerrors: number; errors: string[]; maxOpMs: number; verified: number; mismatches: number };
+  const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as {
+    ops: number;
+    nerrors: number;
+    errors: string[];
+    maxOpMs: number;
+    verified: number;
+    mismatches: number;
+  };
   t.equal(result.nerrors, 0, 'no error on the client connection', { errors: result.errors, log: logTail(server) });
   t.ok(result.ops > RESTARTS, `client did ${result.ops} verified write+read pairs`);
   t.ok(result.verified > 0, `final re-read of ${result.verified} written 64 KiB slots`);
@@ -92,11 +99,21 @@ t.test(`${RESTARTS} planned restarts (SIGHUP) under a verified write/read load: 
   t.equal(new Set(pids).size, RESTARTS + 1, `${RESTARTS + 1} different processes served the connection`);
 
   const adopted = records(server, 'hand-over: connections adopted');
-  t.ok(adopted.every((r) => r.adopted === 1 && r.closed === 0), 'each successor adopted the one connection, closed none', { adopted });
-  t.equal(records(server, 'client connected').filter((r) => !(r.options as string[] | undefined)?.includes('(handed over)')).length, 1, 'the client handshook exactly once');
+  t.ok(
+    adopted.every((r) => r.adopted === 1 && r.closed === 0),
+    'each successor adopted the one connection, closed none',
+    { adopted },
+  );
+  t.equal(
+    records(server, 'client connected').filter((r) => !(r.options as string[] | undefined)?.includes('(handed over)')).length,
+    1,
+    'the client handshook exactly once',
+  );
   const drains = records(server, 'hand-over: connections drained, devices closed').map((r) => Number(r.drainMs));
   const stalls = adopted.map((r) => Number(r.sinceHandoverStartMs));
-  t.comment(`client: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; drain ms ${drains.join(',')}; hand-over start→adopted ms ${stalls.join(',')}`);
+  t.comment(
+    `client: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; drain ms ${drains.join(',')}; hand-over start→adopted ms ${stalls.join(',')}`,
+  );
   const st = await statusJson(s);
   t.ok(st.remaps.total > 0, `blocks were remapped during the run (${st.remaps.total})`);
   process.kill(currentPid(server), 'SIGTERM');
@@ -105,10 +122,36 @@ t.test(`${RESTARTS} planned restarts (SIGHUP) under a verified write/read load: 
 });
 
 t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart with FileDescriptorStoreMax=)`, async (t) => {
-  const s = await createRemapSetup(t, { mainBytes: 64 * MiB, spareBytes: 32 * MiB, faults: [{ op: 'write', offset: 8 * MiB, length: 512 * 1024, error: 'EIO' }] });
+  const s = await createRemapSetup(t, {
+    mainBytes: 64 * MiB,
+    spareBytes: 32 * MiB,
+    faults: [{ op: 'write', offset: 8 * MiB, length: 512 * 1024, error: 'EIO' }],
+  });
   const logFile = join(s.dir, 'daemon.log');
-  const mgr = spawn(PYTHON, [MANAGER, join(s.dir, 'notify.sock'), logFile, '--', process.execPath, REMAPD_BIN, 'serve', '--main', s.main, '--spare', s.spare,
-    '--socket', s.socket, '--control', s.control, '--faults', s.faultsFile, '--no-scan'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const mgr = spawn(
+    PYTHON,
+    [
+      MANAGER,
+      join(s.dir, 'notify.sock'),
+      logFile,
+      '--',
+      process.execPath,
+      REMAPD_BIN,
+      'serve',
+      '--main',
+      s.main,
+      '--spare',
+      s.spare,
+      '--socket',
+      s.socket,
+      '--control',
+      s.control,
+      '--faults',
+      s.faultsFile,
+      '--no-scan',
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
   const lines: string[] = [];
   let partial = '';
   mgr.stdout.on('data', (b: Buffer) => {
@@ -142,19 +185,46 @@ t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart 
   }
   writeFileSync(stop, '');
   t.equal(await clientDone, 0, 'client exited 0');
-  const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { ops: number; nerrors: number; errors: string[]; maxOpMs: number; verified: number; mismatches: number };
+  const result = JSON.parse(out.trim().split('\n').pop() ?? '{}') as {
+    ops: number;
+    nerrors: number;
+    errors: string[];
+    maxOpMs: number;
+    verified: number;
+    mismatches: number;
+  };
   t.equal(result.nerrors, 0, 'no error on the client connection', { errors: result.errors });
   t.equal(result.mismatches, 0, `every acknowledged write reads back (${result.verified} slots)`);
   const exits = lines.filter((l) => l.startsWith('exited'));
-  t.ok(exits.every((l) => l.split(' ')[1] === '0'), 'every old process exited 0', { exits });
-  t.ok(exits.every((l) => Number(l.split(' ')[2]) >= 2), 'each left its connection and state in the store', { exits });
+  t.ok(
+    exits.every((l) => l.split(' ')[1] === '0'),
+    'every old process exited 0',
+    { exits },
+  );
+  t.ok(
+    exits.every((l) => Number(l.split(' ')[2]) >= 2),
+    'each left its connection and state in the store',
+    { exits },
+  );
   const readies = lines.filter((l) => l.startsWith('ready'));
   // What stays stored is the listener the first process created (systemd keeps listeners anyway).
-  t.ok(readies.slice(1).every((l) => l.split(' ')[2] === '1'), 'each successor took its connection and state out of the store (FDSTOREREMOVE); only the listener stays', { readies });
-  const adopted = readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('hand-over: connections adopted')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.ok(
+    readies.slice(1).every((l) => l.split(' ')[2] === '1'),
+    'each successor took its connection and state out of the store (FDSTOREREMOVE); only the listener stays',
+    { readies },
+  );
+  const adopted = readFileSync(logFile, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('hand-over: connections adopted'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   t.equal(adopted.length, RESTARTS, 'every start adopted');
-  t.ok(adopted.every((r) => r.adopted === 1), 'the one connection each time');
-  t.comment(`fd store: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; hand-over start→adopted ms ${adopted.map((r) => r.sinceHandoverStartMs).join(',')}`);
+  t.ok(
+    adopted.every((r) => r.adopted === 1),
+    'the one connection each time',
+  );
+  t.comment(
+    `fd store: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; hand-over start→adopted ms ${adopted.map((r) => r.sinceHandoverStartMs).join(',')}`,
+  );
   mgr.stdin.write('stop\n');
   await waitFor('stop', () => count('stopped') >= 1, 30_000);
 });
@@ -199,7 +269,7 @@ print(json.dumps(out), flush=True)
   writeFileSync(go, '');
   await done;
   const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as Record<string, unknown>;
-  t.equal(r.plain, true, 'the plain connection continued (and sees the TLS client\'s write)', { err });
+  t.equal(r.plain, true, "the plain connection continued (and sees the TLS client's write)", { err });
   t.equal(r.tls, 'closed', 'the TLS connection was closed by the hand-over');
   t.equal(r.tlsAgain, true, 'a new TLS connection works with the successor');
   const adopted = records(server, 'hand-over: connections adopted')[0];

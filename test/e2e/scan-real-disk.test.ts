@@ -45,7 +45,8 @@ async function needsDirect(t: object, ctl: string): Promise<boolean> {
     const x = await scan(ctl);
     return x.readsDirect !== null && x;
   });
-  if (!st.readsDirect) (t as { skip: (name: string) => unknown }).skip('the scan worker does not read main with O_DIRECT (storage engine not in this tree)');
+  if (!st.readsDirect)
+    (t as { skip: (name: string) => unknown }).skip('the scan worker does not read main with O_DIRECT (storage engine not in this tree)');
   return st.readsDirect === true;
 }
 
@@ -89,9 +90,13 @@ t.test('suspect regions are read first; the device vanishing is "device failed",
   await waitFor('the pass started', async () => (await scan(s.ctl)).cursorOffset > 0);
   const bad = await callControl(s.ctl, 'suspect', { ranges: [{ offset: 1.5, length: 1 }], source: 'test' }).catch((e: Error) => e);
   t.match(String(bad), /integer/, 'a fractional offset is refused');
-  const past = await callControl(s.ctl, 'suspect', { ranges: [{ offset: 64 * MiB - 512, length: 1024 }], source: 'test' }).catch((e: Error) => e);
+  const past = await callControl(s.ctl, 'suspect', { ranges: [{ offset: 64 * MiB - 512, length: 1024 }], source: 'test' }).catch(
+    (e: Error) => e,
+  );
   t.match(String(past), /past the device/, 'a range past the device is refused');
-  const r = (await callControl(s.ctl, 'suspect', { ranges: [{ offset: NEAR_END * B, length: 2 * B }], source: 'test map' })) as { queued: number };
+  const r = (await callControl(s.ctl, 'suspect', { ranges: [{ offset: NEAR_END * B, length: 2 * B }], source: 'test map' })) as {
+    queued: number;
+  };
   t.same(r, { queued: 1 });
   const st = await waitFor('the suspect block pending', async () => {
     const x = await scan(s.ctl);

@@ -18,7 +18,10 @@ const B = 4096;
 t.setTimeout(300_000);
 type Tap = { teardown(fn: () => unknown): void };
 
-async function loopDaemon(t: Tap, o: { env?: Record<string, string>; faults?: unknown[]; args: string[] }): Promise<{ dir: string; ctl: string; server: Server }> {
+async function loopDaemon(
+  t: Tap,
+  o: { env?: Record<string, string>; faults?: unknown[]; args: string[] },
+): Promise<{ dir: string; ctl: string; server: Server }> {
   const dir = tempDir(t, 'remapd-smart-');
   const img = join(dir, 'media.img');
   randomImage(img, 32 * MiB);
@@ -106,6 +109,10 @@ t.test('a drive that reports SMART: counts in status and score, logged LBA read 
   const list = (await callControl(s.ctl, 'list')) as { remaps: unknown[] };
   t.same(list.remaps, [], 'nothing remapped');
   const human = await run(process.execPath, [REMAPD_BIN, 'status', '--control', s.ctl]);
-  t.match(human.stdout, /smart\s+ATA passed, reallocated 8, pending 2, offline uncorrectable 2, 1 logged LBAs sent to the scan/, describe(human));
+  t.match(
+    human.stdout,
+    /smart\s+ATA passed, reallocated 8, pending 2, offline uncorrectable 2, 1 logged LBAs sent to the scan/,
+    describe(human),
+  );
   t.match(s.server.log(), /SMART log names bad LBAs on main/);
 });

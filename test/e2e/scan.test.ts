@@ -9,7 +9,20 @@ import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { callControl } from '../../daemon/control-client';
 import type { ScanStatus } from '../../health/scanner';
-import { describe, killGroup, MiB, PYTHON, randomImage, REMAPD_BIN, run, runPython, sleep, startServer, tempDir, type Server } from '../helpers';
+import {
+  describe,
+  killGroup,
+  MiB,
+  PYTHON,
+  randomImage,
+  REMAPD_BIN,
+  run,
+  runPython,
+  sleep,
+  startServer,
+  tempDir,
+  type Server,
+} from '../helpers';
 
 const B = 4096;
 // Real worker threads and real reads: slow on a loaded 2-core machine (no timing is asserted).
@@ -23,7 +36,10 @@ interface Setup {
   server: Server;
 }
 
-async function setup(t: Tap, o: { sizeMiB: number; faults?: unknown[]; args?: string[]; env?: Record<string, string>; dir?: string }): Promise<Setup> {
+async function setup(
+  t: Tap,
+  o: { sizeMiB: number; faults?: unknown[]; args?: string[]; env?: Record<string, string>; dir?: string },
+): Promise<Setup> {
   const dir = o.dir ?? tempDir(t, 'remapd-scan-');
   const image = join(dir, 'main.img');
   const spare = join(dir, 'spare.img');
@@ -79,7 +95,9 @@ async function readAll(s: Setup): Promise<Buffer> {
 }
 
 t.test('slow and flaky blocks are found and migrated with identical data', async (t) => {
-  const FLAKY = 300, VSLOW = 1000, SLOW = 2000;
+  const FLAKY = 300,
+    VSLOW = 1000,
+    SLOW = 2000;
   const s = await setup(t, {
     sizeMiB: 16,
     faults: [
@@ -102,7 +120,8 @@ t.test('slow and flaky blocks are found and migrated with identical data', async
   const data = await readAll(s);
   t.equal(data.length, s.original.length);
   t.ok(data.equals(s.original), 'the whole device reads back identical to the original image');
-  for (const b of [FLAKY, VSLOW, SLOW]) t.ok(data.subarray(b * B, (b + 1) * B).equals(s.original.subarray(b * B, (b + 1) * B)), `block ${b}`);
+  for (const b of [FLAKY, VSLOW, SLOW])
+    t.ok(data.subarray(b * B, (b + 1) * B).equals(s.original.subarray(b * B, (b + 1) * B)), `block ${b}`);
   const json = await run(process.execPath, [REMAPD_BIN, 'scan', 'status', '--json', '--control', s.ctl]);
   t.equal(json.code, 0, describe(json));
   const parsed = JSON.parse(json.stdout) as ScanStatus;
@@ -129,12 +148,15 @@ t.test('unreadable block (rules reloaded at run time) is reported, then remapped
   const txt = await run(process.execPath, [REMAPD_BIN, 'scan', 'status', '--control', s.ctl]);
   t.match(txt.stdout, new RegExp(`unreadable:\\s+${BAD * B}`), 'CLI lists the offset');
   // A write to the block lands on the spare and reads back.
-  const py = await runPython(`
+  const py = await runPython(
+    `
 import nbd, sys
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 h.pwrite(b"\\xab" * 4096, ${BAD * B}, nbd.CMD_FLAG_FUA)
 print(h.pread(4096, ${BAD * B}) == b"\\xab" * 4096)
-`, [s.server.uri]);
+`,
+    [s.server.uri],
+  );
   t.equal(py.stdout.trim(), 'True', describe(py));
   const r = await remaps(s);
   t.equal(r[BAD], 'read-error', 'remapped by the write');
@@ -150,7 +172,8 @@ t.test('a client write racing a migration wins', async (t) => {
   });
   // Write block X in a loop until the migration has happened, then a few more times. Every write
   // carries its sequence number; the last one must be what reads back.
-  const py = await runPython(`
+  const py = await runPython(
+    `
 import json, nbd, socket, struct, sys, time
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 def remapped():
@@ -169,7 +192,10 @@ while time.time() < deadline:
 h.flush()
 got = struct.unpack("<Q", h.pread(8, ${X * B}))[0]
 print(json.dumps({"last": i, "remappedAt": after, "got": got, "whole": h.pread(4096, ${X * B}) == struct.pack("<Q", i) * 512}))
-`, [s.server.uri, s.ctl], 120_000);
+`,
+    [s.server.uri, s.ctl],
+    120_000,
+  );
   t.equal(py.code, 0, describe(py));
   const res = JSON.parse(py.stdout.trim()) as { last: number; remappedAt: number; got: number; whole: boolean };
   t.ok(res.remappedAt > 0, 'the migration happened while the client was writing');
@@ -217,13 +243,25 @@ t.test('progress survives a restart; pause and resume; a worker crash is survive
 
 t.test('suspect command: validated, regions read before the pass goes on, shown in remapd status', async (t) => {
   const BAD = 3900; // ~15.2 MiB into a 16 MiB image: at 1 MiB/s the pass needs ~15 s to get there
-  const s = await setup(t, { sizeMiB: 16, faults: [{ op: 'read', offset: BAD * B + 512, length: 512, error: 'EIO' }], args: ['--scan-rate', '1M', '--scan-interval', '1h'] });
-  const refused = await callControl(s.ctl, 'suspect', { ranges: [{ offset: 0, length: 16 * MiB + 1 }], source: 't' }).catch((e: Error) => e);
+  const s = await setup(t, {
+    sizeMiB: 16,
+    faults: [{ op: 'read', offset: BAD * B + 512, length: 512, error: 'EIO' }],
+    args: ['--scan-rate', '1M', '--scan-interval', '1h'],
+  });
+  const refused = await callControl(s.ctl, 'suspect', { ranges: [{ offset: 0, length: 16 * MiB + 1 }], source: 't' }).catch(
+    (e: Error) => e,
+  );
   t.match(String(refused), /ends past the device/);
   const noSource = await callControl(s.ctl, 'suspect', { ranges: [] }).catch((e: Error) => e);
   t.match(String(noSource), /source/);
   t.ok(s.server.isRunning(), 'bad arguments do not hurt the daemon');
-  const r = (await callControl(s.ctl, 'suspect', { ranges: [{ offset: (BAD - 2) * B, length: 4 * B }, { offset: 100 * B, length: 1 }], source: 'e2e hints' })) as { queued: number };
+  const r = (await callControl(s.ctl, 'suspect', {
+    ranges: [
+      { offset: (BAD - 2) * B, length: 4 * B },
+      { offset: 100 * B, length: 1 },
+    ],
+    source: 'e2e hints',
+  })) as { queued: number };
   t.same(r, { queued: 2 });
   const st = await waitFor('the suspect block pending', async () => {
     const x = await status(s);
@@ -244,7 +282,16 @@ t.test('main gone (ENXIO): device failed in scan.status and the sd_notify STATUS
   const sock = join(dir, 'notify.sock');
   const got = join(dir, 'notify.log');
   // A stand-in for systemd's notify socket: records every datagram, one per line.
-  const listener = spawn(PYTHON, ['-c', 'import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nf=open(sys.argv[2],"a")\nwhile True:\n  f.write(s.recv(65536).decode().replace("\\n"," | ")+"\\n"); f.flush()\n', sock, got], { stdio: 'ignore', detached: true });
+  const listener = spawn(
+    PYTHON,
+    [
+      '-c',
+      'import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nf=open(sys.argv[2],"a")\nwhile True:\n  f.write(s.recv(65536).decode().replace("\\n"," | ")+"\\n"); f.flush()\n',
+      sock,
+      got,
+    ],
+    { stdio: 'ignore', detached: true },
+  );
   t.teardown(() => killGroup(listener.pid, 'SIGKILL'));
   await waitFor('the notify listener', async () => existsSync(sock));
   const s = await setup(t, {
@@ -259,6 +306,13 @@ t.test('main gone (ENXIO): device failed in scan.status and the sd_notify STATUS
   });
   t.match(st.deviceFailure, { reason: 'device-gone', code: 'ENXIO' });
   t.equal(st.blocks.pending, 0, 'no block pending');
-  const line = await waitFor('STATUS line', async () => existsSync(got) && readFileSync(got, 'utf8').split('\n').find((l) => l.includes('MAIN DEVICE FAILED')));
+  const line = await waitFor(
+    'STATUS line',
+    async () =>
+      existsSync(got) &&
+      readFileSync(got, 'utf8')
+        .split('\n')
+        .find((l) => l.includes('MAIN DEVICE FAILED')),
+  );
   t.match(line, /STATUS=MAIN DEVICE FAILED \(ENXIO\)/);
 });

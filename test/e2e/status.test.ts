@@ -65,7 +65,11 @@ t.test('status --json, the human view and --watch', async (t) => {
   t.equal(st.spare.free, st.spare.dataBlocks - 3, 'spare.free = dataBlocks - used');
   t.equal(st.spare.path, s.spare, 'spare.path');
   t.equal(st.connections, 1, 'connections: the held client');
-  t.ok(st.io?.totals?.WRITE && st.io.totals.WRITE.requests > 0 && st.io.totals.WRITE.bytes >= 2 * MiB, 'io.totals.WRITE counts the writes', { io: st.io });
+  t.ok(
+    st.io?.totals?.WRITE && st.io.totals.WRITE.requests > 0 && st.io.totals.WRITE.bytes >= 2 * MiB,
+    'io.totals.WRITE counts the writes',
+    { io: st.io },
+  );
   t.ok(st.io?.rates?.WRITE && st.io.rates.WRITE.bytesPerSecond > 0, 'io.rates.WRITE: a write rate over the recent window', { io: st.io });
   t.ok(st.io?.totals?.READ && st.io.totals.READ.errors >= 1, 'io.totals.READ counts the failed read as an error', { io: st.io });
 
@@ -75,13 +79,26 @@ t.test('status --json, the human view and --watch', async (t) => {
   t.match(text, /^clients\s+1 connected$/m, 'human view: clients');
   t.match(text, /^remaps\s+3 \((write-error 2, manual 1|manual 1, write-error 2)\), block size 4096$/m, 'human view: remaps with reasons');
   t.match(text, new RegExp(`^pending\\s+1 at ${12 * MiB}$`, 'm'), 'human view: pending count and offset');
-  t.match(text, new RegExp(`^spare\\s+${s.spare.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 3 of ${st.spare.dataBlocks} blocks used \\(\\S+%\\), ${st.spare.free} free$`, 'm'), 'human view: spare used/free');
+  t.match(
+    text,
+    new RegExp(
+      `^spare\\s+${s.spare.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 3 of ${st.spare.dataBlocks} blocks used \\(\\S+%\\), ${st.spare.free} free$`,
+      'm',
+    ),
+    'human view: spare used/free',
+  );
   t.match(text, /^io\s+read .*\/s .*write .*\/s/m, 'human view: io rates');
   t.notMatch(text, /undefined|NaN|\[object Object\]/, 'human view has no undefined/NaN');
 
   // --watch under a pseudo-terminal: clears the screen and redraws (at least twice).
-  const pw = await runUnderPty([process.execPath, REMAPD_BIN, 'status', '--watch', '--interval', '0.2', '--control', s.control], '\\x1b\\[2J\\x1b\\[H[^\\x1b]*clients', 3, 60);
+  const pw = await runUnderPty(
+    [process.execPath, REMAPD_BIN, 'status', '--watch', '--interval', '0.2', '--control', s.control],
+    '\\x1b\\[2J\\x1b\\[H[^\\x1b]*clients',
+    3,
+    60,
+  );
   t.ok(pw.matched, '--watch redrew at least twice (3 screens seen)', { out: pw.output.slice(-3000), exit: pw.exit });
+  // eslint-disable-next-line no-control-regex -- terminal escape sequences are what is tested
   t.ok((pw.output.match(/\x1b\[2J/g) ?? []).length >= 2, '--watch clears the screen before each redraw');
   t.ok((pw.output.match(/^remaps\s+3 /gm) ?? []).length >= 2, 'each screen shows the numbers');
 
@@ -113,7 +130,9 @@ t.test('status when no daemon runs: names the socket and suggests --control', as
   if (!existsSync('/run/remapd/disk.ctl')) {
     const rd = await remapd(['status'], { env: cleanEnv() });
     t.equal(rd.code, 1, 'default socket: exit 1', { out: describe(rd) });
-    t.ok(rd.stderr.includes('/run/remapd/disk.ctl') && /--control/.test(rd.stderr), 'default socket: named, --control suggested', { out: describe(rd) });
+    t.ok(rd.stderr.includes('/run/remapd/disk.ctl') && /--control/.test(rd.stderr), 'default socket: named, --control suggested', {
+      out: describe(rd),
+    });
   }
   // --watch gives up with the same message instead of looping.
   const rw = await remapd(['status', '--watch', '--interval', '0.1', '--control', missing], { env: cleanEnv(), timeoutMs: 30_000 });

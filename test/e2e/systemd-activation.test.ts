@@ -9,9 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import {
-  tempDir, run, describe, randomImage, MiB, REMAPD_BIN, killGroup, probeGreeting, nbdUri, sleep,
-} from '../helpers';
+import { tempDir, run, describe, randomImage, MiB, REMAPD_BIN, killGroup, probeGreeting, nbdUri, sleep } from '../helpers';
 import { somaxconn, unixBacklog } from '../helpers/listen-backlog';
 
 /** Skip reason when a tool is missing (tap's skip option needs it synchronously). */
@@ -47,7 +45,16 @@ t.test('serves the passed fd: nbdinfo and an nbdcopy round trip', { skip: need('
   const dir = tempDir(t);
   const image = randomImage(join(dir, 'main.img'), SIZE);
   const sock = join(dir, 'act.sock');
-  const a = await activate(t, dir, sock, ['--main', image, '--export', 'act', '--control', join(dir, 'ctl.sock'), '--max-connections', '1000']);
+  const a = await activate(t, dir, sock, [
+    '--main',
+    image,
+    '--export',
+    'act',
+    '--control',
+    join(dir, 'ctl.sock'),
+    '--max-connections',
+    '1000',
+  ]);
 
   // The first connection makes systemd-socket-activate exec the daemon; nbdinfo waits in the queue.
   const info = await run('nbdinfo', ['--json', nbdUri(sock, 'act')], { timeoutMs: 60_000 });

@@ -102,13 +102,20 @@ for (const [name, extraEnv, available] of transports) {
     await l.waitFor(() => l.got.filter((x) => x.fields.WATCHDOG === '1' && x.t > readyAt).length >= 10, 60_000);
     const pings = l.got.filter((x) => x.fields.WATCHDOG === '1').map((x) => x.t);
     t.ok(pings.length >= 10, `at least 10 WATCHDOG=1 pings (got ${pings.length})`, { log: d.log() });
-    const gaps = pings.slice(1).map((p, i) => p - pings[i]!).sort((a, b) => a - b);
+    const gaps = pings
+      .slice(1)
+      .map((p, i) => p - pings[i]!)
+      .sort((a, b) => a - b);
     const median = gaps[Math.floor(gaps.length / 2)] ?? 0;
     const lowerQuartile = gaps[Math.floor(gaps.length / 4)] ?? 0;
     // Half the interval. A loaded machine only makes pings later (a late timer does not catch up), so
     // bound the typical gap from below and the shorter ones from above.
     t.ok(median >= 0.15, `pings not sooner than ~0.2 s apart (median gap ${median.toFixed(3)} s)`, { gaps });
-    t.ok(lowerQuartile < 0.4, `pings at half the 0.4 s watchdog interval, not the whole (lower-quartile gap ${lowerQuartile.toFixed(3)} s)`, { gaps });
+    t.ok(
+      lowerQuartile < 0.4,
+      `pings at half the 0.4 s watchdog interval, not the whole (lower-quartile gap ${lowerQuartile.toFixed(3)} s)`,
+      { gaps },
+    );
 
     process.kill(d.proc.pid!, 'SIGTERM');
     const stopping = await l.waitFor((x) => x.fields.STOPPING === '1');
@@ -145,7 +152,10 @@ t.test('WATCHDOG_PID of another process: no pings; no NOTIFY_SOCKET: nothing sen
 
 t.test('environment parsing: LISTEN_* and WATCHDOG_* honoured for our PID only, and removed', async (t) => {
   let env: Record<string, string | undefined> = { LISTEN_FDS: '2', LISTEN_PID: '42', LISTEN_FDNAMES: 'nbd:tcp', OTHER: 'x' };
-  t.same(takeListenFds(env, 42), [{ fd: 3, name: 'nbd' }, { fd: 4, name: 'tcp' }]);
+  t.same(takeListenFds(env, 42), [
+    { fd: 3, name: 'nbd' },
+    { fd: 4, name: 'tcp' },
+  ]);
   t.same(Object.keys(env), ['OTHER'], 'LISTEN_* removed');
   env = { LISTEN_FDS: '1', LISTEN_PID: '41' };
   t.same(takeListenFds(env, 42), [], 'LISTEN_PID of another process: ignored');

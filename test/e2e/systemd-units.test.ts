@@ -17,7 +17,9 @@ function need(cmd: string): string | false {
 
 const UNIT_DIR = join(REPO_ROOT, 'systemd');
 const INSTALLED_BIN = '/usr/bin/remapd';
-const units = readdirSync(UNIT_DIR).filter((f) => /\.(service|socket|target|timer)$/.test(f)).sort();
+const units = readdirSync(UNIT_DIR)
+  .filter((f) => /\.(service|socket|target|timer)$/.test(f))
+  .sort();
 
 /** The units as loaded for instance "t1", rewritten to this checkout, in a fresh directory. */
 function stage(dir: string, edit: (name: string, text: string) => string = (_n, s) => s): string[] {
@@ -37,11 +39,18 @@ function ours(output: string, dir: string): string[] {
 }
 
 async function verify(files: string[]) {
-  return run('systemd-analyze', ['verify', '--man=no', ...files], { timeoutMs: 120_000, env: { ...process.env, SYSTEMD_LOG_LEVEL: 'notice' } });
+  return run('systemd-analyze', ['verify', '--man=no', ...files], {
+    timeoutMs: 120_000,
+    env: { ...process.env, SYSTEMD_LOG_LEVEL: 'notice' },
+  });
 }
 
 t.test('systemd-analyze verify: every unit is clean', { skip: need('systemd-analyze') }, async (t) => {
-  t.same(units, ['remapd-alert@.service', 'remapd-assemble.service', 'remapd-nbd-attach@.service', 'remapd@.service', 'remapd@.socket'], 'the expected units exist');
+  t.same(
+    units,
+    ['remapd-alert@.service', 'remapd-assemble.service', 'remapd-nbd-attach@.service', 'remapd@.service', 'remapd@.socket'],
+    'the expected units exist',
+  );
   const dir = tempDir(t, 'remapd-units-');
   const files = stage(dir);
   const r = await verify(files);
@@ -88,7 +97,11 @@ t.test('remapd@.service: the settings the daemon relies on', async (t) => {
   t.match(attach, /^Wants=remapd@%i\.service$/m, 'Wants=, not Requires=: restarting the daemon must not restart (detach) the attach unit');
   t.notMatch(attach, /^Requires=/m, 'no Requires=');
   has(/^FileDescriptorStoreMax=(\d+)$/m, 'a file descriptor store for restarts with clients kept');
-  t.equal(/^FileDescriptorStoreMax=(\d+)$/m.exec(s)?.[1], /^Environment=REMAPD_FDSTORE=(\d+)$/m.exec(s)?.[1], 'REMAPD_FDSTORE matches FileDescriptorStoreMax=');
+  t.equal(
+    /^FileDescriptorStoreMax=(\d+)$/m.exec(s)?.[1],
+    /^Environment=REMAPD_FDSTORE=(\d+)$/m.exec(s)?.[1],
+    'REMAPD_FDSTORE matches FileDescriptorStoreMax=',
+  );
   has(/^ExecReload=\/bin\/kill -HUP \$MAINPID$/m, 'reload = SIGHUP hand-over');
   t.match(readFileSync(join(UNIT_DIR, 'remapd-assemble.service'), 'utf8'), /^ExecStart=\/usr\/bin\/remapd assemble --scan$/m);
 });

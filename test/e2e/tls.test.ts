@@ -56,28 +56,52 @@ t.test('certificates: nbdcopy round trip over TLS (libnbd), qemu-img info/conver
   t.match(f.server.log(), /"tls":true/, 'the daemon logged the connection as TLS');
 
   const qobj = ['--object', `tls-creds-x509,id=tls0,dir=${pki.clientNoCert},endpoint=client`];
-  const qi = await run('qemu-img', ['info', ...qobj, '--image-opts', `driver=nbd,path=${f.server.socket},tls-creds=tls0,tls-hostname=localhost`], { timeoutMs: 60_000 });
+  const qi = await run(
+    'qemu-img',
+    ['info', ...qobj, '--image-opts', `driver=nbd,path=${f.server.socket},tls-creds=tls0,tls-hostname=localhost`],
+    { timeoutMs: 60_000 },
+  );
   t.equal(qi.code, 0, 'qemu-img info over TLS', { out: describe(qi) });
   t.match(qi.stdout, new RegExp(`${SIZE} bytes`), 'qemu-img sees the size');
   const qout = join(f.dir, 'qout.img');
-  const qc = await run('qemu-img', ['convert', '-O', 'raw', ...qobj, '--image-opts', `driver=nbd,path=${f.server.socket},tls-creds=tls0,tls-hostname=localhost`, qout], { timeoutMs: 120_000 });
+  const qc = await run(
+    'qemu-img',
+    ['convert', '-O', 'raw', ...qobj, '--image-opts', `driver=nbd,path=${f.server.socket},tls-creds=tls0,tls-hostname=localhost`, qout],
+    { timeoutMs: 120_000 },
+  );
   t.equal(qc.code, 0, 'qemu-img convert over TLS', { out: describe(qc) });
   t.equal((await run('cmp', [src, qout])).code, 0, 'qemu-img convert copy is exact');
   // qemu needs a hostname to check the certificate against when the transport is a Unix socket
-  const qnh = await run('qemu-img', ['info', ...qobj, '--image-opts', `driver=nbd,path=${f.server.socket},tls-creds=tls0`], { timeoutMs: 60_000 });
+  const qnh = await run('qemu-img', ['info', ...qobj, '--image-opts', `driver=nbd,path=${f.server.socket},tls-creds=tls0`], {
+    timeoutMs: 60_000,
+  });
   t.not(qnh.code, 0, 'qemu-img without tls-hostname over a Unix socket refuses to connect', { out: describe(qnh) });
   // qemu with the wrong CA
-  const qbad = await run('qemu-img', ['info', '--object', `tls-creds-x509,id=tls0,dir=${pki.clientWrongCa},endpoint=client`, '--image-opts', `driver=nbd,path=${f.server.socket},tls-creds=tls0,tls-hostname=localhost`], { timeoutMs: 60_000 });
+  const qbad = await run(
+    'qemu-img',
+    [
+      'info',
+      '--object',
+      `tls-creds-x509,id=tls0,dir=${pki.clientWrongCa},endpoint=client`,
+      '--image-opts',
+      `driver=nbd,path=${f.server.socket},tls-creds=tls0,tls-hostname=localhost`,
+    ],
+    { timeoutMs: 60_000 },
+  );
   refused(t, qbad, 'qemu-img with an unrelated CA', f);
 
   // nbd-client 3.24: -l works with TLS over the Unix socket (listing needs no kernel device)
-  const nc = await run('nbd-client', ['-l', '-u', f.server.socket, '-cacertfile', pki.caCert, '-tlshostname', 'localhost'], { timeoutMs: 30_000 });
+  const nc = await run('nbd-client', ['-l', '-u', f.server.socket, '-cacertfile', pki.caCert, '-tlshostname', 'localhost'], {
+    timeoutMs: 30_000,
+  });
   t.equal(nc.code, 0, 'nbd-client -l with -cacertfile over TLS', { out: describe(nc), log: logTail(f.server) });
   t.match(nc.stdout, /disk/, 'nbd-client lists the export inside TLS');
   const ncPlain = await run('nbd-client', ['-l', '-u', f.server.socket], { timeoutMs: 30_000 });
   t.not(ncPlain.code, 0, 'nbd-client -l without TLS is refused by --tls require', { out: describe(ncPlain) });
   t.match(ncPlain.stdout + ncPlain.stderr, /requires TLS/, 'and is told that TLS is required');
-  const ncBad = await run('nbd-client', ['-l', '-u', f.server.socket, '-cacertfile', pki.otherCaCert, '-tlshostname', 'localhost'], { timeoutMs: 30_000 });
+  const ncBad = await run('nbd-client', ['-l', '-u', f.server.socket, '-cacertfile', pki.otherCaCert, '-tlshostname', 'localhost'], {
+    timeoutMs: 30_000,
+  });
   t.not(ncBad.code, 0, 'nbd-client -l trusting an unrelated CA is refused', { out: describe(ncBad) });
   t.notMatch(ncBad.stdout, /disk/, 'nbd-client with the wrong CA lists nothing');
 });
@@ -91,15 +115,30 @@ t.test('certificates: nbdcopy round trip over TLS (libnbd), qemu-img info/conver
 async function serverCertRefused(t: Test, f: Fixture, what: string, clientDir: string, caFile: string): Promise<void> {
   const port = tcpPort(f);
   refused(t, await nbdinfoSize(`nbds://localhost:${port}/?tls-certificates=${clientDir}`), `${what} (libnbd, TCP)`, f);
-  const q = await run('qemu-img', ['info', '--object', `tls-creds-x509,id=tls0,dir=${clientDir},endpoint=client`, '--image-opts', `driver=nbd,path=${f.server.socket},tls-creds=tls0,tls-hostname=localhost`], { timeoutMs: 60_000 });
+  const q = await run(
+    'qemu-img',
+    [
+      'info',
+      '--object',
+      `tls-creds-x509,id=tls0,dir=${clientDir},endpoint=client`,
+      '--image-opts',
+      `driver=nbd,path=${f.server.socket},tls-creds=tls0,tls-hostname=localhost`,
+    ],
+    { timeoutMs: 60_000 },
+  );
   refused(t, q, `${what} (qemu-img, Unix socket)`, f);
-  const nc = await run('nbd-client', ['-l', '-u', f.server.socket, '-cacertfile', caFile, '-tlshostname', 'localhost'], { timeoutMs: 30_000 });
+  const nc = await run('nbd-client', ['-l', '-u', f.server.socket, '-cacertfile', caFile, '-tlshostname', 'localhost'], {
+    timeoutMs: 30_000,
+  });
   t.not(nc.code, 0, `${what} (nbd-client -l): refused`, { out: describe(nc) });
   t.notMatch(nc.stdout, /disk/, `${what} (nbd-client -l): nothing listed`);
 }
 
 t.test('wrong CA and expired server certificate are refused by the client', async (t) => {
-  const good = await withServer(t, { sizeBytes: SIZE, extraArgs: [...tlsArgs('require', { certs: pki.server }), '--listen', '127.0.0.1:0'] });
+  const good = await withServer(t, {
+    sizeBytes: SIZE,
+    extraArgs: [...tlsArgs('require', { certs: pki.server }), '--listen', '127.0.0.1:0'],
+  });
   const port = tcpPort(good);
   const ok = await nbdinfoSize(`nbds://localhost:${port}/?tls-certificates=${pki.clientNoCert}`);
   t.equal(ok.code, 0, 'control: libnbd over TCP accepts the good certificate', { out: describe(ok), log: logTail(good.server) });
@@ -108,10 +147,16 @@ t.test('wrong CA and expired server certificate are refused by the client', asyn
   t.equal(ip.code, 0, 'control: the IP SAN 127.0.0.1 matches too', { out: describe(ip) });
   await serverCertRefused(t, good, 'client trusting only an unrelated CA', pki.clientWrongCa, pki.otherCaCert);
 
-  const other = await withServer(t, { sizeBytes: SIZE, extraArgs: [...tlsArgs('require', { certs: pki.serverOther }), '--listen', '127.0.0.1:0'] });
+  const other = await withServer(t, {
+    sizeBytes: SIZE,
+    extraArgs: [...tlsArgs('require', { certs: pki.serverOther }), '--listen', '127.0.0.1:0'],
+  });
   await serverCertRefused(t, other, 'server certificate from an unrelated CA', pki.clientNoCert, pki.caCert);
 
-  const expired = await withServer(t, { sizeBytes: SIZE, extraArgs: [...tlsArgs('require', { certs: pki.serverExpired }), '--listen', '127.0.0.1:0'] });
+  const expired = await withServer(t, {
+    sizeBytes: SIZE,
+    extraArgs: [...tlsArgs('require', { certs: pki.serverExpired }), '--listen', '127.0.0.1:0'],
+  });
   await serverCertRefused(t, expired, 'expired server certificate', pki.clientNoCert, pki.caCert);
   const r = await nbdinfoSize(`nbds://localhost:${tcpPort(expired)}/?tls-certificates=${pki.clientNoCert}`);
   t.match(r.stderr, /expire|verif|certificate/i, 'libnbd names the certificate problem', { out: describe(r) });
@@ -134,13 +179,17 @@ t.test('--tls-verify-peer: client certificate required and checked against ca-ce
   // Node client that presents the unrelated-CA certificate regardless of the server's CA list
   // (GnuTLS would just not send it), so the server's own chain check is exercised.
   const res = await nodeStartTls(f.server.socket, {
-    ca: readPem(pki.caCert), servername: 'localhost',
-    cert: readPem(join(pki.clientBadCert, 'client-cert.pem')), key: readPem(join(pki.clientBadCert, 'client-key.pem')),
+    ca: readPem(pki.caCert),
+    servername: 'localhost',
+    cert: readPem(join(pki.clientBadCert, 'client-cert.pem')),
+    key: readPem(join(pki.clientBadCert, 'client-key.pem')),
   });
   t.not(res.outcome, 'options', 'Node client with a certificate from an unrelated CA gets no option haggling', { res });
   const good = await nodeStartTls(f.server.socket, {
-    ca: readPem(pki.caCert), servername: 'localhost',
-    cert: readPem(join(pki.client, 'client-cert.pem')), key: readPem(join(pki.client, 'client-key.pem')),
+    ca: readPem(pki.caCert),
+    servername: 'localhost',
+    cert: readPem(join(pki.client, 'client-cert.pem')),
+    key: readPem(join(pki.client, 'client-key.pem')),
   });
   t.equal(good.outcome, 'options', 'control: the same Node client with the good certificate gets in', { good });
   t.match(f.server.log(), /certificate/i, 'the daemon logged the certificate failures');
@@ -193,10 +242,27 @@ t.test('--tls require refuses plaintext; --tls on accepts both', async (t) => {
   const e = await nbdinfoSize(tlsUri(on.server.socket, { certs: pki.clientNoCert }));
   t.equal(e.code, 0, '--tls on: TLS client served', { out: describe(e) });
   t.equal(e.stdout.trim(), String(SIZE), 'TLS size');
-  const bad = await run('qemu-img', ['info', '--object', `tls-creds-x509,id=tls0,dir=${pki.clientWrongCa},endpoint=client`, '--image-opts', `driver=nbd,path=${on.server.socket},tls-creds=tls0,tls-hostname=localhost`], { timeoutMs: 60_000 });
+  const bad = await run(
+    'qemu-img',
+    [
+      'info',
+      '--object',
+      `tls-creds-x509,id=tls0,dir=${pki.clientWrongCa},endpoint=client`,
+      '--image-opts',
+      `driver=nbd,path=${on.server.socket},tls-creds=tls0,tls-hostname=localhost`,
+    ],
+    { timeoutMs: 60_000 },
+  );
   refused(t, bad, '--tls on: TLS client (qemu-img) with the wrong CA', on);
-  const logLines = on.server.log().split('\n').filter((l) => l.includes('client connected'));
-  t.ok(logLines.some((l) => l.includes('"tls":true')) && logLines.some((l) => l.includes('"tls":false')), 'the log tells TLS and plaintext connections apart', { logLines });
+  const logLines = on.server
+    .log()
+    .split('\n')
+    .filter((l) => l.includes('client connected'));
+  t.ok(
+    logLines.some((l) => l.includes('"tls":true')) && logLines.some((l) => l.includes('"tls":false')),
+    'the log tells TLS and plaintext connections apart',
+    { logLines },
+  );
 });
 
 t.test('STARTTLS forgets what was negotiated in plaintext (structured replies, meta contexts)', async (t) => {
@@ -207,14 +273,22 @@ t.test('STARTTLS forgets what was negotiated in plaintext (structured replies, m
   t.equal((await c.optionReply()).type, REP.ACK, 'plaintext: STRUCTURED_REPLY acked');
   c.sendOption(OPT.SET_META_CONTEXT, metaPayload('', ['base:allocation']));
   const ctl = await c.optionReplies();
-  t.same(ctl.map((r) => r.type), [REP.META_CONTEXT, REP.ACK], 'plaintext: SET_META_CONTEXT works after SR');
+  t.same(
+    ctl.map((r) => r.type),
+    [REP.META_CONTEXT, REP.ACK],
+    'plaintext: SET_META_CONTEXT works after SR',
+  );
   c.stream.destroy();
 
   const s = await rawOpen(f.server.socket);
   s.sendOption(OPT.STRUCTURED_REPLY);
   t.equal((await s.optionReply()).type, REP.ACK, 'STRUCTURED_REPLY acked in plaintext');
   s.sendOption(OPT.SET_META_CONTEXT, metaPayload('', ['base:allocation']));
-  t.same((await s.optionReplies()).map((r) => r.type), [REP.META_CONTEXT, REP.ACK], 'meta context selected in plaintext');
+  t.same(
+    (await s.optionReplies()).map((r) => r.type),
+    [REP.META_CONTEXT, REP.ACK],
+    'meta context selected in plaintext',
+  );
   s.sendOption(OPT.STARTTLS);
   const st = await s.optionReply();
   t.equal(st.type, REP.ACK, 'STARTTLS acked');
@@ -229,8 +303,16 @@ t.test('STARTTLS forgets what was negotiated in plaintext (structured replies, m
   const r = new StreamReader(secure);
   r.sendOption(OPT.SET_META_CONTEXT, metaPayload('', ['base:allocation']));
   const m = await r.optionReplies();
-  t.equal(m[m.length - 1].type, REP.ERR_INVALID, 'SET_META_CONTEXT inside TLS before a new STRUCTURED_REPLY is refused (SR was forgotten)', { m });
-  t.notOk(m.some((x) => x.type === REP.META_CONTEXT), 'no meta context granted');
+  t.equal(
+    m[m.length - 1].type,
+    REP.ERR_INVALID,
+    'SET_META_CONTEXT inside TLS before a new STRUCTURED_REPLY is refused (SR was forgotten)',
+    { m },
+  );
+  t.notOk(
+    m.some((x) => x.type === REP.META_CONTEXT),
+    'no meta context granted',
+  );
   r.sendOption(OPT.STARTTLS);
   t.equal((await r.optionReply()).type, REP.ERR_INVALID, 'a second STARTTLS is refused');
   r.sendOption(OPT.STRUCTURED_REPLY);
@@ -240,7 +322,11 @@ t.test('STARTTLS forgets what was negotiated in plaintext (structured replies, m
   t.equal(go[go.length - 1].type, REP.ACK, 'GO inside TLS');
   secure.destroy();
   await waitFor(() => /"options":\["STRUCTURED_REPLY","SET_META_CONTEXT","STARTTLS"/.test(f.server.log()));
-  const line = f.server.log().split('\n').find((l) => l.includes('"options":["STRUCTURED_REPLY","SET_META_CONTEXT","STARTTLS"')) ?? '';
+  const line =
+    f.server
+      .log()
+      .split('\n')
+      .find((l) => l.includes('"options":["STRUCTURED_REPLY","SET_META_CONTEXT","STARTTLS"')) ?? '';
   t.match(line, /"metaContexts":\[\]/, 'the session has no meta context from plaintext');
   t.match(line, /"tls":true/, 'the session is logged as TLS');
 });
@@ -248,10 +334,22 @@ t.test('STARTTLS forgets what was negotiated in plaintext (structured replies, m
 t.test('old TLS versions are refused (TLS 1.2 minimum)', async (t) => {
   const f = await withServer(t, { sizeBytes: SIZE, extraArgs: tlsArgs('require', { certs: pki.server }) });
   // SECLEVEL=0 lets this OpenSSL 3.0 client actually offer TLS 1.0/1.1, so it is the server that refuses
-  const old = await nodeStartTls(f.server.socket, { ca: readPem(pki.caCert), servername: 'localhost', minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' });
+  const old = await nodeStartTls(f.server.socket, {
+    ca: readPem(pki.caCert),
+    servername: 'localhost',
+    minVersion: 'TLSv1',
+    maxVersion: 'TLSv1.1',
+    ciphers: 'DEFAULT@SECLEVEL=0',
+  });
   t.not(old.outcome, 'options', 'TLS 1.1 client gets no option haggling', { old });
   t.match(old.error ?? '', /protocol|version|alert/i, 'refused because of the protocol version', { old });
-  const v12 = await nodeStartTls(f.server.socket, { ca: readPem(pki.caCert), servername: 'localhost', minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers: 'DEFAULT@SECLEVEL=0' });
+  const v12 = await nodeStartTls(f.server.socket, {
+    ca: readPem(pki.caCert),
+    servername: 'localhost',
+    minVersion: 'TLSv1.2',
+    maxVersion: 'TLSv1.2',
+    ciphers: 'DEFAULT@SECLEVEL=0',
+  });
   t.equal(v12.outcome, 'options', 'control: the same client with TLS 1.2 gets in', { v12 });
   t.equal(v12.protocol, 'TLSv1.2', 'negotiated TLS 1.2');
   const v13 = await nodeStartTls(f.server.socket, { ca: readPem(pki.caCert), servername: 'localhost' });
@@ -335,7 +433,9 @@ async function nodeStartTls(socket: string, o: tls.ConnectionOptions): Promise<S
     r.sendOption(OPT.GO, goPayload(''));
     const go = await r.optionReplies();
     secure.destroy();
-    return go[go.length - 1].type === REP.ACK ? { outcome: 'options', protocol } : { outcome: 'closed', protocol, error: `GO: ${go[go.length - 1].type.toString(16)}` };
+    return go[go.length - 1].type === REP.ACK
+      ? { outcome: 'options', protocol }
+      : { outcome: 'closed', protocol, error: `GO: ${go[go.length - 1].type.toString(16)}` };
   } catch (err) {
     secure.destroy();
     return { outcome: 'closed', protocol, error: (err as Error).message };

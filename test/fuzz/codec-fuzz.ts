@@ -79,10 +79,14 @@ function checkStep(step: HandshakeStep, option: number, noZeroes: boolean): void
   check(replies.length > 0, 'option answered with nothing');
   for (const r of replies) check(r.option === option, `reply echoes option ${r.option}, not ${option}`);
   const last = replies[replies.length - 1];
-  for (const r of replies.slice(0, -1)) check(r.type === Rep.SERVER || r.type === Rep.INFO || r.type === Rep.META_CONTEXT, `non-final reply type ${r.type}`);
+  for (const r of replies.slice(0, -1))
+    check(r.type === Rep.SERVER || r.type === Rep.INFO || r.type === Rep.META_CONTEXT, `non-final reply type ${r.type}`);
   check(last.type === Rep.ACK || last.type >= 0x80000000, `final reply type ${last.type}`);
   if (last.type === Rep.ACK && (option === Opt.INFO || option === Opt.GO)) {
-    check(replies.some((r) => r.type === Rep.INFO && wire.decodeInfo(r.data).info === 'export'), 'INFO/GO ACK without INFO_EXPORT');
+    check(
+      replies.some((r) => r.type === Rep.INFO && wire.decodeInfo(r.data).info === 'export'),
+      'INFO/GO ACK without INFO_EXPORT',
+    );
   }
   for (const r of replies) {
     if (r.type === Rep.INFO) wire.decodeInfo(r.data);
@@ -136,7 +140,9 @@ function runOne(input: Buffer, chunker: Rng | undefined, shutdownAt: number, rea
         const step = m.kind === 'option' ? hs.handle(m) : hs.oversized(m.option, m.length);
         if (reached) reached[`step:${step.next}`] = (reached[`step:${step.next}`] ?? 0) + 1;
         checkStep(step, m.option, hs.noZeroes);
-        events.push(`O${m.option}:${m.kind === 'option' ? m.data.length : m.length}:${step.next}:${step.send.reduce((a, b) => a + b.length, 0)}`);
+        events.push(
+          `O${m.option}:${m.kind === 'option' ? m.data.length : m.length}:${step.next}:${step.send.reduce((a, b) => a + b.length, 0)}`,
+        );
         if (step.next === 'transmission') {
           validation = {
             size: step.session.export.device.size,
@@ -251,7 +257,13 @@ export function runCodecFuzz(opts: CodecFuzzOptions): CodecFuzzResult {
       maxHeapBytes = Math.max(maxHeapBytes, mu.heapUsed);
       maxRssBytes = Math.max(maxRssBytes, mu.rss);
       if (mu.heapUsed > maxHeap) {
-        failure = { seed: opts.seed, iteration: i, how, inputHex: '', error: `heap ${mu.heapUsed} bytes exceeds the ${maxHeap} byte bound` };
+        failure = {
+          seed: opts.seed,
+          iteration: i,
+          how,
+          inputHex: '',
+          error: `heap ${mu.heapUsed} bytes exceeds the ${maxHeap} byte bound`,
+        };
         break;
       }
       if (Date.now() > deadline) {
@@ -314,8 +326,22 @@ export function runCodecFuzzInWorker(opts: CodecFuzzOptions & { hangMs?: number 
         const input = Buffer.from(new Uint8Array(shared, 8, n));
         void worker.terminate();
         resolve({
-          seed: opts.seed, iterations: now, bytes: 0, messages: 0, seconds: 0, inputsPerSecond: 0, maxHeapBytes: 0, maxRssBytes: 0, reached: {},
-          failure: { seed: opts.seed, iteration: now, how: 'hang', inputHex: input.toString('hex'), error: `no progress for ${hangMs} ms (hang)` },
+          seed: opts.seed,
+          iterations: now,
+          bytes: 0,
+          messages: 0,
+          seconds: 0,
+          inputsPerSecond: 0,
+          maxHeapBytes: 0,
+          maxRssBytes: 0,
+          reached: {},
+          failure: {
+            seed: opts.seed,
+            iteration: now,
+            how: 'hang',
+            inputHex: input.toString('hex'),
+            error: `no progress for ${hangMs} ms (hang)`,
+          },
         });
       }
     }, 250);

@@ -47,7 +47,15 @@ function transmission(r: Rng, count: number): Buffer[] {
         out.push(wire.request({ type: Cmd.READ, cookie, offset: int(r, 64) * 4096, length: 4096 }));
         break;
       case 1:
-        out.push(wire.request({ type: Cmd.WRITE, flags: int(r, 2) ? CmdFlag.FUA : 0, cookie, offset: int(r, 64) * 512, payload: Buffer.alloc(1 + int(r, 600), i) }));
+        out.push(
+          wire.request({
+            type: Cmd.WRITE,
+            flags: int(r, 2) ? CmdFlag.FUA : 0,
+            cookie,
+            offset: int(r, 64) * 512,
+            payload: Buffer.alloc(1 + int(r, 600), i),
+          }),
+        );
         break;
       case 2:
         out.push(wire.request({ type: Cmd.FLUSH, cookie }));
@@ -130,8 +138,28 @@ export function oversizedSession(): Buffer {
 }
 
 const INTERESTING_U32 = [
-  0, 1, 2, 3, 4, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff,
-  MAX_OPTION_LENGTH - 1, MAX_OPTION_LENGTH, MAX_OPTION_LENGTH + 1, MAX_PAYLOAD, MAX_PAYLOAD + 1, 4096, 4097,
+  0,
+  1,
+  2,
+  3,
+  4,
+  0x7f,
+  0x80,
+  0xff,
+  0x100,
+  0xffff,
+  0x10000,
+  0x7fffffff,
+  0x80000000,
+  0xfffffffe,
+  0xffffffff,
+  MAX_OPTION_LENGTH - 1,
+  MAX_OPTION_LENGTH,
+  MAX_OPTION_LENGTH + 1,
+  MAX_PAYLOAD,
+  MAX_PAYLOAD + 1,
+  4096,
+  4097,
 ];
 
 /** Positions of u32 length fields in a session: after IHAVEOPT (+12) and in request headers (+24). */
@@ -145,7 +173,16 @@ function lengthFieldPositions(b: Buffer): number[] {
 }
 
 export const MUTATORS = [
-  'bitflip', 'byte', 'insert', 'delete', 'duplicate', 'lengthField', 'interesting', 'splice', 'truncate', 'random',
+  'bitflip',
+  'byte',
+  'insert',
+  'delete',
+  'duplicate',
+  'lengthField',
+  'interesting',
+  'splice',
+  'truncate',
+  'random',
 ] as const;
 export type Mutator = (typeof MUTATORS)[number];
 

@@ -191,7 +191,18 @@ export async function runLiveFuzz(opts: LiveFuzzOptions): Promise<LiveFuzzResult
   const out = openSync(logFile, 'a');
   const proc = spawn(
     process.execPath,
-    [join(REPO, 'bin', 'remapd'), 'serve', '--main', image, '--socket', sock, '--handshake-timeout', '2', '--log-level', process.env.FUZZ_LOG_LEVEL ?? 'info'],
+    [
+      join(REPO, 'bin', 'remapd'),
+      'serve',
+      '--main',
+      image,
+      '--socket',
+      sock,
+      '--handshake-timeout',
+      '2',
+      '--log-level',
+      process.env.FUZZ_LOG_LEVEL ?? 'info',
+    ],
     { stdio: ['ignore', out, out] },
   );
   closeSync(out);
@@ -261,7 +272,9 @@ export async function runLiveFuzz(opts: LiveFuzzOptions): Promise<LiveFuzzResult
       const problem = await wellBehavedClient(sock);
       if (problem) problems.push(problem);
       try {
-        const size = execFileSync('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`], { timeout: 20_000 }).toString().trim();
+        const size = execFileSync('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`], { timeout: 20_000 })
+          .toString()
+          .trim();
         if (size !== String(IMAGE_BYTES)) problems.push(`nbdinfo --size printed ${size}`);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') problems.push(`nbdinfo failed: ${(err as Error).message}`);

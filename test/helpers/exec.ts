@@ -80,8 +80,10 @@ export function killGroup(pid: number | undefined, signal: NodeJS.Signals): void
 /** Short human-readable description of a result, for assertion messages. */
 export function describe(r: RunResult, maxChars = 3000): string {
   const tail = (s: string): string => (s.length > maxChars ? '…' + s.slice(-maxChars) : s);
-  return `$ ${r.cmd}\nexit=${r.code} signal=${r.signal} timedOut=${r.timedOut} (${r.ms} ms)\n` +
-    `--- stdout\n${tail(r.stdout)}\n--- stderr\n${tail(r.stderr)}`;
+  return (
+    `$ ${r.cmd}\nexit=${r.code} signal=${r.signal} timedOut=${r.timedOut} (${r.ms} ms)\n` +
+    `--- stdout\n${tail(r.stdout)}\n--- stderr\n${tail(r.stderr)}`
+  );
 }
 
 export async function haveCommand(name: string): Promise<boolean> {

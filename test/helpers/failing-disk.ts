@@ -41,8 +41,20 @@ const SECTOR = 512;
 
 /** Errno names the C program accepts for failing ranges, vanish and fail-fsync. */
 export type FaultErrno =
-  | 'EIO' | 'ENODATA' | 'EILSEQ' | 'EBADMSG' | 'ENOSPC' | 'EROFS' | 'EACCES' | 'EPERM' | 'ENXIO'
-  | 'ENODEV' | 'ETIMEDOUT' | 'EBADF' | 'EINVAL' | 'ENOLINK';
+  | 'EIO'
+  | 'ENODATA'
+  | 'EILSEQ'
+  | 'EBADMSG'
+  | 'ENOSPC'
+  | 'EROFS'
+  | 'EACCES'
+  | 'EPERM'
+  | 'ENXIO'
+  | 'ENODEV'
+  | 'ETIMEDOUT'
+  | 'EBADF'
+  | 'EINVAL'
+  | 'ENOLINK';
 
 /** 'pending': reads fail until a successful write covers the sector (a drive reallocates it then). */
 export type FaultKind = 'read' | 'write' | 'rw' | 'pending';
@@ -171,7 +183,9 @@ async function waitFor(fn: () => boolean, limitMs: number): Promise<boolean> {
 
 function isMounted(mountpoint: string): boolean {
   try {
-    return readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mountpoint);
+    return readFileSync('/proc/self/mounts', 'utf8')
+      .split('\n')
+      .some((l) => l.split(' ')[1] === mountpoint);
   } catch {
     return false;
   }
@@ -197,7 +211,10 @@ export async function failingDisk(t: Teardown, o: FailingDiskOptions = {}): Prom
   live.add(entry);
 
   // -f: foreground (we own the process); auto_unmount: the kernel mount goes away if we die.
-  const proc: ChildProcess = spawn(bin, [image, mountpoint, '-f', '-o', 'auto_unmount'], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const proc: ChildProcess = spawn(bin, [image, mountpoint, '-f', '-o', 'auto_unmount'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
+  });
   entry.pid = proc.pid;
   let stderr = '';
   let exited = false;
@@ -282,7 +299,8 @@ export async function failingDisk(t: Teardown, o: FailingDiskOptions = {}): Prom
         chunks.push(Buffer.from(buf.subarray(0, bytesRead)));
       }
       const answer = Buffer.concat(chunks).toString('utf8');
-      if (writeError || /^error:/m.test(answer)) throw new Error(`failing-fuse control "${lines.trim()}": ${answer.trim() || String(writeError)}`);
+      if (writeError || /^error:/m.test(answer))
+        throw new Error(`failing-fuse control "${lines.trim()}": ${answer.trim() || String(writeError)}`);
       return answer;
     } finally {
       await fh.close();

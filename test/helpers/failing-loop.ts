@@ -20,7 +20,14 @@ export async function failingLoopDevice(t: Teardown, dir: string, image: string,
   const faultsFile = join(dir, 'failing-faults.json');
   writeFaults(faultsFile, faults);
   const socket = join(dir, 'failing.sock');
-  await startServer(t, { kind: 'remapd', image, dir, socket, readOnly: true, extraArgs: ['--faults', faultsFile, '--control', join(dir, 'failing.ctl'), '--read-retries', '0'] });
+  await startServer(t, {
+    kind: 'remapd',
+    image,
+    dir,
+    socket,
+    readOnly: true,
+    extraArgs: ['--faults', faultsFile, '--control', join(dir, 'failing.ctl'), '--read-retries', '0'],
+  });
   const mnt = join(dir, 'failing-fuse');
   mkdirSync(mnt, { recursive: true });
   const fuse = spawn('nbdfuse', ['-r', mnt, '--unix', socket], { stdio: 'ignore', detached: true });

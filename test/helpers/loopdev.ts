@@ -20,7 +20,7 @@ const attached = new Set<string>();
 process.on('exit', () => {
   for (const dev of attached) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
       require('node:child_process').spawnSync('losetup', ['-d', dev]);
     } catch {
       /* best effort */
@@ -92,7 +92,13 @@ export interface PtyResult {
  * `count` times in the output, or `limitSeconds` passed; then SIGTERM the child (SIGKILL after 5 s).
  * The python process waits for its child, so nothing is left behind.
  */
-export async function runUnderPty(argv: string[], pattern: string, count = 1, limitSeconds = 60, env?: NodeJS.ProcessEnv): Promise<PtyResult> {
+export async function runUnderPty(
+  argv: string[],
+  pattern: string,
+  count = 1,
+  limitSeconds = 60,
+  env?: NodeJS.ProcessEnv,
+): Promise<PtyResult> {
   const code = String.raw`
 import json, os, pty, re, select, signal, sys, time
 argv = json.loads(sys.argv[1]); pat = re.compile(sys.argv[2]); want = int(sys.argv[3]); limit = float(sys.argv[4])
@@ -156,7 +162,13 @@ export function httpGet(url: string, timeoutMs = 30_000): Promise<{ status: numb
     const req = http.get(url, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), contentType: String(res.headers['content-type'] ?? '') }));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          body: Buffer.concat(chunks).toString('utf8'),
+          contentType: String(res.headers['content-type'] ?? ''),
+        }),
+      );
       res.on('error', reject);
     });
     req.setTimeout(timeoutMs, () => req.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)));

@@ -47,4 +47,7 @@ async function main(): Promise<void> {
   await Promise.all(Array.from({ length: 8 }, worker));
 }
 
-main().catch((e) => { process.stderr.write(`child: ${e instanceof Error ? e.stack : String(e)}\n`); process.exit(1); });
+main().catch((e) => {
+  process.stderr.write(`child: ${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});

@@ -14,14 +14,21 @@ export class TestFileBackend implements Backend {
   syncs = 0;
 
   private constructor(
-    readonly path: string, private readonly fh: fs.promises.FileHandle, readonly size: number,
-    readonly logicalBlockSize: number, readonly readOnly: boolean, ids: { serial?: string; wwn?: string },
+    readonly path: string,
+    private readonly fh: fs.promises.FileHandle,
+    readonly size: number,
+    readonly logicalBlockSize: number,
+    readonly readOnly: boolean,
+    ids: { serial?: string; wwn?: string },
   ) {
     this.stableIds = ids;
   }
 
   /** Open (creating and sizing when `size` is given) a file as a backend. */
-  static async open(path: string, o: { size?: number; logicalBlockSize?: number; readOnly?: boolean; serial?: string; wwn?: string } = {}): Promise<TestFileBackend> {
+  static async open(
+    path: string,
+    o: { size?: number; logicalBlockSize?: number; readOnly?: boolean; serial?: string; wwn?: string } = {},
+  ): Promise<TestFileBackend> {
     if (o.size !== undefined) {
       const f = await fs.promises.open(path, 'a');
       await f.truncate(o.size);
@@ -39,7 +46,10 @@ export class TestFileBackend implements Backend {
     let done = 0;
     while (done < length) {
       const { bytesRead } = await this.fh.read(target, targetOffset + done, length - done, offset + done);
-      if (bytesRead === 0) { target.fill(0, targetOffset + done, targetOffset + length); return; }
+      if (bytesRead === 0) {
+        target.fill(0, targetOffset + done, targetOffset + length);
+        return;
+      }
       done += bytesRead;
     }
   }
@@ -55,12 +65,21 @@ export class TestFileBackend implements Backend {
     }
   }
 
-  async sync(): Promise<void> { this.syncs++; await this.fh.datasync(); }
-  async trim(offset: number, length: number): Promise<void> { await this.zero(offset, length, false); }
+  async sync(): Promise<void> {
+    this.syncs++;
+    await this.fh.datasync();
+  }
+  async trim(offset: number, length: number): Promise<void> {
+    await this.zero(offset, length, false);
+  }
   async zero(offset: number, length: number, _noHole = false): Promise<void> {
     const z = Buffer.alloc(Math.min(length, 1 << 20));
     for (let o = 0; o < length; o += z.length) await this.write(offset + o, z, 0, Math.min(z.length, length - o));
   }
-  async extents(_offset: number, length: number): Promise<{ length: number; hole: boolean }[]> { return [{ length, hole: false }]; }
-  async close(): Promise<void> { await this.fh.close(); }
+  async extents(_offset: number, length: number): Promise<{ length: number; hole: boolean }[]> {
+    return [{ length, hole: false }];
+  }
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
 }

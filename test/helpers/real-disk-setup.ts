@@ -56,14 +56,23 @@ export async function realDiskSetup(t: Teardown, o: RealDiskOptions = {}): Promi
   const control = join(dir, 'ctl.sock');
   const socket = join(dir, 'nbd.sock');
   const serveArgs = ['--spare', spare, '--control', control, ...(o.scan ? [] : ['--no-scan']), ...(o.args ?? [])];
-  const start = (): Promise<Server> => startServer(t, { kind: 'remapd', image: disk.device, dir, socket, extraArgs: serveArgs, readyTimeoutMs: 60_000 });
+  const start = (): Promise<Server> =>
+    startServer(t, { kind: 'remapd', image: disk.device, dir, socket, extraArgs: serveArgs, readyTimeoutMs: 60_000 });
   const s: RealDiskSetup = {
-    t, dir, disk, main: disk.device, spare, control, socket, serveArgs,
+    t,
+    dir,
+    disk,
+    main: disk.device,
+    spare,
+    control,
+    socket,
+    serveArgs,
     server: undefined as unknown as Server,
     start: async () => (s.server = await start()),
     restart: async () => {
       const info = await s.server.stop('SIGTERM', 30_000);
-      if (info.code !== 0) throw new Error(`remapd did not stop cleanly (code ${info.code}, signal ${info.signal}):\n${s.server.log().slice(-3000)}`);
+      if (info.code !== 0)
+        throw new Error(`remapd did not stop cleanly (code ${info.code}, signal ${info.signal}):\n${s.server.log().slice(-3000)}`);
       await dropCaches();
       s.server = await start();
       return s.server;
@@ -74,12 +83,22 @@ export async function realDiskSetup(t: Teardown, o: RealDiskOptions = {}): Promi
 }
 
 /** Remaps and pending blocks as the daemon lists them. */
-export async function remapList(s: RealDiskSetup): Promise<{ remaps: { mainBlock: number; reason: string }[]; pending: { count: number; offsets: number[] } }> {
-  return (await callControl(s.control, 'list')) as { remaps: { mainBlock: number; reason: string }[]; pending: { count: number; offsets: number[] } };
+export async function remapList(
+  s: RealDiskSetup,
+): Promise<{ remaps: { mainBlock: number; reason: string }[]; pending: { count: number; offsets: number[] } }> {
+  return (await callControl(s.control, 'list')) as {
+    remaps: { mainBlock: number; reason: string }[];
+    pending: { count: number; offsets: number[] };
+  };
 }
 
 /** One python3-libnbd script against the export; prints JSON on its last line. */
-export async function nbdPython(s: RealDiskSetup, body: string, args: string[] = [], timeoutMs = 180_000): Promise<{ r: RunResult; out: Record<string, unknown> }> {
+export async function nbdPython(
+  s: RealDiskSetup,
+  body: string,
+  args: string[] = [],
+  timeoutMs = 180_000,
+): Promise<{ r: RunResult; out: Record<string, unknown> }> {
   const code = `import json, nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\n${body}`;
   const r = await runPython(code, [s.server.uri, ...args], timeoutMs);
   const line = r.stdout.trim().split('\n').pop() ?? '';

@@ -45,18 +45,56 @@ async function ssl(args: string[], cwd: string): Promise<void> {
 const KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
 async function makeCa(dir: string, name: string, cn: string): Promise<void> {
-  await ssl(['req', '-x509', ...KEY, '-keyout', `${name}-key.pem`, '-out', `${name}-cert.pem`, '-days', '3',
-    '-subj', `/CN=${cn}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  await ssl(
+    [
+      'req',
+      '-x509',
+      ...KEY,
+      '-keyout',
+      `${name}-key.pem`,
+      '-out',
+      `${name}-cert.pem`,
+      '-days',
+      '3',
+      '-subj',
+      `/CN=${cn}`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
 }
 
 async function makeLeaf(dir: string, name: string, ca: string, cn: string, ext: string): Promise<void> {
   writeFileSync(join(dir, `${name}.ext`), ext);
   await ssl(['req', '-new', ...KEY, '-keyout', `${name}-key.pem`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
-  await ssl(['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}-cert.pem`, '-CAkey', `${ca}-key.pem`,
-    '-set_serial', '0x' + randomBytes(8).toString('hex'), '-days', '3', '-out', `${name}-cert.pem`, '-extfile', `${name}.ext`], dir);
+  await ssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${ca}-cert.pem`,
+      '-CAkey',
+      `${ca}-key.pem`,
+      '-set_serial',
+      '0x' + randomBytes(8).toString('hex'),
+      '-days',
+      '3',
+      '-out',
+      `${name}-cert.pem`,
+      '-extfile',
+      `${name}.ext`,
+    ],
+    dir,
+  );
 }
 
-const SERVER_EXT = 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n';
+const SERVER_EXT =
+  'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n';
 const CLIENT_EXT = 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n';
 
 function layout(root: string, name: string, files: Record<string, string>): string {
@@ -80,13 +118,47 @@ export async function makePki(root: string): Promise<Pki> {
   mkdirSync(join(w, 'newcerts'));
   writeFileSync(join(w, 'index.txt'), '');
   writeFileSync(join(w, 'serial'), randomBytes(8).toString('hex') + '\n');
-  writeFileSync(join(w, 'ca.cnf'), [
-    '[ca]', 'default_ca = testca', '[testca]', `dir = ${w}`, 'database = $dir/index.txt', 'new_certs_dir = $dir/newcerts',
-    'serial = $dir/serial', 'certificate = $dir/ca-cert.pem', 'private_key = $dir/ca-key.pem', 'default_md = sha256',
-    'policy = anything', 'unique_subject = no', 'copy_extensions = none', '[anything]', 'commonName = supplied', '',
-  ].join('\n'));
-  await ssl(['ca', '-batch', '-notext', '-config', 'ca.cnf', '-startdate', '20200101000000Z', '-enddate', '20200102000000Z',
-    '-in', 'server.csr', '-out', 'expired-cert.pem', '-extfile', 'server.ext'], w);
+  writeFileSync(
+    join(w, 'ca.cnf'),
+    [
+      '[ca]',
+      'default_ca = testca',
+      '[testca]',
+      `dir = ${w}`,
+      'database = $dir/index.txt',
+      'new_certs_dir = $dir/newcerts',
+      'serial = $dir/serial',
+      'certificate = $dir/ca-cert.pem',
+      'private_key = $dir/ca-key.pem',
+      'default_md = sha256',
+      'policy = anything',
+      'unique_subject = no',
+      'copy_extensions = none',
+      '[anything]',
+      'commonName = supplied',
+      '',
+    ].join('\n'),
+  );
+  await ssl(
+    [
+      'ca',
+      '-batch',
+      '-notext',
+      '-config',
+      'ca.cnf',
+      '-startdate',
+      '20200101000000Z',
+      '-enddate',
+      '20200102000000Z',
+      '-in',
+      'server.csr',
+      '-out',
+      'expired-cert.pem',
+      '-extfile',
+      'server.ext',
+    ],
+    w,
+  );
 
   const pskIdentity = 'alice';
   const pskFile = join(root, 'psk.keys');
@@ -98,13 +170,33 @@ export async function makePki(root: string): Promise<Pki> {
     root,
     caCert: join(w, 'ca-cert.pem'),
     otherCaCert: join(w, 'ca2-cert.pem'),
-    server: layout(root, 'server', { 'ca-cert.pem': 'ca-cert.pem', 'server-cert.pem': 'server-cert.pem', 'server-key.pem': 'server-key.pem' }),
-    serverExpired: layout(root, 'server-expired', { 'ca-cert.pem': 'ca-cert.pem', 'server-cert.pem': 'expired-cert.pem', 'server-key.pem': 'server-key.pem' }),
-    serverOther: layout(root, 'server-other', { 'ca-cert.pem': 'ca2-cert.pem', 'server-cert.pem': 'server2-cert.pem', 'server-key.pem': 'server2-key.pem' }),
-    client: layout(root, 'client', { 'ca-cert.pem': 'ca-cert.pem', 'client-cert.pem': 'client-cert.pem', 'client-key.pem': 'client-key.pem' }),
+    server: layout(root, 'server', {
+      'ca-cert.pem': 'ca-cert.pem',
+      'server-cert.pem': 'server-cert.pem',
+      'server-key.pem': 'server-key.pem',
+    }),
+    serverExpired: layout(root, 'server-expired', {
+      'ca-cert.pem': 'ca-cert.pem',
+      'server-cert.pem': 'expired-cert.pem',
+      'server-key.pem': 'server-key.pem',
+    }),
+    serverOther: layout(root, 'server-other', {
+      'ca-cert.pem': 'ca2-cert.pem',
+      'server-cert.pem': 'server2-cert.pem',
+      'server-key.pem': 'server2-key.pem',
+    }),
+    client: layout(root, 'client', {
+      'ca-cert.pem': 'ca-cert.pem',
+      'client-cert.pem': 'client-cert.pem',
+      'client-key.pem': 'client-key.pem',
+    }),
     clientNoCert: layout(root, 'client-nocert', { 'ca-cert.pem': 'ca-cert.pem' }),
     clientWrongCa: layout(root, 'client-wrongca', { 'ca-cert.pem': 'ca2-cert.pem' }),
-    clientBadCert: layout(root, 'client-badcert', { 'ca-cert.pem': 'ca-cert.pem', 'client-cert.pem': 'client2-cert.pem', 'client-key.pem': 'client2-key.pem' }),
+    clientBadCert: layout(root, 'client-badcert', {
+      'ca-cert.pem': 'ca-cert.pem',
+      'client-cert.pem': 'client2-cert.pem',
+      'client-key.pem': 'client2-key.pem',
+    }),
     pskIdentity,
     pskFile,
     pskWrongFile,

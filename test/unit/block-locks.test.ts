@@ -5,7 +5,10 @@ import { BlockLocks } from '../../remap/block-locks';
 function deferred(): { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } {
   let resolve!: () => void;
   let reject!: (e: Error) => void;
-  const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
   return { promise, resolve, reject };
 }
 
@@ -17,9 +20,14 @@ t.test('a mover waits for writes already in flight (tracked or begun), not for l
   const w2 = deferred();
   locks.trackWrite(w1.promise);
   const g = locks.beginWrite();
-  w2.promise.then(() => g.end(), () => g.end());
+  w2.promise.then(
+    () => g.end(),
+    () => g.end(),
+  );
   const order: string[] = [];
-  const moved = locks.withLock(7, async () => { order.push('move'); });
+  const moved = locks.withLock(7, async () => {
+    order.push('move');
+  });
   await tick();
   t.ok(locks.anyLocked, 'block is locked while the mover waits');
   t.same(order, [], 'mover waits while two writes are in flight');
@@ -41,10 +49,14 @@ t.test('a second mover also waits for writes of the generation before the first 
   const old = deferred();
   locks.trackWrite(old.promise);
   const order: string[] = [];
-  const m1 = locks.withLock(1, async () => { order.push('m1'); });
+  const m1 = locks.withLock(1, async () => {
+    order.push('m1');
+  });
   const mid = deferred();
   locks.trackWrite(mid.promise);
-  const m2 = locks.withLock(2, async () => { order.push('m2'); });
+  const m2 = locks.withLock(2, async () => {
+    order.push('m2');
+  });
   mid.resolve();
   await tick();
   t.same(order, [], 'm2 waits for the oldest write too');
@@ -57,11 +69,19 @@ t.test('movers of one block run one after another; waitUnlocked waits for them',
   const locks = new BlockLocks();
   const order: string[] = [];
   const gate = deferred();
-  const a = locks.withLock(5, async () => { order.push('a-start'); await gate.promise; order.push('a-end'); });
-  const b = locks.withLock(5, async () => { order.push('b'); });
+  const a = locks.withLock(5, async () => {
+    order.push('a-start');
+    await gate.promise;
+    order.push('a-end');
+  });
+  const b = locks.withLock(5, async () => {
+    order.push('b');
+  });
   await tick();
   let unlocked = false;
-  const w = locks.waitUnlocked(4, 6).then(() => { unlocked = true; });
+  const w = locks.waitUnlocked(4, 6).then(() => {
+    unlocked = true;
+  });
   await tick();
   t.notOk(unlocked, 'I/O on the block waits');
   gate.resolve();

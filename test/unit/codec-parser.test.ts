@@ -329,7 +329,7 @@ t.test('oversized option is skipped and the stream stays in sync at every split'
   const rnd = mulberry32(9);
   for (let round = 0; round < 50; round++) {
     const chunks: Buffer[] = [];
-    for (let at = 0; at < stream.length; ) {
+    for (let at = 0; at < stream.length;) {
       const n = 1 + Math.floor(rnd() * 3000);
       chunks.push(stream.subarray(at, at + n));
       at += n;
@@ -418,7 +418,11 @@ t.test('large WRITEs: header-sized reads, then the payload straight into its buf
     p.push(Buffer.from(stream.subarray(at, at + n)));
     at += n;
   }
-  t.same(out.map((m) => (m.kind === 'request' ? Number(m.cookieLo) : -1)), [1, 2, 3, 4], 'every request, in order');
+  t.same(
+    out.map((m) => (m.kind === 'request' ? Number(m.cookieLo) : -1)),
+    [1, 2, 3, 4],
+    'every request, in order',
+  );
   const writes = out.filter((m): m is Extract<ClientMessage, { kind: 'request' }> => m.kind === 'request' && m.type === Cmd.WRITE);
   t.ok(writes[0].payload!.equals(payloads[0]) && writes[1].payload!.equals(payloads[1]), 'payloads intact');
   t.ok(writes[2].payload!.equals(Buffer.alloc(4096, 3)));

@@ -95,7 +95,12 @@ t.test('EXPORT_NAME reply: u64 size, u16 flags, 124 zero bytes unless NO_ZEROES'
   t.same(wire.decodeExportNameReply(bare, true), { size: 2n ** 40n + 1n, flags: 3 });
   // A recycled pool buffer must not leak into the padding.
   for (let i = 0; i < 50; i++) Buffer.allocUnsafe(134).fill(0xaa);
-  t.ok(S.encodeExportNameReply(5, 1, false).subarray(10).every((x) => x === 0), 'padding zeroed even after pool churn');
+  t.ok(
+    S.encodeExportNameReply(5, 1, false)
+      .subarray(10)
+      .every((x) => x === 0),
+    'padding zeroed even after pool churn',
+  );
 });
 
 t.test('simple reply: u32 magic, u32 error, u64 cookie', async (t) => {
@@ -159,7 +164,10 @@ t.test('ERROR_OFFSET chunk: u32 error, u16 msg len, msg, u64 offset', async (t) 
   const b = S.encodeErrorChunk(5, 'bad', 0, 3, 2 ** 33 + 1);
   t.same(b, h('668e33ef 0001 8002 0000000000000003 00000011 00000005 0003 626164 0000000200000001'));
   t.same((wire.decodeTransmissionReply(b) as wire.StructuredChunk).body, {
-    chunk: 'errorOffset', error: 5, message: 'bad', offset: 2n ** 33n + 1n,
+    chunk: 'errorOffset',
+    error: 5,
+    message: 'bad',
+    offset: 2n ** 33n + 1n,
   });
   const zero = S.encodeErrorChunk(5, '', 0, 3, 0);
   t.equal(zero.readUInt16BE(6), Chunk.ERROR_OFFSET, 'offset 0 still selects ERROR_OFFSET');
@@ -179,7 +187,10 @@ t.test('BLOCK_STATUS chunk: u32 context id, n × (u32 length, u32 flags)', async
   t.same((wire.decodeTransmissionReply(b) as wire.StructuredChunk).body, {
     chunk: 'blockStatus',
     contextId: 1,
-    descriptors: [{ length: 4096, flags: 0 }, { length: 0xfffff000, flags: 3 }],
+    descriptors: [
+      { length: 4096, flags: 0 },
+      { length: 0xfffff000, flags: 3 },
+    ],
   });
   t.equal(S.encodeBlockStatusChunk(false, 0, 0, 2, [{ length: 1, flags: 0 }]).readUInt16BE(4), 0, 'not DONE');
 });

@@ -134,8 +134,17 @@ t.test('flag names and config keys map both ways for every schema key', async (t
 
 t.test('explicitKeys finds the flags given on the command line, in every spelling', async (t) => {
   const keys = explicitKeys([
-    'serve', '--config', 'x.json', '--read-only', '--socket-mode=0644', '--handshakeTimeout', '3',
-    '--no-listen', '--', '--export', 'not-a-flag',
+    'serve',
+    '--config',
+    'x.json',
+    '--read-only',
+    '--socket-mode=0644',
+    '--handshakeTimeout',
+    '3',
+    '--no-listen',
+    '--',
+    '--export',
+    'not-a-flag',
   ]);
   t.same([...keys].sort(), ['handshakeTimeout', 'listen', 'readOnly', 'socketMode']);
   t.same([...explicitKeys(['serve', '--no-read-only'])], ['readOnly']);
@@ -155,11 +164,14 @@ t.test('mergeConfig: file beats defaults, explicit flags beat the file', async (
     'socket-mode': '0600',
     socketMode: '0600',
   };
-  const merged = mergeConfig(
-    argv,
-    { main: '/dev/sdb', export: 'file', readOnly: true, handshakeTimeout: 5, socketMode: '0660' },
-    ['serve', '--config', 'f', '--export', 'cli', '--no-read-only'],
-  );
+  const merged = mergeConfig(argv, { main: '/dev/sdb', export: 'file', readOnly: true, handshakeTimeout: 5, socketMode: '0660' }, [
+    'serve',
+    '--config',
+    'f',
+    '--export',
+    'cli',
+    '--no-read-only',
+  ]);
   t.equal(merged.export, 'cli', 'explicit --export wins');
   t.equal(merged['read-only'], false, 'explicit --no-read-only wins over readOnly: true');
   t.equal(merged.readOnly, false);

@@ -44,7 +44,7 @@ function imageFile(file: string, size: number): string {
 
 function pattern(length: number, seed: number): Buffer {
   const b = Buffer.alloc(length);
-  for (let i = 0; i < length; i++) b[i] = ((i * 31 + seed * 7 + 1) & 0xff) || 1;
+  for (let i = 0; i < length; i++) b[i] = (i * 31 + seed * 7 + 1) & 0xff || 1;
   return b;
 }
 
@@ -154,7 +154,7 @@ t.test('concurrent read-modify-writes of the same sectors lose nothing', { skip:
     const expect = Buffer.alloc(32 * KiB);
     const writes: Promise<void>[] = [];
     for (let i = 0; i < 512; i++) {
-      const piece = Buffer.alloc(64, ((i * 7 + round * 13) & 0xff) || 1);
+      const piece = Buffer.alloc(64, (i * 7 + round * 13) & 0xff || 1);
       piece.copy(expect, i * 64);
       writes.push(b.write(64 * KiB + i * 64, piece));
     }
@@ -248,19 +248,30 @@ t.test('deadline: a hung op fails with ETIMEDOUT, the lane keeps serving, its th
   const r = Buffer.alloc(4096);
   await b.read(0, 4096, r, 0);
   tt.ok(r.equals(data), 'a later read is served while the stuck thread sleeps');
-  tt.ok(openLanes().some((l) => l.name === 'test-main'), 'listed in openLanes()');
+  tt.ok(
+    openLanes().some((l) => l.name === 'test-main'),
+    'listed in openLanes()',
+  );
   // The stuck thread comes back: stuck count goes to 0 and the buffer is released.
   for (let i = 0; i < 200 && (b.ioStats()!.stuck > 0 || isHeldByStuckIo(caught)); i++) await new Promise((res) => setTimeout(res, 50));
   st = b.ioStats()!;
   tt.equal(st.stuck, 0, 'the thread came back');
   tt.notOk(isHeldByStuckIo(caught), 'buffer released');
   await b.close();
-  tt.notOk(openLanes().some((l) => l.name === 'test-main'), 'closed lanes are not listed');
+  tt.notOk(
+    openLanes().some((l) => l.name === 'test-main'),
+    'closed lanes are not listed',
+  );
 });
 
 t.test('stuck threads are bounded; a hung lane does not stall another backend', { skip: noLanes }, async (tt) => {
   const dir = realDir(tt);
-  const main = await openFileBackend(imageFile(path.join(dir, 'main.img'), 1 * MiB), { direct: true, deadlineMs: 200, ioThreads: 1, laneName: 'hung-main' });
+  const main = await openFileBackend(imageFile(path.join(dir, 'main.img'), 1 * MiB), {
+    direct: true,
+    deadlineMs: 200,
+    ioThreads: 1,
+    laneName: 'hung-main',
+  });
   const spare = await openFileBackend(imageFile(path.join(dir, 'spare.img'), 1 * MiB), { laneName: 'test-spare', ioThreads: 1 });
   tt.teardown(() => spare.close());
   // Hang main's threads one after the other (separate ticks: separate jobs), far past the cap of 16.
@@ -328,7 +339,8 @@ t.test('the pieces of a split request run as one vectored op, with exact results
     const back = Buffer.alloc(32 * KiB);
     await b.read(3 * MiB, 32 * KiB, back, 0);
     let wok = true;
-    for (let i = 0; i < 8; i++) if (!back.subarray(i * 4096, (i + 1) * 4096).equals(src.subarray((7 - i) * 8192, (7 - i) * 8192 + 4096))) wok = false;
+    for (let i = 0; i < 8; i++)
+      if (!back.subarray(i * 4096, (i + 1) * 4096).equals(src.subarray((7 - i) * 8192, (7 - i) * 8192 + 4096))) wok = false;
     tt.ok(wok, `${direct ? 'direct' : 'buffered'}: contiguous writes from scattered buffer positions`);
     await b.close();
   }

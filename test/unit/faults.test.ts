@@ -102,9 +102,7 @@ t.test('count is shared by instances built from the same shared object', async (
 });
 
 t.test('count is shared with a worker thread (atomic under contention)', async (tt) => {
-  const rules = FaultRules.parse(
-    JSON.stringify([{ op: 'any', offset: 1 * MiB, length: 64 * KiB, error: 'EIO', count: 5000 }]),
-  );
+  const rules = FaultRules.parse(JSON.stringify([{ op: 'any', offset: 1 * MiB, length: 64 * KiB, error: 'EIO', count: 5000 }]));
   // Start barrier: both threads begin matching at the same moment.
   const gate = new Int32Array(new SharedArrayBuffer(4));
   const workerSource = `
@@ -223,7 +221,7 @@ t.test('10,000 rules: parse time, lookup time, same answers as a linear scan', a
   const shared = FaultRules.fromShared(rules.toShared());
   tt.comment(`fromShared (index rebuild) in ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)} ms`);
 
-  const queries: [('read' | 'write'), number, number][] = [];
+  const queries: ['read' | 'write', number, number][] = [];
   for (let i = 0; i < 2000; i++) {
     const op = rnd(2) === 0 ? 'read' : 'write';
     // Half the queries aim at a rule, half anywhere.
@@ -336,5 +334,7 @@ t.test('FaultInjectingBackend on a real file', async (tt) => {
 t.test('FaultRules.load reads a file and names it in errors', async (tt) => {
   const file = tempFile(tt, 0);
   fs.writeFileSync(file, '[{"op":"read","offset":0,"length":1,"error":"EIO","cont":1}]');
-  await tt.rejects(FaultRules.load(file), { message: `${file}: rule 0 key "cont": unknown key (allowed: op, offset, length, error, delayMs, count)` });
+  await tt.rejects(FaultRules.load(file), {
+    message: `${file}: rule 0 key "cont": unknown key (allowed: op, offset, length, error, delayMs, count)`,
+  });
 });

@@ -32,13 +32,7 @@ function pattern(length: number, seed: number): Buffer {
   return b;
 }
 
-async function expectBackendError(
-  tt: tap.Test,
-  p: Promise<unknown>,
-  code: string,
-  offset: number | undefined,
-  msg: string,
-): Promise<void> {
+async function expectBackendError(tt: tap.Test, p: Promise<unknown>, code: string, offset: number | undefined, msg: string): Promise<void> {
   try {
     await p;
     tt.fail(`${msg}: expected ${code}, but it succeeded`);
@@ -100,11 +94,7 @@ t.test('regular sparse file: read, write, trim, zero, extents', async (tt) => {
     ],
     'SEEK_DATA/SEEK_HOLE map of the first 16 MiB',
   );
-  tt.same(
-    await b.extents(8 * MiB + 4 * KiB, 8 * KiB),
-    [{ length: 8 * KiB, hole: false }],
-    'a range inside data is one data extent',
-  );
+  tt.same(await b.extents(8 * MiB + 4 * KiB, 8 * KiB), [{ length: 8 * KiB, hole: false }], 'a range inside data is one data extent');
   const all = await b.extents(0, b.size);
   tt.equal(
     all.reduce((s, e) => s + e.length, 0),
@@ -123,10 +113,17 @@ t.test('regular sparse file: read, write, trim, zero, extents', async (tt) => {
   tt.equal(before - after, (512 * KiB) / 512, 'trim deallocated exactly 512 KiB (stat().blocks)');
   const z = Buffer.alloc(512 * KiB, 0xff);
   await b.read(8 * MiB, 512 * KiB, z, 0);
-  tt.ok(z.every((x) => x === 0), 'trimmed range reads as zeroes');
+  tt.ok(
+    z.every((x) => x === 0),
+    'trimmed range reads as zeroes',
+  );
   await b.read(8 * MiB + 512 * KiB, 4 * KiB, got, 0);
   tt.ok(got.subarray(0, 4 * KiB).equals(data.subarray(512 * KiB, 516 * KiB)), 'data after the trim intact');
-  tt.same((await b.extents(8 * MiB, 1 * MiB)).map((e) => e.hole), [true, false], 'trimmed part is a hole');
+  tt.same(
+    (await b.extents(8 * MiB, 1 * MiB)).map((e) => e.hole),
+    [true, false],
+    'trimmed part is a hole',
+  );
 
   // Unaligned trim inside a block: the bytes read as zeroes, the neighbours survive.
   await b.trim(8 * MiB + 600 * KiB + 100, 1000);
@@ -145,11 +142,17 @@ t.test('regular sparse file: read, write, trim, zero, extents', async (tt) => {
   tt.ok(blocks(file) - b2 >= (256 * KiB) / 512, 'zero with noHole allocates the range');
   const zz = Buffer.alloc(256 * KiB, 0xff);
   await b.read(40 * MiB, 256 * KiB, zz, 0);
-  tt.ok(zz.every((x) => x === 0), 'noHole-zeroed range reads zeroes');
+  tt.ok(
+    zz.every((x) => x === 0),
+    'noHole-zeroed range reads zeroes',
+  );
   // Zero over written data, noHole.
   await b.zero(20 * MiB, 4 * KiB, true);
   await b.read(20 * MiB, 4 * KiB, got, 0);
-  tt.ok(got.subarray(0, 4 * KiB).every((x) => x === 0), 'noHole zero over data reads zeroes');
+  tt.ok(
+    got.subarray(0, 4 * KiB).every((x) => x === 0),
+    'noHole zero over data reads zeroes',
+  );
 });
 
 t.test('fallback without the native addon: trim writes zeroes, extents say data', async (tt) => {
@@ -167,12 +170,18 @@ t.test('fallback without the native addon: trim writes zeroes, extents say data'
   tt.equal(blocks(file), before, 'trim fallback does not deallocate');
   const r = Buffer.alloc(256 * KiB + 4, 0xff);
   await b.read(1 * MiB, r.length, r, 0);
-  tt.ok(r.subarray(0, 256 * KiB + 3).every((x) => x === 0), 'but the range reads zeroes');
+  tt.ok(
+    r.subarray(0, 256 * KiB + 3).every((x) => x === 0),
+    'but the range reads zeroes',
+  );
   tt.not(r[256 * KiB + 3], 0, 'byte after the range kept');
   await b.zero(3 * MiB, 2 * MiB + 5, true); // > one zero chunk
   const r2 = Buffer.alloc(2 * MiB + 5, 0xff);
   await b.read(3 * MiB, r2.length, r2, 0);
-  tt.ok(r2.every((x) => x === 0), 'zero fallback over more than one chunk');
+  tt.ok(
+    r2.every((x) => x === 0),
+    'zero fallback over more than one chunk',
+  );
   tt.same(await b.extents(0, b.size), [{ length: 8 * MiB, hole: false }]);
 });
 
@@ -187,7 +196,10 @@ t.test('read past EOF of a regular file within size yields zeroes', async (tt) =
   const r = Buffer.alloc(6000, 0xff);
   await b.read(4000, 6000, r, 0);
   tt.ok(r.subarray(0, 1000).equals(pattern(10000, 5).subarray(4000, 5000)), 'data up to EOF');
-  tt.ok(r.subarray(1000).every((x) => x === 0), 'zeroes after EOF');
+  tt.ok(
+    r.subarray(1000).every((x) => x === 0),
+    'zeroes after EOF',
+  );
 });
 
 t.test('errors are BackendErrors with code and offset', async (tt) => {
@@ -237,7 +249,10 @@ t.test('parallel reads and writes at queue depth 64', async (tt) => {
   await Promise.all(Array.from({ length: n }, (_, i) => b.write(i * 64 * KiB, pattern(64 * KiB, i))));
   const bufs = Array.from({ length: n }, () => Buffer.alloc(64 * KiB));
   await Promise.all(bufs.map((buf, i) => b.read(i * 64 * KiB, 64 * KiB, buf, 0)));
-  tt.ok(bufs.every((buf, i) => buf.equals(pattern(64 * KiB, i))), 'every block read back');
+  tt.ok(
+    bufs.every((buf, i) => buf.equals(pattern(64 * KiB, i))),
+    'every block read back',
+  );
 });
 
 function losetupAvailable(): string | undefined {
@@ -279,7 +294,11 @@ for (const sectorSize of [512, 4096]) {
     tt.equal(b.size, 32 * MiB, 'size from sysfs');
     tt.equal(b.logicalBlockSize, sectorSize, 'logical sector size from sysfs');
     const st = fs.statSync(image);
-    tt.same(b.stableIds, { serial: `loop-backing:${st.dev}:${st.ino}` }, 'a loop device is identified by its backing file (device and inode), no WWN');
+    tt.same(
+      b.stableIds,
+      { serial: `loop-backing:${st.dev}:${st.ino}` },
+      'a loop device is identified by its backing file (device and inode), no WWN',
+    );
     tt.equal(b.canReportHoles, false);
     tt.equal(b.canPunchHoles, native.nativeAvailable);
     tt.same(await b.extents(0, b.size), [{ length: 32 * MiB, hole: false }]);
@@ -300,7 +319,10 @@ for (const sectorSize of [512, 4096]) {
     const before = blocks(image);
     await b.trim(4 * MiB, 1 * MiB);
     await b.read(4 * MiB, 1 * MiB, r, 0);
-    tt.ok(r.subarray(0, 1 * MiB).every((x) => x === 0), 'trimmed range reads zeroes');
+    tt.ok(
+      r.subarray(0, 1 * MiB).every((x) => x === 0),
+      'trimmed range reads zeroes',
+    );
     if (native.nativeAvailable) {
       tt.equal(before - blocks(image), MiB / 512, 'trim deallocated 1 MiB of the backing file');
     }
@@ -318,7 +340,10 @@ for (const sectorSize of [512, 4096]) {
     // zero with noHole (BLKZEROOUT) over data.
     await b.zero(7 * MiB, 256 * KiB, true);
     await b.read(7 * MiB, 256 * KiB, r, 0);
-    tt.ok(r.subarray(0, 256 * KiB).every((x) => x === 0), 'BLKZEROOUT range reads zeroes');
+    tt.ok(
+      r.subarray(0, 256 * KiB).every((x) => x === 0),
+      'BLKZEROOUT range reads zeroes',
+    );
     await b.read(7 * MiB + 256 * KiB, 4096, r, 0);
     tt.ok(r.subarray(0, 4096).equals(data.subarray(3 * MiB + 256 * KiB, 3 * MiB + 256 * KiB + 4096)), 'after it intact');
 
@@ -348,41 +373,45 @@ for (const sectorSize of [512, 4096]) {
   });
 }
 
-t.test('sendDatagram reaches a Unix datagram socket', { skip: native.nativeAvailable ? false : `skipped: ${native.nativeStatus}` }, async (tt) => {
-  const dir = tempDir(tt);
-  const sock = path.join(dir, 'notify.sock');
-  // Node cannot bind datagram Unix sockets; python3 receives one datagram and prints it.
-  const py = spawn(
-    'python3',
-    [
-      '-c',
-      'import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("ready",flush=True)\nprint(s.recv(4096).decode(),flush=True)',
-      sock,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  const ready = new Promise<void>((resolve, reject) => {
-    py.on('error', reject);
-    py.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('ready\n')) resolve();
+t.test(
+  'sendDatagram reaches a Unix datagram socket',
+  { skip: native.nativeAvailable ? false : `skipped: ${native.nativeStatus}` },
+  async (tt) => {
+    const dir = tempDir(tt);
+    const sock = path.join(dir, 'notify.sock');
+    // Node cannot bind datagram Unix sockets; python3 receives one datagram and prints it.
+    const py = spawn(
+      'python3',
+      [
+        '-c',
+        'import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("ready",flush=True)\nprint(s.recv(4096).decode(),flush=True)',
+        sock,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    const ready = new Promise<void>((resolve, reject) => {
+      py.on('error', reject);
+      py.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('ready\n')) resolve();
+      });
     });
-  });
-  try {
-    await ready;
-  } catch (err) {
-    tt.skip(`python3 not available: ${(err as Error).message}`, () => {});
-    return;
-  }
-  const done = new Promise<void>((resolve) => py.on('close', () => resolve()));
-  await native.sendDatagram(sock, 'READY=1\nSTATUS=serving');
-  await done;
-  tt.equal(out, 'ready\nREADY=1\nSTATUS=serving\n');
-  try {
-    await native.sendDatagram(path.join(dir, 'nobody.sock'), Buffer.from('X=1'));
-    tt.fail('send to a missing socket succeeded');
-  } catch (err) {
-    tt.equal((err as native.NativeError).code, 'ENOENT');
-  }
-});
+    try {
+      await ready;
+    } catch (err) {
+      tt.skip(`python3 not available: ${(err as Error).message}`, () => {});
+      return;
+    }
+    const done = new Promise<void>((resolve) => py.on('close', () => resolve()));
+    await native.sendDatagram(sock, 'READY=1\nSTATUS=serving');
+    await done;
+    tt.equal(out, 'ready\nREADY=1\nSTATUS=serving\n');
+    try {
+      await native.sendDatagram(path.join(dir, 'nobody.sock'), Buffer.from('X=1'));
+      tt.fail('send to a missing socket succeeded');
+    } catch (err) {
+      tt.equal((err as native.NativeError).code, 'ENOENT');
+    }
+  },
+);

@@ -32,18 +32,35 @@ function collect(): { p: ClientParser; got: ClientMessage[] } {
 }
 
 const summary = (m: ClientMessage): string =>
-  m.kind === 'request' ? `${m.type}:${m.cookieLo}:${m.offset}:${m.length}:${m.payload ? m.payload.subarray(0, m.length).toString('hex').slice(0, 16) + m.payload.subarray(0, m.length).length : ''}` : m.kind;
+  m.kind === 'request'
+    ? `${m.type}:${m.cookieLo}:${m.offset}:${m.length}:${m.payload ? m.payload.subarray(0, m.length).toString('hex').slice(0, 16) + m.payload.subarray(0, m.length).length : ''}`
+    : m.kind;
 
 t.test('unparsed bytes carry over at every split point, a half-collected large WRITE included', async (t) => {
   const big = Buffer.alloc(200 * 1024, 0xab);
   big.writeUInt32BE(0xdeadbeef, 1000);
-  const stream = Buffer.concat([request(Cmd.READ, 1, 4096, 512), request(Cmd.WRITE, 2, 2 ** 33, big.length, big), request(Cmd.WRITE, 3, 0, 8, Buffer.from('abcdefgh')), request(Cmd.FLUSH, 4, 0, 0)]);
+  const stream = Buffer.concat([
+    request(Cmd.READ, 1, 4096, 512),
+    request(Cmd.WRITE, 2, 2 ** 33, big.length, big),
+    request(Cmd.WRITE, 3, 0, 8, Buffer.from('abcdefgh')),
+    request(Cmd.FLUSH, 4, 0, 0),
+  ]);
   const whole = collect();
   whole.p.push(stream);
   const expected = whole.got.map(summary);
   t.equal(expected.length, 4, 'four requests in one piece');
   let checked = 0;
-  for (const cut of [1, 28, 29, 100, 28 + 28 + 5, 28 + 28 + 70_000, 28 + 28 + big.length - 1, 28 + 28 + big.length + 3, stream.length - 3]) {
+  for (const cut of [
+    1,
+    28,
+    29,
+    100,
+    28 + 28 + 5,
+    28 + 28 + 70_000,
+    28 + 28 + big.length - 1,
+    28 + 28 + big.length + 3,
+    stream.length - 3,
+  ]) {
     const old = collect();
     old.p.push(stream.subarray(0, cut));
     const pending = old.p.takeUnparsed();
@@ -57,13 +74,37 @@ t.test('unparsed bytes carry over at every split point, a half-collected large W
 });
 
 t.test('restoreSession refuses a changed export', async (t) => {
-  const dev = { size: 1 << 20, capabilities: { writable: true, flush: true, fua: 'emulate', trim: true, zero: true, fastZero: false, cache: true, extents: true, multiConn: true, rotational: false } } as unknown as BlockDevice;
+  const dev = {
+    size: 1 << 20,
+    capabilities: {
+      writable: true,
+      flush: true,
+      fua: 'emulate',
+      trim: true,
+      zero: true,
+      fastZero: false,
+      cache: true,
+      extents: true,
+      multiConn: true,
+      rotational: false,
+    },
+  } as unknown as BlockDevice;
   const entry: ExportEntry = { name: 'disk', description: 'd', device: dev, readOnly: false };
   const catalog: ExportCatalog = { lookup: (n) => (n === 'disk' || n === '' ? entry : undefined), list: () => [entry] };
   const flags = transmissionFlagsFor(entry, false);
-  const rec: HandedOverSession = { export: 'disk', size: 1 << 20, transmissionFlags: flags, structuredReplies: false, metaContexts: [], pending: Buffer.from('xy').toString('base64') };
+  const rec: HandedOverSession = {
+    export: 'disk',
+    size: 1 << 20,
+    transmissionFlags: flags,
+    structuredReplies: false,
+    metaContexts: [],
+    pending: Buffer.from('xy').toString('base64'),
+  };
   const ok = restoreSession(rec, catalog);
-  t.ok(typeof ok !== 'string' && ok.pending.toString() === 'xy' && ok.session.transmissionFlags === flags, 'same export: restored with its pending bytes');
+  t.ok(
+    typeof ok !== 'string' && ok.pending.toString() === 'xy' && ok.session.transmissionFlags === flags,
+    'same export: restored with its pending bytes',
+  );
   t.match(restoreSession({ ...rec, export: 'gone' }, catalog), /not served any more/);
   t.match(restoreSession({ ...rec, size: 4096 }, catalog), /size changed/);
   t.match(restoreSession({ ...rec, transmissionFlags: flags | TxFlag.READ_ONLY }, catalog), /transmission flags changed/);

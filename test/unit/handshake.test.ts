@@ -20,8 +20,7 @@ function hs(flags = FIXED, shuttingDown = false): { h: Handshake; std: ReturnTyp
   return { h, std, stop: () => (down = true) };
 }
 
-const opt = (h: Handshake, option: number, data: Buffer = Buffer.alloc(0)): HandshakeStep =>
-  h.handle({ kind: 'option', option, data });
+const opt = (h: Handshake, option: number, data: Buffer = Buffer.alloc(0)): HandshakeStep => h.handle({ kind: 'option', option, data });
 
 const replies = (s: HandshakeStep): wire.OptionReply[] => wire.decodeOptionReplies(Buffer.concat(s.send));
 const types = (s: HandshakeStep): number[] => replies(s).map((r) => r.type);
@@ -95,7 +94,10 @@ t.test('ABORT: ACK then close, payload ignored', async (t) => {
   const { h } = hs();
   const s = opt(h, Opt.ABORT, Buffer.from('junk'));
   t.equal(s.next, 'abort');
-  t.same(replies(s).map((r) => [r.option, r.type, r.data.length]), [[Opt.ABORT, Rep.ACK, 0]]);
+  t.same(
+    replies(s).map((r) => [r.option, r.type, r.data.length]),
+    [[Opt.ABORT, Rep.ACK, 0]],
+  );
 });
 
 t.test('LIST: one REP_SERVER per export then ACK; data → ERR_INVALID', async (t) => {
@@ -103,12 +105,18 @@ t.test('LIST: one REP_SERVER per export then ACK; data → ERR_INVALID', async (
   const s = opt(h, Opt.LIST);
   t.equal(s.next, 'continue');
   const r = replies(s);
-  t.same(r.map((x) => x.type), [Rep.SERVER, Rep.SERVER, Rep.ACK]);
+  t.same(
+    r.map((x) => x.type),
+    [Rep.SERVER, Rep.SERVER, Rep.ACK],
+  );
   t.ok(r.every((x) => x.option === Opt.LIST));
-  t.same(r.slice(0, 2).map((x) => wire.decodeServerEntry(x.data)), [
-    { name: 'disk', description: 'test disk' },
-    { name: 'ro', description: '' },
-  ]);
+  t.same(
+    r.slice(0, 2).map((x) => wire.decodeServerEntry(x.data)),
+    [
+      { name: 'disk', description: 'test disk' },
+      { name: 'ro', description: '' },
+    ],
+  );
   t.same(types(opt(h, Opt.LIST, Buffer.from([0]))), [Rep.ERR_INVALID]);
 });
 
@@ -124,10 +132,20 @@ t.test('INFO then GO give identical information', async (t) => {
   const b = replies(go);
   t.ok(a.every((r) => r.option === Opt.INFO));
   t.ok(b.every((r) => r.option === Opt.GO));
-  t.same(a.map((r) => [r.type, r.data.toString('hex')]), b.map((r) => [r.type, r.data.toString('hex')]));
-  t.same(a.map((r) => r.type), [Rep.INFO, Rep.INFO, Rep.INFO, Rep.INFO, Rep.ACK]);
+  t.same(
+    a.map((r) => [r.type, r.data.toString('hex')]),
+    b.map((r) => [r.type, r.data.toString('hex')]),
+  );
+  t.same(
+    a.map((r) => r.type),
+    [Rep.INFO, Rep.INFO, Rep.INFO, Rep.INFO, Rep.ACK],
+  );
   const infos = a.slice(0, 4).map((r) => wire.decodeInfo(r.data));
-  t.same(infos[0], { info: 'export', size: BigInt(std.disk.device.size), flags: go.next === 'transmission' ? go.session.transmissionFlags : -1 });
+  t.same(infos[0], {
+    info: 'export',
+    size: BigInt(std.disk.device.size),
+    flags: go.next === 'transmission' ? go.session.transmissionFlags : -1,
+  });
   t.same(infos[1], { info: 'name', name: 'disk' });
   t.same(infos[2], { info: 'description', text: 'test disk' });
   t.same(infos[3], { info: 'blockSize', minimum: 1, preferred: 4096, maximum: 32 * 1024 * 1024 });
@@ -185,7 +203,11 @@ t.test('malformed INFO/GO payloads → ERR_INVALID', async (t) => {
       t.same(types(s), [Rep.ERR_INVALID], `${name} (${o})`);
     }
   }
-  t.same(types(opt(hs().h, Opt.INFO, wire.infoPayload('x'.repeat(4096).replace(/^x/, 'y')))), [Rep.ERR_UNKNOWN], '4096-byte name accepted by the decoder');
+  t.same(
+    types(opt(hs().h, Opt.INFO, wire.infoPayload('x'.repeat(4096).replace(/^x/, 'y')))),
+    [Rep.ERR_UNKNOWN],
+    '4096-byte name accepted by the decoder',
+  );
 });
 
 t.test('STRUCTURED_REPLY: ACK once, then ERR_INVALID; with data → ERR_INVALID', async (t) => {
@@ -217,7 +239,11 @@ t.test('LIST_META_CONTEXT with 0 queries lists base:allocation (id 0); base: wil
   t.same(types(none), [Rep.ACK], 'unknown namespace ignored');
   t.same(types(opt(h, Opt.LIST_META_CONTEXT, wire.metaPayload('zzz', []))), [Rep.ERR_UNKNOWN]);
   t.same(types(opt(h, Opt.LIST_META_CONTEXT, Buffer.from([0, 0, 0, 0, 0, 0, 0, 1]))), [Rep.ERR_INVALID], 'query count 1, no query');
-  t.same(types(opt(h, Opt.LIST_META_CONTEXT, Buffer.concat([wire.metaPayload('disk', []), Buffer.from([7])]))), [Rep.ERR_INVALID], 'trailing bytes');
+  t.same(
+    types(opt(h, Opt.LIST_META_CONTEXT, Buffer.concat([wire.metaPayload('disk', []), Buffer.from([7])]))),
+    [Rep.ERR_INVALID],
+    'trailing bytes',
+  );
   const go = opt(h, Opt.GO, wire.infoPayload('disk'));
   t.ok(go.next === 'transmission' && go.session.metaContexts.size === 0, 'LIST selects nothing');
 });
@@ -231,7 +257,8 @@ t.test('SET_META_CONTEXT selects base:allocation for its export; replaces previo
     t.same(wire.decodeMetaContext(replies(s)[0].data), { id: BASE_ALLOCATION_ID, name: 'base:allocation' });
     const go = opt(h, Opt.GO, wire.infoPayload('', []));
     t.ok(go.next === 'transmission');
-    if (go.next === 'transmission') t.same([...go.session.metaContexts], [[BASE_ALLOCATION_ID, 'base:allocation']], 'default name reaches the same export');
+    if (go.next === 'transmission')
+      t.same([...go.session.metaContexts], [[BASE_ALLOCATION_ID, 'base:allocation']], 'default name reaches the same export');
   }
   {
     const { h } = hs();
@@ -258,7 +285,11 @@ t.test('unknown options → ERR_UNSUP; STARTTLS without TLS configured → ERR_U
     const s = opt(h, o, Buffer.from('payload'));
     t.equal(s.next, 'continue');
     const r = replies(s);
-    t.same(r.map((x) => [x.option, x.type]), [[o, Rep.ERR_UNSUP]], `option ${o}`);
+    t.same(
+      r.map((x) => [x.option, x.type]),
+      [[o, Rep.ERR_UNSUP]],
+      `option ${o}`,
+    );
   }
   const tls = types(opt(h, Opt.STARTTLS));
   t.equal(tls.length, 1);
@@ -281,7 +312,10 @@ t.test('oversized option: ERR_TOO_BIG with fixed newstyle, drop for EXPORT_NAME 
   const { h } = hs();
   const s = h.oversized(Opt.GO, 1 << 20);
   t.equal(s.next, 'continue');
-  t.same(replies(s).map((r) => [r.option, r.type]), [[Opt.GO, Rep.ERR_TOO_BIG]]);
+  t.same(
+    replies(s).map((r) => [r.option, r.type]),
+    [[Opt.GO, Rep.ERR_TOO_BIG]],
+  );
   t.equal(h.oversized(Opt.EXPORT_NAME, 1 << 20).next, 'drop');
   t.equal(hs(0).h.oversized(Opt.LIST, 1 << 20).next, 'drop');
 });
@@ -305,7 +339,11 @@ t.test('shutting down: ERR_SHUTDOWN for options, ACK for ABORT, drop for EXPORT_
   for (const o of [Opt.LIST, Opt.GO, Opt.INFO, Opt.STRUCTURED_REPLY, Opt.SET_META_CONTEXT, 99]) {
     const s = opt(h, o, wire.infoPayload('disk'));
     t.equal(s.next, 'continue');
-    t.same(replies(s).map((r) => [r.option, r.type]), [[o, Rep.ERR_SHUTDOWN]], `option ${o}`);
+    t.same(
+      replies(s).map((r) => [r.option, r.type]),
+      [[o, Rep.ERR_SHUTDOWN]],
+      `option ${o}`,
+    );
   }
   t.equal(opt(h, Opt.EXPORT_NAME, Buffer.from('disk')).next, 'drop');
   const a = opt(h, Opt.ABORT);

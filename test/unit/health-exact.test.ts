@@ -39,7 +39,11 @@ async function rig(tt: { teardown(fn: () => unknown): void }, faults: unknown[],
   const rules = FaultRules.parse(JSON.stringify(faults), 'test rules');
   const device = new RemapDevice(new FaultInjectingBackend(rawMain, rules), spare, store, { logger: log });
   return {
-    mainPath, rules, device, logs, log,
+    mainPath,
+    rules,
+    device,
+    logs,
+    log,
     close: async () => {
       await store.close();
       await rawMain.close();
@@ -53,7 +57,10 @@ const once = (s: HealthScanner, ev: string): Promise<unknown> => new Promise((r)
 t.test('3 unreadable sectors: one pass marks exactly their 3 blocks pending, with a bounded read count', async (tt) => {
   // Block 123 (chunk 0), and neighbours 1030 and 1031 (chunk 4): neighbours must not smear.
   const bad = [123 * B + 3 * S, 1030 * B, 1031 * B + 7 * S];
-  const r = await rig(tt, bad.map((o) => ({ op: 'read', offset: o, length: S, error: 'EIO' })));
+  const r = await rig(
+    tt,
+    bad.map((o) => ({ op: 'read', offset: o, length: S, error: 'EIO' })),
+  );
   const s = new HealthScanner(r.device, { mainPath: r.mainPath, logger: r.log, faults: r.rules.toShared(), settings: { rate: 0 } });
   const end = once(s, 'pass-end');
   s.begin();
@@ -64,9 +71,16 @@ t.test('3 unreadable sectors: one pass marks exactly their 3 blocks pending, wit
   tt.equal(st.blocks.pending, 3);
   tt.equal(st.blocks.failed, 3);
   tt.equal(r.device.entries().length, 0, 'nothing remapped blindly');
-  tt.ok(st.isolateReads > 0 && st.isolateReads <= 2 * 79, `isolation reads ${st.isolateReads} (bounded; reading every block of the 2 failed chunks alone would be ≥ 512)`);
+  tt.ok(
+    st.isolateReads > 0 && st.isolateReads <= 2 * 79,
+    `isolation reads ${st.isolateReads} (bounded; reading every block of the 2 failed chunks alone would be ≥ 512)`,
+  );
   const logged = r.logs.filter((l) => l.msg === 'health scan: unreadable block (pending: the next write remaps it)');
-  tt.same(logged.map((l) => l.sectors), [[bad[0]], [bad[1]], [bad[2]]], 'the failing sectors are logged');
+  tt.same(
+    logged.map((l) => l.sectors),
+    [[bad[0]], [bad[1]], [bad[2]]],
+    'the failing sectors are logged',
+  );
   tt.equal(st.deviceFailure, null);
   await s.close();
   await r.close();
@@ -74,7 +88,12 @@ t.test('3 unreadable sectors: one pass marks exactly their 3 blocks pending, wit
 
 t.test('a device that is gone (ENXIO) stops the pass: device failed, nothing pending', async (tt) => {
   const r = await rig(tt, [{ op: 'read', offset: 3 * MiB, length: 5 * MiB, error: 'ENXIO' }]);
-  const s = new HealthScanner(r.device, { mainPath: r.mainPath, logger: r.log, faults: r.rules.toShared(), settings: { rate: 0, deviceRetryMs: 3_600_000 } });
+  const s = new HealthScanner(r.device, {
+    mainPath: r.mainPath,
+    logger: r.log,
+    faults: r.rules.toShared(),
+    settings: { rate: 0, deviceRetryMs: 3_600_000 },
+  });
   const failed = once(s, 'device-failed');
   s.begin();
   await failed;
@@ -93,7 +112,12 @@ t.test('a device that is gone (ENXIO) stops the pass: device failed, nothing pen
 
 t.test('every read failing after a good first pass: device failed, not thousands of pending blocks', async (tt) => {
   const r = await rig(tt, []);
-  const s = new HealthScanner(r.device, { mainPath: r.mainPath, logger: r.log, faults: r.rules.toShared(), settings: { rate: 0, intervalMs: 3_600_000, deviceRetryMs: 3_600_000 } });
+  const s = new HealthScanner(r.device, {
+    mainPath: r.mainPath,
+    logger: r.log,
+    faults: r.rules.toShared(),
+    settings: { rate: 0, intervalMs: 3_600_000, deviceRetryMs: 3_600_000 },
+  });
   const end = once(s, 'pass-end');
   s.begin();
   await end;
@@ -112,8 +136,23 @@ t.test('every read failing after a good first pass: device failed, not thousands
 
 t.test('suspect arguments: integers, inside the device, bounded count; aligned and merged', async (tt) => {
   const size = 8 * MiB;
-  const ok = parseSuspectArgs({ ranges: [{ offset: 0, length: 512 }, { offset: size - 1, length: 1 }], source: ' ddrescue map ' }, size);
-  tt.same(ok, { ranges: [{ offset: 0, length: 512 }, { offset: size - 1, length: 1 }], source: 'ddrescue map' });
+  const ok = parseSuspectArgs(
+    {
+      ranges: [
+        { offset: 0, length: 512 },
+        { offset: size - 1, length: 1 },
+      ],
+      source: ' ddrescue map ',
+    },
+    size,
+  );
+  tt.same(ok, {
+    ranges: [
+      { offset: 0, length: 512 },
+      { offset: size - 1, length: 1 },
+    ],
+    source: 'ddrescue map',
+  });
   const bad: [unknown, RegExp][] = [
     [{ ranges: [{ offset: 1.5, length: 1 }], source: 's' }, /integer/],
     [{ ranges: [{ offset: -1, length: 1 }], source: 's' }, /integer byte offset/],
@@ -126,21 +165,50 @@ t.test('suspect arguments: integers, inside the device, bounded count; aligned a
     [{ ranges: [] }, /source/],
     [{ ranges: Array.from({ length: 100_001 }, () => ({ offset: 0, length: 1 })), source: 's' }, /at most 100000/],
   ];
-  for (const [args, re] of bad) tt.throws(() => parseSuspectArgs(args as Record<string, unknown>, size), re, JSON.stringify(args).slice(0, 80));
-  tt.same(alignAndMerge([{ offset: 5000, length: 10 }, { offset: 0, length: 1 }, { offset: 4096, length: 1 }, { offset: 20000, length: 1 }], B, size), [
-    { offset: 0, length: 2 * B },
-    { offset: 4 * B, length: B },
-  ], 'aligned outward to whole blocks, touching ranges merged');
+  for (const [args, re] of bad)
+    tt.throws(() => parseSuspectArgs(args as Record<string, unknown>, size), re, JSON.stringify(args).slice(0, 80));
+  tt.same(
+    alignAndMerge(
+      [
+        { offset: 5000, length: 10 },
+        { offset: 0, length: 1 },
+        { offset: 4096, length: 1 },
+        { offset: 20000, length: 1 },
+      ],
+      B,
+      size,
+    ),
+    [
+      { offset: 0, length: 2 * B },
+      { offset: 4 * B, length: B },
+    ],
+    'aligned outward to whole blocks, touching ranges merged',
+  );
 });
 
 t.test('suspect regions are visited before the pass continues; unreadable ones become pending, nothing is remapped', async (tt) => {
   const BAD = 7 * MiB + 5 * B + 1024; // near the end of the 8 MiB device
   const r = await rig(tt, [{ op: 'read', offset: BAD, length: S, error: 'EIO' }]);
-  const s = new HealthScanner(r.device, { mainPath: r.mainPath, logger: r.log, faults: r.rules.toShared(), settings: { rate: 512 * 1024, intervalMs: 3_600_000 } });
+  const s = new HealthScanner(r.device, {
+    mainPath: r.mainPath,
+    logger: r.log,
+    faults: r.rules.toShared(),
+    settings: { rate: 512 * 1024, intervalMs: 3_600_000 },
+  });
   s.begin();
   // Paused: a hint waits, and is visited once the scan resumes.
   s.pause();
-  tt.same(s.suspect([{ offset: 7 * MiB, length: 64 * B }, { offset: 7 * MiB + 10, length: 1 }], 'import-map test'), { queued: 1 }, 'one region after merging');
+  tt.same(
+    s.suspect(
+      [
+        { offset: 7 * MiB, length: 64 * B },
+        { offset: 7 * MiB + 10, length: 1 },
+      ],
+      'import-map test',
+    ),
+    { queued: 1 },
+    'one region after merging',
+  );
   tt.equal(s.status().suspects.queued, 1);
   const visited = once(s, 'suspects-done');
   s.resume();

@@ -30,7 +30,10 @@ function counting(inner: Backend): Backend & { reads: number } {
   return c;
 }
 
-async function rig(tt: { teardown(fn: () => unknown): void }, rules: unknown[]): Promise<{ dev: Backend & { reads: number }; close(): Promise<void> }> {
+async function rig(
+  tt: { teardown(fn: () => unknown): void },
+  rules: unknown[],
+): Promise<{ dev: Backend & { reads: number }; close(): Promise<void> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'remapd-isolate-'));
   tt.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'main.img');
@@ -53,18 +56,25 @@ t.test('3 unreadable sectors in a 1 MiB chunk: exactly their 3 blocks, exact sec
   const chunk = 1 * MiB;
   // Sectors: in block 300 (2nd sector), block 301 (last sector: a neighbour of the first), block 500.
   const bad = [300 * B + S, 301 * B + 7 * S, 500 * B + 3 * S];
-  const r = await rig(tt, bad.map((o) => ({ op: 'read', offset: o, length: S, error: 'EIO' })));
+  const r = await rig(
+    tt,
+    bad.map((o) => ({ op: 'read', offset: o, length: S, error: 'EIO' })),
+  );
   const first = await firstFailure(r.dev, chunk, chunk);
   r.dev.reads = 0;
   const iso = new MediaIsolator(r.dev, { blockSize: B, readRetries: 3, maxReads: 1024 });
   const res = await iso.isolate(chunk, chunk, first, 0);
   tt.notOk(res.deviceFailure, 'no device failure');
   tt.same(res.unresolved, []);
-  tt.same(res.findings.map((f) => [f.kind, f.block, f.sectors]), [
-    ['unreadable', 300, [300 * B + S]],
-    ['unreadable', 301, [301 * B + 7 * S]],
-    ['unreadable', 500, [500 * B + 3 * S]],
-  ], 'exactly the 3 blocks, each with its one bad sector');
+  tt.same(
+    res.findings.map((f) => [f.kind, f.block, f.sectors]),
+    [
+      ['unreadable', 300, [300 * B + S]],
+      ['unreadable', 301, [301 * B + 7 * S]],
+      ['unreadable', 500, [500 * B + 3 * S]],
+    ],
+    'exactly the 3 blocks, each with its one bad sector',
+  );
   tt.equal(res.reads, r.dev.reads, 'reads counted by the isolator = reads that reached the device');
   // One probe + phase 1 (≤ 2 reads per level per bad block, log2(256) = 8 levels) + phase 2 (block
   // re-read, ≤ 2 per level for log2(8) = 3 levels, 3 retries).
@@ -77,13 +87,21 @@ t.test('a sector that fails once is flaky, not unreadable', async (tt) => {
   const r = await rig(tt, [{ op: 'read', offset: 10 * B + 2 * S, length: S, error: 'EIO', count: 2 }]);
   const first = await firstFailure(r.dev, 0, MiB);
   const res = await new MediaIsolator(r.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(0, MiB, first, -1);
-  tt.same(res.findings.map((f) => [f.kind, f.block]), [['flaky', 10]]);
+  tt.same(
+    res.findings.map((f) => [f.kind, f.block]),
+    [['flaky', 10]],
+  );
   await r.close();
 });
 
 t.test('device gone (ENXIO), everything failing, and non-media errors blame no block', async (tt) => {
   const gone = await rig(tt, [{ op: 'read', offset: 0, length: 4 * MiB, error: 'ENXIO' }]);
-  let res = await new MediaIsolator(gone.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(MiB, MiB, await firstFailure(gone.dev, MiB, MiB), 0);
+  let res = await new MediaIsolator(gone.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(
+    MiB,
+    MiB,
+    await firstFailure(gone.dev, MiB, MiB),
+    0,
+  );
   tt.same(res.findings, []);
   tt.equal(res.deviceFailure?.reason, 'device-gone');
   tt.equal(res.deviceFailure?.code, 'ENXIO');
@@ -91,14 +109,24 @@ t.test('device gone (ENXIO), everything failing, and non-media errors blame no b
 
   const all = await rig(tt, [{ op: 'read', offset: 0, length: 4 * MiB, error: 'EIO' }]);
   all.dev.reads = 0;
-  res = await new MediaIsolator(all.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(2 * MiB, MiB, await firstFailure(all.dev, 2 * MiB, MiB), MiB);
+  res = await new MediaIsolator(all.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(
+    2 * MiB,
+    MiB,
+    await firstFailure(all.dev, 2 * MiB, MiB),
+    MiB,
+  );
   tt.same(res.findings, [], 'no block blamed when a sector read before fails too');
   tt.equal(res.deviceFailure?.reason, 'all-failing');
   tt.equal(res.reads, 1, 'one probe read decided it');
   await all.close();
 
   const cfg = await rig(tt, [{ op: 'read', offset: 2 * MiB, length: B, error: 'EINVAL' }]);
-  res = await new MediaIsolator(cfg.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(2 * MiB, MiB, await firstFailure(cfg.dev, 2 * MiB, MiB), 0);
+  res = await new MediaIsolator(cfg.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(
+    2 * MiB,
+    MiB,
+    await firstFailure(cfg.dev, 2 * MiB, MiB),
+    0,
+  );
   tt.same(res.findings, []);
   tt.equal(res.deviceFailure?.reason, 'config');
   tt.equal(res.deviceFailure?.code, 'EINVAL');
@@ -108,7 +136,10 @@ t.test('device gone (ENXIO), everything failing, and non-media errors blame no b
 t.test('read budget: what is not isolated is handed back, nothing is guessed', async (tt) => {
   // 40 bad sectors in 40 blocks of one chunk; a budget far too small for all of them.
   const badBlocks = Array.from({ length: 40 }, (_, i) => 3 + i * 6);
-  const r = await rig(tt, badBlocks.map((b) => ({ op: 'read', offset: b * B, length: S, error: 'EIO' })));
+  const r = await rig(
+    tt,
+    badBlocks.map((b) => ({ op: 'read', offset: b * B, length: S, error: 'EIO' })),
+  );
   const first = await firstFailure(r.dev, 0, MiB);
   const res = await new MediaIsolator(r.dev, { blockSize: B, readRetries: 3, maxReads: 120 }).isolate(0, MiB, first, -1);
   tt.notOk(res.deviceFailure);
@@ -116,8 +147,14 @@ t.test('read budget: what is not isolated is handed back, nothing is guessed', a
   const found = res.findings.map((f) => f.block);
   tt.ok(found.length > 0 && found.length < 40, `some blocks isolated (${found.length})`);
   for (const f of res.findings) tt.equal(f.kind, 'unreadable');
-  tt.ok(found.every((b) => badBlocks.includes(b)), 'every block reported is a bad one');
+  tt.ok(
+    found.every((b) => badBlocks.includes(b)),
+    'every block reported is a bad one',
+  );
   const covered = (b: number): boolean => res.unresolved.some((u) => b * B >= u.offset && b * B < u.offset + u.length);
-  tt.ok(badBlocks.every((b) => found.includes(b) || covered(b)), 'every other bad block is in an unresolved range');
+  tt.ok(
+    badBlocks.every((b) => found.includes(b) || covered(b)),
+    'every other bad block is in an unresolved range',
+  );
   await r.close();
 });

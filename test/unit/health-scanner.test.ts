@@ -57,7 +57,14 @@ async function rig(tt: { teardown(fn: () => unknown): void }, faults: unknown[],
   const main = new FaultInjectingBackend(rawMain, rules);
   const device = new RemapDevice(main, spare, store, { logger: log });
   return {
-    dir, mainPath, original, rules, device, store, logs, log,
+    dir,
+    mainPath,
+    original,
+    rules,
+    device,
+    store,
+    logs,
+    log,
     close: async () => {
       await store.close();
       await rawMain.close();
@@ -79,7 +86,10 @@ async function spareCopy(r: Rig, block: number): Promise<Buffer> {
 }
 
 t.test('one pass finds flaky, very slow and unreadable blocks; migrates with identical data', async (tt) => {
-  const FLAKY = 100, SLOW = 600, BAD = 1500, CLEAN_SLOW = 1200;
+  const FLAKY = 100,
+    SLOW = 600,
+    BAD = 1500,
+    CLEAN_SLOW = 1200;
   const r = await rig(tt, [
     { op: 'read', offset: FLAKY * B + 512, length: 512, error: 'EIO', count: 2 },
     { op: 'read', offset: SLOW * B, length: B, delayMs: 250 },
@@ -91,7 +101,7 @@ t.test('one pass finds flaky, very slow and unreadable blocks; migrates with ide
   s.begin();
   await passEnd;
   await s.idle();
-  tt.equal(r.rules.remainingCount(0), 0, 'the worker consumed the flaky rule\'s shared count');
+  tt.equal(r.rules.remainingCount(0), 0, "the worker consumed the flaky rule's shared count");
   tt.ok(r.device.isRemapped(FLAKY), 'flaky block migrated');
   tt.ok(r.device.isRemapped(SLOW), 'very slow block migrated at once');
   tt.notOk(r.device.isRemapped(CLEAN_SLOW), 'a merely slow block waits for a second pass');
@@ -111,8 +121,14 @@ t.test('one pass finds flaky, very slow and unreadable blocks; migrates with ide
   tt.ok(st.blocks.slow >= 1);
   tt.same(st.pendingOffsets, [BAD * B]);
   tt.not(st.label, 'healthy', `score ${st.score} ${JSON.stringify(st.penalties)}`);
-  tt.ok(r.logs.some((l) => l.event === 'health-label' && l.to === 'degraded' && l.level === 40), 'label change logged as a warning');
-  tt.ok(r.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('unreadable block') && l.offset === BAD * B), 'unreadable block logged with its offset');
+  tt.ok(
+    r.logs.some((l) => l.event === 'health-label' && l.to === 'degraded' && l.level === 40),
+    'label change logged as a warning',
+  );
+  tt.ok(
+    r.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('unreadable block') && l.offset === BAD * B),
+    'unreadable block logged with its offset',
+  );
 
   // Second pass (interval 0): the slow block is slow again → migrated.
   const pass2 = onceEvent(s, 'pass-end');
@@ -138,7 +154,13 @@ t.test('resumes from the persisted cursor; pause holds it; crash restarts the wo
     { op: 'read', offset: 6 * MiB, length: 4096, delayMs: 1, count: 1 },
   ]);
   await r.store.saveScanState({ cursorOffset: 4 * MiB, passesCompleted: 3, lastFullScanAt: Date.now() - 1000 });
-  const s = new HealthScanner(r.device, { mainPath: r.mainPath, logger: r.log, faults: r.rules.toShared(), settings: { rate: 0, intervalMs: 3_600_000 }, maxRestartDelayMs: 50 });
+  const s = new HealthScanner(r.device, {
+    mainPath: r.mainPath,
+    logger: r.log,
+    faults: r.rules.toShared(),
+    settings: { rate: 0, intervalMs: 3_600_000 },
+    maxRestartDelayMs: 50,
+  });
   tt.equal(s.status().cursorOffset, 4 * MiB, 'cursor loaded from the metadata');
   const passEnd = onceEvent(s, 'pass-end');
   s.begin();
@@ -163,7 +185,10 @@ t.test('resumes from the persisted cursor; pause holds it; crash restarts the wo
   await exited;
   st = s.status();
   tt.equal(st.workerRestarts, 1);
-  tt.ok(r.logs.some((l) => l.msg === 'health scan worker exited unexpectedly; restarting it'), 'crash logged');
+  tt.ok(
+    r.logs.some((l) => l.msg === 'health scan worker exited unexpectedly; restarting it'),
+    'crash logged',
+  );
   s.set({ rate: 0 });
   const pass2 = onceEvent(s, 'pass-end');
   await pass2;

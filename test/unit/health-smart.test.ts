@@ -23,16 +23,22 @@ const FIX = join(REPO_ROOT, 'test', 'fixtures', 'smart');
 const fixture = (name: string): string => readFileSync(join(FIX, name), 'utf8');
 const quiet = pino({ level: 'silent' });
 
-t.test('ATA: attributes 5/197/198, self-test LBA, UNC error-log LBA (LBA28 high bits from the device register), ICRC ignored', async (tt) => {
-  const r = parseSmartctlJson(fixture('ata-failing.json'));
-  if (!r.available) throw new Error(r.reason);
-  tt.equal(r.protocol, 'ATA');
-  tt.equal(r.passed, true);
-  tt.same(r.counts, { reallocated: 8, pending: 2, offlineUncorrectable: 2 });
-  tt.same(r.lbas, [{ lba: 22777412, source: 'self-test log' }, { lba: 22777408, source: 'error log' }]);
-  tt.equal(r.logicalBlockSize, 512);
-  tt.equal(r.model, 'EXAMPLE HD1000');
-});
+t.test(
+  'ATA: attributes 5/197/198, self-test LBA, UNC error-log LBA (LBA28 high bits from the device register), ICRC ignored',
+  async (tt) => {
+    const r = parseSmartctlJson(fixture('ata-failing.json'));
+    if (!r.available) throw new Error(r.reason);
+    tt.equal(r.protocol, 'ATA');
+    tt.equal(r.passed, true);
+    tt.same(r.counts, { reallocated: 8, pending: 2, offlineUncorrectable: 2 });
+    tt.same(r.lbas, [
+      { lba: 22777412, source: 'self-test log' },
+      { lba: 22777408, source: 'error log' },
+    ]);
+    tt.equal(r.logicalBlockSize, 512);
+    tt.equal(r.model, 'EXAMPLE HD1000');
+  },
+);
 
 t.test('NVMe: media errors, spare below threshold, critical warning, LBAs of both logs', async (tt) => {
   const r = parseSmartctlJson(fixture('nvme-worn.json'));
@@ -40,7 +46,10 @@ t.test('NVMe: media errors, spare below threshold, critical warning, LBAs of bot
   tt.equal(r.protocol, 'NVMe');
   tt.equal(r.passed, false);
   tt.same(r.counts, { mediaErrors: 3, availableSpare: 5, availableSpareThreshold: 10, percentageUsed: 97, criticalWarning: 1 });
-  tt.same(r.lbas, [{ lba: 1000963, source: 'self-test log' }, { lba: 1000960, source: 'error log' }]);
+  tt.same(r.lbas, [
+    { lba: 1000963, source: 'self-test log' },
+    { lba: 1000960, source: 'error log' },
+  ]);
 });
 
 t.test('SCSI: grown defects, uncorrected errors summed, self-test first failure', async (tt) => {
@@ -54,7 +63,10 @@ t.test('SCSI: grown defects, uncorrected errors summed, self-test first failure'
 t.test('unavailable: the real loop-device output, garbage, no device', async (tt) => {
   const r = parseSmartctlJson(fixture('loop-device-smartctl-7.3.json'));
   tt.same(r, { available: false, reason: '/dev/loop5: Unable to detect device type' });
-  tt.same(parseSmartctlJson('smartctl 6.6 usage: ...'), { available: false, reason: 'smartctl printed no JSON (smartmontools older than 7?)' });
+  tt.same(parseSmartctlJson('smartctl 6.6 usage: ...'), {
+    available: false,
+    reason: 'smartctl printed no JSON (smartmontools older than 7?)',
+  });
   tt.equal(parseSmartctlJson('[]').available, false);
   tt.match(parseSmartctlJson('{"smartctl":{"exit_status":2}}'), { available: false });
 });
@@ -89,7 +101,13 @@ t.test('SmartMonitor: real smartctl on a real loop device says unavailable; file
   tt.teardown(() => run('losetup', ['-d', dev]));
 
   const reports: unknown[] = [];
-  const m = new SmartMonitor({ devicePath: dev, deviceSize: 8 << 20, logger: quiet, command: 'smartctl', onReport: (r) => reports.push(r) });
+  const m = new SmartMonitor({
+    devicePath: dev,
+    deviceSize: 8 << 20,
+    logger: quiet,
+    command: 'smartctl',
+    onReport: (r) => reports.push(r),
+  });
   await m.check();
   tt.match(m.status(), { state: 'unavailable', reason: `${dev}: Unable to detect device type` }, 'the real smartctl 7 on a loop device');
   tt.equal(reports.length, 1);
@@ -119,10 +137,22 @@ t.test('SmartMonitor: real smartctl on a real loop device says unavailable; file
   writeFileSync(script, `#!/bin/sh\ncat '${join(dir, 'ata.json')}'\nexit 196\n`);
   chmodSync(script, 0o755);
   const hints: [ByteRange[], string][] = [];
-  const ok = new SmartMonitor({ devicePath: dev, deviceSize: 8 << 20, logger: quiet, command: script, onHints: (r, s) => hints.push([r, s]) });
+  const ok = new SmartMonitor({
+    devicePath: dev,
+    deviceSize: 8 << 20,
+    logger: quiet,
+    command: script,
+    onHints: (r, s) => hints.push([r, s]),
+  });
   await ok.check();
   await ok.check();
-  tt.match(ok.status(), { state: 'ok', protocol: 'ATA', passed: true, counts: { reallocated: 8, pending: 2, offlineUncorrectable: 2 }, hintsQueued: 1 });
+  tt.match(ok.status(), {
+    state: 'ok',
+    protocol: 'ATA',
+    passed: true,
+    counts: { reallocated: 8, pending: 2, offlineUncorrectable: 2 },
+    hintsQueued: 1,
+  });
   // 0x5b8e40 (error log, device 0xe0) = 5999168 × 512 is past 8 MiB: ignored.
   tt.same(hints, [[[{ offset: 4100 * 512, length: 512 }], 'smart self-test log']], 'one hint, sent once over two checks');
 });

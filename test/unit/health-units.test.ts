@@ -24,7 +24,8 @@ t.test('parseDuration / formatDuration', async (t) => {
   t.equal(formatDuration(86_400_000 * 3), '3d');
   t.equal(formatDuration(90_000), '90s');
   t.equal(formatDuration(1500), '1500ms');
-  for (const s of ['30s', '15m', '12h', '7d']) t.equal(parseDuration(formatDuration(parseDuration(s))), parseDuration(s), `round trip ${s}`);
+  for (const s of ['30s', '15m', '12h', '7d'])
+    t.equal(parseDuration(formatDuration(parseDuration(s))), parseDuration(s), `round trip ${s}`);
 });
 
 t.test('token bucket keeps the long-run rate and allows one chunk of burst', async (t) => {
@@ -73,7 +74,14 @@ t.test('health score formula and labels', async (t) => {
   t.equal(healthScore({ ...base, recentPasses: [0, 3] }).trend, 'worse');
   t.equal(healthScore({ ...base, recentPasses: [0, 3] }).penalties.trend, 10);
   t.equal(healthScore({ ...base, recentPasses: [3, 1] }).trend, 'better');
-  const worst = healthScore({ unreadable: 99, errorRemaps: 99, slow: 99, spareUsedPercent: 100, spareExhausted: true, recentPasses: [1, 9] });
+  const worst = healthScore({
+    unreadable: 99,
+    errorRemaps: 99,
+    slow: 99,
+    spareUsedPercent: 100,
+    spareExhausted: true,
+    recentPasses: [1, 9],
+  });
   t.equal(worst.score, 0, 'never below 0');
   t.equal(worst.label, 'critical');
   t.equal(labelOf(90), 'healthy');

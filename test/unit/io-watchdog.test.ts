@@ -57,7 +57,10 @@ t.test('a stalled spare lane stops the pings; a stalled main with a deadline doe
   const before = sent.length;
   await sleep(400);
   tt.equal(sent.slice(before).filter((m) => m === 'WATCHDOG=1\n').length, 0, 'no ping while the spare is stuck');
-  tt.ok(sent.some((m) => /STATUS=I\/O stuck: spare/.test(m)), 'STATUS names the stuck lane');
+  tt.ok(
+    sent.some((m) => /STATUS=I\/O stuck: spare/.test(m)),
+    'STATUS names the stuck lane',
+  );
   await spareHang;
   await sleep(300);
   tt.ok(sent.slice(before).filter((m) => m === 'WATCHDOG=1\n').length >= 1, 'pings resume once the spare answers');

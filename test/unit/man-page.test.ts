@@ -35,7 +35,10 @@ t.test('content', async (t) => {
   for (const c of commands) t.ok(page.includes(`.SS "remapd ${String(c.command).replace(/-/g, '\\-')}"`), `command ${c.command}`);
   for (const k of Object.keys(CONFIG_SCHEMA)) t.ok(page.includes(`\\fB${k}\\fR`), `config key ${k}`);
   t.notMatch(page, /\(no description\)/, 'every option is described');
-  const man = spawnSync('man', ['--warnings', '-l', PAGE], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80', MANPAGER: 'cat', PAGER: 'cat' } });
+  const man = spawnSync('man', ['--warnings', '-l', PAGE], {
+    encoding: 'utf8',
+    env: { ...process.env, MANWIDTH: '80', MANPAGER: 'cat', PAGER: 'cat' },
+  });
   t.equal(man.status, 0, 'man -l formats it');
   t.equal(man.stderr.trim(), '', 'no groff warnings');
   t.match(man.stdout, /EXIT STATUS/, 'has EXIT STATUS');

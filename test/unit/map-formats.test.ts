@@ -82,7 +82,11 @@ t.test('ddrescue: strict, with line numbers', async (t) => {
 
 t.test('badblocks: numbers in the list block size, write and parse', async (t) => {
   t.same(badblocksNumbers({ size: 8192 * 4, blockSize: 8192, remapped: [], pending: [1, 2] }, 4096), [2, 3, 4, 5]);
-  t.same(badblocksNumbers({ size: 4096 * 4, blockSize: 4096, remapped: [], pending: [1, 2] }, 8192), [0, 1], 'bigger list blocks: each touched once');
+  t.same(
+    badblocksNumbers({ size: 4096 * 4, blockSize: 4096, remapped: [], pending: [1, 2] }, 8192),
+    [0, 1],
+    'bigger list blocks: each touched once',
+  );
   const text = writeBadblocksList(map, 1024);
   t.equal(text.split('\n')[0], '12', 'block 3 of 4 KiB = 1 KiB block 12');
   const p = parseBadblocksList(text, 'b.txt', 1024);
@@ -91,15 +95,31 @@ t.test('badblocks: numbers in the list block size, write and parse', async (t) =
     { offset: 7 * 4096, length: 4096 },
     { offset: 10 * 4096, length: 1024 },
   ]);
-  t.same(parseBadblocksList('  7\n\n9\n', 'b', 4096).suspect, [{ offset: 7 * 4096, length: 4096 }, { offset: 9 * 4096, length: 4096 }], 'spaces and blank lines');
+  t.same(
+    parseBadblocksList('  7\n\n9\n', 'b', 4096).suspect,
+    [
+      { offset: 7 * 4096, length: 4096 },
+      { offset: 9 * 4096, length: 4096 },
+    ],
+    'spaces and blank lines',
+  );
   t.match(errOf(() => parseBadblocksList('1\n2\nthree\n', 'b.txt', 1024)).message, /^b\.txt:3: expected one block number per line/);
   t.match(errOf(() => parseBadblocksList('1\n-2\n', 'b.txt', 1024)).message, /^b\.txt:2: /);
   t.match(errOf(() => parseBadblocksList('99999999999999999999\n', 'b.txt', 1024)).message, /^b\.txt:1: block .* too large/);
 });
 
 t.test('mergeRanges: overlap and adjacency', async (t) => {
-  t.same(mergeRanges([{ offset: 10, length: 5 }, { offset: 0, length: 10 }, { offset: 12, length: 10 }, { offset: 30, length: 0 }, { offset: 40, length: 1 }]), [
-    { offset: 0, length: 22 },
-    { offset: 40, length: 1 },
-  ]);
+  t.same(
+    mergeRanges([
+      { offset: 10, length: 5 },
+      { offset: 0, length: 10 },
+      { offset: 12, length: 10 },
+      { offset: 30, length: 0 },
+      { offset: 40, length: 1 },
+    ]),
+    [
+      { offset: 0, length: 22 },
+      { offset: 40, length: 1 },
+    ],
+  );
 });

@@ -10,13 +10,22 @@ import { decodeHeader } from '../../metadata/header';
 import { checkpointOffset, journalOffset, type Layout } from '../../metadata/layout';
 import { MAIN, TestFileBackend, addRemaps, snapshot, tmpDir } from '../helpers/metadata-util';
 
-interface Pristine { file: string; layout: Layout; slot: number; oldRegion2: Buffer; expected: ReturnType<typeof snapshot> }
+interface Pristine {
+  file: string;
+  layout: Layout;
+  slot: number;
+  oldRegion2: Buffer;
+  expected: ReturnType<typeof snapshot>;
+}
 
 async function makePristine(dir: string): Promise<Pristine> {
   const file = path.join(dir, 'pristine.img');
   const spare = await TestFileBackend.open(file, { size: 64 << 20 });
   const s = await MetadataStore.create(spare, MAIN, { blockSize: 4096, journalBytes: 128 << 10 });
-  await addRemaps(s, Array.from({ length: 3000 }, (_, i) => i * 7)); // > 1 chunk
+  await addRemaps(
+    s,
+    Array.from({ length: 3000 }, (_, i) => i * 7),
+  ); // > 1 chunk
   await s.commit({ pendingAdd: [5, 6] });
   await s.checkpoint();
   const l = s.layout;
@@ -43,7 +52,10 @@ function patch(file: string, offset: number, fn: (b: Buffer) => void, length = 1
   fs.writeSync(fd, b, 0, length, offset);
   fs.closeSync(fd);
 }
-const flip = (file: string, off: number): void => patch(file, off, (b) => { b[0] ^= 0x10; });
+const flip = (file: string, off: number): void =>
+  patch(file, off, (b) => {
+    b[0] ^= 0x10;
+  });
 const zeroRange = (file: string, off: number, len: number): void => patch(file, off, (b) => b.fill(0), len);
 
 t.test('damaged copies', async (t) => {
@@ -51,24 +63,61 @@ t.test('damaged copies', async (t) => {
   const p = await makePristine(dir);
   const l = p.layout;
   type Damage = (f: string) => void;
-  const hdrFlip = (k: number): Damage => (f) => flip(f, l.headerOffsets[k] + 30); // inside sequence/timestamp
-  const chunkFlip = (k: number): Damage => (f) => flip(f, checkpointOffset(l, k, p.slot) + 65536 + 32 + 5); // 2nd chunk entry
-  const journalFlip = (k: number): Damage => (f) => flip(f, journalOffset(l, k) + 48 + 9); // first frame after checkpoint
-  const zeroCopy = (k: number): Damage => (f) => zeroRange(f, l.regionOffsets[k], l.regionBytes);
-  const truncCopy = (k: number): Damage => (f) => { // torn tail: second half of the checkpoint slot missing
-    const start = checkpointOffset(l, k, p.slot) + 65536;
-    zeroRange(f, start, l.regionOffsets[k] + l.regionBytes - start); // copy 4 loses its header (it is last)
-  };
+  const hdrFlip =
+    (k: number): Damage =>
+    (f) =>
+      flip(f, l.headerOffsets[k] + 30); // inside sequence/timestamp
+  const chunkFlip =
+    (k: number): Damage =>
+    (f) =>
+      flip(f, checkpointOffset(l, k, p.slot) + 65536 + 32 + 5); // 2nd chunk entry
+  const journalFlip =
+    (k: number): Damage =>
+    (f) =>
+      flip(f, journalOffset(l, k) + 48 + 9); // first frame after checkpoint
+  const zeroCopy =
+    (k: number): Damage =>
+    (f) =>
+      zeroRange(f, l.regionOffsets[k], l.regionBytes);
+  const truncCopy =
+    (k: number): Damage =>
+    (f) => {
+      // torn tail: second half of the checkpoint slot missing
+      const start = checkpointOffset(l, k, p.slot) + 65536;
+      zeroRange(f, start, l.regionOffsets[k] + l.regionBytes - start); // copy 4 loses its header (it is last)
+    };
   const stale2: Damage = (f) => patch(f, l.regionOffsets[2], (b) => p.oldRegion2.copy(b), l.regionBytes);
 
   const cases: { name: string; damage: Damage[]; chosen: number; failed: Record<number, string>; stale?: number[] }[] = [
     { name: 'bit flip in header of copy 0', damage: [hdrFlip(0)], chosen: 1, failed: { 0: 'header-crc' } },
-    { name: 'bit flip in a table chunk of copies 0 and 1', damage: [chunkFlip(0), chunkFlip(1)], chosen: 2, failed: { 0: 'chunk-crc', 1: 'chunk-crc' } },
-    { name: 'bit flip in a journal record of copies 0,1,2', damage: [journalFlip(0), journalFlip(1), journalFlip(2)], chosen: 3, failed: {}, stale: [0, 1, 2] },
-    { name: 'copies 1-4 zeroed', damage: [zeroCopy(1), zeroCopy(2), zeroCopy(3), zeroCopy(4)], chosen: 0, failed: { 1: 'magic', 2: 'magic', 3: 'magic', 4: 'magic' } },
+    {
+      name: 'bit flip in a table chunk of copies 0 and 1',
+      damage: [chunkFlip(0), chunkFlip(1)],
+      chosen: 2,
+      failed: { 0: 'chunk-crc', 1: 'chunk-crc' },
+    },
+    {
+      name: 'bit flip in a journal record of copies 0,1,2',
+      damage: [journalFlip(0), journalFlip(1), journalFlip(2)],
+      chosen: 3,
+      failed: {},
+      stale: [0, 1, 2],
+    },
+    {
+      name: 'copies 1-4 zeroed',
+      damage: [zeroCopy(1), zeroCopy(2), zeroCopy(3), zeroCopy(4)],
+      chosen: 0,
+      failed: { 1: 'magic', 2: 'magic', 3: 'magic', 4: 'magic' },
+    },
     { name: 'copies 0 and 4 truncated', damage: [truncCopy(0), truncCopy(4)], chosen: 1, failed: { 0: 'chunk-crc', 4: 'magic' } },
     { name: 'copy 2 holds a stale sequence', damage: [stale2], chosen: 0, failed: {}, stale: [2] },
-    { name: 'four copies damaged four ways', damage: [hdrFlip(0), zeroCopy(1), stale2, chunkFlip(3)], chosen: 4, failed: { 0: 'header-crc', 1: 'magic', 3: 'chunk-crc' }, stale: [2] },
+    {
+      name: 'four copies damaged four ways',
+      damage: [hdrFlip(0), zeroCopy(1), stale2, chunkFlip(3)],
+      chosen: 4,
+      failed: { 0: 'header-crc', 1: 'magic', 3: 'chunk-crc' },
+      stale: [2],
+    },
   ];
   for (const c of cases) {
     await t.test(c.name, async (t) => {
@@ -97,8 +146,14 @@ t.test('damaged copies', async (t) => {
       await spare.close();
       const after = await MetadataStore.inspect(await TestFileBackend.open(file, { readOnly: true }));
       t.equal(after.chosen, 0, 'after repair copy 0 is chosen');
-      t.ok(after.copies.every((x) => x.valid && !x.stale), 'after repair all 5 copies valid and current');
-      t.ok(after.copies.every((x) => x.sequence === seqAfterOpen + 1), 'all copies carry the new sequence');
+      t.ok(
+        after.copies.every((x) => x.valid && !x.stale),
+        'after repair all 5 copies valid and current',
+      );
+      t.ok(
+        after.copies.every((x) => x.sequence === seqAfterOpen + 1),
+        'all copies carry the new sequence',
+      );
       const s2 = await MetadataStore.open(await TestFileBackend.open(file), MAIN);
       t.ok(s2.lookup(200_000), 'commit after repair persisted');
       await s2.close();

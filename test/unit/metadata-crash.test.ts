@@ -17,7 +17,9 @@ function runAndKill(spare: string, log: string, afterReadyMs: number): Promise<v
   return new Promise((resolve, reject) => {
     const c = spawn(process.execPath, [CHILD, spare, log], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
-    c.stderr.on('data', (d) => { err += d; });
+    c.stderr.on('data', (d) => {
+      err += d;
+    });
     c.stdout.on('data', () => setTimeout(() => c.kill('SIGKILL'), afterReadyMs));
     c.on('exit', (code, sig) => (sig === 'SIGKILL' ? resolve() : reject(new Error(`child exited ${code}: ${err}`))));
   });
@@ -39,9 +41,15 @@ t.test(`SIGKILL ${KILLS} times at random moments`, { timeout: 300_000 }, async (
     const maybeRemoved = new Set<number>();
     for (const line of fs.readFileSync(log, 'utf8').split('\n')) {
       const [op, m, b] = line.split(' ');
-      if (op === 'A') { expect.set(+m, +b); maybeRemoved.delete(+m); }
+      if (op === 'A') {
+        expect.set(+m, +b);
+        maybeRemoved.delete(+m);
+      }
       if (op === 'r') maybeRemoved.add(+m);
-      if (op === 'R') { expect.delete(+m); maybeRemoved.delete(+m); }
+      if (op === 'R') {
+        expect.delete(+m);
+        maybeRemoved.delete(+m);
+      }
     }
     const sp = await TestFileBackend.open(file);
     const s = await MetadataStore.open(sp, MAIN);
@@ -55,7 +63,10 @@ t.test(`SIGKILL ${KILLS} times at random moments`, { timeout: 300_000 }, async (
     checked += expect.size;
     await s.close();
     const r = await MetadataStore.inspect(sp);
-    t.ok(r.copies.every((c) => c.valid && !c.stale), `kill ${i + 1}: all copies valid after open`);
+    t.ok(
+      r.copies.every((c) => c.valid && !c.stale),
+      `kill ${i + 1}: all copies valid after open`,
+    );
     await sp.close();
   }
   t.ok(checked > 0, 'the child did commit something');

@@ -19,12 +19,21 @@ async function build(file: string): Promise<void> {
   const now = (): number => (clock += 1000);
   const spare = await TestFileBackend.open(file, { size: 2 << 20 });
   const s = await MetadataStore.create(spare, MAIN, { blockSize: 4096, journalBytes: 65536, setupUuid: UUID, now });
-  const a = [10, 20, 30].map((m, i) => ({ mainBlock: m, spareBlock: s.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: 1_600_000_000_000 + i }));
+  const a = [10, 20, 30].map((m, i) => ({
+    mainBlock: m,
+    spareBlock: s.allocateSpareBlock()!,
+    reason: 'write-error' as const,
+    createdAt: 1_600_000_000_000 + i,
+  }));
   await s.commit({ add: a });
   await s.commit({ pendingAdd: [40, 41] });
   await s.saveScanState({ cursorOffset: 123 * 4096, passesCompleted: 2, lastFullScanAt: 1_650_000_000_000 });
   await s.checkpoint();
-  await s.commit({ remove: [20], add: [{ mainBlock: 50, spareBlock: s.allocateSpareBlock()!, reason: 'scan-slow', createdAt: 1_600_000_000_100 }], pendingRemove: [41] });
+  await s.commit({
+    remove: [20],
+    add: [{ mainBlock: 50, spareBlock: s.allocateSpareBlock()!, reason: 'scan-slow', createdAt: 1_600_000_000_100 }],
+    pendingRemove: [41],
+  });
   await s.close();
   await spare.close();
 }
@@ -41,7 +50,11 @@ t.test('encoding matches the golden fixture byte for byte', async (t) => {
   const golden = zlib.gunzipSync(fs.readFileSync(FIXTURE));
   t.equal(golden.length, bytes.length, 'same size');
   let first = -1;
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== golden[i]) { first = i; break; }
+  for (let i = 0; i < bytes.length; i++)
+    if (bytes[i] !== golden[i]) {
+      first = i;
+      break;
+    }
   t.equal(first, -1, 'no differing byte (first difference at the reported offset)');
   // Fixed offsets documented in docs/FORMAT.md.
   t.equal(golden.subarray(0, 8).toString('latin1'), 'RMPDMETA', 'magic at 0');
@@ -61,7 +74,14 @@ t.test('the golden fixture decodes to the expected table', async (t) => {
   t.equal(s.setupUuid, UUID);
   t.equal(s.blockSize, 4096);
   const e = [...s.entries()].sort((a, b) => a.mainBlock - b.mainBlock);
-  t.same(e.map((x) => [x.mainBlock, x.reason, x.createdAt]), [[10, 'write-error', 1_600_000_000_000], [30, 'write-error', 1_600_000_000_002], [50, 'scan-slow', 1_600_000_000_100]]);
+  t.same(
+    e.map((x) => [x.mainBlock, x.reason, x.createdAt]),
+    [
+      [10, 'write-error', 1_600_000_000_000],
+      [30, 'write-error', 1_600_000_000_002],
+      [50, 'scan-slow', 1_600_000_000_100],
+    ],
+  );
   t.equal(new Set(e.map((x) => x.spareBlock)).size, 3, 'distinct spare blocks');
   t.same([...s.pending()], [40]);
   t.same(s.scanState(), { cursorOffset: 123 * 4096, passesCompleted: 2, lastFullScanAt: 1_650_000_000_000 });
@@ -70,6 +90,13 @@ t.test('the golden fixture decodes to the expected table', async (t) => {
   t.ok(fs.readFileSync(file).equals(before), 'opening an intact spare writes nothing');
   const r = await MetadataStore.inspect(await TestFileBackend.open(file, { readOnly: true }));
   t.equal(r.chosen, 0);
-  t.ok(r.copies.every((c) => c.valid && !c.stale), 'all 5 copies valid');
-  t.same(r.copies.map((c) => c.offset), [0, 512 << 10, 1 << 20, 1536 << 10, 1792 << 10], 'documented region offsets');
+  t.ok(
+    r.copies.every((c) => c.valid && !c.stale),
+    'all 5 copies valid',
+  );
+  t.same(
+    r.copies.map((c) => c.offset),
+    [0, 512 << 10, 1 << 20, 1536 << 10, 1792 << 10],
+    'documented region offsets',
+  );
 });

@@ -11,9 +11,11 @@ type Row = { spare: number; reason: number; created: number };
 function rng(seed: number): () => number {
   let x = seed >>> 0;
   return () => {
-    x ^= x << 13; x >>>= 0;
+    x ^= x << 13;
+    x >>>= 0;
     x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
+    x ^= x << 5;
+    x >>>= 0;
     return x / 4294967296;
   };
 }
@@ -29,7 +31,12 @@ function sameAsModel(t: Test, ix: RemapIndex, model: Map<number, Row>, what: str
 }
 
 t.test('random set/delete sequences behave like a Map (order, values, counts)', async (t) => {
-  for (const [seed, keySpace, big] of [[1, 50, false], [2, 5000, false], [3, 200_000, false], [4, 3000, true]] as const) {
+  for (const [seed, keySpace, big] of [
+    [1, 50, false],
+    [2, 5000, false],
+    [3, 200_000, false],
+    [4, 3000, true],
+  ] as const) {
     const r = rng(seed);
     const ix = new RemapIndex();
     const model = new Map<number, Row>();
@@ -59,7 +66,10 @@ t.test('random set/delete sequences behave like a Map (order, values, counts)', 
     ix.set(keySpace + 1, 1, 1, 1);
     ix.delete([...model.keys()][0]);
     sameAsModel(t, c, model, `seed ${seed} clone is independent`);
-    for (const k of [...model.keys()]) { ix.delete(k); model.delete(k); }
+    for (const k of [...model.keys()]) {
+      ix.delete(k);
+      model.delete(k);
+    }
     ix.delete(keySpace + 1);
     sameAsModel(t, ix, model, `seed ${seed} emptied`);
     t.equal(ix.spareOf(0), -1);

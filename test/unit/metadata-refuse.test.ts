@@ -28,7 +28,9 @@ t.test('fingerprint mismatch is refused and the spare is untouched', async (t) =
   const dir = tmpDir(t, 'refuse');
   const file = await setup(dir);
   // Damage copy 3 so that an accepted open would have to repair (write).
-  const fd = fs.openSync(file, 'r+'); fs.writeSync(fd, Buffer.from([0xff]), 0, 1, 24 << 20); fs.closeSync(fd);
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, Buffer.from([0xff]), 0, 1, 24 << 20);
+  fs.closeSync(fd);
   await refused(t, file, 'FINGERPRINT_MISMATCH', { ...MAIN, size: MAIN.size + 4096 });
   await refused(t, file, 'FINGERPRINT_MISMATCH', { ...MAIN, logicalBlockSize: 4096 });
   await refused(t, file, 'FINGERPRINT_MISMATCH', { ...MAIN, serial: 'OTHER' });
@@ -118,7 +120,11 @@ t.test('512-byte and 4Kn devices', async (t) => {
   const f = path.join(dir, 'a.img');
   const spare4k = await TestFileBackend.open(f, { size: 32 << 20, logicalBlockSize: 4096 });
   await t.rejects(MetadataStore.create(spare4k, MAIN, { blockSize: 2048 }), { code: 'LAYOUT' }, 'block smaller than spare sector');
-  await t.rejects(MetadataStore.create(spare4k, { ...MAIN, logicalBlockSize: 8192 }, { blockSize: 4096 }), { code: 'LAYOUT' }, 'block smaller than main sector');
+  await t.rejects(
+    MetadataStore.create(spare4k, { ...MAIN, logicalBlockSize: 8192 }, { blockSize: 4096 }),
+    { code: 'LAYOUT' },
+    'block smaller than main sector',
+  );
   const s = await MetadataStore.create(spare4k, { ...MAIN, logicalBlockSize: 4096 }, { blockSize: 4096 });
   t.equal(s.layout.frameAlign, 4096, 'journal frames padded to 4 KiB on 4Kn');
   await addRemaps(s, [9]);

@@ -6,12 +6,22 @@ import { computeLayout, isMetadataBlock } from '../../metadata/layout';
 import { MAIN, TestFileBackend, addRemaps, snapshot, tmpDir } from '../helpers/metadata-util';
 
 t.test('layout: regions never overlap each other or data blocks', async (t) => {
-  for (const [size, bs, j] of [[2 << 20, 4096, 65536], [64 << 20, 512, undefined], [1 << 30, 4096, undefined], [5 * 2 ** 40, 4096, undefined], [10 * 2 ** 30, 1 << 20, undefined]] as const) {
+  for (const [size, bs, j] of [
+    [2 << 20, 4096, 65536],
+    [64 << 20, 512, undefined],
+    [1 << 30, 4096, undefined],
+    [5 * 2 ** 40, 4096, undefined],
+    [10 * 2 ** 30, 1 << 20, undefined],
+  ] as const) {
     const l = computeLayout(size, bs, 512, j);
-    for (let k = 0; k < 4; k++) t.ok(l.regionOffsets[k] + l.regionBytes <= l.regionOffsets[k + 1], `${size}/${bs}: region ${k} before ${k + 1}`);
+    for (let k = 0; k < 4; k++)
+      t.ok(l.regionOffsets[k] + l.regionBytes <= l.regionOffsets[k + 1], `${size}/${bs}: region ${k} before ${k + 1}`);
     t.ok(l.regionOffsets[4] + l.regionBytes <= size, 'last region inside the spare');
     t.ok(l.tableCapacity >= l.spareDataBlocks, 'table can hold a remap for every data block');
-    t.ok(l.headerOffsets.every((h, k) => h >= l.regionOffsets[k] && h + 4096 <= l.regionOffsets[k] + l.regionBytes), 'headers inside regions');
+    t.ok(
+      l.headerOffsets.every((h, k) => h >= l.regionOffsets[k] && h + 4096 <= l.regionOffsets[k] + l.regionBytes),
+      'headers inside regions',
+    );
   }
   const l = computeLayout(64 << 20, 4096, 512);
   let data = 0;
@@ -48,7 +58,10 @@ t.test('round trip, allocation across restart, removal, pending, scan state', as
   t.equal(bad, 0, 'no block handed out twice, in use, or in a metadata region');
   t.equal(handed.size, dataBlocks - 3, 'every free block exactly once (the uncommitted reservation came back)');
   t.ok(handed.has(reserved), 'reservation not committed before restart is free again');
-  await addRemaps(s, [5]).then(() => t.fail('no block'), () => t.pass('exhausted spare rejects'));
+  await addRemaps(s, [5]).then(
+    () => t.fail('no block'),
+    () => t.pass('exhausted spare rejects'),
+  );
   for (const b of handed) s.releaseSpareBlock(b);
   await addRemaps(s, [6]);
   t.ok(s.sequence > seq, 'sequence keeps increasing across restarts');
@@ -59,9 +72,21 @@ t.test('round trip, allocation across restart, removal, pending, scan state', as
   t.ok(s.lookup(1)!.spareBlock === old, 'old mapping visible until durable');
   await p;
   t.equal(s.lookup(1)!.spareBlock, nb);
-  await t.rejects(s.commit({ add: [{ mainBlock: 9, spareBlock: nb, reason: 'manual', createdAt: 1 }] }), { code: 'INVALID_CHANGE' }, 'spare block of another remap refused');
-  await t.rejects(s.commit({ add: [{ mainBlock: s.mainBlocks, spareBlock: s.allocateSpareBlock()!, reason: 'manual', createdAt: 1 }] }), { code: 'INVALID_CHANGE' }, 'main block beyond the device refused');
-  await t.rejects(s.commit({ add: [{ mainBlock: 9, spareBlock: 0, reason: 'manual', createdAt: 1 }] }), { code: 'INVALID_CHANGE' }, 'metadata block refused');
+  await t.rejects(
+    s.commit({ add: [{ mainBlock: 9, spareBlock: nb, reason: 'manual', createdAt: 1 }] }),
+    { code: 'INVALID_CHANGE' },
+    'spare block of another remap refused',
+  );
+  await t.rejects(
+    s.commit({ add: [{ mainBlock: s.mainBlocks, spareBlock: s.allocateSpareBlock()!, reason: 'manual', createdAt: 1 }] }),
+    { code: 'INVALID_CHANGE' },
+    'main block beyond the device refused',
+  );
+  await t.rejects(
+    s.commit({ add: [{ mainBlock: 9, spareBlock: 0, reason: 'manual', createdAt: 1 }] }),
+    { code: 'INVALID_CHANGE' },
+    'metadata block refused',
+  );
   await s.close();
 });
 

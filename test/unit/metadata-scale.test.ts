@@ -12,7 +12,8 @@ t.test('1,000,000 remaps load back', { timeout: 600_000 }, async (t) => {
   const N = 1_000_000;
   for (let i = 0; i < N; i += 20_000) {
     const add = [];
-    for (let j = i; j < i + 20_000; j++) add.push({ mainBlock: j * 2, spareBlock: s.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: 1_700_000_000_000 + j });
+    for (let j = i; j < i + 20_000; j++)
+      add.push({ mainBlock: j * 2, spareBlock: s.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: 1_700_000_000_000 + j });
     await s.commit({ add });
   }
   await s.commit({ remove: [0], pendingAdd: [1] }); // leave a journal frame to replay

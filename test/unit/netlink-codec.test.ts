@@ -6,16 +6,38 @@
 import t from 'tap';
 import { existsSync } from 'node:fs';
 import {
-  Ctrl, GENL_ID_CTRL, NLM_F_ACK, NLM_F_REQUEST, NbdAttr, NbdCmd, decodeAttrList, decodeAttrs, decodeFamily, decodeGenl,
-  decodeMessages, encodeAttrs, encodeGenl, encodeNbdConnect, encodeNbdReconfigure, errorOf, nbdIndexOf, attrString,
+  Ctrl,
+  GENL_ID_CTRL,
+  NLM_F_ACK,
+  NLM_F_REQUEST,
+  NbdAttr,
+  NbdCmd,
+  decodeAttrList,
+  decodeAttrs,
+  decodeFamily,
+  decodeGenl,
+  decodeMessages,
+  encodeAttrs,
+  encodeGenl,
+  encodeNbdConnect,
+  encodeNbdReconfigure,
+  errorOf,
+  nbdIndexOf,
+  attrString,
 } from '../../daemon/netlink-codec';
 import { GenlSocket, NbdNetlink, NetlinkError } from '../../daemon/nbd-netlink';
 import { netlinkOpen } from '../../daemon/restart-native';
 
 t.test('NBD_CMD_CONNECT: header, attributes, nested sockets, backend identifier', async (t) => {
   const msg = encodeNbdConnect(0x1b, 7, {
-    index: 2, sizeBytes: 64 * 2 ** 30 + 4096, blockSizeBytes: 4096, serverFlags: 0x16d, timeoutSec: 30, deadConnTimeoutSec: 120,
-    fds: [11, 12], backendIdentifier: 'remapd-setup-0f0e',
+    index: 2,
+    sizeBytes: 64 * 2 ** 30 + 4096,
+    blockSizeBytes: 4096,
+    serverFlags: 0x16d,
+    timeoutSec: 30,
+    deadConnTimeoutSec: 120,
+    fds: [11, 12],
+    backendIdentifier: 'remapd-setup-0f0e',
   });
   t.equal(msg.readUInt32LE(0), msg.length, 'nlmsg_len is the whole message');
   t.equal(msg.readUInt16LE(4), 0x1b, 'type = family id');
@@ -45,8 +67,16 @@ t.test('NBD_CMD_CONNECT: header, attributes, nested sockets, backend identifier'
   }
   t.equal(socketsType, NbdAttr.SOCKETS | 0x8000, 'SOCKETS carries NLA_F_NESTED');
   const items = decodeAttrList(g.attrs.get(NbdAttr.SOCKETS)!);
-  t.same(items.map(([type]) => type), [1, 1], 'two SOCK_ITEMs');
-  t.same(items.map(([, v]) => decodeAttrs(v).get(1)!.readUInt32LE(0)), [11, 12], 'their SOCK_FDs');
+  t.same(
+    items.map(([type]) => type),
+    [1, 1],
+    'two SOCK_ITEMs',
+  );
+  t.same(
+    items.map(([, v]) => decodeAttrs(v).get(1)!.readUInt32LE(0)),
+    [11, 12],
+    'their SOCK_FDs',
+  );
 });
 
 t.test('RECONFIGURE without a backend identifier (older kernels) has no such attribute', async (t) => {
@@ -57,13 +87,31 @@ t.test('RECONFIGURE without a backend identifier (older kernels) has no such att
 });
 
 t.test('decoding: controller reply (id, maxattr, multicast groups), LINK_DEAD, errors, bad lengths', async (t) => {
-  const reply = encodeGenl(GENL_ID_CTRL, 1, 2, 3, [
-    { type: Ctrl.ATTR_FAMILY_NAME, str: 'nbd' },
-    { type: Ctrl.ATTR_FAMILY_ID, u16: 0x22 },
-    { type: Ctrl.ATTR_VERSION, u32: 1 },
-    { type: Ctrl.ATTR_MAXATTR, u32: 10 },
-    { type: Ctrl.ATTR_MCAST_GROUPS, nested: [{ type: 1, nested: [{ type: Ctrl.ATTR_MCAST_GRP_NAME, str: 'nbd_mc_group' }, { type: Ctrl.ATTR_MCAST_GRP_ID, u32: 9 }] }] },
-  ], 0);
+  const reply = encodeGenl(
+    GENL_ID_CTRL,
+    1,
+    2,
+    3,
+    [
+      { type: Ctrl.ATTR_FAMILY_NAME, str: 'nbd' },
+      { type: Ctrl.ATTR_FAMILY_ID, u16: 0x22 },
+      { type: Ctrl.ATTR_VERSION, u32: 1 },
+      { type: Ctrl.ATTR_MAXATTR, u32: 10 },
+      {
+        type: Ctrl.ATTR_MCAST_GROUPS,
+        nested: [
+          {
+            type: 1,
+            nested: [
+              { type: Ctrl.ATTR_MCAST_GRP_NAME, str: 'nbd_mc_group' },
+              { type: Ctrl.ATTR_MCAST_GRP_ID, u32: 9 },
+            ],
+          },
+        ],
+      },
+    ],
+    0,
+  );
   const f = decodeFamily(decodeGenl(decodeMessages(reply)[0]));
   t.same({ id: f.id, maxAttr: f.maxAttr, group: f.groups.get('nbd_mc_group') }, { id: 0x22, maxAttr: 10, group: 9 });
   const dead = encodeGenl(0x22, NbdCmd.LINK_DEAD, 1, 0, [{ type: NbdAttr.INDEX, u32: 3 }], 0);

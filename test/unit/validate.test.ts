@@ -9,8 +9,15 @@ import type { RequestMessage } from '../../protocol/messages';
 
 const SIZE = 64 * 1024 * 1024;
 const ALL_TX =
-  TxFlag.HAS_FLAGS | TxFlag.SEND_FLUSH | TxFlag.SEND_FUA | TxFlag.SEND_TRIM | TxFlag.SEND_WRITE_ZEROES |
-  TxFlag.SEND_DF | TxFlag.CAN_MULTI_CONN | TxFlag.SEND_CACHE | TxFlag.SEND_FAST_ZERO;
+  TxFlag.HAS_FLAGS |
+  TxFlag.SEND_FLUSH |
+  TxFlag.SEND_FUA |
+  TxFlag.SEND_TRIM |
+  TxFlag.SEND_WRITE_ZEROES |
+  TxFlag.SEND_DF |
+  TxFlag.CAN_MULTI_CONN |
+  TxFlag.SEND_CACHE |
+  TxFlag.SEND_FAST_ZERO;
 
 const full: ValidationContext = { size: SIZE, transmissionFlags: ALL_TX, structuredReplies: true, hasMetaContext: true };
 const readOnly: ValidationContext = {
@@ -30,7 +37,13 @@ const big: ValidationContext = { ...full, size: 2 ** 53 - 4096 };
 
 function r(type: number, offset: number, length: number, flags = 0): RequestMessage {
   return {
-    kind: 'request', type, flags, offset, length, cookieHi: 0, cookieLo: 1,
+    kind: 'request',
+    type,
+    flags,
+    offset,
+    length,
+    cookieHi: 0,
+    cookieLo: 1,
     payload: type === Cmd.WRITE ? Buffer.alloc(0) : undefined,
   } as RequestMessage;
 }
@@ -80,7 +93,12 @@ const rows: Row[] = [
   ['trim DF', full, r(Cmd.TRIM, 0, 1, CmdFlag.DF), 'EINVAL'],
   ['zero ok', full, r(Cmd.WRITE_ZEROES, 0, SIZE), undefined],
   ['zero NO_HOLE|FAST_ZERO|FUA', full, r(Cmd.WRITE_ZEROES, 0, 1, CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO | CmdFlag.FUA), undefined],
-  ['zero FAST_ZERO not advertised', { ...full, transmissionFlags: ALL_TX & ~TxFlag.SEND_FAST_ZERO }, r(Cmd.WRITE_ZEROES, 0, 1, CmdFlag.FAST_ZERO), 'EINVAL'],
+  [
+    'zero FAST_ZERO not advertised',
+    { ...full, transmissionFlags: ALL_TX & ~TxFlag.SEND_FAST_ZERO },
+    r(Cmd.WRITE_ZEROES, 0, 1, CmdFlag.FAST_ZERO),
+    'EINVAL',
+  ],
   ['zero past end', full, r(Cmd.WRITE_ZEROES, SIZE, 1), 'ENOSPC'],
   ['zero length 0', full, r(Cmd.WRITE_ZEROES, 0, 0), 'EINVAL'],
   ['zero read-only', readOnly, r(Cmd.WRITE_ZEROES, 0, 1), 'EPERM'],
@@ -156,14 +174,30 @@ function expected(req: RequestMessage, ctx: ValidationContext): NbdErrnoName | u
 
 t.test('every command × every flag combination × session × range', async (t) => {
   const contexts: [string, ValidationContext][] = [
-    ['full', full], ['readOnly', readOnly], ['simple', simple], ['bare', bare], ['big', big],
+    ['full', full],
+    ['readOnly', readOnly],
+    ['simple', simple],
+    ['bare', bare],
+    ['big', big],
     ['noFastZero', { ...full, transmissionFlags: ALL_TX & ~TxFlag.SEND_FAST_ZERO }],
   ];
   const types = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0x7fff, 0xffff];
   const flagSets = [...Array(64).keys(), 0x40, 0x80, 0x100, 0x8000, 0xffff, 0x8001];
   const ranges: [number, number][] = [
-    [0, 0], [0, 1], [0, 512], [SIZE - 1, 1], [SIZE - 1, 2], [SIZE, 0], [SIZE, 1], [2 ** 32, 4096],
-    [0, MAX_PAYLOAD], [0, MAX_PAYLOAD + 1], [0, 0xffffffff], [2 ** 53 - 4096, 4096], [2 ** 64, 1], [512, 0],
+    [0, 0],
+    [0, 1],
+    [0, 512],
+    [SIZE - 1, 1],
+    [SIZE - 1, 2],
+    [SIZE, 0],
+    [SIZE, 1],
+    [2 ** 32, 4096],
+    [0, MAX_PAYLOAD],
+    [0, MAX_PAYLOAD + 1],
+    [0, 0xffffffff],
+    [2 ** 53 - 4096, 4096],
+    [2 ** 64, 1],
+    [512, 0],
   ];
   let checked = 0;
   const mismatches: string[] = [];

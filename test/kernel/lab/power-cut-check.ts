@@ -17,7 +17,10 @@ import { LOG_FLUSH, LOG_FUA, LOG_MARK, readWriteLog, replay, splitPlacement } fr
 
 const [runDir, tree] = process.argv.slice(2);
 const env = Object.fromEntries(
-  readFileSync(join(runDir, 'out', 'power-cut.env'), 'utf8').split('\n').filter(Boolean).map((l) => l.split('=') as [string, string]),
+  readFileSync(join(runDir, 'out', 'power-cut.env'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => l.split('=') as [string, string]),
 );
 const spareBytes = Number(env.SPARE_SECTORS) * 512;
 const mainBytes = Number(env.MAIN_SECTORS) * 512;
@@ -25,9 +28,14 @@ const maxPoints = process.env.KERNEL_LAB_POWERCUT_POINTS === 'all' ? Infinity : 
 const remapd = join(tree, 'bin', 'remapd');
 const blockio = join(tree, 'test', 'kernel', 'lab', 'guest', 'blockio.py');
 
-function fig(k: string, v: string | number): void { console.log(`FIG ${k}=${v}`); }
+function fig(k: string, v: string | number): void {
+  console.log(`FIG ${k}=${v}`);
+}
 let bads = 0;
-function bad(t: string): void { bads++; if (bads <= 20) console.log(`BAD ${t.replace(/\s*\n\s*/g, " / ")}`); }
+function bad(t: string): void {
+  bads++;
+  if (bads <= 20) console.log(`BAD ${t.replace(/\s*\n\s*/g, ' / ')}`);
+}
 
 const logPath = join(runDir, 'log.img');
 const log = readWriteLog(logPath);
@@ -57,7 +65,10 @@ if (points.length > maxPoints) {
 // the last client mark at or before each entry position
 const markAt: number[] = [];
 let k = 0;
-for (const x of e) { if (x.mark && /^c\d+$/.test(x.mark)) k = Number(x.mark.slice(1)); markAt.push(k); }
+for (const x of e) {
+  if (x.mark && /^c\d+$/.test(x.mark)) k = Number(x.mark.slice(1));
+  markAt.push(k);
+}
 
 const work = join(runDir, 'replay');
 spawnSync('mkdir', ['-p', work]);
@@ -72,14 +83,23 @@ const sfd = openSync(pristineSpare, 'w+');
 const mfd = openSync(pristineMain, 'w+');
 ftruncateSync(sfd, spareBytes);
 ftruncateSync(mfd, mainBytes);
-const place = splitPlacement([{ fd: sfd, size: spareBytes }, { fd: mfd, size: mainBytes }]);
+const place = splitPlacement([
+  { fd: sfd, size: spareBytes },
+  { fd: mfd, size: mainBytes },
+]);
 
 async function serveAndVerify(point: number, mark: number): Promise<void> {
   const sock = join(work, 'r.sock');
   rmSync(sock, { force: true });
-  const srv = spawn(process.execPath, [remapd, 'serve', '--main', main, '--spare', spare, '--socket', sock, '--no-scan', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const srv = spawn(
+    process.execPath,
+    [remapd, 'serve', '--main', main, '--spare', spare, '--socket', sock, '--no-scan', '--log-level', 'warn'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let err = '';
-  srv.stderr.on('data', (d) => { err += d; });
+  srv.stderr.on('data', (d) => {
+    err += d;
+  });
   const t0 = Date.now();
   while (!existsSync(sock) && srv.exitCode === null && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 50));
   if (!existsSync(sock)) {
@@ -88,7 +108,11 @@ async function serveAndVerify(point: number, mark: number): Promise<void> {
     return;
   }
   if (mark > 0) {
-    const v = spawnSync('/usr/bin/python3', [blockio, 'verify', '--journal', join(runDir, 'out', 'journal'), '--nbd-socket', sock, '--upto-mark', String(mark)], { encoding: 'utf8' });
+    const v = spawnSync(
+      '/usr/bin/python3',
+      [blockio, 'verify', '--journal', join(runDir, 'out', 'journal'), '--nbd-socket', sock, '--upto-mark', String(mark)],
+      { encoding: 'utf8' },
+    );
     try {
       const r = JSON.parse(v.stdout) as { checked: number; bad: string[] };
       verified += r.checked;
@@ -108,12 +132,16 @@ async function main_(): Promise<void> {
   for (const p of points) {
     replay(logPath, log, at, p, place);
     at = p;
-    for (const [from, to] of [[pristineSpare, spare], [pristineMain, main]]) {
+    for (const [from, to] of [
+      [pristineSpare, spare],
+      [pristineMain, main],
+    ]) {
       const cp = spawnSync('cp', ['--sparse=always', from, to]);
       if (cp.status !== 0) throw new Error(`cp ${from} ${to} failed: ${cp.stderr}`);
     }
     const c = spawnSync(process.execPath, [remapd, 'check', '--main', main, '--spare', spare], { encoding: 'utf8' });
-    if (c.status !== 0) bad(`point ${p}/${e.length}: remapd check exited ${c.status}: ${(c.stdout + c.stderr).trim().split('\n').slice(-2).join(' ')}`);
+    if (c.status !== 0)
+      bad(`point ${p}/${e.length}: remapd check exited ${c.status}: ${(c.stdout + c.stderr).trim().split('\n').slice(-2).join(' ')}`);
     await serveAndVerify(p, markAt[p - 1] ?? 0);
   }
   closeSync(sfd);
@@ -123,4 +151,7 @@ async function main_(): Promise<void> {
   fig('replay_s', Math.round((Date.now() - t0) / 1000));
   rmSync(work, { recursive: true, force: true });
 }
-main_().catch((err) => { bad(`checker crashed: ${err instanceof Error ? err.stack : err}`); process.exitCode = 1; });
+main_().catch((err) => {
+  bad(`checker crashed: ${err instanceof Error ? err.stack : err}`);
+  process.exitCode = 1;
+});

@@ -19,7 +19,7 @@ scenario_main() {
   mount -t ext4 $NBD /mnt || { bad "mount"; return 1; }
   mkdir -p /mnt/d
   for i in $(seq 1 60); do
-    size=$(( (i * 7919) % 3000 + 1 ))      # KiB: 1 KiB .. 3 MiB
+    size=$(( (i * 7919) % 1500 + 1 ))      # KiB: 1 KiB .. 1.5 MiB (about half the 96 MiB disk)
     dd if=/dev/urandom of=/mnt/d/f$i bs=1K count=$size status=none || bad "writing f$i"
     n=$((n + 1)); mib=$((mib + size))
   done
