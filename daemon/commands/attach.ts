@@ -43,7 +43,12 @@ export const attachCommand: CommandModule<object, Args> = {
       })
       .option('block-size', { type: 'number', default: 4096, describe: 'Logical block size of the device (512 … 4096)' })
       .option('state-dir', { type: 'string', default: '/run/remapd', describe: 'Where nbdN.attach.json is kept' })
-      .option('log-level', { type: 'string', choices: LOG_LEVELS, default: process.env.REMAPD_LOG_LEVEL ?? 'info' })
+      .option('log-level', {
+        describe: 'Log level (logs go to stderr)',
+        type: 'string',
+        choices: LOG_LEVELS,
+        default: process.env.REMAPD_LOG_LEVEL ?? 'info',
+      })
       .check((a) => {
         if (!(Number.isInteger(a.connections) && a.connections >= 1 && a.connections <= 16))
           throw new Error('--connections must be 1 … 16');
