@@ -22,6 +22,9 @@
  *       Changes queued while a round is in flight are written together in the next round (group commit).
  *       Spare blocks of removed/replaced remaps become allocatable only after the change is durable.
  *   store.saveScanState(s), store.checkpoint(), store.close()
+ *   Repairs: a checkpoint that rewrites copies found damaged or stale (at open, at reload, or after a copy
+ *       write failed) counts in store.repairs and calls store.onRepaired(copies); open()'s own repair, made
+ *       before anyone could subscribe, is kept in store.repairedAtOpen.
  *   store.claim(owner): write the owner marker into every header (a checkpoint); call it right after open,
  *       before any commit, while holding the setup's lock (daemon/owner-lock.ts). readOwner(spare) reads it.
  * Errors are MetadataError with a code (see types.ts). After a failed metadata write the store refuses
@@ -33,7 +36,7 @@
  */
 import type { Backend } from '../storage/backend';
 import { SpareAllocator } from './allocator';
-import { findHeaders, needsRepair, scanSpare } from './copies';
+import { findHeaders, needsRepair, scanSpare, type SpareScan } from './copies';
 import { identityFromHeader } from './fingerprint';
 import { HEADER_BYTES, uuidToString, type Header, type OwnerMarker } from './header';
 import { encodeFrame } from './journal';
@@ -97,6 +100,14 @@ export class MetadataStore {
   /** Number of write rounds (journal appends + checkpoints) so far; for tests and metrics. */
   rounds = 0;
   checkpoints = 0;
+  /** Checkpoints that rewrote copies found damaged or stale (at open, reload, or after a failed copy write). */
+  repairs = 0;
+  /** Copies repaired by open()'s checkpoint (undefined: none), for whoever subscribes after open. */
+  repairedAtOpen: number | undefined;
+  /** Called after a checkpoint repaired `copies` damaged or stale copies (not for open()'s repair: see repairedAtOpen). */
+  onRepaired: ((copies: number) => void) | undefined;
+  /** Copies known damaged or stale that the next full checkpoint repairs (0: none). */
+  private repairCopies = 0;
 
   private constructor(
     private readonly spare: Backend,
@@ -242,7 +253,9 @@ export class MetadataStore {
       opts,
     );
     if (!spare.readOnly && (needsRepair(scan) || scan.maxSequence !== l.best.sequence)) {
+      store.repairCopies = damagedCopies(scan);
       await store.checkpoint();
+      if (store.repairs) store.repairedAtOpen = damagedCopies(scan);
     }
     return store;
   }
@@ -358,7 +371,10 @@ export class MetadataStore {
     );
     const ok = results.filter((r) => r.status === 'fulfilled').length;
     if (ok === 0) this.fail((results[0] as PromiseRejectedResult).reason);
-    if (ok < COPIES) this.repairWanted = true;
+    if (ok < COPIES) {
+      this.repairWanted = true;
+      this.repairCopies = Math.max(this.repairCopies, COPIES - ok);
+    }
     try {
       await this.spare.sync();
     } catch (e) {
@@ -388,13 +404,19 @@ export class MetadataStore {
     const seq = this.seq + 1;
     const slot = 1 - this.activeSlot;
     const written = await writeCheckpoint(this.spare, l, this.base, this.state, ops, seq, slot, this.now, (e) => this.fail(e));
+    const repaired = written === COPIES ? this.repairCopies : 0;
     this.repairWanted = written < COPIES;
+    this.repairCopies = COPIES - written;
     this.seq = seq;
     this.epoch = seq;
     this.activeSlot = slot;
     this.journalPos = 0;
     Object.assign(this.base, { sequence: seq, activeSlot: slot });
     this.applyOps(ops);
+    if (repaired > 0) {
+      this.repairs++;
+      this.onRepaired?.(repaired);
+    }
   }
 
   /**
@@ -421,6 +443,7 @@ export class MetadataStore {
       this.activeSlot = h.activeSlot;
       this.journalPos = l.best.journal!.end;
       this.failed = null;
+      this.repairCopies = Math.max(this.repairCopies, damagedCopies(scan));
       await this.checkpoint(); // sets failed again when the spare still cannot be written
     } catch (e) {
       this.failed ??= e instanceof Error ? e : new Error(String(e));
@@ -451,4 +474,9 @@ export class MetadataStore {
     this.closed = true;
     while (this.inFlight) await this.inFlight.catch(() => undefined);
   }
+}
+
+/** Copies of a scan that are damaged (failed a check) or stale. */
+function damagedCopies(scan: SpareScan): number {
+  return scan.copies.filter((c) => !c.valid || c.stale).length;
 }
