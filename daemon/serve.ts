@@ -78,6 +78,8 @@ export interface RunningDaemon {
   readonly device: BlockDevice;
   /** The remapping device, when a spare is configured. */
   readonly remap: RemapDevice | undefined;
+  /** Metadata copies repaired when the spare was opened (undefined: none); raised as MetadataRepaired. */
+  readonly metadataRepairedAtOpen?: number;
   readonly control: ControlServer | undefined;
   /** Called on stop, before the devices close (scanner, metrics …). */
   readonly beforeStop: (() => Promise<void>)[];
@@ -149,6 +151,8 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
         description: `remapd setup=${store.setupUuid} main=${rawMain.path} spare=${spare.path}`,
       });
       device = remap;
+      const dev = remap;
+      store.onRepaired = (copies) => dev.emit('metadata-repaired', { copies });
       log.info(
         { spare: spare.path, setup: store.setupUuid, ...remap.status().remaps, pending: remap.status().pending.count },
         'remap table loaded',
@@ -322,6 +326,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     server,
     device,
     remap,
+    metadataRepairedAtOpen: store?.repairedAtOpen,
     control,
     beforeStop,
     stopped,

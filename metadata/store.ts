@@ -22,33 +22,27 @@
  *       Changes queued while a round is in flight are written together in the next round (group commit).
  *       Spare blocks of removed/replaced remaps become allocatable only after the change is durable.
  *   store.saveScanState(s), store.checkpoint(), store.close()
+ *   Repairs: a checkpoint that rewrites copies found damaged or stale (at open, at reload, or after a copy
+ *       write failed) counts in store.repairs and calls store.onRepaired(copies); open()'s own repair, made
+ *       before anyone could subscribe, is kept in store.repairedAtOpen.
  *   store.claim(owner): write the owner marker into every header (a checkpoint); call it right after open,
  *       before any commit, while holding the setup's lock (daemon/owner-lock.ts). readOwner(spare) reads it.
  * Errors are MetadataError with a code (see types.ts). After a failed metadata write the store refuses
  * further commits (FAILED; hasFailed is true): the disk may hold a half-written round. store.reload()
  * reads the spare again exactly as open() does (the disk is the truth), replaces the in-memory table,
  * writes a checkpoint (a fresh journal epoch, past anything half-written) and accepts commits again.
+ * This file holds the state and the commit path; loading (open/reload/inspect, readOwner) is in
+ * metadata/loader.ts, the header and checkpoint writes in metadata/writer.ts.
  */
-import { randomBytes } from 'crypto';
 import type { Backend } from '../storage/backend';
 import { SpareAllocator } from './allocator';
-import { chooseBest, findHeaders, loadCheckpoint, loadJournal, needsRepair, scanSpare, type CopyScan, type SpareScan } from './copies';
-import { identityFromHeader, pairingMismatches } from './fingerprint';
-import { encodeHeader, FORMAT_VERSION, HEADER_BYTES, uuidFromString, uuidToString, type Header, type OwnerMarker } from './header';
+import { findHeaders, needsRepair, scanSpare, type SpareScan } from './copies';
+import { identityFromHeader } from './fingerprint';
+import { HEADER_BYTES, uuidToString, type Header, type OwnerMarker } from './header';
 import { encodeFrame } from './journal';
-import { checkpointOffset, computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout } from './layout';
-import {
-  applyOp,
-  applyOpAt,
-  cloneState,
-  emptyState,
-  encodeCheckpoint,
-  OP_ADD,
-  OP_BYTES,
-  opsForChange,
-  type Op,
-  type TableState,
-} from './table';
+import { computeLayout, COPIES, journalOffset, LayoutError, validateBlockSize, type Layout } from './layout';
+import { inspectSpare, loadBest } from './loader';
+import { applyOp, emptyState, OP_ADD, opsForChange, type Op, type TableState } from './table';
 import {
   MetadataError,
   REMAP_REASONS,
@@ -59,8 +53,10 @@ import {
   type RemapReason,
   type ScanState,
 } from './types';
+import { assertEmpty, freshHeader, writeCheckpoint, writeHeaders } from './writer';
 
 export * from './types';
+export { readOwner } from './loader';
 
 export interface StoreOptions {
   /** Clock in ms (tests pass a fixed clock for golden files). */
@@ -104,6 +100,14 @@ export class MetadataStore {
   /** Number of write rounds (journal appends + checkpoints) so far; for tests and metrics. */
   rounds = 0;
   checkpoints = 0;
+  /** Checkpoints that rewrote copies found damaged or stale (at open, reload, or after a failed copy write). */
+  repairs = 0;
+  /** Copies repaired by open()'s checkpoint (undefined: none), for whoever subscribes after open. */
+  repairedAtOpen: number | undefined;
+  /** Called after a checkpoint repaired `copies` damaged or stale copies (not for open()'s repair: see repairedAtOpen). */
+  onRepaired: ((copies: number) => void) | undefined;
+  /** Copies known damaged or stale that the next full checkpoint repairs (0: none). */
+  private repairCopies = 0;
 
   private constructor(
     private readonly spare: Backend,
@@ -208,58 +212,9 @@ export class MetadataStore {
     }
     const found = await findHeaders(spare);
     const stray = found.filter((f) => f.buf && f.failedCheck !== 'magic');
-    if (!opts.force) {
-      if (stray.length) {
-        throw new MetadataError(
-          'NOT_EMPTY',
-          `spare ${spare.path} already holds remapd metadata (at byte ${stray[0].offset}); use --force to overwrite it`,
-        );
-      }
-      for (const r of layout.regionOffsets) {
-        const at = await firstNonZero(spare, r, layout.regionBytes);
-        if (at >= 0) {
-          throw new MetadataError(
-            'NOT_EMPTY',
-            `spare ${spare.path} has non-zero data at byte ${at}, inside a metadata region; use --force to overwrite it`,
-          );
-        }
-      }
-    }
+    if (!opts.force) await assertEmpty(spare, layout, stray);
     const now = opts.now ?? Date.now;
-    const t = now();
-    const base: Header = {
-      version: FORMAT_VERSION,
-      incompatFeatures: 0,
-      compatFeatures: 0,
-      copyIndex: 0,
-      sequence: 1,
-      timestamp: t,
-      setupUuid: opts.setupUuid ? uuidFromString(opts.setupUuid) : randomBytes(16),
-      mainSize: main.size,
-      mainLogicalBlockSize: main.logicalBlockSize,
-      blockSize,
-      spareSize: spare.size,
-      spareLogicalBlockSize: spare.logicalBlockSize,
-      activeSlot: 0,
-      regionBytes: layout.regionBytes,
-      journalBytes: layout.journalBytes,
-      checkpointSlotBytes: layout.checkpointSlotBytes,
-      tableCapacity: layout.tableCapacity,
-      copyOffsets: layout.regionOffsets,
-      checkpointEntries: 0,
-      checkpointChunks: 0,
-      checkpointCrc: 0,
-      scanCursor: 0,
-      scanPasses: 0,
-      lastFullScanAt: 0,
-      createdAt: t,
-      mainSerial: main.serial,
-      mainWwn: main.wwn,
-    };
-    if (!opts.setupUuid) {
-      base.setupUuid[6] = (base.setupUuid[6] & 0x0f) | 0x40;
-      base.setupUuid[8] = (base.setupUuid[8] & 0x3f) | 0x80;
-    }
+    const base = freshHeader(spare, main, layout, blockSize, now(), opts.setupUuid);
     const zero = Buffer.alloc(HEADER_BYTES);
     for (const f of stray) await spare.write(f.offset, zero);
     for (let k = 0; k < COPIES; k++) await spare.zero(journalOffset(layout, k), layout.journalBytes, false);
@@ -298,7 +253,9 @@ export class MetadataStore {
       opts,
     );
     if (!spare.readOnly && (needsRepair(scan) || scan.maxSequence !== l.best.sequence)) {
+      store.repairCopies = damagedCopies(scan);
       await store.checkpoint();
+      if (store.repairs) store.repairedAtOpen = damagedCopies(scan);
     }
     return store;
   }
@@ -306,48 +263,10 @@ export class MetadataStore {
   // ---------------------------------------------------------------- inspect
 
   static async inspect(spare: Backend, opts: { repair?: boolean; main?: MainIdentity } = {}): Promise<CheckReport> {
-    let scan = await scanSpare(spare);
-    let repaired = false;
-    if (opts.repair && !scan.newer && scan.best && needsRepair(scan) && !spare.readOnly) {
-      const s = await MetadataStore.open(spare, opts.main);
+    return inspectSpare(spare, opts, async (sp, main) => {
+      const s = await MetadataStore.open(sp, main);
       await s.close();
-      repaired = true;
-      scan = await scanSpare(spare);
-    }
-    const report: CheckReport = {
-      copies: scan.copies.map((c) => ({
-        index: c.index,
-        offset: c.offset,
-        length: c.length,
-        valid: c.valid,
-        ...(c.valid ? {} : { failedCheck: c.failedCheck ?? 'unknown' }),
-        ...(c.stale ? { stale: true } : {}),
-        sequence: c.sequence,
-        timestamp: c.timestamp,
-      })),
-      chosen: null,
-      repaired,
-    };
-    if (scan.newer) return report;
-    try {
-      const l = await loadBest(scan, spare, undefined);
-      report.copies = scan.copies.map((c, i) => ({
-        ...report.copies[i],
-        valid: c.valid,
-        ...(c.valid ? {} : { failedCheck: c.failedCheck ?? 'unknown' }),
-      }));
-      const h = l.best.header!;
-      report.chosen = l.best.index;
-      report.formatVersion = h.version;
-      report.setupUuid = uuidToString(h.setupUuid);
-      report.blockSize = h.blockSize;
-      report.spareDataBlocks = scan.layout!.spareDataBlocks;
-      report.main = identityFromHeader(h);
-      report.table = { remaps: l.state.remaps.size, pending: l.state.pending.size, freeSpareBlocks: l.alloc.free, scan: l.state.scan };
-    } catch (e) {
-      if (!(e instanceof MetadataError)) throw e;
-    }
-    return report;
+    });
   }
 
   // ---------------------------------------------------------------- commit
@@ -452,7 +371,10 @@ export class MetadataStore {
     );
     const ok = results.filter((r) => r.status === 'fulfilled').length;
     if (ok === 0) this.fail((results[0] as PromiseRejectedResult).reason);
-    if (ok < COPIES) this.repairWanted = true;
+    if (ok < COPIES) {
+      this.repairWanted = true;
+      this.repairCopies = Math.max(this.repairCopies, COPIES - ok);
+    }
     try {
       await this.spare.sync();
     } catch (e) {
@@ -479,57 +401,22 @@ export class MetadataStore {
     const l = this.layout;
     this.checkpoints++;
     this.lastRepairAttempt = this.now();
-    // Encode the table as it will be after `ops`, but change memory (and free spare blocks) only once the
-    // checkpoint is durable, exactly like a journal round: lookups must not see a commit before it resolves.
-    let next = this.state;
-    if (ops.length) {
-      next = cloneState(this.state);
-      for (const o of ops) applyOp(next, o);
-    }
     const seq = this.seq + 1;
     const slot = 1 - this.activeSlot;
-    const cp = encodeCheckpoint(next, seq);
-    next = this.state; // let the clone go before the writes
-    if (cp.bytes.length > l.checkpointSlotBytes) this.fail(new Error('checkpoint larger than its slot'));
-    const wr = await Promise.allSettled(Array.from({ length: COPIES }, (_, k) => this.spare.write(checkpointOffset(l, k, slot), cp.bytes)));
-    const okCopies = wr.map((r) => r.status === 'fulfilled');
-    if (!okCopies.some(Boolean)) this.fail((wr[0] as PromiseRejectedResult).reason);
-    try {
-      await this.spare.sync();
-    } catch (e) {
-      this.fail(e);
-    }
-    const h: Header = {
-      ...this.base,
-      sequence: seq,
-      timestamp: this.now(),
-      activeSlot: slot,
-      checkpointEntries: cp.entries,
-      checkpointChunks: cp.chunks,
-      checkpointCrc: cp.crc,
-      scanCursor: cp.scan.cursorOffset,
-      scanPasses: cp.scan.passesCompleted,
-      lastFullScanAt: cp.scan.lastFullScanAt,
-    };
-    let written = 0;
-    try {
-      written = await writeHeaders(this.spare, l, h, okCopies);
-    } catch (e) {
-      this.fail(e);
-    }
-    if (written === 0) this.fail(new Error('no header could be written'));
-    try {
-      await this.spare.sync();
-    } catch (e) {
-      this.fail(e);
-    }
+    const written = await writeCheckpoint(this.spare, l, this.base, this.state, ops, seq, slot, this.now, (e) => this.fail(e));
+    const repaired = written === COPIES ? this.repairCopies : 0;
     this.repairWanted = written < COPIES;
+    this.repairCopies = COPIES - written;
     this.seq = seq;
     this.epoch = seq;
     this.activeSlot = slot;
     this.journalPos = 0;
     Object.assign(this.base, { sequence: seq, activeSlot: slot });
     this.applyOps(ops);
+    if (repaired > 0) {
+      this.repairs++;
+      this.onRepaired?.(repaired);
+    }
   }
 
   /**
@@ -556,6 +443,7 @@ export class MetadataStore {
       this.activeSlot = h.activeSlot;
       this.journalPos = l.best.journal!.end;
       this.failed = null;
+      this.repairCopies = Math.max(this.repairCopies, damagedCopies(scan));
       await this.checkpoint(); // sets failed again when the spare still cannot be written
     } catch (e) {
       this.failed ??= e instanceof Error ? e : new Error(String(e));
@@ -588,104 +476,7 @@ export class MetadataStore {
   }
 }
 
-/** The owner marker in the newest valid header of a spare (undefined: none, or no metadata). Reads only. */
-export async function readOwner(spare: Backend): Promise<OwnerMarker | undefined> {
-  try {
-    return (await scanSpare(spare)).reference?.owner;
-  } catch {
-    return undefined;
-  }
-}
-
-async function writeHeaders(spare: Backend, l: Layout, h: Header, which?: boolean[]): Promise<number> {
-  const res = await Promise.allSettled(
-    Array.from({ length: COPIES }, (_, k) =>
-      which && !which[k] ? Promise.reject(new Error('skipped')) : spare.write(l.headerOffsets[k], encodeHeader({ ...h, copyIndex: k })),
-    ),
-  );
-  return res.filter((r) => r.status === 'fulfilled').length;
-}
-
-async function firstNonZero(spare: Backend, offset: number, length: number): Promise<number> {
-  const piece = 1 << 20;
-  const buf = Buffer.alloc(piece);
-  let pos = offset;
-  for (const ext of await spare.extents(offset, length)) {
-    if (!ext.hole) {
-      for (let o = pos; o < pos + ext.length; o += piece) {
-        const n = Math.min(piece, pos + ext.length - o);
-        await spare.read(o, n, buf, 0);
-        for (let i = 0; i < n; i += 8) {
-          if (i + 8 <= n ? buf.readBigUInt64LE(i) !== 0n : buf.subarray(i, n).some((x) => x !== 0)) {
-            for (let j = i; j < n; j++) if (buf[j] !== 0) return o + j;
-          }
-        }
-      }
-    }
-    pos += ext.length;
-  }
-  return -1;
-}
-
-interface Loaded {
-  best: CopyScan;
-  state: TableState;
-  alloc: SpareAllocator;
-}
-
-/** Refuse what must be refused, then decode the best copy (falling back when its table is unusable). */
-async function loadBest(scan: SpareScan, spare: Backend, main: MainIdentity | undefined): Promise<Loaded> {
-  if (scan.newer) {
-    throw new MetadataError(
-      scan.newer.features ? 'UNSUPPORTED_FEATURES' : 'NEWER_VERSION',
-      scan.newer.features
-        ? `spare ${spare.path} uses metadata features this remapd does not know; upgrade remapd`
-        : `spare ${spare.path} has metadata format version ${scan.newer.version}, newer than this remapd supports (${FORMAT_VERSION}); upgrade remapd`,
-    );
-  }
-  for (;;) {
-    const best = scan.best;
-    if (!best || !scan.layout) {
-      throw new MetadataError(
-        'NO_VALID_COPY',
-        scan.anyMagic
-          ? `spare ${spare.path} has remapd metadata but no valid copy (${scan.copies.map((c) => `#${c.index}: ${c.failedCheck ?? 'stale'}`).join(', ')}); nothing was changed`
-          : `spare ${spare.path} has no remapd metadata; run 'remapd create' first`,
-      );
-    }
-    const h = best.header!;
-    if (main) {
-      const diff = pairingMismatches(identityFromHeader(h), main);
-      if (diff.length) {
-        throw new MetadataError(
-          'FINGERPRINT_MISMATCH',
-          `spare ${spare.path} belongs to another main device (setup ${uuidToString(h.setupUuid)}): ${diff.join('; ')}; nothing was changed`,
-        );
-      }
-    }
-    try {
-      const l = scan.layout;
-      // Stream the checkpoint again (verified and decoded in one pass through a reused 1 MiB buffer), then
-      // replay the journal from its bytes, sized up front so the table never grows during the load.
-      const state = await loadCheckpoint(spare, l, best, scan.buffers, best.journal!.opCount);
-      const j = await loadJournal(spare, l, best, scan.buffers);
-      for (const f of j.frames) for (let i = 0; i < f.count; i++) applyOpAt(state, j.buf, f.opsOffset + i * OP_BYTES);
-      const alloc = new SpareAllocator(l);
-      const mainBlocks = Math.ceil(h.mainSize / h.blockSize);
-      const r = state.remaps;
-      for (let k = 0, n = r.slotCount; k < n; k++) {
-        if (r.reasonAt(k) === 0) continue;
-        const m = r.mainAt(k);
-        const b = r.spareAt(k);
-        if (!alloc.isDataBlock(b)) throw new Error(`remap of main block ${m} points at spare block ${b} outside the data area`);
-        if (!alloc.markCommitted(b)) throw new Error(`spare block ${b} is used twice`);
-        if (m >= mainBlocks) throw new Error(`main block ${m} beyond the main device`);
-      }
-      return { best, state, alloc };
-    } catch (e) {
-      best.valid = false;
-      best.failedCheck = 'table';
-      chooseBest(scan);
-    }
-  }
+/** Copies of a scan that are damaged (failed a check) or stale. */
+function damagedCopies(scan: SpareScan): number {
+  return scan.copies.filter((c) => !c.valid || c.stale).length;
 }

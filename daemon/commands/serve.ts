@@ -289,6 +289,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         health: () => statusSections.get('health')?.() as { score?: number; label?: string } | undefined,
       });
       if (scanner) subscribeScanner(scanner, alerts);
+      // Repaired at open, before the alerts were attached: raise it once now.
+      if (daemon.metadataRepairedAtOpen !== undefined) alerts.raise('MetadataRepaired', `copies=${daemon.metadataRepairedAtOpen}`);
       evacuateDone.push((detail) => alerts.raise('EvacuateDone', detail));
       daemon.beforeStop.push(async () => alerts.close());
     }

@@ -3,10 +3,10 @@
  * Remap (a burst of thousands coalesced into a few calls whose REMAPD_EVENT_COUNT adds up), SpareLow,
  * SpareFull, Pending, HealthChange and ScanPassDone; a program that hangs is killed after
  * --alert-timeout and logged while client I/O goes on; a failing program is logged; a missing program
- * is a usage error.
+ * is a usage error; a metadata copy damaged before serve is repaired at open and raised as MetadataRepaired.
  */
 import t from 'tap';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, run, REMAPD_BIN, MiB } from '../helpers';
 import { createRemapSetup, startRemapd, remapctl, qemuIo, qemuIoClean, logRecords, statusJson } from '../helpers/remap-setup';
@@ -125,4 +125,27 @@ t.test('a hanging program is killed after --alert-timeout; I/O goes on; failures
   ]);
   t.equal(bad.code, 2, 'missing alert program: usage error', { out: describe(bad) });
   t.match(bad.stderr, /--alert-program .*missing\.sh is not executable: ENOENT/);
+});
+
+t.test('a metadata copy damaged before serve: repaired at open, MetadataRepaired raised', async (t) => {
+  const s = await createRemapSetup(t, { mainBytes: 16 * MiB, spareBytes: 12 * MiB });
+  // The headers of the 5 copies start with the magic (FORMAT.md §2): break a CRC-covered byte of copy 1's.
+  const img = readFileSync(s.spare);
+  const magic = Buffer.from('RMPDMETA', 'latin1');
+  const headers: number[] = [];
+  for (let at = img.indexOf(magic); at >= 0; at = img.indexOf(magic, at + 1)) headers.push(at);
+  t.equal(headers.length, 5, 'five metadata headers on the spare', { headers });
+  const fd = openSync(s.spare, 'r+');
+  writeSync(fd, Buffer.from([img[headers[1] + 16] ^ 0xff]), 0, 1, headers[1] + 16);
+  closeSync(fd);
+  const check = await run(process.execPath, [REMAPD_BIN, 'check', '--spare', s.spare, '--json']);
+  t.match(check.stdout, /failedCheck/, 'check sees the damaged copy', { out: describe(check) });
+
+  const rec = recorder(s.dir);
+  await startRemapd(t, s, ['--alert-program', rec.program, '--no-scan']);
+  const seen = await until(() => rec.calls().some((c) => c.args[0] === 'MetadataRepaired'), 60_000, 200);
+  t.ok(seen, 'MetadataRepaired reaches the program', { seen: rec.calls().map((c) => c.args.join(' ')) });
+  const calls = rec.calls().filter((c) => c.args[0] === 'MetadataRepaired');
+  t.equal(calls.length, 1, 'raised once');
+  t.equal(calls[0]?.args[2], 'copies=1', 'DETAIL: one copy repaired');
 });

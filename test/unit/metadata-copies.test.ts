@@ -1,6 +1,7 @@
 /**
  * Damage 1 to 4 of the 5 copies in different ways; open must choose the right copy, return the full
- * table, and repair the others (afterwards all 5 copies verify and agree).
+ * table, and repair the others (afterwards all 5 copies verify and agree). A repair is reported: at open in
+ * repairedAtOpen, at run time (a copy write failed, a later checkpoint rewrote it) through onRepaired.
  */
 import t from 'tap';
 import * as fs from 'fs';
@@ -140,6 +141,9 @@ t.test('damaged copies', async (t) => {
       const spare = await TestFileBackend.open(file);
       const s = await MetadataStore.open(spare, MAIN);
       t.same(snapshot(s), p.expected, 'full table recovered');
+      const damaged = Object.keys(c.failed).length + (c.stale?.length ?? 0);
+      t.equal(s.repairs, 1, 'one repair counted');
+      t.equal(s.repairedAtOpen, damaged, `repairedAtOpen: ${damaged} copies`);
       const seqAfterOpen = s.sequence;
       await addRemaps(s, [200_000]);
       await s.close();
@@ -159,4 +163,44 @@ t.test('damaged copies', async (t) => {
       await s2.close();
     });
   }
+});
+
+t.test('a repair at run time is reported through onRepaired; a clean open reports none', async (t) => {
+  const dir = tmpDir(t, 'mdrepair');
+  const file = path.join(dir, 'spare.img');
+  const raw = await TestFileBackend.open(file, { size: 64 << 20 });
+  let failAt = -1;
+  // The same backend, but a write at `failAt` fails once (copy 2's journal tail, below).
+  const spare = new Proxy(raw, {
+    get(target, prop, recv) {
+      if (prop === 'write') {
+        return (offset: number, ...rest: [Buffer]) => {
+          if (offset === failAt) {
+            failAt = -1;
+            return Promise.reject(new Error('EIO (test)'));
+          }
+          return target.write(offset, ...rest);
+        };
+      }
+      const v = Reflect.get(target, prop, recv) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const created = await MetadataStore.create(spare, MAIN, { blockSize: 4096, journalBytes: 128 << 10 });
+  await created.close();
+  const s = await MetadataStore.open(spare, MAIN);
+  t.equal(s.repairs, 0, 'clean open: no repair');
+  t.equal(s.repairedAtOpen, undefined, 'clean open: repairedAtOpen undefined');
+  const seen: number[] = [];
+  s.onRepaired = (copies) => seen.push(copies);
+  failAt = journalOffset(s.layout, 2);
+  await addRemaps(s, [1]);
+  t.same(seen, [], 'a failed copy write alone is no repair');
+  await s.checkpoint();
+  t.same(seen, [1], 'the checkpoint that rewrote the copy reports 1 copy repaired');
+  t.equal(s.repairs, 1, 'repairs counter');
+  await s.checkpoint();
+  t.same(seen, [1], 'a later checkpoint reports nothing');
+  await s.close();
+  await raw.close();
 });
