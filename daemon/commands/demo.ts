@@ -161,7 +161,7 @@ export const demoCommand: CommandModule<object, Args> = {
         'Attach it:',
         `  nbdinfo '${uri}'`,
         `  head -c 100M /dev/urandom | nbdcopy --flush - '${uri}'   # writes that hit bad sectors land on the spare`,
-        `  nbd-client -unix ${sock} -N disk /dev/nbd0   # with the kernel nbd module`,
+        `  nbd-client -unix ${sock} -N disk -b 4096 /dev/nbd0   # with the kernel nbd module (4 KiB blocks: see README)`,
         `  mkdir -p /mnt/remapd && nbdfuse /mnt/remapd --unix ${sock} &   # then: losetup -f --show /mnt/remapd/nbd`,
         '',
         'Watch it:',
