@@ -12,16 +12,24 @@ import nbd, sys, json
 uri, blocks = sys.argv[1], json.load(open(sys.argv[2]))
 h = nbd.NBD(); h.connect_uri(uri)
 B = 4096
+size = h.get_size()
+wanted = set(blocks)
 bufs = {}
 pending = set()
 i = 0
 while i < len(blocks) or pending:
-    while i < len(blocks) and len(pending) < 64:
+    while i < len(blocks) and len(pending) < 62:
         b = blocks[i]; i += 1
-        buf = nbd.Buffer.from_bytearray(h.pread(B, b * B))  # keep the contents: only the location changes
-        c = h.aio_pwrite(buf, b * B)
-        bufs[c] = buf
-        pending.add(c)
+        # b fails on main and gets remapped; b+1 is a healthy neighbour, written too, as a real workload
+        # writes mostly healthy blocks (writes that only ever fail, spread over the whole disk, would rightly
+        # make remapd declare main failed). Contents are kept: only the location changes.
+        for x in (b, b + 1):
+            if x != b and (x in wanted or (x + 1) * B > size):
+                continue
+            buf = nbd.Buffer.from_bytearray(h.pread(B, x * B))
+            c = h.aio_pwrite(buf, x * B)
+            bufs[c] = buf
+            pending.add(c)
     h.poll(-1)
     for c in [c for c in pending if h.aio_command_completed(c)]:
         pending.discard(c); bufs.pop(c, None)

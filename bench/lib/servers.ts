@@ -11,7 +11,7 @@
  *   remapd      … --main-direct (O_DIRECT on main, remapd's default outside benchmarks)
  *   qemu-nbd    … --cache=none --aio=native
  */
-import { spawn, ChildProcess } from 'child_process';
+import { execFileSync, spawn, ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { isAlive, sleep, versionOf, waitForNbdSocket } from './proc';
@@ -144,6 +144,20 @@ function childServer(
   return { server, child };
 }
 
+/**
+ * A daemon's own copy of the image (made once, reflinked where the filesystem can). remapd claims its main
+ * device (one owner per setup), so two remapd daemons that are up at once cannot share one image file. Only
+ * for direct I/O, where no page cache makes a copy cost or gain anything against the other servers.
+ */
+function privateCopy(image: string, label: string): string {
+  const copy = `${image}.${label}`;
+  const want = fs.statSync(image).size;
+  if (!fs.existsSync(copy) || fs.statSync(copy).size !== want) {
+    execFileSync('cp', ['--reflink=auto', '--sparse=always', image, copy]);
+  }
+  return copy;
+}
+
 export async function startServer(kind: ServerKind, senv: ServerEnv, opts: ServerOptions = {}): Promise<RunningServer> {
   const label = opts.label ?? kind;
   const socketPath = path.join(senv.workDir, `${label}.sock`);
@@ -169,7 +183,7 @@ export async function startServer(kind: ServerKind, senv: ServerEnv, opts: Serve
           bin,
           'serve',
           '--main',
-          opts.image ?? senv.image,
+          opts.image ?? (opts.direct ? privateCopy(senv.image, label) : senv.image),
           '--socket',
           socketPath,
           opts.direct ? '--main-direct' : '--no-main-direct',

@@ -213,7 +213,7 @@ export const directIoSuite: Suite = {
       '',
       `remapd: \`serve --main IMG --main-direct --spare SPARE --no-scan\` (O_DIRECT on main, spare buffered on ${scratchFs}, 0 remaps); ` +
         `qemu-nbd: \`--cache=none --aio=native --shared=8\`; nbdkit: file plugin through the page cache (reference only, the image pre-read). ` +
-        `Same image for all, servers up at once${pin ? `, pinned to CPU ${pin.server} (fio on CPU ${pin.fio})` : ''}, order rotating per round. ` +
+        `Same image for all (each remapd daemon on its own copy of it: a setup has one owner), servers up at once${pin ? `, pinned to CPU ${pin.server} (fio on CPU ${pin.fio})` : ''}, order rotating per round. ` +
         `MB/s, IOPS, p99 and CPU µs/req (the daemon's CPU time per request) are medians over the rounds; "vs qemu-nbd" is the median of the per-round ratios (range in brackets).`,
       '',
       table(['workload', 'server', 'MB/s', 'IOPS', 'p99 µs', 'CPU µs/req', 'vs qemu-nbd'], rows),
