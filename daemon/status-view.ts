@@ -10,6 +10,19 @@ function bytes(n: number): string {
 }
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
+/** The bits of an NVMe critical warning (NVMe base spec, SMART / Health log byte 0), for people. */
+const NVME_WARNING_BITS = [
+  'spare below threshold',
+  'temperature',
+  'reliability degraded',
+  'read-only',
+  'volatile backup failed',
+  'PMR read-only',
+];
+function nvmeWarnings(v: number): string {
+  return NVME_WARNING_BITS.filter((_, i) => v & (1 << i)).join(', ') || 'unknown bits';
+}
+
 export function formatStatus(s: Record<string, any>): string {
   const lines: string[] = [];
   lines.push(`export      ${s.export} (${bytes(s.size)}) from ${s.main}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
@@ -68,7 +81,7 @@ export function formatStatus(s: Record<string, any>): string {
         uncorrectedErrors: 'uncorrected errors',
       };
       const counts = Object.entries(sm.counts ?? {})
-        .map(([k, v]) => `${names[k] ?? k} ${v}`)
+        .map(([k, v]) => `${names[k] ?? k} ${v}${k === 'criticalWarning' && v ? ` (${nvmeWarnings(Number(v))})` : ''}`)
         .join(', ');
       const verdict = sm.passed === false ? 'FAILED' : sm.passed ? 'passed' : 'no verdict';
       lines.push(

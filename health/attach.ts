@@ -88,6 +88,12 @@ export function attachScanner(
     c.register('scan.resume', () => scanner.resume());
     c.register('scan.set', (args) => scanner.set({ rate: rateArg(args.rate), intervalMs: intervalArg(args.interval) }));
     c.register('scan.loopdelay', (args) => loop.read(args.reset === true));
+    // Re-read SMART now instead of at the next hourly check (after a drive event, or to see a change).
+    c.register('smart.check', async () => {
+      if (!smart) throw new ControlError('SMART checks are turned off (REMAPD_SMART=0)');
+      await smart.check();
+      return smart.status();
+    });
     c.register('suspect', (args) => {
       try {
         const { ranges, source } = parseSuspectArgs(args, device.size);

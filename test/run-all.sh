@@ -41,7 +41,7 @@ EXTRA_FAILED=0
 # ------------------------------------------------------------------ system packages
 # Debian package -> a command or file that proves it is installed (dpkg status is checked too).
 PKGS=(libnbd-bin nbdkit nbdfuse fuse3 fio qemu-utils qemu-system-x86 nbd-client nbd-server python3 iproute2
-      python3-libnbd e2fsprogs util-linux mount coreutils libfuse3-dev pkg-config gcc gddrescue dmsetup)
+      python3-libnbd e2fsprogs util-linux mount coreutils libfuse3-dev pkg-config gcc gddrescue dmsetup smartmontools)
 if ((APT)); then
   say "system packages"
   missing=()

@@ -1,6 +1,7 @@
 /**
  * SMART: the smartctl -j parser on the fixtures of test/fixtures/smart (see its README: the loop-device
- * output is real, recorded here with smartmontools 7.3; the ATA, NVMe and SCSI ones are constructed from
+ * and qemu-NVMe outputs are real, recorded with smartmontools 7.3, the NVMe ones in the kernel lab's
+ * smart-nvme scenario; the ATA, NVMe-worn and SCSI ones are constructed from
  * smartmontools' own JSON writers, src/ataprint.cpp, nvmeprint.cpp and scsiprint.cpp, since the project
  * ships no recorded outputs and no SMART-capable disk was available), the score weights, and SmartMonitor
  * running the real smartctl on a real loop device (unavailable path), a missing binary, a hanging one,
@@ -50,6 +51,29 @@ t.test('NVMe: media errors, spare below threshold, critical warning, LBAs of bot
     { lba: 1000963, source: 'self-test log' },
     { lba: 1000960, source: 'error log' },
   ]);
+});
+
+t.test("NVMe, recorded: smartctl 7.3 on the kernel lab's qemu NVMe disk, healthy and with a critical warning", async (tt) => {
+  const base = { unreadable: 0, errorRemaps: 0, slow: 0, spareUsedPercent: 0, spareExhausted: false, recentPasses: [] };
+  const ok = parseSmartctlJson(fixture('qemu-nvme-smartctl-7.3.json'));
+  if (!ok.available) throw new Error(ok.reason);
+  tt.same(
+    { protocol: ok.protocol, passed: ok.passed, model: ok.model, logicalBlockSize: ok.logicalBlockSize, exitStatus: ok.exitStatus },
+    { protocol: 'NVMe', passed: true, model: 'QEMU NVMe Ctrl', logicalBlockSize: 512, exitStatus: 0 },
+  );
+  // qemu 7.2's health log: spare and threshold 0 (a threshold of 0 is "not reported": no spare penalty)
+  tt.same(ok.counts, { mediaErrors: 0, availableSpare: 0, availableSpareThreshold: 0, percentageUsed: 0, criticalWarning: 0 });
+  tt.same(ok.lbas, [], 'qemu keeps no self-test or error log entries');
+  tt.same(healthScore({ ...base, smart: { ...ok.counts, passed: ok.passed } }).penalties, {}, 'a healthy drive costs nothing');
+  const warn = parseSmartctlJson(fixture('qemu-nvme-warning-smartctl-7.3.json'));
+  if (!warn.available) throw new Error(warn.reason);
+  tt.equal(warn.exitStatus, 8, 'smartctl exit bit 3: "DISK FAILING"');
+  tt.equal(warn.passed, false);
+  tt.equal(warn.counts.criticalWarning, 1, 'bit 0: available spare below threshold');
+  const sc = healthScore({ ...base, smart: { ...warn.counts, passed: warn.passed } });
+  tt.same(sc.penalties, { 'smart.failed': 40, 'smart.criticalWarning': 20 });
+  tt.equal(sc.score, 40);
+  tt.equal(sc.label, 'failing');
 });
 
 t.test('SCSI: grown defects, uncorrected errors summed, self-test first failure', async (tt) => {

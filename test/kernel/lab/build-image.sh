@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # build-image.sh - builds (once, cached) what the kernel lab boots: Debian's GENERIC 6.1 kernel
-# (linux-image-amd64, which has scsi_debug, device-mapper, 9p and nbd as modules) and a tiny busybox
+# (linux-image-amd64, which has scsi_debug, device-mapper, 9p, nbd and nvme as modules) and a tiny busybox
 # initramfs holding only those modules and their dependency closure. Everything else the guest runs
 # (Node, remapd, nbd-client, dmsetup, e2fsprogs, python3) is the host's own, shared read-only by 9p.
 #
@@ -9,11 +9,12 @@
 # nothing installed on the host).
 set -euo pipefail
 CACHE=${1:?cache dir}
-FORMAT=1
+FORMAT=2
 KERNEL_META=linux-image-amd64
 # modules the guest needs; dependencies are added from modules.dep
+# (nvme: qemu's emulated NVMe controller, whose SMART / health log page the smart-nvme scenario reads)
 MODULES="virtio_pci virtio_blk 9p 9pnet_virtio nbd scsi_debug sd_mod dm_mod dm_flakey dm_log_writes
-         dm_delay ext4 crc32c_generic loop"
+         dm_delay ext4 crc32c_generic loop nvme"
 
 die() { echo "kernel-lab build: error: $*" >&2; exit 2; }
 log() { echo "kernel-lab build: $*" >&2; }

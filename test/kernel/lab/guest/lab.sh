@@ -1,8 +1,8 @@
 # lab.sh - helpers for kernel-lab scenarios, sourced inside the guest (bash, chroot of the host's root).
 # A scenario file defines scenario_main; it reports figures with `fig KEY VALUE` and failed checks with
 # `bad TEXT` (the scenario fails if any `bad` was called or scenario_main returns non-zero).
-# Devices: LAB_DISK_<name> (virtio disks declared in the scenario's .conf), /dev/sda (scsi_debug when the
-# .conf sets SCSI_DEBUG), /dev/nbd0 (lab_attach). Output files: /run/lab/out (the host's run folder).
+# Devices: LAB_DISK_<name> (virtio disks declared in the scenario's .conf as DISKS, NVMe namespaces as NVME),
+# /dev/sda (scsi_debug when the .conf sets SCSI_DEBUG), /dev/nbd0 (lab_attach). Output files: /run/lab/out (the host's run folder).
 # shellcheck shell=bash disable=SC2034
 
 LAB_OUT=/run/lab/out
@@ -109,6 +109,21 @@ lab_jq() { python3 -c 'import json,sys
 d=json.load(open(sys.argv[1]))
 v=eval(sys.argv[2],{"d":d})
 print(json.dumps(v) if isinstance(v,(dict,list)) else v)' "$LAB_OUT/status.json" "$1"; }
+
+# lab_qmp JSON...: QMP commands to this guest's own qemu (one JSON object per argument), run by the host
+# runner (kernel-lab polls $LAB_OUT/qmp.request once a second; test/kernel/lab/qmp.py). Prints qemu's
+# answers, one JSON line each; fails if there is no answer within 30 s or a command failed.
+lab_qmp() {
+  local i=0
+  rm -f "$LAB_OUT/qmp.reply"
+  printf '%s\n' "$@" >"$LAB_OUT/qmp.request.tmp" && mv "$LAB_OUT/qmp.request.tmp" "$LAB_OUT/qmp.request"
+  until [[ -f $LAB_OUT/qmp.reply ]]; do ((++i > 300)) && { bad "no QMP answer from the host in 30 s"; return 1; }; sleep 0.1; done
+  cat "$LAB_OUT/qmp.reply"; ! grep -q '"error"' "$LAB_OUT/qmp.reply"
+}
+# lab_qom_set PATH PROPERTY VALUE: set a device property of the running guest (e.g. the NVMe critical warning)
+lab_qom_set() {
+  lab_qmp "{\"execute\": \"qom-set\", \"arguments\": {\"path\": \"$1\", \"property\": \"$2\", \"value\": $3}}"
+}
 
 dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # kernel messages about a device since the scenario started ("I/O error, dev nbd0", "Buffer I/O error on dev nbd0")
