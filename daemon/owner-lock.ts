@@ -15,7 +15,18 @@
  *
  * The owner marker (metadata header: pid, host, start time) only *names* the owner; the lock is the truth.
  */
-import { closeSync, constants, fstatSync, openSync, readFileSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
 import { hostname } from 'node:os';
 import { flockNb, nativeAvailable } from '../storage/native';
 import type { OwnerMarker } from '../metadata/header';
@@ -110,7 +121,7 @@ export function openersOf(path: string): number[] {
  */
 export async function claimDevice(
   path: string,
-  role: 'main' | 'spare',
+  role: 'main' | 'spare' | 'evacuation target',
   marker?: () => Promise<OwnerMarker | undefined>,
 ): Promise<DeviceClaim> {
   let st;
@@ -123,11 +134,12 @@ export async function claimDevice(
     const m = await marker?.().catch(() => undefined);
     const owner = m && markerIsLive(m) ? `remapd ${describeOwner(m)}` : undefined;
     const others = owner ? [] : openersOf(path);
+    const kernel = owner || others.length || !st.isBlockDevice() ? undefined : kernelHolderOf(st.rdev);
     const who =
       owner ??
       (others.length
         ? `process${others.length > 1 ? 'es' : ''} ${others.map((p) => `pid ${p}${procStartText(p)}`).join(', ')} on host ${hostname()}`
-        : 'another process');
+        : (kernel ?? 'another process'));
     throw new SetupInUseError(`${role} ${path} is in use by ${who} (${how}); stop that first — a setup has one owner`);
   };
   if (st.isBlockDevice()) {
@@ -162,6 +174,34 @@ export async function claimDevice(
   if (markerIsLive(m))
     await refuse(`owner marker of a live process; no file lock: native addon ${nativeAvailable ? 'without flockNb' : 'not built'}`);
   return { path, how: 'marker', release: () => undefined };
+}
+
+/** The kernel's own users of a block device, for messages: "the filesystem mounted at /mnt",
+ * "device-mapper dm-0", "its partition sdb1" (/proc/self/mountinfo, /sys/dev/block/M:m/holders). */
+export function kernelHolderOf(rdev: number): string | undefined {
+  const majMin = (d: number): string => `${Math.floor(d / 256) & 0xfff}:${(d & 0xff) | ((d >> 12) & 0xfff00)}`;
+  const id = majMin(rdev);
+  try {
+    for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const f = line.split(' ');
+      if (f[2] === id) return `the filesystem mounted at ${f[4]}`;
+    }
+  } catch {
+    /* no /proc: say less */
+  }
+  try {
+    const sys = realpathSync(`/sys/dev/block/${id}`);
+    const holders = readdirSync(`${sys}/holders`);
+    if (holders.length) return `the kernel (held by ${holders.join(', ')})`;
+    const parts = readdirSync(sys).filter((n) => existsSync(`${sys}/${n}/partition`));
+    for (const p of parts) {
+      const inner = kernelHolderOf(statSync(`/dev/${p}`).rdev);
+      if (inner) return `${inner}, on its partition ${p}`;
+    }
+  } catch {
+    /* not in sysfs */
+  }
+  return undefined;
 }
 
 function procStartText(pid: number): string {

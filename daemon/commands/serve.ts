@@ -298,6 +298,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       {
         mirror: mirror!,
         statePath: evacuationState,
+        own: { main: a.main, spare: a.spare },
         blockSize: daemon.remap?.remapBlockSize ?? 4096,
         log,
         control: daemon.control,

@@ -9,6 +9,7 @@ import { ControlError } from '../control-server';
 import { Evacuation } from './evacuation';
 import { loadState, removeState, type EvacuationState } from './evacuation-state';
 import type { MirrorDevice } from './mirror-device';
+import type { OwnDevices } from './target-claim';
 
 interface ControlLike {
   register(cmd: string, handler: (args: Record<string, unknown>) => unknown): void;
@@ -17,6 +18,8 @@ interface ControlLike {
 export interface EvacuationWiring {
   readonly mirror: MirrorDevice;
   readonly statePath: string;
+  /** The setup's main and spare (an evacuation never writes them). */
+  readonly own: OwnDevices;
   /** Block size of the unreadable list: the remap block size (4096 without a spare). */
   readonly blockSize: number;
   readonly log: Logger;
@@ -33,7 +36,7 @@ export function previousEvacuation(statePath: string): EvacuationState | undefin
 }
 
 export async function attachEvacuation(w: EvacuationWiring, previous: EvacuationState | undefined): Promise<void> {
-  const hooks = { log: w.log, statePath: w.statePath, onDone: w.onDone, onSwitched: w.onSwitched };
+  const hooks = { log: w.log, statePath: w.statePath, own: w.own, onDone: w.onDone, onSwitched: w.onSwitched };
   let evac: Evacuation | undefined;
   if (previous && previous.phase !== 'switched') {
     try {

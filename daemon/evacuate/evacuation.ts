@@ -10,6 +10,8 @@
  * RETRIES more times, last) → verifying (each chunk compared under the range lock, sha256 of the
  * target) → done (remaining unreadable blocks written as a ddrescue mapfile) → switched.
  * Progress is saved every few seconds (evacuation-state.ts): a restart resumes the copy.
+ * The target is claimed (target-claim.ts: one owner, never the setup's own main or spare) from the start
+ * until the evacuation is cancelled, fails, or the daemon stops; after --switch it is the served disk.
  */
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -18,8 +20,10 @@ import { PassthroughDevice } from '../../remap/passthrough-device';
 import type { Backend } from '../../storage/backend';
 import { openBackend } from '../../storage/file-backend';
 import { writeDdrescueMapfile } from '../maps/ddrescue-mapfile';
+import type { DeviceClaim } from '../owner-lock';
 import type { MirrorDevice } from './mirror-device';
 import { saveState, type EvacuationState } from './evacuation-state';
+import { claimEvacuationTarget, type OwnDevices } from './target-claim';
 
 const CHUNK = 1024 * 1024;
 const RETRIES = 3;
@@ -28,6 +32,8 @@ const SAVE_EVERY_MS = 2000;
 export interface EvacuationHooks {
   readonly log: Logger;
   readonly statePath: string;
+  /** The setup's main and spare: never a target. */
+  readonly own: OwnDevices;
   /** Called when the copy is verified (the alert program's EvacuateDone). */
   readonly onDone?: (s: EvacuationState) => void;
   /** Called after --switch: the old devices are no longer served (pause the scanner …). */
@@ -36,6 +42,7 @@ export interface EvacuationHooks {
 
 export class Evacuation {
   private target: Backend | undefined;
+  private claim: DeviceClaim | undefined;
   private running: Promise<void> | undefined;
   private cancelled = false;
   private lastSave = 0;
@@ -85,11 +92,20 @@ export class Evacuation {
   }
 
   private async openTarget(): Promise<void> {
-    const t = await openBackend(this.state.target, { readOnly: false });
+    const claim = await claimEvacuationTarget(this.state.target, this.h.own);
+    let t: Backend;
+    try {
+      t = await openBackend(this.state.target, { readOnly: false });
+    } catch (err) {
+      claim.release();
+      throw err;
+    }
     if (t.size < this.mirror.size) {
       await t.close();
+      claim.release();
       throw new Error(`${this.state.target} holds ${t.size} bytes, the export ${this.mirror.size}: too small`);
     }
+    this.claim = claim;
     this.target = t;
     this.mirror.mirrorTo(t, (err) => this.fail(`writing the target failed: ${err.message}`));
     this.rateStart = { at: Date.now(), cursor: this.state.cursor };
@@ -102,6 +118,9 @@ export class Evacuation {
     this.state.error = message;
     this.mirror.stopMirroring();
     this.save(true);
+    // no longer ours: a new `evacuate --to` (this target or another) may claim it
+    this.claim?.release();
+    this.claim = undefined;
   }
 
   private save(force = false): void {
@@ -283,6 +302,8 @@ export class Evacuation {
     this.mirror.stopMirroring();
     await this.target?.close();
     this.target = undefined;
+    this.claim?.release();
+    this.claim = undefined;
   }
 
   status(): Record<string, unknown> {
@@ -313,5 +334,6 @@ export class Evacuation {
     await this.running;
     this.save(true);
     if (this.state.phase !== 'switched') await this.target?.close();
+    this.claim?.release();
   }
 }
