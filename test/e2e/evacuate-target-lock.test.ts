@@ -3,7 +3,8 @@
  * loop device, setup B's `evacuate --to` the same device and a `remapd serve --main` on it are refused,
  * naming A's pid; the setup's own spare (under another name) and main are refused; a mounted filesystem
  * is refused, naming the mount point; cancel frees the target for B; after B's --switch the target stays
- * claimed. Also the flock path: two evacuations onto one image file.
+ * claimed. Also the flock path: two evacuations onto one image file, and another remapd's spare (named by
+ * its owner marker).
  */
 import t from 'tap';
 import { mkdirSync, symlinkSync } from 'node:fs';
@@ -19,12 +20,12 @@ async function phase(s: RemapSetup): Promise<string> {
   return (JSON.parse(r.stdout) as { phase: string }).phase;
 }
 
-async function setupPair(t: { teardown(fn: () => unknown): void }): Promise<[RemapSetup, RemapSetup, number]> {
+async function setupPair(t: { teardown(fn: () => unknown): void }): Promise<[RemapSetup, RemapSetup, number, number]> {
   const a = await createRemapSetup(t, { mainBytes: SIZE, spareBytes: 16 * MiB, fill: 'random' });
   const b = await createRemapSetup(t, { mainBytes: SIZE, spareBytes: 16 * MiB, fill: 'random' });
   const srvA = await startRemapd(t, a, ['--no-scan', '--state-dir', a.dir]);
-  await startRemapd(t, b, ['--no-scan', '--state-dir', b.dir]);
-  return [a, b, srvA.pid];
+  const srvB = await startRemapd(t, b, ['--no-scan', '--state-dir', b.dir]);
+  return [a, b, srvA.pid, srvB.pid];
 }
 
 t.test('a block device target: one owner, never the setup itself, never a mounted disk', async (t) => {
@@ -84,8 +85,15 @@ t.test('a block device target: one owner, never the setup itself, never a mounte
   t.equal(cmp.code, 0, "B's export is on the target", { out: describe(cmp) });
 });
 
-t.test('an image file target: the flock claim', async (t) => {
-  const [a, b, pidA] = await setupPair(t);
+t.test("an image file target: the flock claim; another remapd's spare named by its owner marker", async (t) => {
+  const [a, b, pidA, pidB] = await setupPair(t);
+  const other = await remapctl(a, ['evacuate', '--to', b.spare]);
+  t.not(other.code, 0, "A: evacuate onto B's spare refused", { out: describe(other) });
+  t.match(
+    other.stderr,
+    new RegExp(`evacuation target ${b.spare} is in use by remapd pid ${pidB} on host .*\\(locked\\)`),
+    'names B by its marker',
+  );
   const target = sparseImage(join(a.dir, 'new.img'), SIZE);
   t.equal((await remapctl(a, ['evacuate', '--to', target])).code, 0, 'A: evacuate --to the file');
   const twice = await remapctl(b, ['evacuate', '--to', target]);
