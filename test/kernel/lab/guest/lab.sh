@@ -112,7 +112,8 @@ print(json.dumps(v) if isinstance(v,(dict,list)) else v)' "$LAB_OUT/status.json"
 
 # lab_qmp JSON...: QMP commands to this guest's own qemu (one JSON object per argument), run by the host
 # runner (kernel-lab polls $LAB_OUT/qmp.request once a second; test/kernel/lab/qmp.py). Prints qemu's
-# answers, one JSON line each; fails if there is no answer within 30 s or a command failed.
+# answers, one JSON line each; fails if there is no answer within 30 s or a command failed. Not in
+# `kernel-lab --shell` (qemu runs in the foreground there; use its monitor, Ctrl-A C, instead).
 lab_qmp() {
   local i=0
   rm -f "$LAB_OUT/qmp.reply"
