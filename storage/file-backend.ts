@@ -109,7 +109,7 @@ export class FileBackend implements Backend {
     this.directAlign = io.direct ? io.align : 0;
     this.directNotice = io.notice;
     if (useNative && lanesAvailable) {
-      this.lane = new IoLane(io.laneName, { threads: io.threads, deadlineMs: io.deadlineMs });
+      this.lane = new IoLane(io.laneName, { threads: io.threads, deadlineMs: io.deadlineMs, aio: io.direct });
       this.batcher = new IoBatcher(this.lane, fd, this.directAlign, path, kind, () => this.end());
     }
     if (this.direct) this.order = new WriteOrder();

@@ -6,6 +6,9 @@
  * once. REMAPD_IO_BATCH=N sets the ops per job (default 8). The pieces of a split request become one
  * vectored op first (storage/io-merge.ts).
  *
+ * On a direct lane with Linux AIO (storage/io-lane.ts), the turn's aligned reads and writes go to the
+ * kernel instead, one op each, in one system call; the threads get the rest.
+ *
  * A job that misses the lane's deadline fails all its ops with ETIMEDOUT.
  */
 import { BackendError, BackendKind } from './backend';
@@ -34,6 +37,8 @@ interface BatchOp {
 }
 
 const NO_BUF = Buffer.alloc(0);
+const EAGAIN = 11;
+const EOPNOTSUPP = 95;
 const WHAT = ['read', 'write', 'fdatasync', 'stall', 'fallocate(PUNCH_HOLE)', 'fallocate(ZERO_RANGE)', 'ioctl(BLKZEROOUT)'];
 
 /**
@@ -87,11 +92,13 @@ export class IoBatcher {
     this.scheduled = false;
     const q = this.queue;
     this.queue = [];
-    this.runUnits(mergeOps(q, true));
+    const units = mergeOps(q, true);
+    this.runUnits(this.align > 0 && this.lane.aioReady ? this.runAio(units) : units);
   };
 
   /** Packs units into jobs: the fewest jobs that respect BATCH_MAX_OPS, spread evenly. */
   private runUnits(units: Unit<BatchOp>[]): void {
+    if (units.length === 0) return;
     const perJob = Math.ceil(units.length / Math.ceil(units.length / BATCH_MAX_OPS));
     let start = 0;
     let bytes = 0;
@@ -107,7 +114,8 @@ export class IoBatcher {
     if (start < units.length) this.run(start === 0 ? units : units.slice(start));
   }
 
-  private run(units: Unit<BatchOp>[]): void {
+  /** The lane's wire format for these units: buffers, descriptors, and where each unit's header is. */
+  private encode(units: Unit<BatchOp>[]): { bufs: Buffer[]; desc: Float64Array; at: number[] } {
     const bufs: Buffer[] = [];
     const index = new Map<Buffer, number>();
     const bufIndex = (b: Buffer): number => {
@@ -146,33 +154,75 @@ export class IoBatcher {
       }
       d = s;
     }
-    try {
-      this.lane.submit(this.fd, this.align, bufs, desc, (timedOut) => this.done(units, at, desc, timedOut));
-    } catch (err) {
-      for (const u of units) {
-        for (const op of u.ops) {
-          this.onDone();
-          op.reject(toBackendError(err, WHAT[op.kind], this.path, op.offset));
-        }
+    return { bufs, desc, at };
+  }
+
+  private fail(units: Unit<BatchOp>[], err: unknown): void {
+    for (const u of units) {
+      for (const op of u.ops) {
+        this.onDone();
+        op.reject(toBackendError(err, WHAT[op.kind], this.path, op.offset));
       }
     }
   }
 
+  private run(units: Unit<BatchOp>[]): void {
+    const { bufs, desc, at } = this.encode(units);
+    try {
+      this.lane.submit(this.fd, this.align, bufs, desc, (timedOut) => this.done(units, at, desc, timedOut));
+    } catch (err) {
+      this.fail(units, err);
+    }
+  }
+
+  /**
+   * Direct lanes: the turn's reads and writes go to Linux AIO in one system call; returns the units
+   * left for the threads (not aligned, or the kernel did not take them). A turn with a sync, trim or
+   * stall in it goes to the threads whole, so a sync stays behind the writes queued before it.
+   */
+  private runAio(units: Unit<BatchOp>[]): Unit<BatchOp>[] {
+    for (const u of units) if (u.kind > native.OP_WRITE) return units;
+    const { bufs, desc, at } = this.encode(units);
+    try {
+      this.lane.submitAio(this.fd, this.align, bufs, desc, at, (k, timedOut) => this.aioDone(units[k], at[k], desc, timedOut));
+    } catch (err) {
+      this.fail(units, err);
+      return [];
+    }
+    const rest: Unit<BatchOp>[] = [];
+    for (let k = 0; k < units.length; k++) if (desc[at[k] + 5] === -1) rest.push(units[k]);
+    return rest;
+  }
+
+  private aioDone(u: Unit<BatchOp>, d: number, desc: Float64Array, timedOut: boolean): void {
+    const errno = desc[d + 5];
+    // RWF_NOWAIT: the kernel would have blocked (EAGAIN) or cannot tell (EOPNOTSUPP); a short transfer
+    // (end of file, a partial write): the threads run it to the end and say exactly what happened.
+    if (!timedOut && (errno === EAGAIN || errno === EOPNOTSUPP || (errno === 0 && desc[d + 4] !== u.length))) {
+      this.runUnits([u]);
+      return;
+    }
+    const retry: Unit<BatchOp>[] = [];
+    this.finish(u, d, desc, timedOut, retry);
+    if (retry.length) this.runUnits(retry);
+  }
+
   private done(units: Unit<BatchOp>[], at: number[], desc: Float64Array, timedOut: boolean): void {
     const retry: Unit<BatchOp>[] = [];
-    for (let k = 0; k < units.length; k++) {
-      const u = units[k];
-      const d = at[k];
-      if (u.ops.length > 1) {
-        // A merged unit: all done, or run the pieces again one by one for exact results.
-        if (timedOut) for (const op of u.ops) this.settle(op, 0, 0, true);
-        else if (desc[d + 5] === 0 && desc[d + 4] === u.length) for (const op of u.ops) this.settle(op, op.length, 0, false);
-        else for (const op of u.ops) retry.push(mergeOps([op], false)[0]);
-        continue;
-      }
-      this.settle(u.ops[0], desc[d + 4], desc[d + 5], timedOut);
-    }
+    for (let k = 0; k < units.length; k++) this.finish(units[k], at[k], desc, timedOut, retry);
     if (retry.length) this.runUnits(retry);
+  }
+
+  /** Settles one unit's ops from its result at desc[d]; the pieces of a failed merged unit go to `retry`. */
+  private finish(u: Unit<BatchOp>, d: number, desc: Float64Array, timedOut: boolean, retry: Unit<BatchOp>[]): void {
+    if (u.ops.length > 1) {
+      // A merged unit: all done, or run the pieces again one by one for exact results.
+      if (timedOut) for (const op of u.ops) this.settle(op, 0, 0, true);
+      else if (desc[d + 5] === 0 && desc[d + 4] === u.length) for (const op of u.ops) this.settle(op, op.length, 0, false);
+      else for (const op of u.ops) retry.push(mergeOps([op], false)[0]);
+      return;
+    }
+    this.settle(u.ops[0], desc[d + 4], desc[d + 5], timedOut);
   }
 
   private settle(op: BatchOp, done: number, errno: number, timedOut: boolean): void {

@@ -10,6 +10,13 @@
  * returns. The addon caps stuck threads per lane (maxStuck); past the cap the lane runs on what is
  * left, and once every thread is stuck, new jobs time out in the queue.
  *
+ * Direct lanes (`aio: true`, O_DIRECT fds) send aligned reads and writes through Linux AIO instead
+ * (storage/native/aio_lane.c: one io_submit per event-loop turn from the JS thread, completions through
+ * an eventfd on the event loop), which costs far less CPU per request than a thread hand-off; the
+ * threads keep everything else (syncs, trims, bounced unaligned ops, whatever the kernel would have
+ * blocked on). Deadlines work the same: an AIO op past its deadline fails with ETIMEDOUT at once and
+ * its buffers are held until the kernel returns it.
+ *
  * Every lane is listed in openLanes() for status, metrics and the systemd watchdog.
  */
 import { holdBuffers, releaseBuffers } from './stuck-buffers';
@@ -22,7 +29,12 @@ export interface LaneOptions {
   readonly deadlineMs?: number;
   /** At most this many threads may be stuck at once (default 16). */
   readonly maxStuck?: number;
+  /** Use Linux AIO for aligned reads and writes where the kernel offers it (O_DIRECT fds only). */
+  readonly aio?: boolean;
 }
+
+/** Ops a lane keeps in Linux AIO at once; more wait for the thread lane. */
+const AIO_DEPTH = 256;
 
 export interface LaneStats {
   readonly name: string;
@@ -46,6 +58,14 @@ interface Job {
   readonly done: (timedOut: boolean) => void;
 }
 
+/** One op in Linux AIO: op `k` of the submit call whose callback is `done`. */
+interface AioJob {
+  readonly start: number;
+  readonly bufs: Buffer[];
+  readonly k: number;
+  readonly done: (k: number, timedOut: boolean) => void;
+}
+
 const open = new Set<IoLane>();
 
 /** Every open lane (status, metrics, watchdog). */
@@ -57,6 +77,10 @@ export class IoLane {
   private readonly handle: native.LaneHandle;
   private readonly jobs = new Map<number, Job>();
   private readonly stuckJobs = new Map<number, Job>();
+  private readonly aioH: native.AioHandle | undefined;
+  private readonly aioList: Float64Array | undefined;
+  private readonly aioJobs = new Map<number, AioJob>();
+  private readonly aioStuck = new Map<number, AioJob>();
   private timer: NodeJS.Timeout | undefined;
   private timeouts = 0;
   private closed = false;
@@ -71,7 +95,57 @@ export class IoLane {
     this.threads = opts.threads ?? 4;
     this.deadlineMs = opts.deadlineMs ?? 0;
     this.handle = native.lanes.create(this.threads, opts.maxStuck ?? 16, `remapd:lane:${name}`);
+    if (opts.aio && native.aio) {
+      this.aioList = new Float64Array(AIO_DEPTH);
+      this.aioH = native.aio.create(AIO_DEPTH, this.aioList, this.aioFinished);
+    }
     open.add(this);
+  }
+
+  /** True when aligned reads and writes can go through Linux AIO (submitAio). */
+  get aioReady(): boolean {
+    return this.aioH !== undefined && !this.closed;
+  }
+
+  /**
+   * Sends the reads and writes of `desc` (headers at `at`) to Linux AIO in one system call. Ops the
+   * kernel did not take have errno -1 in desc when this returns: the caller runs them on the threads.
+   * For every op taken, `done(k, timedOut)` runs once: with its result in desc, or at the deadline.
+   */
+  submitAio(fd: number, align: number, bufs: Buffer[], desc: Float64Array, at: readonly number[], done: AioJob['done']): void {
+    if (this.closed || !this.aioH) throw Object.assign(new Error(`I/O lane ${this.name} is closed`), { code: 'EBADF' });
+    const first = native.aio!.submit(this.aioH, fd, align, bufs, desc);
+    const start = performance.now();
+    for (let k = 0; k < at.length; k++) {
+      if (desc[at[k] + 5] !== -1) this.aioJobs.set((first + k) >>> 0, { start, bufs, k, done });
+    }
+    this.armDeadlines();
+  }
+
+  private readonly aioFinished = (n: number): void => {
+    const list = this.aioList!;
+    for (let i = 0; i < n; i++) {
+      const id = list[i];
+      const job = this.aioJobs.get(id);
+      if (job) {
+        this.aioJobs.delete(id);
+        job.done(job.k, false);
+        continue;
+      }
+      const stuck = this.aioStuck.get(id);
+      if (stuck) {
+        this.aioStuck.delete(id);
+        releaseBuffers(stuck.bufs);
+      }
+    }
+  };
+
+  private armDeadlines(): void {
+    if (this.deadlineMs > 0 && !this.timer) {
+      const every = Math.max(5, Math.min(1000, Math.floor(this.deadlineMs / 4)));
+      this.timer = setInterval(this.checkDeadlines, every);
+      this.timer.unref();
+    }
   }
 
   /**
@@ -83,11 +157,7 @@ export class IoLane {
     const job: Job = { start: performance.now(), bufs, done };
     const id = native.lanes!.submit(this.handle, fd, align, bufs, desc, (abandoned) => this.finished(id, abandoned));
     this.jobs.set(id, job);
-    if (this.deadlineMs > 0 && !this.timer) {
-      const every = Math.max(5, Math.min(1000, Math.floor(this.deadlineMs / 4)));
-      this.timer = setInterval(this.checkDeadlines, every);
-      this.timer.unref();
-    }
+    this.armDeadlines();
   }
 
   private finished(id: number, abandoned: boolean): void {
@@ -104,12 +174,23 @@ export class IoLane {
   }
 
   private readonly checkDeadlines = (): void => {
-    if (this.jobs.size === 0) {
+    if (this.jobs.size === 0 && this.aioJobs.size === 0) {
       clearInterval(this.timer);
       this.timer = undefined;
       return;
     }
     const limit = performance.now() - this.deadlineMs;
+    for (const [id, job] of this.aioJobs) {
+      if (job.start > limit) break; // insertion order is start order
+      this.aioJobs.delete(id);
+      this.timeouts++;
+      // Still in the kernel: its memory stays busy until it comes back (aioFinished releases it).
+      if (native.aio!.abandon(this.aioH!, id)) {
+        this.aioStuck.set(id, job);
+        holdBuffers(job.bufs);
+      }
+      job.done(job.k, true);
+    }
     for (const [id, job] of this.jobs) {
       if (job.start > limit) break; // insertion order is start order
       const outcome = native.lanes!.abandon(this.handle, id);
@@ -126,7 +207,7 @@ export class IoLane {
 
   stats(): LaneStats {
     const now = performance.now();
-    const oldest = (m: Map<number, Job>): number => {
+    const oldest = (m: Map<number, { start: number }>): number => {
       for (const j of m.values()) return Math.round(now - j.start);
       return 0;
     };
@@ -134,10 +215,10 @@ export class IoLane {
     return {
       name: this.name,
       threads: this.threads,
-      inFlight: this.jobs.size,
-      oldestInFlightMs: oldest(this.jobs),
-      stuck,
-      oldestStuckMs: oldest(this.stuckJobs),
+      inFlight: this.jobs.size + this.aioJobs.size,
+      oldestInFlightMs: Math.max(oldest(this.jobs), oldest(this.aioJobs)),
+      stuck: stuck + this.aioStuck.size,
+      oldestStuckMs: Math.max(oldest(this.stuckJobs), oldest(this.aioStuck)),
       timeouts: this.timeouts,
       deadlineMs: this.deadlineMs,
     };
@@ -151,5 +232,6 @@ export class IoLane {
     this.timer = undefined;
     open.delete(this);
     native.lanes!.close(this.handle);
+    if (this.aioH) native.aio!.close(this.aioH);
   }
 }

@@ -27,11 +27,16 @@ interface RawAddon {
   laneStats?(lane: LaneHandle): [number, number, number, number, number];
   laneClose?(lane: LaneHandle): void;
   allocAligned?(size: number): Buffer;
+  aioCreate?(maxEvents: number, list: Float64Array, onDone: (n: number) => void): AioHandle | undefined;
+  aioSubmit?(h: AioHandle, fd: number, align: number, bufs: Buffer[], desc: Float64Array): number;
+  aioAbandon?(h: AioHandle, id: number): boolean;
+  aioClose?(h: AioHandle): void;
   flockNb?(fd: number, exclusive: boolean): boolean;
 }
 
 /** A lane of I/O threads in the addon (storage/native/io_lane.c); opaque. */
 export type LaneHandle = { readonly __lane: unique symbol };
+export type AioHandle = { readonly __aio: unique symbol };
 
 /** An error from the addon, shaped like a Node fs error. */
 export interface NativeError extends Error {
@@ -204,6 +209,35 @@ export const lanes: LaneApi | undefined =
         abandon: addon.laneAbandon!.bind(addon),
         stats: addon.laneStats!.bind(addon),
         close: addon.laneClose!.bind(addon),
+      }
+    : undefined;
+
+/**
+ * Linux AIO for O_DIRECT reads and writes (storage/native/aio_lane.c); undefined without the addon.
+ * create() gives undefined where the kernel has no AIO context to spare.
+ */
+export interface AioApi {
+  /** `list` receives the ids of finished ops; onDone(n) runs on the JS thread with their count. */
+  create(maxEvents: number, list: Float64Array, onDone: (n: number) => void): AioHandle | undefined;
+  /**
+   * Sends desc's aligned reads and writes (lane format) to the kernel in one io_submit; returns the id
+   * of desc's first op (op k: id + k). Ops left for the thread lane get errno -1 in desc; a finished
+   * op's done/errno are in desc when its id is listed.
+   */
+  submit(h: AioHandle, fd: number, align: number, bufs: Buffer[], desc: Float64Array): number;
+  /** The op stays in the kernel but no longer keeps the process alive; false if it is not in flight. */
+  abandon(h: AioHandle, id: number): boolean;
+  /** Destroys the context once nothing is in flight. */
+  close(h: AioHandle): void;
+}
+
+export const aio: AioApi | undefined =
+  addon && typeof addon.aioCreate === 'function' && process.env.REMAPD_AIO !== '0'
+    ? {
+        create: addon.aioCreate.bind(addon),
+        submit: addon.aioSubmit!.bind(addon),
+        abandon: addon.aioAbandon!.bind(addon),
+        close: addon.aioClose!.bind(addon),
       }
     : undefined;
 

@@ -489,6 +489,8 @@ oom:
 
 /* storage/native/io_lane.c: reads, writes and syncs on per-backend thread lanes. */
 napi_status io_lane_register(napi_env env, napi_value exports);
+/* storage/native/aio_lane.c: Linux AIO fast path of direct lanes. */
+napi_status aio_lane_register(napi_env env, napi_value exports);
 
 napi_value remapd_register_restart(napi_env env, napi_value exports); /* fd_passing.c */
 
@@ -504,7 +506,7 @@ NAPI_MODULE_INIT() {
       {"flockNb", NULL, flock_nb, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok ||
-      io_lane_register(env, exports) != napi_ok)
+      io_lane_register(env, exports) != napi_ok || aio_lane_register(env, exports) != napi_ok)
     return NULL;
   return remapd_register_restart(env, exports);
 }
