@@ -199,6 +199,7 @@ export class IoBatcher {
     // RWF_NOWAIT: the kernel would have blocked (EAGAIN) or cannot tell (EOPNOTSUPP); a short transfer
     // (end of file, a partial write): the threads run it to the end and say exactly what happened.
     if (!timedOut && (errno === EAGAIN || errno === EOPNOTSUPP || (errno === 0 && desc[d + 4] !== u.length))) {
+      if (errno === EOPNOTSUPP) this.lane.disableAio(); // it would refuse every op: do not pay twice
       this.runUnits([u]);
       return;
     }

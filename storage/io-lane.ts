@@ -50,6 +50,10 @@ export interface LaneStats {
   /** Jobs that missed the deadline since the lane opened. */
   readonly timeouts: number;
   readonly deadlineMs: number;
+  /** Reads and writes go through Linux AIO (a direct lane where the kernel offers it). */
+  readonly aio: boolean;
+  /** Ops the kernel took through AIO since the lane opened. */
+  readonly aioOps: number;
 }
 
 interface Job {
@@ -81,6 +85,8 @@ export class IoLane {
   private readonly aioList: Float64Array | undefined;
   private readonly aioJobs = new Map<number, AioJob>();
   private readonly aioStuck = new Map<number, AioJob>();
+  private aioOff = false;
+  private aioOps = 0;
   private timer: NodeJS.Timeout | undefined;
   private timeouts = 0;
   private closed = false;
@@ -104,7 +110,12 @@ export class IoLane {
 
   /** True when aligned reads and writes can go through Linux AIO (submitAio). */
   get aioReady(): boolean {
-    return this.aioH !== undefined && !this.closed;
+    return this.aioH !== undefined && !this.closed && !this.aioOff;
+  }
+
+  /** The kernel cannot do non-blocking AIO on this fd (EOPNOTSUPP): the threads take everything. */
+  disableAio(): void {
+    this.aioOff = true;
   }
 
   /**
@@ -117,7 +128,9 @@ export class IoLane {
     const first = native.aio!.submit(this.aioH, fd, align, bufs, desc);
     const start = performance.now();
     for (let k = 0; k < at.length; k++) {
-      if (desc[at[k] + 5] !== -1) this.aioJobs.set((first + k) >>> 0, { start, bufs, k, done });
+      if (desc[at[k] + 5] === -1) continue;
+      this.aioJobs.set((first + k) >>> 0, { start, bufs, k, done });
+      this.aioOps++;
     }
     this.armDeadlines();
   }
@@ -221,6 +234,8 @@ export class IoLane {
       oldestStuckMs: Math.max(oldest(this.stuckJobs), oldest(this.aioStuck)),
       timeouts: this.timeouts,
       deadlineMs: this.deadlineMs,
+      aio: this.aioH !== undefined && !this.aioOff,
+      aioOps: this.aioOps,
     };
   }
 
