@@ -1,14 +1,16 @@
 /**
  * Reusable large buffers for READ replies and WRITE payloads. A fresh 1 MiB Buffer per request costs
  * page faults and garbage collection; recycling a few slabs of each power-of-two size avoids both.
- * Small requests (< MIN_POOLED) use plain allocations.
+ * Small requests (< MIN_POOLED) use plain allocations, except with an aligned allocator (below).
  *
  * Alignment for direct I/O: the daemon may give the pool an allocator of page-aligned slabs
  * (configure()). A lease then *ends* on a page boundary, so whatever sits at the tail of the buffer
  * (the payload, after a reply header or at offset 0 of a WRITE payload) is page-aligned whenever its
  * length is a multiple of 4 KiB, and reaches an O_DIRECT disk without a bounce copy. `mayReuse` lets
  * the daemon keep a slab out of the pool while an abandoned I/O may still touch it. The pool itself
- * knows nothing of storage: both are injected.
+ * knows nothing of storage: both are injected. With an aligned allocator small requests are pooled
+ * too: a fresh ArrayBuffer for every 4 KiB READ reply cost an allocation, a bounce copy on the way to
+ * the disk and, at tens of thousands per second, frequent full garbage collections (external memory).
  */
 
 export const MIN_POOLED = 64 * 1024;
@@ -55,8 +57,8 @@ export class BufferPool {
   }
 
   acquire(length: number): Lease {
-    if (length < MIN_POOLED) return { buf: Buffer.allocUnsafe(length), release: NO_RELEASE };
     const aligned = this.allocate !== undefined;
+    if (length < MIN_POOLED && !aligned) return { buf: Buffer.allocUnsafe(length), release: NO_RELEASE };
     const span = aligned ? Math.ceil(length / PAGE) * PAGE : length;
     const size = 2 ** Math.ceil(Math.log2(span));
     const list = this.free.get(size);

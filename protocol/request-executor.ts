@@ -94,6 +94,18 @@ export class RequestExecutor {
     }
     const lease = sharedPool.acquire(READ_CHUNK_HEADER_SIZE + req.length);
     if (!isPooled(lease)) return this.structuredRead(req, lease.buf); // nothing to give back
+    if (req.length < HOLE_REPLY_MIN) {
+      // One chunk, never a hole probe: the buffer goes back to the pool once its one write is out.
+      try {
+        await dev.read(req.offset, req.length, lease.buf, READ_CHUNK_HEADER_SIZE);
+      } catch (err) {
+        lease.release();
+        throw err;
+      }
+      writeOffsetDataHeader(lease.buf, 0, true, req.cookieHi, req.cookieLo, req.offset, req.length);
+      this.channel.send(lease.buf, lease.release);
+      return;
+    }
     try {
       await this.structuredRead(req, lease.buf);
     } finally {
