@@ -345,8 +345,14 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
   async extents(offset: ByteOffset, length: ByteLength): Promise<Extent[]> {
     const out: Extent[] = [];
     try {
-      for (const s of this.segments(offset, length)) {
-        const map = s.spareOffset === -1 ? await this.main.extents(s.offset, s.length) : await this.spare.extents(s.spareOffset, s.length);
+      // All pieces asked at once: a 1 MiB read over 10,000 remaps has ~20, one after the other they
+      // held its reply for ~20 thread-pool round trips.
+      const maps = await Promise.all(
+        this.segments(offset, length).map((s) =>
+          s.spareOffset === -1 ? this.main.extents(s.offset, s.length) : this.spare.extents(s.spareOffset, s.length),
+        ),
+      );
+      for (const map of maps) {
         for (const e of map) {
           const flags = e.hole ? StateFlag.HOLE | StateFlag.ZERO : 0;
           const last = out[out.length - 1];
