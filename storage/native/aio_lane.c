@@ -200,7 +200,16 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
   struct io_event ev[64];
   struct timespec zero = {0, 0};
   for (;;) {
-    long got = sys_io_getevents(h->ctx, 0, 64, ev, &zero);
+    /* The list holds max ids and no more than max ops are ever in flight, so this never cuts short;
+     * if it did, the eventfd is poked so that the rest comes in the next turn (never lost). */
+    size_t room = h->list_len - n;
+    if (room == 0) {
+      uint64_t one = 1;
+      if (write(h->efd, &one, sizeof one) < 0) { /* the counter is saturated: it is readable anyway */
+      }
+      break;
+    }
+    long got = sys_io_getevents(h->ctx, 0, room < 64 ? (long)room : 64, ev, &zero);
     if (got <= 0) break;
     for (long i = 0; i < got; i++) {
       aop_t *op = (aop_t *)(uintptr_t)ev[i].data;
@@ -214,7 +223,7 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
         if (op->is_read && res > 0 && !op->abandoned) memcpy(op->target, op->bounce, (size_t)res);
         bounce_put(h, op->bounce, op->pages);
       }
-      if (n < h->list_len) h->list[n++] = op->id;
+      h->list[n++] = op->id;
       h->inflight--;
       if (!op->abandoned) h->counted--;
       if (op->prev) op->prev->next = op->next;
@@ -223,7 +232,7 @@ static void on_readable(uv_poll_t *poll, int status, int events) {
       batch_unref(env, b);
       free(op);
     }
-    if (got < 64) break;
+    if (got < 64 && (size_t)got < room) break; /* drained */
   }
   keep_alive(h);
   if (n > 0) {
