@@ -13,14 +13,18 @@ import { closeSync, fstatSync, readSync } from 'node:fs';
 import { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { restoreSession } from '../protocol/handover';
-import { FD_NAME_PREFIX, HANDOVER_ENV, STATE_FD_NAME, type HandoverState } from './handover';
+import { FD_NAME_PREFIX, HANDOVER_ENV, PREPARED_ENV, STATE_FD_NAME, checkHandoverState, type HandoverState } from './handover-state';
+import type { PredecessorMessage, SuccessorMessage } from './handover-successor';
 import type { RunningDaemon } from './serve';
 import { LISTEN_FDS_START, type ListenFd, type Systemd } from './systemd';
 
 export interface InheritedHandover {
   /** Listening sockets to serve: handed-over ones plus socket-unit ones (not named remapd-*). */
   readonly listenFds: number[];
-  readonly state: HandoverState | undefined;
+  /** undefined: unreadable, or (prepared) not received yet: awaitGo() fills it in. */
+  state: HandoverState | undefined;
+  /** Started by the old process before it stopped serving: the state comes over IPC (awaitGo). */
+  readonly prepared: boolean;
   /** Handed-over descriptors by name. */
   readonly fds: ReadonlyMap<string, number>;
   readonly fromStore: boolean;
@@ -36,9 +40,7 @@ function readState(fd: number, log: Logger): HandoverState | undefined {
       if (n <= 0) break;
       at += n;
     }
-    const state = JSON.parse(buf.subarray(0, at).toString('utf8')) as HandoverState;
-    if (state?.version !== 1 || !Array.isArray(state.connections) || !Array.isArray(state.listeners)) throw new Error('unknown format');
-    return state;
+    return checkHandoverState(JSON.parse(buf.subarray(0, at).toString('utf8')));
   } catch (err) {
     log.error({ err: (err as Error).message }, 'hand-over: unreadable state; handed-over connections will be closed');
     return undefined;
@@ -57,7 +59,9 @@ export function takeHandover(
   env: Record<string, string | undefined> = process.env,
 ): InheritedHandover | undefined {
   const names = env[HANDOVER_ENV];
+  const prepared = names !== undefined && env[PREPARED_ENV] === '1';
   delete env[HANDOVER_ENV];
+  delete env[PREPARED_ENV];
   let passed: ListenFd[];
   let fromStore = false;
   if (names) {
@@ -77,7 +81,42 @@ export function takeHandover(
   fds.delete(STATE_FD_NAME);
   const state = stateFd === undefined ? undefined : readState(stateFd, log);
   for (const [name, fd] of fds) if (name.startsWith(`${FD_NAME_PREFIX}listen-`)) listenFds.push(fd);
-  return { listenFds, state, fds, fromStore };
+  return { listenFds, state, fds, fromStore, prepared };
+}
+
+/**
+ * Prepared successor (daemon/handover-successor.ts): tell the old process we are ready, then wait for
+ * its 'go' with the state (stored in inh.state). Until then the old process serves and owns the setup:
+ * nothing here may claim or write main or spare. Resolves false when the old process went away without
+ * 'go' (it called the restart off, or died): this process must then leave without touching anything.
+ */
+export function awaitGo(inh: InheritedHandover, loadMs: number, log: Logger): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (!process.send) {
+      log.error('hand-over: prepared start without an IPC channel to the old process');
+      return resolve(false);
+    }
+    const finish = (go: boolean, st: HandoverState | undefined): void => {
+      process.removeAllListeners('message');
+      process.removeAllListeners('disconnect');
+      if (process.connected) process.disconnect();
+      inh.state = st;
+      resolve(go);
+    };
+    process.on('message', (m: PredecessorMessage) => {
+      if (m?.type !== 'go') return;
+      try {
+        finish(true, checkHandoverState(m.state));
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'hand-over: unreadable state; handed-over connections will be closed');
+        finish(true, undefined);
+      }
+    });
+    process.once('disconnect', () => finish(false, undefined));
+    const ready: SuccessorMessage = { type: 'ready', pid: process.pid, preparedMs: loadMs };
+    process.send(ready);
+    log.info({ loadMs }, 'hand-over: ready; waiting for the old process to drain and release the setup');
+  });
 }
 
 /** Serve the handed-over connections (the listeners were given to startDaemon as listenFds). */

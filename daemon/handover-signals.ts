@@ -3,21 +3,28 @@
  *   SIGHUP   always: the daemon starts its successor itself and passes it the sockets ('exec').
  *   SIGTERM  under systemd with a file descriptor store (FileDescriptorStoreMax= > 0, announced to us by
  *            $FDSTORE from systemd ≥ 254, or REMAPD_FDSTORE=N set in the unit for older systemd) and
- *            the native addon: the sockets go to the store and the next start adopts them, which is
- *            what `systemctl restart` needs. Otherwise SIGTERM is the ordinary drain-and-stop.
- * Returns true when SIGTERM is taken care of here.
+ *            the native addon, when systemd is restarting the unit (daemon/stop-intent.ts): the
+ *            sockets go to the store and the next start adopts them (`systemctl restart`). Any other
+ *            SIGTERM (`systemctl stop`, or no store) is the real stop, `onStop`.
  */
 import type { Logger } from 'pino';
 import { handOver, handoverSupported } from './handover';
 import type { RunningDaemon } from './serve';
 import type { Systemd } from './systemd';
+import { stopIntent } from './stop-intent';
 
 export function fdStoreEnabled(env: Record<string, string | undefined> = process.env): boolean {
   const n = Number(env.FDSTORE ?? env.REMAPD_FDSTORE ?? 0);
   return Number.isInteger(n) && n > 0;
 }
 
-export function installHandoverSignals(daemon: RunningDaemon, systemd: Systemd, log: Logger, activation: ReadonlySet<number>): boolean {
+export function installHandoverSignals(
+  daemon: RunningDaemon,
+  systemd: Systemd,
+  log: Logger,
+  activation: ReadonlySet<number>,
+  onStop: (sig: NodeJS.Signals) => void,
+): void {
   let started = false;
   const start = (how: 'exec' | 'fdstore', sig: string): void => {
     if (started) {
@@ -25,13 +32,23 @@ export function installHandoverSignals(daemon: RunningDaemon, systemd: Systemd, 
       return;
     }
     started = true;
-    handOver(daemon, systemd, log, how, activation).catch((err: Error) => {
-      log.fatal({ err }, 'hand-over failed; exiting (clients reconnect)');
-      process.exit(1);
-    });
+    handOver(daemon, systemd, log, how, activation).then(
+      () => (started = false), // called off (the successor did not get ready): still serving
+      (err: Error) => {
+        log.fatal({ err }, 'hand-over failed; exiting (clients reconnect)');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGHUP', () => start('exec', 'SIGHUP'));
   const useStore = fdStoreEnabled() && handoverSupported('fdstore', systemd);
-  if (useStore) process.on('SIGTERM', () => start('fdstore', 'SIGTERM'));
-  return useStore;
+  process.on('SIGTERM', () => {
+    if (!useStore) return onStop('SIGTERM');
+    if (started) return log.warn({ signal: 'SIGTERM' }, 'hand-over already running');
+    void stopIntent().then((intent) => {
+      log.info({ intent }, intent === 'restart' ? 'SIGTERM for a restart: handing over through the fd store' : 'SIGTERM for a stop');
+      if (intent === 'restart') start('fdstore', 'SIGTERM');
+      else onStop('SIGTERM');
+    });
+  });
 }

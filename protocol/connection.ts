@@ -23,7 +23,7 @@ import { encodeGreeting } from './serializer';
 import { SocketChannel } from './socket-channel';
 import { startTls, type TlsServerSettings } from './starttls';
 import { validateRequest, type ValidationContext } from './validate';
-import { stopSocketReads, type DetachedConnection } from './handover';
+import { fdOf, stopSocketReads, type DetachedConnection } from './handover';
 
 export { DEFAULT_LIMITS, type ConnectionLimits } from './limits';
 export type { TlsServerSettings } from './starttls';
@@ -120,6 +120,11 @@ export class Connection {
   }
 
   private onDetached: ((d: DetachedConnection | undefined) => void) | undefined;
+
+  /** The socket's file descriptor (-1 for TLS, whose socket has no descriptor of its own here). */
+  get fd(): number {
+    return fdOf(this.channel.socket);
+  }
 
   /**
    * Planned restart: stop reading at a request boundary, finish the requests in flight, flush the replies

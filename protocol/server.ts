@@ -98,6 +98,11 @@ export class NbdServer {
     return this.connections.size;
   }
 
+  /** Planned restart, before it starts: the listeners' and live connections' descriptors (nothing changes). */
+  handoverCandidates(): { listenerFds: number[]; connections: Connection[] } {
+    return { listenerFds: this.servers.map((srv) => fdOf(srv)), connections: [...this.connections] };
+  }
+
   get catalog(): ExportCatalog {
     return this.opts.catalog;
   }
@@ -239,8 +244,16 @@ export class NbdServer {
   }
 
   /**
-   * Stop: close listeners, answer new options with ERR_SHUTDOWN and new requests with ESHUTDOWN, let
-   * in-flight requests finish, close connections. Sockets still open after `timeoutMs` are destroyed.
+   * Stop: close listeners; answer new options with ERR_SHUTDOWN; let in-flight requests finish; close
+   * connections. Sockets still open after `timeoutMs` are destroyed.
+   *
+   * Connections in the transmission phase are drained to a request boundary (as for a hand-over):
+   * reading stops, every request already read is finished and answered, then the socket is closed.
+   * Requests the client sent after that point get no reply rather than an ESHUTDOWN error, because a
+   * kernel client passes an error reply to the filesystem as an I/O error, while an unanswered
+   * request is re-sent after a reconnect (`remapd attach`) or failed only after the kernel's
+   * dead-connection timeout. (rbd-nbd and ublk stop the same way.) TLS connections, which cannot stop
+   * reading at a boundary here, and connections in the handshake get ESHUTDOWN / ERR_SHUTDOWN.
    */
   async shutdown(timeoutMs = 10_000): Promise<void> {
     if (this.stopping) return;
@@ -255,8 +268,17 @@ export class NbdServer {
         /* already gone */
       }
     }
-    for (const c of this.connections) c.beginShutdown(timeoutMs);
-    const all = Promise.all([...this.connections].map((c) => c.closed));
+    const all = Promise.all(
+      [...this.connections].map(async (c) => {
+        const d = await c.detachForHandover();
+        if (!d) {
+          c.beginShutdown(timeoutMs);
+          return c.closed;
+        }
+        this.connections.delete(c);
+        d.socket.destroy();
+      }),
+    );
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)));
     const late = await Promise.race([all.then(() => false), timedOut]);

@@ -16,7 +16,8 @@ import { checkAlertProgram } from '../alerts/check-program';
 import { MirrorDevice } from '../evacuate/mirror-device';
 import { attachEvacuation, previousEvacuation } from '../evacuate/attach-evacuation';
 import { statePath } from '../evacuate/evacuation-state';
-import { takeHandover, adoptHandover } from '../handover-adopt';
+import { takeHandover, adoptHandover, awaitGo } from '../handover-adopt';
+import { preloadForHandover } from '../handover-preload';
 import { installHandoverSignals } from '../handover-signals';
 
 interface ServeArgs {
@@ -210,6 +211,15 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     systemd.startWatchdog(() => ioPathStuck(openLanes()));
     // A planned restart hands over listeners and connections (daemon/handover*.ts).
     const inherited = takeHandover(systemd.listenFds, log);
+    if (inherited?.prepared) {
+      // Started by the old process while it still serves: load what can be loaded without owning the
+      // setup, then wait for it to drain and release main and spare (daemon/handover-successor.ts).
+      const loadMs = await preloadForHandover(a.spare, log, process.uptime() * 1000);
+      if (!(await awaitGo(inherited, loadMs, log))) {
+        log.warn('hand-over: the old process called the restart off; it keeps serving, exiting');
+        process.exit(1);
+      }
+    }
     const fds = inherited ? inherited.listenFds : activationFds(systemd, a, log);
     const configuredSocket = a.socket ?? (a.listen ? undefined : `/run/remapd/${a.export}.sock`);
     const socket = fds.length || inherited ? undefined : configuredSocket;
@@ -319,7 +329,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         .then(() => process.exit(0));
     };
     if (inherited) await adoptHandover(daemon, inherited, systemd, log);
-    if (!installHandoverSignals(daemon, systemd, log, new Set(systemd.listenFds.map((f) => f.fd)))) process.on('SIGTERM', onSignal);
+    installHandoverSignals(daemon, systemd, log, new Set(systemd.listenFds.map((f) => f.fd)), onSignal);
     process.on('SIGINT', onSignal);
     const serving = `serving ${a.main} as export '${a.export}' on ${fds.length ? `passed fds ${fds.join(',')}` : [socket, a.listen].filter(Boolean).join(', ')}`;
     void systemd.ready(serving);

@@ -9,7 +9,7 @@
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PYTHON, REMAPD_BIN, REPO_ROOT, sleep, MiB, logTail, tempDir, type Server } from '../helpers';
 import { makePki, tlsUri } from '../helpers/tls-pki';
@@ -89,6 +89,7 @@ t.test(`${RESTARTS} planned restarts (SIGHUP) under a verified write/read load: 
     nerrors: number;
     errors: string[];
     maxOpMs: number;
+    maxGapMs: number;
     verified: number;
     mismatches: number;
   };
@@ -109,10 +110,27 @@ t.test(`${RESTARTS} planned restarts (SIGHUP) under a verified write/read load: 
     1,
     'the client handshook exactly once',
   );
-  const drains = records(server, 'hand-over: connections drained, devices closed').map((r) => Number(r.drainMs));
+  const drainRecs = records(server, 'hand-over: connections drained, devices closed');
+  const drains = drainRecs.map((r) => Number(r.drainMs));
+  // The successor loaded while the old process served; the drain (the stall) started only after that.
+  t.equal(records(server, 'planned restart: successor ready').length, RESTARTS, 'each successor got ready while its predecessor served');
+  t.ok(
+    drainRecs.every((r) => Number(r.successorPreparedMs) > 0),
+    'each drain started after its successor was prepared',
+    { drainRecs },
+  );
+  // One owner at a time: each successor started serving (claims taken) only after its predecessor stopped.
+  const order = logRecords(server)
+    .filter((r) => r.msg === 'stopped' || r.msg === 'remapd serving')
+    .map((r) => r.msg);
+  t.same(
+    order,
+    ['remapd serving', ...Array<string>(RESTARTS).fill('stopped,remapd serving').join(',').split(',')],
+    'stopped and serving alternate: never two owners',
+  );
   const stalls = adopted.map((r) => Number(r.sinceHandoverStartMs));
   t.comment(
-    `client: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; drain ms ${drains.join(',')}; hand-over start→adopted ms ${stalls.join(',')}`,
+    `client: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms, longest gap without a completed op ${result.maxGapMs} ms; drain ms ${drains.join(',')}; hand-over start→adopted ms ${stalls.join(',')}`,
   );
   const st = await statusJson(s);
   t.ok(st.remaps.total > 0, `blocks were remapped during the run (${st.remaps.total})`);
@@ -190,6 +208,7 @@ t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart 
     nerrors: number;
     errors: string[];
     maxOpMs: number;
+    maxGapMs: number;
     verified: number;
     mismatches: number;
   };
@@ -223,7 +242,7 @@ t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart 
     'the one connection each time',
   );
   t.comment(
-    `fd store: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms; hand-over start→adopted ms ${adopted.map((r) => r.sinceHandoverStartMs).join(',')}`,
+    `fd store: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms, longest gap without a completed op ${result.maxGapMs} ms; hand-over start→adopted ms ${adopted.map((r) => r.sinceHandoverStartMs).join(',')}`,
   );
   mgr.stdin.write('stop\n');
   await waitFor('stop', () => count('stopped') >= 1, 30_000);
@@ -274,4 +293,54 @@ print(json.dumps(out), flush=True)
   t.equal(r.tlsAgain, true, 'a new TLS connection works with the successor');
   const adopted = records(server, 'hand-over: connections adopted')[0];
   t.equal(adopted?.adopted, 1, 'one connection adopted (the plain one)');
+});
+
+t.test('a successor that cannot start (broken upgrade) calls the restart off: the old process keeps serving', async (t) => {
+  const s = await createRemapSetup(t, { mainBytes: 16 * MiB, spareBytes: 16 * MiB });
+  const alert = join(s.dir, 'alert.sh');
+  writeFileSync(alert, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+  const server = await startRemapd(t, s, ['--no-scan', '--alert-program', alert]);
+  t.teardown(() => {
+    const pid = currentPid(server);
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  const go = join(s.dir, 'go');
+  const script = String.raw`
+import json, os, sys, time, nbd
+sock, go = sys.argv[1:3]
+h = nbd.NBD(); h.connect_unix(sock)
+h.pwrite(b"a" * 4096, 0)
+print("connected", flush=True)
+while not os.path.exists(go): time.sleep(0.05)
+out = {}
+try: h.pwrite(b"b" * 4096, 4096); out["after"] = h.pread(8192, 0) == b"a" * 4096 + b"b" * 4096
+except Exception as e: out["after"] = "error: %s" % e
+print(json.dumps(out), flush=True)
+`;
+  const child = spawn(PYTHON, ['-c', script, s.socket, go], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const done = new Promise<void>((r) => child.on('exit', () => r()));
+  t.teardown(() => child.kill('SIGKILL'));
+  await waitFor('the client to connect', () => out.includes('connected') || child.exitCode !== null, 60_000);
+  const pid = currentPid(server);
+  // The new version cannot start: its configuration names an alert program that is gone.
+  chmodSync(alert, 0o644);
+  process.kill(pid, 'SIGHUP');
+  await waitFor(
+    'the restart to be called off',
+    () => records(server, 'planned restart called off: the successor is not ready; this process keeps serving').length >= 1,
+  );
+  writeFileSync(go, '');
+  await done;
+  const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as Record<string, unknown>;
+  t.equal(r.after, true, 'the connection still works, on the same process');
+  t.ok(alive(pid), 'the old process still serves');
+  t.equal(currentPid(server), pid, 'no other process started serving');
+  t.equal(records(server, 'shutting down').length, 0, 'the old process never stopped its device');
+  // Fixed: the next SIGHUP hands over.
+  chmodSync(alert, 0o755);
+  process.kill(pid, 'SIGHUP');
+  await waitFor('the hand-over', () => records(server, 'hand-over: connections adopted').length >= 1);
+  t.not(currentPid(server), pid, 'a second SIGHUP restarts once the successor can start');
 });

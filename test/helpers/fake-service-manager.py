@@ -5,8 +5,10 @@
 #
 # Usage: fake-service-manager.py NOTIFY_SOCKET LOGFILE -- COMMAND...
 # Reads commands on stdin, one per line: "restart" (SIGTERM, wait for exit, start again with the
-# store) or "stop" (SIGTERM, wait, close the store). Prints "ready PID STORED" after each READY=1 and
-# "stopped CODE" on stop.
+# store) or "stop" (SIGTERM, wait, close the store). Prints "ready PID STORED" after each READY=1,
+# "exited CODE STORED" after a restart's stop and "stopped CODE STORED" on stop.
+# While it stops the service, the job it runs ("restart" or "stop") is what `systemctl list-jobs`
+# would show: the service gets REMAPD_SYSTEMCTL=fake-systemctl.sh, which prints it.
 import array, os, select, signal, socket, sys, time
 
 notify_path, logfile = sys.argv[1], sys.argv[2]
@@ -17,6 +19,12 @@ ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 ns.bind(notify_path)
 ns.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
 store = {}  # name -> fd
+jobs_path = notify_path + '.jobs'
+fake_systemctl = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fake-systemctl.sh')
+
+def set_job(kind):
+    with open(jobs_path, 'w') as f:
+        f.write('1 remapd-test.service %s running\n' % kind if kind else '')
 main_pid = None
 
 def out(line):
@@ -32,7 +40,8 @@ def start():
         high = [os.dup(fd) for fd in fds]  # out of the way of 3.. first
         for i, fd in enumerate(high):
             os.dup2(fd, 3 + i, inheritable=True)
-        env = dict(os.environ, NOTIFY_SOCKET=notify_path, REMAPD_FDSTORE='64')
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path, REMAPD_FDSTORE='64',
+                   REMAPD_SYSTEMCTL=fake_systemctl, FAKE_SYSTEMCTL_JOBS=jobs_path)
         if fds:
             env.update(LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=':'.join(names), LISTEN_PID=str(os.getpid()))
         log = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -102,13 +111,16 @@ while True:
             line = 'stop\n'
         c = line.strip()
         if c in ('restart', 'stop'):
+            set_job(c)
             os.kill(main_pid, signal.SIGTERM)
             code = wait_exit(main_pid)
+            set_job(None)
             if c == 'restart':
                 out('exited %d %d' % (code, len(store)))
                 start()
             else:
+                stored = len(store)
                 for fd in store.values():
                     os.close(fd)
-                out('stopped %d' % code)
+                out('stopped %d %d' % (code, stored))
                 break

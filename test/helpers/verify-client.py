@@ -1,7 +1,7 @@
 # A libnbd client that keeps doing verified writes and reads on ONE connection until a stop file
 # appears, then re-reads everything it wrote. Any error of the connection object (no reconnect is ever
-# attempted) counts. Prints one JSON line: ops, errors, longest op (write+read pair) in ms, and the
-# final verification result. Usage: verify-client.py SOCKET STOPFILE [THREADS]
+# attempted) counts. Prints one JSON line: ops, errors, longest op (write+read pair) in ms, longest
+# gap in ms during which no op of any thread completed (the I/O stall), and the final verification result. Usage: verify-client.py SOCKET STOPFILE [THREADS]
 import json, os, random, sys, threading, time
 import nbd
 
@@ -12,7 +12,8 @@ h = nbd.NBD()
 h.connect_unix(sock)
 size = h.get_size()
 lock = threading.Lock()
-stats = {"ops": 0, "errors": [], "maxOpMs": 0.0, "verified": 0, "mismatches": 0}
+stats = {"ops": 0, "errors": [], "maxOpMs": 0.0, "maxGapMs": 0.0, "verified": 0, "mismatches": 0}
+last_done = [time.monotonic()]
 
 def note_error(msg):
     with lock:
@@ -44,6 +45,9 @@ def worker(k):
         with lock:
             stats["ops"] += 1
             stats["maxOpMs"] = max(stats["maxOpMs"], dt)
+            now = time.monotonic()
+            stats["maxGapMs"] = max(stats["maxGapMs"], (now - last_done[0]) * 1000)
+            last_done[0] = now
             if got != data:
                 stats["errors"].append("read-back mismatch at %d" % off)
     for slot, want in shadow.items():
@@ -69,4 +73,5 @@ except Exception as e:
 stats["nerrors"] = len(stats["errors"])
 stats["errors"] = stats["errors"][:5]
 stats["maxOpMs"] = round(stats["maxOpMs"], 1)
+stats["maxGapMs"] = round(stats["maxGapMs"], 1)
 print(json.dumps(stats))

@@ -18,7 +18,7 @@ ra_attach() {
 ra_detach() { [[ -n $ATTACH_PID ]] && kill "$ATTACH_PID" 2>/dev/null && wait "$ATTACH_PID" 2>/dev/null; ATTACH_PID=''; }
 # the daemon serving now: the last 'remapd serving' log line names its pid
 ra_daemon_pid() { grep '"msg":"remapd serving"' "$LAB_OUT/remapd.log" | tail -n 1 | sed 's/.*"pid":\([0-9]*\).*/\1/'; }
-ra_count() { grep -c "$1" "$2" 2>/dev/null || echo 0; }
+ra_count() { local n; n=$(grep -c "$1" "$2" 2>/dev/null); echo "${n:-0}"; }   # grep -c prints 0 itself
 ra_wait_count() {   # PATTERN FILE N TIMEOUT_S
   local t0; t0=$(now)
   until (( $(ra_count "$1" "$2") >= $3 )); do

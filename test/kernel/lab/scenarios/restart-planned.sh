@@ -10,7 +10,7 @@ scenario_main() {
   main=$(lab_dm main "$(lab_error_table "$LAB_DISK_main" "$DMERR")") || return 1
   lab_create "$main" "$LAB_DISK_spare" || return 1
   lab_serve "$main" "$LAB_DISK_spare" --no-scan || return 1
-  ra_attach --dead-timeout 300 --timeout 0 || return 1
+  ra_attach --dead-timeout 300 || return 1   # the default request timeout (30 s): the stall must stay below it
   mkfs.ext4 -F -q $NBD >"$LAB_OUT/mkfs.log" 2>&1 || { bad "mkfs.ext4"; return 1; }
   mount -t ext4 $NBD /mnt || { bad "mount"; return 1; }
   rm -f /tmp/stop; ra_workload /mnt/w /tmp/stop & local wl=$!
@@ -34,8 +34,12 @@ scenario_main() {
   e2fsck -fn $NBD >"$LAB_OUT/fsck.log" 2>&1 || bad "e2fsck -fn exited $? ($(tail -n 3 "$LAB_OUT/fsck.log" | tr '\n' ' '))"
   errs=$(dmesg_errors nbd0 | wc -l); fig nbd0_kernel_errors "$errs"
   ((errs == 0)) || bad "I/O errors on nbd0: $(dmesg_errors nbd0 | head -n 3 | tr '\n' ' ')"
-  fig link_dead "$(ra_count 'reports the connection dead' "$LAB_OUT/attach.log")"
-  (( $(ra_count 'reports the connection dead' "$LAB_OUT/attach.log") == 0 )) || bad "the kernel saw the connection die"
+  local dead stuck
+  dead=$(ra_count 'reports the connection dead' "$LAB_OUT/attach.log"); fig link_dead "$dead"
+  ((dead == 0)) || bad "the kernel saw the connection die ($dead link-dead in attach.log)"
+  # what would precede a link-dead (request timeout, send timeout, socket closed) or a queued request
+  stuck=$(dmesg | grep -cE 'nbd0: (Connection timed out|Send control failed|Receive control failed|Dead connection|Possible stuck request)'); fig nbd0_timeouts "$stuck"
+  ((stuck == 0)) || bad "nbd0 timeouts in dmesg: $(dmesg | grep -E 'nbd0: (Connection|Send|Receive|Dead|Possible)' | head -n 2 | tr '\n' ' ')"
   ra_detach
   REMAPD_PID=$(ra_daemon_pid); lab_stop
 }
