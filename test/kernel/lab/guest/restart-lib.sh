@@ -26,8 +26,10 @@ ra_wait_count() {   # PATTERN FILE N TIMEOUT_S
   done
 }
 
-# ra_workload DIR STOPFILE: files with sha256 sums, fsync each, until STOPFILE exists. Writes
-# $LAB_OUT/workload.json: files, errors, longest write+fsync in s (the stall the filesystem saw).
+# ra_workload DIR STOPFILE: files with sha256 sums, fsync each, until STOPFILE exists; at most 400
+# files (about 53 MiB), the oldest rewritten with new data after that, so a long run cannot fill the
+# filesystem. Writes $LAB_OUT/workload.json: files, writes, errors, longest write+fsync in s (the
+# stall the filesystem saw).
 ra_workload() {
   python3 - "$1" "$2" "$LAB_OUT/workload.json" <<'PY'
 import hashlib, json, os, sys, time
@@ -37,7 +39,7 @@ sums, errors, worst, i = {}, [], 0.0, 0
 while not os.path.exists(stop):
     i += 1
     data = os.urandom(4096 * (1 + (i * 7919) % 64))
-    p = os.path.join(d, 'f%d' % i)
+    p = os.path.join(d, 'f%d' % (i % 400))
     t0 = time.monotonic()
     try:
         with open(p, 'wb') as f:
@@ -46,7 +48,7 @@ while not os.path.exists(stop):
         errors.append('%s: %s' % (p, e)); break
     worst = max(worst, time.monotonic() - t0)
     sums[p] = hashlib.sha256(data).hexdigest()
-json.dump({'files': len(sums), 'errors': errors, 'worst_s': round(worst, 2), 'sums': sums}, open(out, 'w'))
+json.dump({'files': len(sums), 'writes': i, 'errors': errors, 'worst_s': round(worst, 2), 'sums': sums}, open(out, 'w'))
 PY
 }
 # ra_verify: re-read every file of the workload (after drop caches); prints the number of mismatches

@@ -24,14 +24,16 @@ scenario_main() {
   done
   touch /tmp/stop; wait $wl
   fig restarts "$(ra_count 'hand-over: connections adopted' "$LAB_OUT/remapd.log")"
-  fig files "$(ra_wjq 'w["files"]')"; fig longest_stall_s "$(ra_wjq 'w["worst_s"]')"
+  fig files "$(ra_wjq 'w["files"]')"; fig writes "$(ra_wjq 'w["writes"]')"; fig workload_io_errors "$(ra_wjq 'len(w["errors"])')"; fig longest_stall_s "$(ra_wjq 'w["worst_s"]')"
   fig handover_ms "$(grep 'hand-over: connections adopted' "$LAB_OUT/remapd.log" | sed 's/.*sinceHandoverStartMs":\([0-9]*\).*/\1/' | paste -sd, -)"
   [[ $(ra_wjq 'len(w["errors"])') == 0 ]] || bad "workload errors: $(ra_wjq 'w["errors"][:3]')"
   sync; umount /mnt || bad "umount"; dropcaches
   mount -t ext4 -o ro $NBD /mnt || { bad "remount"; return 1; }
   local mism; mism=$(ra_verify); fig checksum_mismatches "$mism"; ((mism == 0)) || bad "$mism files do not match their sums"
   umount /mnt
-  e2fsck -fn $NBD >"$LAB_OUT/fsck.log" 2>&1 || bad "e2fsck -fn exited $? ($(tail -n 3 "$LAB_OUT/fsck.log" | tr '\n' ' '))"
+  local fsck=0; e2fsck -fn $NBD >"$LAB_OUT/fsck.log" 2>&1 || fsck=$?
+  fig fsck "$( ((fsck == 0)) && echo clean || echo "exit-$fsck")"
+  ((fsck == 0)) || bad "e2fsck -fn exited $fsck ($(tail -n 3 "$LAB_OUT/fsck.log" | tr '\n' ' '))"
   errs=$(dmesg_errors nbd0 | wc -l); fig nbd0_kernel_errors "$errs"
   ((errs == 0)) || bad "I/O errors on nbd0: $(dmesg_errors nbd0 | head -n 3 | tr '\n' ' ')"
   local dead stuck
