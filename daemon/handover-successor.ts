@@ -45,6 +45,12 @@ export interface PreparedSuccessor {
   abandon(): void;
 }
 
+/** Kills the successor still getting ready, if any (a stop came meanwhile). */
+let abortPreparing: (() => void) | undefined;
+export function abortPreparation(): void {
+  abortPreparing?.();
+}
+
 function waitReady(child: ChildProcess, timeoutMs: number): Promise<SuccessorMessage | string> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve(`not ready within ${timeoutMs} ms`), timeoutMs);
@@ -95,7 +101,8 @@ export async function startSuccessor(
     },
   });
   log.info({ successor: child.pid, descriptors: fds.length }, 'planned restart: successor starting; still serving meanwhile');
-  const ready = await waitReady(child, timeoutMs);
+  abortPreparing = () => child.kill('SIGKILL');
+  const ready = await waitReady(child, timeoutMs).finally(() => (abortPreparing = undefined));
   if (typeof ready === 'string') {
     log.error(
       { successor: child.pid, reason: ready },

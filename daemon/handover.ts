@@ -104,13 +104,19 @@ export async function handOver(
   log: Logger,
   how: HandoverHow,
   activationFds: ReadonlySet<number> = new Set(),
+  /** True when a stop was asked for while the successor was getting ready: call the restart off. */
+  stopRequested: () => boolean = () => false,
 ): Promise<void> {
   const signalledAtEpochMs = Date.now();
   log.info({ how }, 'planned restart: handing connections over');
   void systemd.status(how === 'exec' ? 'starting the next process' : 'handing connections over to the next process');
   // re-exec: the successor starts and loads while this process still serves (daemon/handover-successor.ts)
   const successor = how === 'exec' ? await startSuccessor(daemon, systemd, log) : undefined;
-  if (how === 'exec' && !successor) {
+  if (how === 'exec' && (!successor || stopRequested())) {
+    if (successor) {
+      log.warn({ successor: successor.pid }, 'planned restart called off: a stop was asked for meanwhile');
+      successor.abandon();
+    }
     void systemd.status('serving (the planned restart was called off)');
     return;
   }

@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { withServer, RawConn, CMD, MiB, logTail, sleep, PYTHON, REMAPD_BIN, REPO_ROOT } from '../helpers';
-import { createRemapSetup } from '../helpers/remap-setup';
+import { createRemapSetup, logRecords, startRemapd } from '../helpers/remap-setup';
 import { intentFromJobs, ownUnit } from '../../daemon/stop-intent';
 
 const ESHUTDOWN = 108;
@@ -128,4 +128,40 @@ t.test('fd store: `stop` is a real stop (nothing stored, socket removed), `resta
     1,
     'only the restart used the store',
   );
+});
+
+t.test('SIGTERM while the successor of a SIGHUP is still getting ready: the restart is called off and the daemon stops', async (t) => {
+  const s = await createRemapSetup(t, { mainBytes: 16 * MiB, spareBytes: 16 * MiB });
+  const server = await startRemapd(t, s, ['--no-scan']);
+  process.kill(server.pid, 'SIGHUP');
+  await waitFor('the successor to be started', () =>
+    logRecords(server).some((r) => r.msg === 'planned restart: successor starting; still serving meanwhile'),
+  );
+  const successor = Number(
+    logRecords(server).find((r) => r.msg === 'planned restart: successor starting; still serving meanwhile')?.successor,
+  );
+  const exit = await server.stop('SIGTERM', 60_000);
+  t.same(exit, { code: 0, signal: null }, 'the daemon stopped with exit 0', { log: logTail(server) });
+  const msgs = logRecords(server).map((r) => r.msg);
+  t.ok(
+    msgs.includes('planned restart called off: a stop was asked for meanwhile') ||
+      msgs.includes('planned restart called off: the successor is not ready; this process keeps serving'),
+    'the restart was called off',
+  );
+  t.ok(msgs.includes('stopped'), 'then the daemon stopped normally');
+  t.equal(msgs.filter((m) => m === 'remapd serving').length, 1, 'the successor never served');
+  await waitFor(
+    'the successor to be gone',
+    () => {
+      try {
+        process.kill(successor, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    10_000,
+  );
+  t.pass('the successor is gone');
+  t.notOk(existsSync(s.socket), 'socket file removed');
 });
