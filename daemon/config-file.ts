@@ -78,6 +78,8 @@ export const CONFIG_SCHEMA = {
   socketGroup: str,
   scanRate: str,
   scanInterval: str,
+  scanSlow: str,
+  scanVerySlow: str,
   mainDirect: bool,
   mainIoDeadline: str,
   alertProgram: path,

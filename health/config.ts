@@ -1,4 +1,5 @@
 /** Scanner settings and their defaults (rationale in docs/HEALTH.md). */
+import { formatDuration, parseDuration } from './duration';
 
 export const MiB = 1024 * 1024;
 
@@ -60,4 +61,34 @@ export function classifyLatency(ms: number, s: Pick<ScanSettings, 'slowMs' | 've
   if (ms >= s.verySlowMs) return 'very-slow';
   if (ms >= s.slowMs) return 'slow';
   return 'ok';
+}
+
+/** Most a slow threshold may be: a read slower than this fails at the I/O deadline anyway (default 30 s). */
+const MAX_THRESHOLD_MS = 600_000;
+
+/**
+ * The slow-read thresholds from `--scan-slow` / `--scan-very-slow` (config `scanSlow`, `scanVerySlow`):
+ * durations such as "50ms", "2s". Either may be omitted (its default stays); both must be more than 0,
+ * at most 10 minutes, and very-slow must be at least slow. Throws an Error naming the flag.
+ */
+export function slowThresholds(slow?: string, verySlow?: string): Pick<ScanSettings, 'slowMs' | 'verySlowMs'> {
+  const parse = (flag: string, text: string): number => {
+    let ms: number;
+    try {
+      ms = parseDuration(text);
+    } catch (err) {
+      throw new Error(`--${flag}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!(ms >= 1 && ms <= MAX_THRESHOLD_MS)) throw new Error(`--${flag} must be from 1ms to 10m, not '${text}'`);
+    return ms;
+  };
+  const slowMs = slow === undefined ? DEFAULT_SCAN_SETTINGS.slowMs : parse('scan-slow', slow);
+  const verySlowMs = verySlow === undefined ? DEFAULT_SCAN_SETTINGS.verySlowMs : parse('scan-very-slow', verySlow);
+  if (verySlowMs < slowMs) {
+    throw new Error(
+      `--scan-very-slow (${formatDuration(verySlowMs)}) must be at least --scan-slow (${formatDuration(slowMs)})` +
+        (verySlow === undefined ? ': set --scan-very-slow too' : ''),
+    );
+  }
+  return { slowMs, verySlowMs };
 }

@@ -39,6 +39,9 @@ export interface ScanStatus {
   currentRate: number;
   intervalMs: number;
   interval: string;
+  /** Slow-read thresholds in effect, ms (--scan-slow, --scan-very-slow). */
+  slowMs: number;
+  verySlowMs: number;
   passesCompleted: number;
   /** ISO time of the end of the last full pass, or null. */
   lastFullScanAt: string | null;

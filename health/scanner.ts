@@ -223,6 +223,8 @@ export class HealthScanner extends EventEmitter {
       currentRate: Math.round((recent * 1000) / span),
       intervalMs: this.settings.intervalMs,
       interval: formatDuration(this.settings.intervalMs),
+      slowMs: this.settings.slowMs,
+      verySlowMs: this.settings.verySlowMs,
       passesCompleted: this.passes,
       lastFullScanAt: this.lastFullScanAt ? new Date(this.lastFullScanAt).toISOString() : null,
       nextScanAt: this.state === 'waiting' ? new Date(this.nextScanAt).toISOString() : null,

@@ -8,6 +8,7 @@ import { parseSize } from '../../remap/units';
 import { resolveGroup } from '../groups';
 import { attachScanner } from '../../health/attach';
 import { parseDuration } from '../../health/duration';
+import { slowThresholds } from '../../health/config';
 import { statusSections } from '../control-commands';
 import { ioPathStuck } from '../io-watchdog';
 import { openLanes } from '../../storage/io-lane';
@@ -46,6 +47,8 @@ interface ServeArgs {
   scan?: boolean;
   'scan-rate'?: string;
   'scan-interval'?: string;
+  'scan-slow'?: string;
+  'scan-very-slow'?: string;
   'main-direct': boolean;
   'main-io-deadline': string;
   'alert-program'?: string;
@@ -109,6 +112,14 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       })
       .option('scan-rate', { type: 'string', describe: 'Health scan read rate, bytes/s with K/M/G suffix; 0 = unlimited [default: 64M]' })
       .option('scan-interval', { type: 'string', describe: 'Time between full health scan passes: 30s, 15m, 12h, 7d [default: 7d]' })
+      .option('scan-slow', {
+        type: 'string',
+        describe: 'A health scan read taking at least this long is slow (2 slow passes: migrated): 50ms, 2s [default: 50ms]',
+      })
+      .option('scan-very-slow', {
+        type: 'string',
+        describe: 'A health scan read taking at least this long is very slow (twice: migrated at once) [default: 200ms]',
+      })
       .option('main-direct', {
         type: 'boolean',
         default: true,
@@ -153,6 +164,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
         if (a['scan-rate'] !== undefined) parseSize(a['scan-rate']);
         if (a['scan-interval'] !== undefined) parseDuration(a['scan-interval']);
+        slowThresholds(a['scan-slow'], a['scan-very-slow']);
         try {
           parseDuration(a['main-io-deadline']);
         } catch (err) {
@@ -187,6 +199,14 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     if (previousEvac?.phase === 'switched') {
       // The data lives on the evacuated disk now: serving the old main would go back in time.
       a = { ...a, main: previousEvac.target, spare: undefined, scan: false };
+    }
+    let thresholds: ReturnType<typeof slowThresholds>;
+    try {
+      thresholds = slowThresholds(a['scan-slow'], a['scan-very-slow']); // again: the config file may set them
+    } catch (err) {
+      const where = a.config ? ` (in ${a.config}: scanSlow, scanVerySlow)` : '';
+      process.stderr.write(`remapd: ${(err as Error).message}${where}\n`);
+      process.exit(2);
     }
     if (!a.main) {
       process.stderr.write('remapd: missing --main (or "main" in the --config file)\n');
@@ -275,6 +295,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         settings: {
           ...(a['scan-rate'] !== undefined ? { rate: parseSize(a['scan-rate']) } : {}),
           ...(a['scan-interval'] !== undefined ? { intervalMs: parseDuration(a['scan-interval']) } : {}),
+          ...thresholds,
         },
       });
       // The scan found main gone as a whole: say so in systemctl status, and again when it reads again.

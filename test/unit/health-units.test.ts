@@ -4,7 +4,7 @@
  * Run: npx tap --disable-coverage --allow-incomplete-coverage dist/test/unit/health-units.test.js
  */
 import t from 'tap';
-import { backoffFactor, classifyLatency, DEFAULT_SCAN_SETTINGS } from '../../health/config';
+import { backoffFactor, classifyLatency, DEFAULT_SCAN_SETTINGS, slowThresholds } from '../../health/config';
 import { formatDuration, parseDuration } from '../../health/duration';
 import { healthScore, labelOf } from '../../health/score';
 import { TokenBucket } from '../../health/token-bucket';
@@ -90,4 +90,17 @@ t.test('health score formula and labels', async (t) => {
   t.equal(labelOf(69), 'failing');
   t.equal(labelOf(40), 'failing');
   t.equal(labelOf(39), 'critical');
+});
+
+t.test('slowThresholds: --scan-slow / --scan-very-slow parsed and checked', async (t) => {
+  t.same(slowThresholds(), { slowMs: 50, verySlowMs: 200 }, 'defaults');
+  t.same(slowThresholds('2s', '5s'), { slowMs: 2000, verySlowMs: 5000 });
+  t.same(slowThresholds('100ms'), { slowMs: 100, verySlowMs: 200 }, 'one of them: the other default stays');
+  t.same(slowThresholds(undefined, '1s'), { slowMs: 50, verySlowMs: 1000 });
+  t.same(slowThresholds('300ms', '300ms'), { slowMs: 300, verySlowMs: 300 }, 'equal is allowed');
+  t.throws(() => slowThresholds('0'), /--scan-slow must be from 1ms to 10m/);
+  t.throws(() => slowThresholds('11m', '12m'), /--scan-slow must be from 1ms to 10m/);
+  t.throws(() => slowThresholds(undefined, 'x'), /--scan-very-slow: 'x' is not a duration/);
+  t.throws(() => slowThresholds('1s'), /--scan-very-slow \(200ms\) must be at least --scan-slow \(1s\): set --scan-very-slow too/);
+  t.throws(() => slowThresholds('2s', '1s'), /--scan-very-slow \(1s\) must be at least --scan-slow \(2s\)$/);
 });
