@@ -34,6 +34,7 @@ import { rethrowDeviceError, toDeviceError } from './device-errors';
 import { Mover, type MigrationResult } from './mover';
 import { ReadRecovery } from './read-recovery';
 import { RemapTable } from './remap-table';
+import { flushMain } from './main-flush';
 import { MainState, type MainStateStatus } from './main-state';
 import { movingIn, onMain, route, type Segment } from './routing';
 import { SpareState, type SpareFailingStatus } from './spare-state';
@@ -264,7 +265,8 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
 
   async flush(): Promise<void> {
     try {
-      await Promise.all([this.main.sync(), this.spare.sync()]);
+      // main's flush is retried (main-flush.ts): with O_DIRECT a later flush covers every completed write
+      await Promise.all([flushMain(this.main, this.ctx.log), this.spare.sync()]);
     } catch (err) {
       throw toDeviceError(err);
     }

@@ -46,6 +46,11 @@ export class HookedBackend implements Backend {
   get readOnly(): boolean {
     return this.inner.readOnly;
   }
+  /** Tests may pretend main is (not) opened with O_DIRECT (remap/main-flush.ts retries only then). */
+  directOverride: boolean | undefined;
+  get direct(): boolean | undefined {
+    return this.directOverride ?? this.inner.direct;
+  }
   get canPunchHoles(): boolean {
     return this.inner.canPunchHoles;
   }
