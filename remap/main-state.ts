@@ -8,7 +8,8 @@
  *   device all fail too, or
  * - failed recoveries (bisections with no successful piece) of one kind (reads or writes) in DEAD_REGIONS
  *   distinct regions (1/16 of the device each) within DEAD_WINDOW_MS, with no successful I/O of that kind
- *   in between (the I/O paths count successes in `ok`: an increment, no extra promise).
+ *   in between (the I/O paths count successes in `ok`: an increment, no extra promise); for writes only
+ *   when the PROBES reads fail too (a main that reads but refuses writes keeps remapping them, loudly).
  *
  * While failed: one loud log line, the state in status/metrics/STATUS, no bisection, no pending marks, no
  * remaps; requests to main are tried once and fail with EIO. A background probe (back-off 1 s → 60 s)
@@ -48,6 +49,7 @@ export class MainState {
   private readonly configLogged = new Map<string, number>();
   private probeTimer: NodeJS.Timeout | undefined;
   private probeDelay = PROBE_MIN_MS;
+  private writesRefusedLoggedAt = -Infinity;
   private closed = false;
 
   constructor(private readonly c: RemapContext) {}
@@ -92,14 +94,32 @@ export class MainState {
     for (const [r, t] of dead) if (now - t > DEAD_WINDOW_MS) dead.delete(r);
     dead.set(this.regionOf(offset), now);
     if (dead.size >= DEAD_REGIONS) {
-      this.declareFailed(
-        `${op} recoveries failed in ${dead.size} distinct regions within ${DEAD_WINDOW_MS / 1000} s with no successful ${op} in between`,
-      );
+      const what = `${op} recoveries failed in ${dead.size} distinct regions within ${DEAD_WINDOW_MS / 1000} s with no successful ${op} in between`;
+      // A main that refuses writes everywhere but still reads (an SSD gone read-only, a disk whose
+      // writes fail for a while: dm-flakey error_writes) is not gone: its failed writes go to the spare,
+      // which is what the spare is for. Calling it failed would fail client writes until the next read
+      // succeeds (in a second), then start over: EIO bursts that nothing gains from.
+      if (op === 'write' && (await this.anyProbeReads())) {
+        this.warnWritesRefused(what);
+        return;
+      }
+      this.declareFailed(what);
       return;
     }
     if (!(await this.anyProbeReads())) {
       this.declareFailed(`a ${op} found nothing that works at byte ${offset}, and ${PROBES} reads spread over the device failed too`);
     }
+  }
+
+  /** At most one line per DEAD_WINDOW_MS: main refuses writes across the device, its reads work. */
+  private warnWritesRefused(what: string): void {
+    const now = Date.now();
+    if (now - this.writesRefusedLoggedAt < DEAD_WINDOW_MS) return;
+    this.writesRefusedLoggedAt = now;
+    this.c.log.error(
+      { main: this.c.main.path, reason: what },
+      'main refuses writes across the device but reads: every failed write is remapped to the spare (watch the spare; evacuate this disk)',
+    );
   }
 
   private regionOf(offset: ByteOffset): number {

@@ -95,14 +95,33 @@ t.test('EIO everywhere (a dead disk): main failed after the spread probe, no pen
   t.equal(r.logs.filter((l) => /MAIN DEVICE FAILED/.test(String(l.msg))).length, 1, 'one loud log line, not one per block');
 });
 
-t.test('dead writes in four far-apart regions: main failed (writes only)', async (t) => {
+t.test('dead writes in four far-apart regions while reads work: not failed, every write remapped, one loud line', async (t) => {
   const r = await remapRig(t);
-  // Writes fail everywhere; reads work, so the probe does not call it dead, but the region rule does.
+  // Writes fail everywhere (an SSD gone read-only); reads work.
   r.main.hook = failing(['write'], [{ offset: 0, length: r.device.size }], 'EIO');
-  for (let i = 0; i < 6 && r.device.status().main.state === 'ok'; i++) {
-    await devWrite(r.device, i * (r.device.size / 6), Buffer.alloc(B, 1));
+  for (let i = 0; i < 8; i++) {
+    const err = await devWrite(r.device, Math.floor((i * r.device.size) / 8 / B) * B, Buffer.alloc(B, i + 1));
+    t.equal(err, undefined, `write ${i} (region ${i * 2} of 16) succeeds on the spare`);
   }
-  t.equal(r.device.status().main.state, 'failed', 'failed once dead writes span four regions');
+  const st = r.device.status();
+  t.equal(st.main.state, 'ok', 'main not failed: it reads');
+  t.equal(st.remaps.total, 8, 'every failed write remapped');
+  for (let i = 0; i < 8; i++) {
+    const got = await devRead(r.device, Math.floor((i * r.device.size) / 8 / B) * B, B);
+    t.same(got, Buffer.alloc(B, i + 1), `write ${i} reads back`);
+  }
+  t.equal(r.logs.filter((l) => /main refuses writes across the device but reads/.test(String(l.msg))).length, 1, 'one loud line');
+});
+
+t.test('dead writes in four far-apart regions, reads failing too: main failed', async (t) => {
+  const r = await remapRig(t);
+  r.main.hook = failing(['write'], [{ offset: 0, length: r.device.size }], 'EIO');
+  const at = (i: number): number => Math.floor((i * r.device.size) / 6 / B) * B;
+  for (let i = 0; i < 3; i++) t.equal(await devWrite(r.device, at(i), Buffer.alloc(B, 1)), undefined, `write ${i} remapped`);
+  // Now reads fail too: the fourth dead region and the spread probe reads agree.
+  r.main.hook = failing(['read', 'write'], [{ offset: 0, length: r.device.size }], 'EIO');
+  await devWrite(r.device, at(4), Buffer.alloc(B, 1));
+  t.equal(r.device.status().main.state, 'failed', 'failed');
   t.ok(r.device.status().remaps.total <= 3, `at most the first three writes remapped (${r.device.status().remaps.total})`);
 });
 
