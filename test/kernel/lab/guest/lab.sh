@@ -51,6 +51,9 @@ lab_error_table() {
 }
 # blocks (4 KiB) touched by "START:COUNT ..." sector ranges, one per line
 sector_blocks() { local r s c; for r in $1; do s=${r%:*} c=${r#*:}; seq $((s / 8)) $(((s + c - 1) / 8)); done | sort -n | uniq; }
+# scan thresholds for the lab (--scan-slow/--scan-very-slow): under qemu TCG on a busy host healthy reads take
+# 50-200 ms, which the defaults (50/200 ms) flag slow and, twice, migrate (docs/HEALTH.md)
+LAB_SCAN_TCG=(--scan-slow 2s --scan-very-slow 5s)
 blockio() { python3 "$LAB_TREE/test/kernel/lab/guest/blockio.py" "$@"; }
 # lab_wait_scan_pass [TIMEOUT_S]: wait until the scanner completed a full pass
 lab_wait_scan_pass() {

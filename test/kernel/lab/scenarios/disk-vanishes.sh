@@ -3,7 +3,7 @@
 scenario_main() {
   local st pend failed_field pid ms
   lab_create /dev/sda "$LAB_DISK_spare" || return 1
-  lab_serve /dev/sda "$LAB_DISK_spare" --scan-rate 0 --scan-interval 30s || return 1
+  lab_serve /dev/sda "$LAB_DISK_spare" --scan-rate 0 --scan-interval 30s "${LAB_SCAN_TCG[@]}" || return 1
   lab_attach -t 30 || return 1
   blockio read $NBD --length $((64 << 20)) --random 100000 >"$LAB_OUT/load.json" 2>&1 &
   pid=$!

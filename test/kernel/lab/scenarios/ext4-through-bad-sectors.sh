@@ -8,7 +8,7 @@ scenario_main() {
   local main i n=0 mib=0 size errs
   main=$(lab_dm main "$(lab_error_table /dev/sda "$DMERR")") || return 1
   lab_create "$main" "$LAB_DISK_spare" || return 1
-  lab_serve "$main" "$LAB_DISK_spare" --scan-rate 0 || return 1
+  lab_serve "$main" "$LAB_DISK_spare" --scan-rate 0 "${LAB_SCAN_TCG[@]}" || return 1
   lab_wait_scan_pass 900 || return 1
   lab_status; fig pending_after_scan "$(lab_jq 'd["pending"]["count"]')"
   # 4 KiB logical blocks, the remap block size: the kernel then never writes part of a block. With 512-byte

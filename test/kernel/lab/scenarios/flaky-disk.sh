@@ -11,8 +11,8 @@
 #      the lost acknowledged writes by their checksums; remapd stays up and claims nothing it cannot
 #      know (no pending marks or remaps; a scan pass finds the disk readable, which it is).
 UP=6 DOWN=2                                     # phase 1 and 2: 6 s up, 2 s down
-# the scan thresholds: TCG makes healthy reads take tens of ms (docs/TESTING.md)
-SCAN_ARGS=(--scan-rate 0 --scan-interval 10s --scan-slow 2s --scan-very-slow 5s)
+# the scan thresholds for TCG (lab.sh LAB_SCAN_TCG): healthy reads take tens of ms there
+SCAN_ARGS=(--scan-rate 0 --scan-interval 10s "${LAB_SCAN_TCG[@]}")
 phase_table() { echo "0 $SZ flakey $DEV 0 $1 $2${3:+ 1 $3}"; }
 # status fields of interest, into figures with prefix $1
 status_figs() {

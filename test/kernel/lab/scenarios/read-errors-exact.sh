@@ -11,7 +11,7 @@ scenario_main() {
   planted=$(sector_blocks "$MEDIUM $DMERR" | tr '\n' ' ')
   fig planted "$(wc -w <<<"$planted")"
   lab_create "$main" "$LAB_DISK_spare" || return 1
-  lab_serve "$main" "$LAB_DISK_spare" --scan-rate 0 || return 1
+  lab_serve "$main" "$LAB_DISK_spare" --scan-rate 0 "${LAB_SCAN_TCG[@]}" || return 1
   lab_wait_scan_pass 900 || return 1
   lab_status
   pending=$(lab_jq '" ".join(str(o // 4096) for o in d["pending"]["offsets"])')

@@ -5,7 +5,8 @@ scenario_main() {
   local d=$LAB_DISK_main main score0 score1 r i st_max=0 ms met_ok=0 fast_max=0 pids=()
   main=$(lab_dm main "0 32768 linear $d 0;32768 16384 delay $d 32768 $DELAY_MS;49152 81920 linear $d 49152") || return 1
   lab_create "$main" "$LAB_DISK_spare" || return 1
-  lab_serve "$main" "$LAB_DISK_spare" --metrics 127.0.0.1:9810 --scan-interval 7d || return 1
+  lab_serve "$main" "$LAB_DISK_spare" --metrics 127.0.0.1:9810 --scan-interval 7d \
+    --scan-slow 1s --scan-very-slow 2500ms || return 1
   lab_status; score0=$(lab_jq 'd["health"]["score"]'); fig score_before "$score0"
   lab_attach || return 1
   for i in 1 2 3 4; do    # clients stuck in the slow region
