@@ -29,6 +29,13 @@ export function formatStatus(s: Record<string, any>): string {
   lines.push(`clients     ${s.connections} connected`);
   if (s.mainState?.state === 'failed')
     lines.push(`main        ** MAIN DEVICE FAILED ** since ${new Date(s.mainState.since).toISOString()}: ${s.mainState.reason}`);
+  else if (s.mainState?.failures > 0 && s.mainState.lastFailure) {
+    const l = s.mainState.lastFailure;
+    const down = l.endedAt === null ? '' : ` for ${Math.max(1, Math.round((l.endedAt - l.since) / 1000))} s`;
+    lines.push(
+      `main        answers; failed ${s.mainState.failures} time(s) since start, last at ${new Date(l.since).toISOString()}${down}: ${l.reason}`,
+    );
+  }
   const cfg = Object.entries(s.mainState?.configErrors ?? {}).map(([k, v]) => `${k} ${v}`);
   if (cfg.length) lines.push(`main faults ${cfg.join(', ')} (device/configuration errors, no block blamed)`);
   if (s.health) lines.push(`health      ${s.health.score}/100 (${s.health.label})`);

@@ -35,6 +35,10 @@ export interface MainStateStatus {
   since: number | null;
   /** Device or configuration faults seen (not counted against any block), by error code. */
   configErrors: Record<string, number>;
+  /** Times main was called failed since the start: an outage that ended before anyone looked stays visible. */
+  failures: number;
+  /** The last of them (ms since the epoch; endedAt null while it lasts). */
+  lastFailure: { reason: string; since: number; endedAt: number | null } | null;
 }
 
 export class MainState {
@@ -49,6 +53,8 @@ export class MainState {
   private readonly configLogged = new Map<string, number>();
   private probeTimer: NodeJS.Timeout | undefined;
   private probeDelay = PROBE_MIN_MS;
+  private failures = 0;
+  private lastFailure: MainStateStatus['lastFailure'] = null;
   private writesRefusedLoggedAt = -Infinity;
   private closed = false;
 
@@ -64,6 +70,8 @@ export class MainState {
       reason: this.failReason,
       since: this.failedSince,
       configErrors: { ...this.configErrors },
+      failures: this.failures,
+      lastFailure: this.lastFailure && { ...this.lastFailure },
     };
   }
 
@@ -143,6 +151,8 @@ export class MainState {
     if (this.failedSince !== null || this.closed) return;
     this.failedSince = Date.now();
     this.failReason = reason;
+    this.failures++;
+    this.lastFailure = { reason, since: this.failedSince, endedAt: null };
     this.dead.read.clear();
     this.dead.write.clear();
     this.c.log.fatal(
@@ -157,6 +167,7 @@ export class MainState {
 
   private recover(how: string): void {
     const downMs = Date.now() - (this.failedSince ?? Date.now());
+    if (this.lastFailure) this.lastFailure.endedAt = Date.now();
     this.failedSince = null;
     this.failReason = null;
     clearTimeout(this.probeTimer);

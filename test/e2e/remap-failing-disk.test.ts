@@ -144,4 +144,13 @@ t.test('the disk vanishes: main failed, no pending marks; back to ok when it ans
   t.ok(qemuIoClean(ok), 'the disk answers: reads work', { out: describe(ok) });
   st = (await statusJson(s)) as unknown as typeof st;
   t.equal(st.mainState.state, 'ok', 'status: main ok again');
+  const after = await remapctl(s, ['status']);
+  t.match(
+    after.stdout,
+    /main {8}answers; failed 1 time\(s\) since start, last at .* for \d+ s: /,
+    'the outage stays visible in `remapd status`',
+    {
+      out: describe(after),
+    },
+  );
 });

@@ -70,6 +70,12 @@ t.test('ENXIO: main failed at once, one loud line, no marks; recovers when main 
   t.ok(Buffer.isBuffer(ok), 'main answers again: the read succeeds');
   st = r.device.status();
   t.equal(st.main.state, 'ok', 'status: main ok again');
+  t.equal(st.main.failures, 1, 'status: failed once since start');
+  t.match(st.main.lastFailure, { reason: /ENXIO/, since: Number }, 'status: the last failure, with its reason');
+  t.ok(
+    st.main.lastFailure && st.main.lastFailure.endedAt !== null && st.main.lastFailure.endedAt >= st.main.lastFailure.since,
+    'and its end',
+  );
   t.same(events, ['failed', 'alert', 'recovered'], 'events: main-failed, device-failed (the alert hook), main-recovered');
   t.ok(
     r.logs.some((l) => /main device answers again/.test(String(l.msg))),
