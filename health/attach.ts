@@ -80,6 +80,9 @@ export function attachScanner(
           onHints: (ranges, source) => scanner.suspect(ranges, source),
         });
   daemon.onFaultRules((rules) => scanner.setFaultRules(rules.toShared()));
+  // A failed main scores 0 (health/score.ts): re-label when the remap layer calls it failed or back.
+  if ('on' in device && typeof device.on === 'function')
+    for (const ev of ['main-failed', 'main-recovered']) device.on(ev, () => scanner.refreshHealth());
   const c = daemon.control;
   if (c) {
     c.register('scan.status', () => scanner.status());

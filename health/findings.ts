@@ -158,6 +158,7 @@ export class FindingsHandler {
   score(dev: RemapStatus = this.c.device.status()): Score {
     const by = dev.remaps.byReason;
     const errorRemaps = ERROR_REASONS.reduce((a, r) => a + (by[r] ?? 0), 0);
+    const extra = this.c.extraScoreInputs();
     return healthScore({
       unreadable: dev.pending.count,
       errorRemaps,
@@ -165,7 +166,8 @@ export class FindingsHandler {
       spareUsedPercent: dev.spare.usedPercent,
       spareExhausted: dev.spare.exhausted,
       recentPasses: this.recentPasses,
-      ...this.c.extraScoreInputs(),
+      ...extra,
+      mainFailed: dev.main.state === 'failed' || extra.mainFailed === true,
     });
   }
 

@@ -76,7 +76,7 @@ export class HealthScanner extends EventEmitter {
       settings: () => this.settings,
       passes: () => this.passes,
       closed: () => this.closed,
-      extraScoreInputs: () => (this.smart ? { smart: this.smart } : {}),
+      extraScoreInputs: () => ({ ...(this.smart ? { smart: this.smart } : {}), mainFailed: this.deviceFailure !== null }),
       onLabel: (e) => this.emit('label', e),
     });
     this.supervisor = new WorkerSupervisor({
@@ -195,6 +195,11 @@ export class HealthScanner extends EventEmitter {
     this.findings.updateLabel();
   }
 
+  /** Something the score reads changed outside the scanner (main failed or recovered): re-label now. */
+  refreshHealth(): void {
+    this.findings.updateLabel();
+  }
+
   setFaultRules(shared: SharedFaultRules | null): void {
     this.faults = shared;
     this.post({ type: 'faults', faults: shared });
@@ -300,6 +305,7 @@ export class HealthScanner extends EventEmitter {
       `${what}: health scan stopped, no block marked pending`,
     );
     this.emit('device-failed', this.deviceFailure);
+    this.findings.updateLabel();
     this.waitTimer = setTimeout(() => {
       if (this.state !== 'device-failed') return;
       this.log.warn({ cursorOffset: this.cursor }, 'health scan: trying main again after a device failure');
@@ -369,6 +375,7 @@ export class HealthScanner extends EventEmitter {
           this.log.warn({ failedAt: this.deviceFailure.at }, 'health scan: main reads again after a device failure');
           this.deviceFailure = null;
           this.emit('device-recovered');
+          this.findings.updateLabel();
         }
         if (this.rateSamples.length > 1000) this.rateSamples.splice(0, 500);
         return;

@@ -13,6 +13,9 @@
  *   − min(20, 1 × reallocated)     ATA 5 reallocated, SCSI grown defect list
  *   − min(20, 2 × media errors)    NVMe media_errors, SCSI total uncorrected errors
  *   − 20 NVMe available spare at or below its threshold; − 20 NVMe critical warning set
+ *   − 100 main failed as a whole     the remap layer or the scanner calls main failed (gone, or nothing
+ *                                   reads anywhere): no block is blamed, so without this the score of a
+ *                                   vanished disk would stay "healthy"
  *
  * clamped to [0, 100]. Labels: ≥ 90 healthy, ≥ 70 degraded, ≥ 40 failing, else critical.
  */
@@ -34,6 +37,8 @@ export interface ScoreInputs {
   recentPasses: readonly number[];
   /** The drive's SMART counts and verdict, when available. */
   smart?: SmartCounts & { passed?: boolean | null };
+  /** Main is failed as a whole right now (remap/main-state.ts, or the scanner's device-failed state). */
+  mainFailed?: boolean;
 }
 
 export interface Score {
@@ -82,6 +87,7 @@ export function healthScore(i: ScoreInputs): Score {
     add('smart.spare', spareLow ? 20 : 0);
     add('smart.criticalWarning', n(sm.criticalWarning) > 0 ? 20 : 0);
   }
+  add('mainFailed', i.mainFailed === true ? 100 : 0);
   const trend = trendOf(i.recentPasses);
   if (trend === 'worse') add('trend', 10);
   let score = 100;

@@ -74,6 +74,12 @@ t.test('health score formula and labels', async (t) => {
   t.equal(healthScore({ ...base, recentPasses: [0, 3] }).trend, 'worse');
   t.equal(healthScore({ ...base, recentPasses: [0, 3] }).penalties.trend, 10);
   t.equal(healthScore({ ...base, recentPasses: [3, 1] }).trend, 'better');
+  t.same(
+    healthScore({ ...base, mainFailed: true }),
+    { score: 0, label: 'critical', penalties: { mainFailed: 100 }, trend: 'unknown' },
+    'a failed main is critical even with no block blamed',
+  );
+  t.equal(healthScore({ ...base, mainFailed: false }).score, 100);
   const worst = healthScore({
     unreadable: 99,
     errorRemaps: 99,
