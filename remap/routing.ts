@@ -12,7 +12,7 @@ export interface Segment {
   readonly offset: ByteOffset;
   length: ByteLength;
   /** Byte offset on the spare, or -1 when the piece lives on main. */
-  readonly spareOffset: ByteOffset;
+  readonly spareOffset: ByteOffset | -1;
 }
 
 /** Split [offset, offset+length) into runs on main and runs on the spare. */
