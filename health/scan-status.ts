@@ -2,6 +2,7 @@
  * The shapes the health scanner shows to the outside: its options, its states and what `scan.status`
  * answers (also read by `remapd status`, the metrics and the tests).
  */
+import type { ByteOffset } from '../units';
 import type { Logger } from 'pino';
 import type { SharedFaultRules } from '../storage/faults';
 import type { ScanSettings } from './config';
@@ -55,7 +56,7 @@ export interface ScanStatus {
   /** Byte offsets of blocks the scan could not read (still pending), at most 1000. */
   pendingOffsets: number[];
   /** Byte offsets of slow blocks seen and not (yet) migrated, at most 1000. */
-  slowOffsets: number[];
+  slowOffsets: ByteOffset[];
   workerRestarts: number;
   blockSize: number;
   /** Suspect regions (import-map, SMART hints, failures not yet isolated): queued and visited. */
