@@ -6,7 +6,8 @@ import type { BlockDevice } from '../protocol/block-device';
 import type { NbdServer } from '../protocol/server';
 import type { MetadataStore } from '../metadata/store';
 import type { RemapDevice } from '../remap/remap-device';
-import { blockSpan, blockStart, parseRange, type ByteOffset, type MainBlock } from '../remap/units';
+import { parseRange } from '../remap/units';
+import { blockSpan, blockStart, type ByteOffset, type MainBlock } from '../units';
 import { ControlError, type ControlServer } from './control-server';
 
 export interface DeviceCommandContext {

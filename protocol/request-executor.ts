@@ -100,7 +100,7 @@ export class RequestExecutor {
     if (req.length < HOLE_REPLY_MIN) {
       // One chunk, never a hole probe: the buffer goes back to the pool once its one write is out.
       try {
-        await dev.read(req.offset, req.length, lease.buf, READ_CHUNK_HEADER_SIZE);
+        await dev.read(byteOffset(req.offset), req.length, lease.buf, READ_CHUNK_HEADER_SIZE);
       } catch (err) {
         lease.release();
         throw err;

@@ -12,7 +12,7 @@
  */
 import { BackendError } from '../storage/backend';
 import { isMediaError } from '../storage/error-class';
-import { byteOffset, type ByteLength, type ByteOffset } from './units';
+import { byteOffset, type ByteLength, type ByteOffset } from '../units';
 
 export interface Piece {
   readonly offset: ByteOffset;

@@ -19,7 +19,7 @@
 import type { BackendError } from '../storage/backend';
 import { classifyCode } from '../storage/error-class';
 import type { RemapContext } from './context';
-import { byteOffset, type ByteOffset } from './units';
+import { byteOffset, type ByteOffset } from '../units';
 
 const PROBES = 8;
 const DEAD_REGIONS = 4;

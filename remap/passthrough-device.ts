@@ -11,7 +11,7 @@ import {
   type ZeroOptions,
 } from '../protocol/block-device';
 import type { Backend } from '../storage/backend';
-import { addBytes, type ByteOffset } from './units';
+import { addBytes, type ByteOffset } from '../units';
 import { rethrowDeviceError, toDeviceError } from './device-errors';
 
 /** CACHE reads at most this much per request into a scratch buffer to warm the page cache. */

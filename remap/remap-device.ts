@@ -38,7 +38,7 @@ import { flushMain } from './main-flush';
 import { MainState, type MainStateStatus } from './main-state';
 import { movingIn, onMain, route, type Segment } from './routing';
 import { SpareState, type SpareFailingStatus } from './spare-state';
-import { addBytes, blockOf, blockStart, spareOffsetOf, type ByteLength, type ByteOffset, type MainBlock, type SpareBlock } from './units';
+import { addBytes, blockOf, blockStart, spareOffsetOf, type ByteLength, type ByteOffset, type MainBlock, type SpareBlock } from '../units';
 import { settleAll, WritePath } from './write-failure';
 
 export type { MigrationResult } from './mover';

@@ -12,7 +12,7 @@
  * shows (remap/mover.ts is the only code that commits such changes).
  */
 import type { RemapEntry, RemapReason } from '../metadata/types';
-import type { MainBlock, SpareBlock } from './units';
+import type { MainBlock, SpareBlock } from '../units';
 
 /** What the table needs from the metadata store (MetadataStore implements it). */
 export interface RemapSource {

@@ -5,7 +5,7 @@
  */
 import type { BlockLocks } from './block-locks';
 import type { RemapTable } from './remap-table';
-import { blockSpan, spareOffsetOf, type ByteLength, type ByteOffset } from './units';
+import { blockSpan, byteOffset, spareOffsetOf, type ByteLength, type ByteOffset } from '../units';
 
 /** A piece of a request: either on main (at its own offset) or on the spare. */
 export interface Segment {
@@ -25,7 +25,7 @@ export function route(table: RemapTable, blockSize: ByteLength, offset: ByteOffs
   let cur: Segment | undefined;
   for (let b = first; b <= last; b++) {
     const blockStart = b * blockSize;
-    const start = blockStart > offset ? blockStart : offset;
+    const start = byteOffset(blockStart > offset ? blockStart : offset);
     const stop = blockStart + blockSize < end ? blockStart + blockSize : end;
     const spare = table.lookup(b);
     const spareOffset = spare === undefined ? -1 : spareOffsetOf(spare, b, start, blockSize);

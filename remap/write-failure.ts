@@ -26,7 +26,7 @@ import type { Mover } from './mover';
 import { firstFailingByte } from './read-recovery';
 import { movingIn, route } from './routing';
 import type { SpareState } from './spare-state';
-import { addBytes, blockOf, blockSpan, blockStart, clipToBlock, spareOffsetOf, type ByteOffset, type MainBlock } from './units';
+import { addBytes, blockOf, blockSpan, blockStart, clipToBlock, spareOffsetOf, type ByteOffset, type MainBlock } from '../units';
 
 /** Wait for every piece; the first failure (in order) is the request's error. */
 export async function settleAll(work: Promise<unknown>[]): Promise<void> {

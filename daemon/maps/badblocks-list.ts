@@ -4,7 +4,7 @@
  * size. Written from the pending blocks (every list block touching one); read strictly, one number per
  * line, errors naming the line.
  */
-import { byteOffset } from '../../remap/units';
+import { byteOffset } from '../../units';
 import { MapFileError, type BlockMap, type ByteRange } from './block-map';
 
 export const BADBLOCKS_DEFAULT_BLOCK_SIZE = 1024;

@@ -7,7 +7,7 @@
  * writers (ddrescue-mapfile.ts, badblocks-list.ts) turn it into files, the parsers turn files into
  * byte ranges (`ByteRange`) for the daemon's `suspect` command.
  */
-import { blockStart, byteOffset, type ByteLength, type ByteOffset, type MainBlock } from '../../remap/units';
+import { blockStart, byteOffset, type ByteLength, type ByteOffset, type MainBlock } from '../../units';
 
 export interface BlockMap {
   /** Export size in bytes. */

@@ -11,7 +11,7 @@
  * "rescue" is finished ('+'). Read strictly: every malformed line is an error naming the line; regions
  * with '-', '*' or '/' (they hold bad sectors) are returned as suspect, '?' (never read) is counted only.
  */
-import { byteOffset } from '../../remap/units';
+import { byteOffset } from '../../units';
 import { MapFileError, regionsOf, type BlockMap, type ByteRange } from './block-map';
 
 const hex = (n: number) => `0x${n.toString(16).toUpperCase().padStart(8, '0')}`;

@@ -322,9 +322,10 @@ t.test(
     const settled: number[] = new Array(blocks.length).fill(0);
     await Promise.all(
       blocks.map((blk, i) =>
-        (i < 32 ? b.read(blk * 4096, 4096, alignedBuf, i * 4096) : b.read(blk * 4096, 4096, plain, 5 + (i - 32) * 4096)).then(
-          () => settled[i]++,
-        ),
+        (i < 32
+          ? b.read(byteOffset(blk * 4096), 4096, alignedBuf, i * 4096)
+          : b.read(byteOffset(blk * 4096), 4096, plain, 5 + (i - 32) * 4096)
+        ).then(() => settled[i]++),
       ),
     );
     tt.ok(
@@ -339,7 +340,7 @@ t.test(
     tt.ok(ok, 'aligned and bounced reads return the file bytes');
     // 96 writes at once from slices of one unaligned receive-like slab (as small WRITE payloads arrive).
     const slab = Buffer.concat([Buffer.alloc(3), pattern(96 * 4096, 22)]);
-    await Promise.all(blocks.map((blk, i) => b.write(blk * 4096, slab, 3 + i * 4096, 4096)));
+    await Promise.all(blocks.map((blk, i) => b.write(byteOffset(blk * 4096), slab, 3 + i * 4096, 4096)));
     await b.sync();
     const onDisk = fs.readFileSync(file);
     ok = blocks.every((blk, i) => onDisk.subarray(blk * 4096, (blk + 1) * 4096).equals(slab.subarray(3 + i * 4096, 3 + (i + 1) * 4096)));
@@ -348,9 +349,9 @@ t.test(
     tt.ok(after.aioOps - before.aioOps >= 150, `the kernel took the ops through AIO (${after.aioOps - before.aioOps} of 192)`);
     tt.equal(after.inFlight, 0, 'nothing left in flight');
     // An unaligned request still works (the threads bounce it with read-modify-write).
-    await b.write(4096 * 3 + 100, pattern(500, 23));
+    await b.write(byteOffset(4096 * 3 + 100), pattern(500, 23));
     const piece = Buffer.alloc(500);
-    await b.read(4096 * 3 + 100, 500, piece, 0);
+    await b.read(byteOffset(4096 * 3 + 100), 500, piece, 0);
     tt.ok(piece.equals(pattern(500, 23)), 'unaligned request through the threads');
   },
 );
