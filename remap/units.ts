@@ -1,7 +1,8 @@
 /**
- * Units as the remap layer and the CLI use them: the branded byte offsets and block numbers of
- * units/ (re-exported here, so `./units` stays the one import of remap/), and the parsing of sizes
- * and ranges given as text.
+ * Sizes and ranges given as text (CLI options, control commands), parsed into byte counts and
+ * ByteOffsets. The units themselves live in units/ and are re-exported here only for code that still
+ * imports them from remap/units; import them from units/ (a re-export compiles to property getters,
+ * which the I/O path should not pay for).
  */
 import { byteOffset, type ByteLength, type ByteOffset } from '../units';
 
