@@ -2,9 +2,9 @@
  * The shapes the health scanner shows to the outside: its options, its states and what `scan.status`
  * answers (also read by `remapd status`, the metrics and the tests).
  */
-import type { ByteOffset } from '../units';
 import type { Logger } from 'pino';
 import type { SharedFaultRules } from '../storage/faults';
+import type { ByteOffset } from '../units';
 import type { ScanSettings } from './config';
 import type { DeviceFailure } from './media-isolator';
 import type { HealthLabel, Score } from './score';

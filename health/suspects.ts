@@ -7,7 +7,6 @@
  * This is the parent-side queue: validation, alignment to remap blocks, merging, counts for status.
  * Regions live in memory only (a restart forgets hints not yet visited; import-map can be run again).
  */
-
 import { byteOffset, type ByteOffset } from '../units';
 
 export interface ByteRange {
