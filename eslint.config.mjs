@@ -22,6 +22,22 @@ export default tseslint.config(
     },
   },
   {
+    // Branded units (units/index.ts) are made only by its named conversions (byteOffset, blockOf,
+    // spareBlock...): a cast would make the compiler's "never mix" check say nothing.
+    files: ['**/*.ts'],
+    ignores: ['units/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        ...['TSAsExpression', 'TSTypeAssertion'].map((node) => ({
+          selector: `${node} > TSTypeReference.typeAnnotation[typeName.name=/^(ByteOffset|MainBlock|SpareBlock)$/]`,
+          message:
+            'Make units with the conversions of units/ (byteOffset, mainBlock, spareBlock, blockOf, blockStart, addBytes...), not a cast.',
+        })),
+      ],
+    },
+  },
+  {
     // Plain CommonJS scripts run by node (packaging).
     files: ['**/*.js'],
     languageOptions: {

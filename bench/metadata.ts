@@ -20,6 +20,7 @@ import { MetadataStore } from '../metadata/store';
 import { RemapTable } from '../remap/remap-table';
 import { spawnSync } from 'child_process';
 import { median } from './lib/stats';
+import { mainBlock } from '../units';
 
 const LOAD_RUNS = 5;
 
@@ -38,7 +39,7 @@ async function fill(s: MetadataStore, n: number, batch = 10_000): Promise<void> 
   for (let i = 0; i < n; i += batch) {
     const add = [];
     for (let j = i; j < Math.min(n, i + batch); j++)
-      add.push({ mainBlock: j * 3, spareBlock: s.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: Date.now() });
+      add.push({ mainBlock: mainBlock(j * 3), spareBlock: s.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: Date.now() });
     await s.commit({ add });
   }
 }
@@ -62,7 +63,14 @@ async function latency(
   for (let i = 0; i < samples; i++) {
     const t0 = process.hrtime.bigint();
     await s.commit({
-      add: [{ mainBlock: 3 * existing + 1 + 3 * i, spareBlock: s.allocateSpareBlock()!, reason: 'write-error', createdAt: Date.now() }],
+      add: [
+        {
+          mainBlock: mainBlock(3 * existing + 1 + 3 * i),
+          spareBlock: s.allocateSpareBlock()!,
+          reason: 'write-error',
+          createdAt: Date.now(),
+        },
+      ],
     });
     lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
@@ -77,9 +85,9 @@ function lookupNs(table: RemapTable, range: number, n = 2_000_000): number {
   const keys = new Float64Array(4096);
   for (let i = 0; i < keys.length; i++) keys[i] = Math.floor(Math.random() * range);
   let hits = 0;
-  for (let i = 0; i < n / 4; i++) if (table.lookup(keys[i & 4095]) !== undefined) hits++; // warm up
+  for (let i = 0; i < n / 4; i++) if (table.lookup(mainBlock(keys[i & 4095])) !== undefined) hits++; // warm up
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) if (table.lookup(keys[i & 4095]) !== undefined) hits++;
+  for (let i = 0; i < n; i++) if (table.lookup(mainBlock(keys[i & 4095])) !== undefined) hits++;
   const ns = Number(process.hrtime.bigint() - t0) / n;
   return hits < 0 ? -1 : +ns.toFixed(1);
 }
@@ -155,7 +163,7 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     await fill(s, 1_000_000);
     const fillMs = Date.now() - t0;
-    await s.commit({ add: [{ mainBlock: 1, spareBlock: s.allocateSpareBlock()!, reason: 'manual', createdAt: Date.now() }] }); // one more journal frame to replay
+    await s.commit({ add: [{ mainBlock: mainBlock(1), spareBlock: s.allocateSpareBlock()!, reason: 'manual', createdAt: Date.now() }] }); // one more journal frame to replay
     await s.close();
     await spare.close();
     const runs: OpenResult[] = [];

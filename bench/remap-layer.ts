@@ -20,6 +20,7 @@ import { PassthroughDevice } from '../remap/passthrough-device';
 import { RemapDevice } from '../remap/remap-device';
 import { openBackend } from '../storage/file-backend';
 import { median } from './lib/stats';
+import { byteOffset, mainBlock } from '../units';
 
 const SIZE = 2 ** 30;
 const B = 4096;
@@ -104,7 +105,7 @@ function slice(dev: BlockDevice, w: Workload, offs: Float64Array, bufs: Buffer[]
     const next = (slot: number): void => {
       if (issued === offs.length) return;
       const off = offs[issued++];
-      const p = w.write ? dev.write(off, bufs[slot], false) : dev.read(off, B, bufs[slot], 0);
+      const p = w.write ? dev.write(byteOffset(off), bufs[slot], false) : dev.read(byteOffset(off), B, bufs[slot], 0);
       p.then(() => {
         if (++done === offs.length) resolve(Number(process.hrtime.bigint() - t0) / offs.length);
         else next(slot);
@@ -124,7 +125,12 @@ async function remapDevice(dir: string, name: string, remaps: number): Promise<{
   for (let i = 0; i < remaps; i += 1000) {
     const add = [];
     for (let j = i; j < Math.min(remaps, i + 1000); j++)
-      add.push({ mainBlock: j * stride, spareBlock: store.allocateSpareBlock()!, reason: 'write-error' as const, createdAt: Date.now() });
+      add.push({
+        mainBlock: mainBlock(j * stride),
+        spareBlock: store.allocateSpareBlock()!,
+        reason: 'write-error' as const,
+        createdAt: Date.now(),
+      });
     await store.commit({ add });
   }
   const log = pino({ level: 'silent' });

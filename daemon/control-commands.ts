@@ -6,7 +6,8 @@ import type { BlockDevice } from '../protocol/block-device';
 import type { NbdServer } from '../protocol/server';
 import type { MetadataStore } from '../metadata/store';
 import type { RemapDevice } from '../remap/remap-device';
-import { blockSpan, parseRange } from '../remap/units';
+import { parseRange } from '../remap/units';
+import { blockSpan, blockStart, type ByteOffset, type MainBlock } from '../units';
 import { ControlError, type ControlServer } from './control-server';
 
 export interface DeviceCommandContext {
@@ -30,7 +31,7 @@ function requireRemap(ctx: DeviceCommandContext): RemapDevice {
   return ctx.remap;
 }
 
-function rangeArg(args: Record<string, unknown>): { offset: number; length: number } {
+function rangeArg(args: Record<string, unknown>): { offset: ByteOffset; length: number } {
   if (typeof args.range !== 'string') throw new ControlError('missing range: OFFSET[+LENGTH]');
   try {
     return parseRange(args.range);
@@ -78,14 +79,14 @@ export function registerDeviceCommands(control: ControlServer, ctx: DeviceComman
   /** Run `move` on every block of the request's range; results grouped by outcome, as byte offsets. */
   const eachBlock = async (
     args: Record<string, unknown>,
-    move: (remap: RemapDevice, block: number) => Promise<string>,
+    move: (remap: RemapDevice, block: MainBlock) => Promise<string>,
     stopOn?: string,
   ) => {
     const remap = requireRemap(ctx);
     const { offset, length } = rangeArg(args);
     if (offset + length > remap.size) throw new ControlError(`range ends past the device (${remap.size} bytes)`);
     const [first, last] = blockSpan(offset, length, remap.remapBlockSize);
-    const results: Record<string, number[]> = {};
+    const results: Record<string, ByteOffset[]> = {};
     for (let b = first; b <= last; b++) {
       let r: string;
       try {
@@ -95,7 +96,7 @@ export function registerDeviceCommands(control: ControlServer, ctx: DeviceComman
           `${(err as Error).message}${Object.keys(results).length ? `; done before: ${JSON.stringify(results)}` : ''}`,
         );
       }
-      (results[r] ??= []).push(b * remap.remapBlockSize);
+      (results[r] ??= []).push(blockStart(b, remap.remapBlockSize));
       if (r === stopOn) break;
     }
     return { blockSize: remap.remapBlockSize, results };

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import type { MigrationResult, RemapStatus } from '../remap/remap-device';
 import type { RemapReason, ScanState } from '../metadata/types';
+import { blockStart, type ByteOffset, type MainBlock } from '../units';
 import type { ScanSettings } from './config';
 import type { Finding } from './protocol';
 import { healthScore, type HealthLabel, type Score, type ScoreInputs } from './score';
@@ -18,10 +19,10 @@ export interface ScanDevice {
   readonly remapBlockSize: number;
   readonly ioActivity: number;
   readonly store: { scanState(): ScanState; saveScanState(s: ScanState): Promise<void> };
-  isRemapped(block: number): boolean;
-  isPending(block: number): boolean;
-  moveToSpare(block: number, reason: RemapReason): Promise<MigrationResult>;
-  markPending(blocks: number[]): Promise<void>;
+  isRemapped(block: MainBlock): boolean;
+  isPending(block: MainBlock): boolean;
+  moveToSpare(block: MainBlock, reason: RemapReason): Promise<MigrationResult>;
+  markPending(blocks: MainBlock[]): Promise<void>;
   status(): RemapStatus;
 }
 
@@ -42,12 +43,12 @@ export interface FindingsContext {
 
 export class FindingsHandler {
   /** block → {lastPass, consecutive passes slow}. */
-  private readonly slowHistory = new Map<number, { lastPass: number; passes: number }>();
-  private readonly failed = new Set<number>();
-  private readonly flaky = new Set<number>();
+  private readonly slowHistory = new Map<MainBlock, { lastPass: number; passes: number }>();
+  private readonly failed = new Set<MainBlock>();
+  private readonly flaky = new Set<MainBlock>();
   private migrated = 0;
   /** Distinct blocks with new findings in the pass in progress, and per completed pass. */
-  private passFindings = new Set<number>();
+  private passFindings = new Set<MainBlock>();
   private readonly recentPasses: number[] = [];
   private label: HealthLabel | undefined;
   private migrations: Promise<void> = Promise.resolve();
@@ -115,7 +116,7 @@ export class FindingsHandler {
     this.updateLabel();
   }
 
-  private migrate(b: number, reason: 'scan-slow' | 'scan-flaky'): void {
+  private migrate(b: MainBlock, reason: 'scan-slow' | 'scan-flaky'): void {
     const device = this.c.device;
     this.migrations = this.migrations.then(async () => {
       if (this.c.closed() || device.isRemapped(b)) return;
@@ -124,9 +125,12 @@ export class FindingsHandler {
         if (r === 'migrated') {
           this.migrated++;
           this.slowHistory.delete(b);
-          this.c.log.warn({ block: b, offset: b * device.remapBlockSize, reason }, 'health scan: block migrated to the spare');
+          this.c.log.warn({ block: b, offset: blockStart(b, device.remapBlockSize), reason }, 'health scan: block migrated to the spare');
         } else {
-          this.c.log.warn({ block: b, offset: b * device.remapBlockSize, reason, result: r }, 'health scan: block could not be migrated');
+          this.c.log.warn(
+            { block: b, offset: blockStart(b, device.remapBlockSize), reason, result: r },
+            'health scan: block could not be migrated',
+          );
         }
       } catch (err) {
         this.c.log.error({ err, block: b, reason }, 'health scan: migration failed');
@@ -140,13 +144,13 @@ export class FindingsHandler {
   }
 
   /** Byte offsets of slow blocks seen and not (yet) migrated, at most 1000. */
-  slowOffsets(): number[] {
+  slowOffsets(): ByteOffset[] {
     const d = this.c.device;
     return [...this.slowHistory.keys()]
       .filter((b) => !d.isRemapped(b))
       .sort((a, b) => a - b)
       .slice(0, 1000)
-      .map((b) => b * d.remapBlockSize);
+      .map((b) => blockStart(b, d.remapBlockSize));
   }
 
   private slowNotMigrated(): number {

@@ -15,6 +15,7 @@
  */
 import { BackendError, type Backend } from '../storage/backend';
 import { classifyCode, type FailureClass } from '../storage/error-class';
+import { byteOffset, mainBlock, type ByteOffset, type MainBlock } from '../units';
 import type { Finding } from './protocol';
 
 export interface IsolatorOptions {
@@ -38,7 +39,7 @@ export interface IsolateResult {
   readonly findings: Finding[];
   readonly deviceFailure?: DeviceFailure;
   /** Ranges not resolved within the read budget: to be visited again. */
-  readonly unresolved: { offset: number; length: number }[];
+  readonly unresolved: { offset: ByteOffset; length: number }[];
   readonly reads: number;
 }
 
@@ -88,7 +89,7 @@ export class MediaIsolator {
     this.reads++;
     if (this.buf.length < length) this.buf = Buffer.allocUnsafe(length);
     try {
-      await this.dev.read(offset, length, this.buf, 0);
+      await this.dev.read(byteOffset(offset), length, this.buf, 0);
       return undefined;
     } catch (err) {
       const cls = classOf(err);
@@ -101,10 +102,10 @@ export class MediaIsolator {
    * [offset, offset+length) failed to read with `first`. lastGood: a sector offset the scan read
    * successfully before (or -1): if it fails now too, the device failed as a whole.
    */
-  async isolate(offset: number, length: number, first: unknown, lastGood: number): Promise<IsolateResult> {
+  async isolate(offset: ByteOffset, length: number, first: unknown, lastGood: number): Promise<IsolateResult> {
     this.reads = 0;
     const findings: Finding[] = [];
-    const unresolved: { offset: number; length: number }[] = [];
+    const unresolved: { offset: ByteOffset; length: number }[] = [];
     const cls = classOf(first);
     if (cls !== 'media') {
       return {
@@ -134,10 +135,10 @@ export class MediaIsolator {
       const s = Math.max(offset, b * B);
       const e = Math.min(end, (b + 1) * B);
       try {
-        findings.push(await this.sectorsOf(b, s, e, failures.get(b) ?? 0));
+        findings.push(await this.sectorsOf(mainBlock(b), byteOffset(s), e, failures.get(b) ?? 0));
       } catch (x) {
         if (!(x instanceof BudgetSpent)) throw x;
-        unresolved.push({ offset: s, length: e - s });
+        unresolved.push({ offset: byteOffset(s), length: e - s });
       }
     };
     try {
@@ -173,8 +174,8 @@ export class MediaIsolator {
             if (he2) failed.push([hs, he, he2]);
           } catch (x) {
             if (x instanceof BudgetSpent) {
-              unresolved.push({ offset: hs, length: he - hs });
-              for (const [us, ue] of stack.splice(0).map(([a, b]) => [a, b])) unresolved.push({ offset: us, length: ue - us });
+              unresolved.push({ offset: byteOffset(hs), length: he - hs });
+              for (const [us, ue] of stack.splice(0).map(([a, b]) => [a, b])) unresolved.push({ offset: byteOffset(us), length: ue - us });
               continue;
             }
             throw x;
@@ -208,10 +209,10 @@ export class MediaIsolator {
   }
 
   /** Block b ([s, e) of it is in range): read it alone, bisect to sectors, retry failing sectors. */
-  private async sectorsOf(b: number, s: number, e: number, prior: number): Promise<Finding> {
+  private async sectorsOf(b: MainBlock, s: ByteOffset, e: number, prior: number): Promise<Finding> {
     const S = this.sector;
     let failures = prior;
-    const failingSectors: number[] = [];
+    const failingSectors: ByteOffset[] = [];
     const whole = await this.tryRead(s, e - s);
     if (!whole) {
       // Read now: it failed before (attributed or not), so it is flaky.
@@ -223,7 +224,7 @@ export class MediaIsolator {
     while (stack.length) {
       const [rs, re] = stack.pop() as [number, number];
       if (re - rs <= S) {
-        failingSectors.push(rs);
+        failingSectors.push(byteOffset(rs));
         continue;
       }
       const nSect = Math.ceil((re - rs) / S);
@@ -243,7 +244,7 @@ export class MediaIsolator {
       for (let i = failedHalves.length - 1; i >= 0; i--) stack.push(failedHalves[i]);
     }
     // A failing range over single sectors: sectors that fail alone are retried.
-    const bad: number[] = [];
+    const bad: ByteOffset[] = [];
     for (const sec of failingSectors.sort((x, y) => x - y)) {
       const len = Math.min(S, e - sec);
       let ok = false;

@@ -1,4 +1,5 @@
 /** Messages between the scanner (health/scanner.ts, main thread) and its worker (health/scan-worker.ts). */
+import type { ByteOffset, MainBlock } from '../units';
 import type { SharedFaultRules } from '../storage/faults';
 import type { ScanSettings } from './config';
 import type { DeviceFailure } from './media-isolator';
@@ -15,7 +16,7 @@ export interface WorkerInit {
 /** A suspect region to read before the sequential pass continues (byte range, remap-block aligned). */
 export interface SuspectRegion {
   readonly id: number;
-  readonly offset: number;
+  readonly offset: ByteOffset;
   readonly length: number;
 }
 
@@ -24,7 +25,7 @@ export const SUSPECT_JOB = -1;
 
 export type ToWorker =
   /** Scan [fromOffset, end of device); supersedes any scan in progress. */
-  | { readonly type: 'scan'; readonly id: number; readonly fromOffset: number }
+  | { readonly type: 'scan'; readonly id: number; readonly fromOffset: ByteOffset }
   /** Stop after the chunk in flight; answered by 'stopped'. */
   | { readonly type: 'stop'; readonly id: number }
   /** Queue suspect regions: read before the next chunk of the pass, or at once when no pass runs. */
@@ -40,15 +41,15 @@ export type FindingKind = 'slow' | 'very-slow' | 'flaky' | 'unreadable';
 
 export interface Finding {
   readonly kind: FindingKind;
-  readonly block: number;
-  readonly offset: number;
+  readonly block: MainBlock;
+  readonly offset: ByteOffset;
   /** Slowest read of the block (slow kinds), ms. */
   readonly latencyMs?: number;
   /** Failed attempts (flaky/unreadable), including the chunk read that hit it. */
   readonly failures?: number;
   readonly error?: string;
   /** Byte offsets of the failing logical sectors inside the block (flaky/unreadable), when isolated. */
-  readonly sectors?: readonly number[];
+  readonly sectors?: readonly ByteOffset[];
 }
 
 export type FromWorker =
@@ -58,7 +59,7 @@ export type FromWorker =
   | {
       readonly type: 'progress';
       readonly id: number;
-      readonly cursorOffset: number;
+      readonly cursorOffset: ByteOffset;
       readonly bytes: number;
       readonly slowChunks: number;
       readonly failedChunks: number;
@@ -66,10 +67,10 @@ export type FromWorker =
     }
   | { readonly type: 'finding'; readonly id: number; readonly finding: Finding }
   /** Ranges whose failures were not isolated within the read budget: queue them as suspects. */
-  | { readonly type: 'unresolved'; readonly ranges: readonly { offset: number; length: number }[] }
+  | { readonly type: 'unresolved'; readonly ranges: readonly { offset: ByteOffset; length: number }[] }
   /** The device as a whole failed (or a non-media error): the pass or visit stopped, no block blamed. */
   | { readonly type: 'device-failed'; readonly id: number; readonly failure: DeviceFailure }
   | { readonly type: 'suspect-done'; readonly regionId: number; readonly isolateReads: number }
   | { readonly type: 'pass-end'; readonly id: number }
-  | { readonly type: 'stopped'; readonly id: number; readonly cursorOffset: number }
+  | { readonly type: 'stopped'; readonly id: number; readonly cursorOffset: ByteOffset | -1 }
   | { readonly type: 'log'; readonly level: 'warn' | 'error' | 'debug'; readonly msg: string; readonly data?: Record<string, unknown> };

@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { SharedFaultRules } from '../storage/faults';
+import type { ByteOffset } from '../units';
 import type { ScanSettings } from './config';
 import type { DeviceFailure } from './media-isolator';
 import type { HealthLabel, Score } from './score';
@@ -55,7 +56,7 @@ export interface ScanStatus {
   /** Byte offsets of blocks the scan could not read (still pending), at most 1000. */
   pendingOffsets: number[];
   /** Byte offsets of slow blocks seen and not (yet) migrated, at most 1000. */
-  slowOffsets: number[];
+  slowOffsets: ByteOffset[];
   workerRestarts: number;
   blockSize: number;
   /** Suspect regions (import-map, SMART hints, failures not yet isolated): queued and visited. */

@@ -13,6 +13,7 @@ import { type Backend } from '../storage/backend';
 import { openBackend } from '../storage/file-backend';
 import { FaultInjectingBackend } from '../storage/fault-backend';
 import { FaultRules } from '../storage/faults';
+import { blockOf, byteOffset, type ByteOffset, type MainBlock } from '../units';
 import { classifyLatency, type ScanSettings } from './config';
 import { MediaIsolator } from './media-isolator';
 import { SUSPECT_JOB, type Finding, type FromWorker, type SuspectRegion, type ToWorker, type WorkerInit } from './protocol';
@@ -149,7 +150,7 @@ class ScanWorker {
     let lastPost = performance.now();
     let failed = false;
     const progress = (): void => {
-      this.post({ type: 'progress', id: job.id, cursorOffset: cursor, ...stats, isolateReads: this.takeIsolateReads() });
+      this.post({ type: 'progress', id: job.id, cursorOffset: byteOffset(cursor), ...stats, isolateReads: this.takeIsolateReads() });
       stats.bytes = stats.slowChunks = stats.failedChunks = 0;
       lastPost = performance.now();
     };
@@ -163,7 +164,7 @@ class ScanWorker {
       const len = Math.min(chunk, size - cursor);
       if (!(await this.pace(len, () => job.stop))) continue;
       if (this.suspects.length) continue; // a hint arrived while waiting: it goes first
-      if (!(await this.readChunk(job.id, cursor, len, buf, stats))) {
+      if (!(await this.readChunk(job.id, byteOffset(cursor), len, buf, stats))) {
         failed = true;
         break;
       }
@@ -172,7 +173,7 @@ class ScanWorker {
       if (performance.now() - lastPost >= PROGRESS_EVERY_MS) progress();
     }
     progress();
-    if (job.stop || failed) this.post({ type: 'stopped', id: job.id, cursorOffset: cursor });
+    if (job.stop || failed) this.post({ type: 'stopped', id: job.id, cursorOffset: byteOffset(cursor) });
     else this.post({ type: 'pass-end', id: job.id });
     if (this.job === job) this.job = undefined;
   }
@@ -189,13 +190,13 @@ class ScanWorker {
         const stopped = (): boolean => gen !== this.suspectGen || (job?.stop ?? false);
         const r = this.suspects[0];
         const end = Math.min(r.offset + r.length, this.raw.size);
-        let at = r.offset;
+        let at: number = r.offset;
         while (at < end) {
           if (stopped()) return true; // cleared or paused: the parent sends the region again
           const len = Math.min(this.settings.chunkBytes, end - at);
           if (!(await this.pace(len, stopped))) continue;
           if (stopped()) return true;
-          if (!(await this.readChunk(SUSPECT_JOB, at, len, buf, stats))) {
+          if (!(await this.readChunk(SUSPECT_JOB, byteOffset(at), len, buf, stats))) {
             this.suspects = [];
             return false;
           }
@@ -223,7 +224,7 @@ class ScanWorker {
    */
   private async readChunk(
     id: number,
-    offset: number,
+    offset: ByteOffset,
     len: number,
     buf: Buffer,
     stats: { slowChunks: number; failedChunks: number },
@@ -244,11 +245,11 @@ class ScanWorker {
     }
   }
 
-  private blocksOf(offset: number, len: number): { block: number; start: number; length: number }[] {
+  private blocksOf(offset: ByteOffset, len: number): { block: MainBlock; start: ByteOffset; length: number }[] {
     const B = this.init.blockSize;
     const out = [];
-    for (let b = Math.floor(offset / B); b * B < offset + len; b++) {
-      const start = Math.max(offset, b * B);
+    for (let b = blockOf(offset, B); b * B < offset + len; b++) {
+      const start = byteOffset(Math.max(offset, b * B));
       out.push({ block: b, start, length: Math.min((b + 1) * B, offset + len, this.raw.size) - start });
     }
     return out;
@@ -259,7 +260,7 @@ class ScanWorker {
   }
 
   /** A failed read: find exactly which blocks fail (or that the device failed). */
-  private async isolate(id: number, offset: number, len: number, first: unknown): Promise<boolean> {
+  private async isolate(id: number, offset: ByteOffset, len: number, first: unknown): Promise<boolean> {
     const iso = new MediaIsolator(this.dev, {
       blockSize: this.init.blockSize,
       readRetries: this.settings.readRetries,
@@ -277,7 +278,7 @@ class ScanWorker {
   }
 
   /** A slow chunk: time each block alone; very slow ones are read once more to confirm. */
-  private async narrowSlow(id: number, offset: number, len: number): Promise<boolean> {
+  private async narrowSlow(id: number, offset: ByteOffset, len: number): Promise<boolean> {
     const buf = Buffer.allocUnsafe(this.init.blockSize);
     for (const blk of this.blocksOf(offset, len)) {
       const timed = async (): Promise<number> => {

@@ -9,6 +9,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { ScanState } from '../metadata/types';
+import { byteOffset, type ByteOffset } from '../units';
 import type { ScannerOptions, ScanStateName, ScanStatus } from './scan-status';
 import type { SharedFaultRules } from '../storage/faults';
 import { backoffFactor, DEFAULT_SCAN_SETTINGS, type ScanSettings } from './config';
@@ -35,7 +36,7 @@ export class HealthScanner extends EventEmitter {
   private closed = false;
   private begun = false;
   private scanId = 0;
-  private cursor: number;
+  private cursor: ByteOffset;
   private passes: number;
   private lastFullScanAt: number;
   private savedCursor: number;
@@ -64,7 +65,7 @@ export class HealthScanner extends EventEmitter {
     this.settings = { ...DEFAULT_SCAN_SETTINGS, ...opts.settings };
     this.faults = opts.faults ?? null;
     const st = device.store.scanState();
-    this.cursor = st.cursorOffset >= 0 && st.cursorOffset < device.size ? st.cursorOffset : 0;
+    this.cursor = st.cursorOffset >= 0 && st.cursorOffset < device.size ? st.cursorOffset : byteOffset(0);
     this.savedCursor = this.cursor;
     this.passes = st.passesCompleted;
     this.lastFullScanAt = st.lastFullScanAt;
@@ -380,7 +381,7 @@ export class HealthScanner extends EventEmitter {
         if (this.rateSamples.length > 1000) this.rateSamples.splice(0, 500);
         return;
       case 'stopped':
-        if (m.id === this.scanId && m.cursorOffset >= 0) this.cursor = m.cursorOffset;
+        if (m.id === this.scanId && m.cursorOffset !== -1) this.cursor = m.cursorOffset;
         return;
       case 'finding':
         if (m.id === this.scanId || m.id === SUSPECT_JOB) this.findings.handle(m.finding);
@@ -411,7 +412,7 @@ export class HealthScanner extends EventEmitter {
   private onPassEnd(): void {
     this.passes++;
     this.lastFullScanAt = Date.now();
-    this.cursor = 0;
+    this.cursor = byteOffset(0);
     const found = this.findings.passEnded(this.passes);
     this.log.info({ passesCompleted: this.passes, newBadBlocks: found, ...this.status().blocks }, 'health scan: full pass complete');
     this.emit('pass-end', { passesCompleted: this.passes });

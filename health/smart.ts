@@ -13,6 +13,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Logger } from 'pino';
+import { byteOffset } from '../units';
 import { parseSmartctlJson, type SmartCounts, type SmartProtocol, type SmartReport } from './smart-parse';
 import type { ByteRange } from './suspects';
 
@@ -145,7 +146,7 @@ export class SmartMonitor {
       const offset = l.lba * r.logicalBlockSize - start;
       if (offset < 0 || offset + r.logicalBlockSize > this.o.deviceSize) continue; // another partition's
       const list = bySource.get(l.source) ?? [];
-      list.push({ offset, length: r.logicalBlockSize });
+      list.push({ offset: byteOffset(offset), length: r.logicalBlockSize });
       bySource.set(l.source, list);
     }
     for (const [source, ranges] of bySource) {

@@ -7,15 +7,16 @@
  * This is the parent-side queue: validation, alignment to remap blocks, merging, counts for status.
  * Regions live in memory only (a restart forgets hints not yet visited; import-map can be run again).
  */
+import { byteOffset, type ByteOffset } from '../units';
 
 export interface ByteRange {
-  readonly offset: number;
+  readonly offset: ByteOffset;
   readonly length: number;
 }
 
 export interface QueuedSuspect {
   readonly id: number;
-  readonly offset: number;
+  readonly offset: ByteOffset;
   readonly length: number;
   readonly source: string;
   /** Sent to the current worker (reset when the worker restarts or the scan pauses). */
@@ -60,7 +61,7 @@ export function parseSuspectArgs(args: Record<string, unknown>, deviceSize: numb
       throw new SuspectError(`ranges[${i}].length: expected an integer byte length > 0`);
     if (offset + length > deviceSize)
       throw new SuspectError(`ranges[${i}]: ${offset}+${length} ends past the device (${deviceSize} bytes)`);
-    out.push({ offset, length });
+    out.push({ offset: byteOffset(offset), length });
   });
   return { ranges: out, source: source.trim() };
 }
@@ -71,10 +72,10 @@ export function alignAndMerge(ranges: readonly ByteRange[], blockSize: number, d
     .map((r) => {
       const s = Math.floor(r.offset / blockSize) * blockSize;
       const e = Math.min(deviceSize, Math.ceil((r.offset + r.length) / blockSize) * blockSize);
-      return { offset: s, length: e - s };
+      return { offset: byteOffset(s), length: e - s };
     })
     .sort((a, b) => a.offset - b.offset);
-  const out: { offset: number; length: number }[] = [];
+  const out: { offset: ByteOffset; length: number }[] = [];
   for (const r of aligned) {
     const last = out[out.length - 1];
     if (last && r.offset <= last.offset + last.length) last.length = Math.max(last.length, r.offset + r.length - last.offset);

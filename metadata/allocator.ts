@@ -3,6 +3,7 @@
  * of committed remaps are taken; everything else is free. allocate() reserves a block in memory (it is
  * never handed out twice, committed or not); a reservation that is never committed is forgotten at restart.
  */
+import { spareBlock, type SpareBlock } from '../units';
 import { isMetadataBlock, type Layout } from './layout';
 
 class Bits {
@@ -67,7 +68,7 @@ export class SpareAllocator {
     return true;
   }
 
-  allocate(): number | undefined {
+  allocate(): SpareBlock | undefined {
     if (this.freeCount === 0) return undefined;
     const n = this.layout.totalBlocks;
     for (let i = 0; i < n; i++) {
@@ -76,14 +77,14 @@ export class SpareAllocator {
       if (!this.used.get(b)) {
         this.used.set(b);
         this.freeCount--;
-        return b;
+        return spareBlock(b);
       }
     }
     return undefined;
   }
 
   /** Release a reservation or (after a durable remove) a committed block. */
-  release(b: number): void {
+  release(b: SpareBlock): void {
     if (!this.isDataBlock(b) || !this.used.get(b)) return;
     this.used.clear(b);
     this.committed.clear(b);

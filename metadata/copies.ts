@@ -3,6 +3,7 @@
  * journal frame CRCs), compute each copy's effective sequence/timestamp and choose the best copy
  * (highest sequence, then newest timestamp, then lowest index).
  */
+import { addBytes, byteOffset, type ByteOffset } from '../units';
 import type { Backend } from '../storage/backend';
 import { decodeHeader, FORMAT_VERSION, HEADER_BYTES, type Header } from './header';
 import { scanJournal, type JournalScan } from './journal';
@@ -66,7 +67,7 @@ function pieceBuffer(b: ScanBuffers): Buffer {
   return b.piece;
 }
 
-async function readAt(spare: Backend, offset: number, length: number): Promise<Buffer> {
+async function readAt(spare: Backend, offset: ByteOffset, length: number): Promise<Buffer> {
   const b = Buffer.alloc(length);
   await spare.read(offset, length, b, 0);
   return b;
@@ -105,7 +106,7 @@ function layoutOf(h: Header, spareSize: number): Layout | undefined {
 /** Read headers at every candidate position (cheap: a few 512-byte reads). */
 export async function findHeaders(
   spare: Backend,
-): Promise<{ offset: number; buf?: Buffer; header?: Header; failedCheck?: string; version?: number }[]> {
+): Promise<{ offset: ByteOffset; buf?: Buffer; header?: Header; failedCheck?: string; version?: number }[]> {
   const out = [];
   for (const offset of candidateHeaderOffsets(spare.size)) {
     try {
@@ -125,7 +126,7 @@ export async function findHeaders(
  */
 async function streamCheckpoint(
   spare: Backend,
-  offset: number,
+  offset: ByteOffset,
   h: Header,
   buffers: ScanBuffers,
   decoder?: CheckpointDecoder,
@@ -140,7 +141,7 @@ async function streamCheckpoint(
   const per = PIECE_BYTES / CHUNK_BYTES;
   for (let c = 0; c < h.checkpointChunks; c += per) {
     const n = Math.min(per, h.checkpointChunks - c);
-    await spare.read(offset + c * CHUNK_BYTES, n * CHUNK_BYTES, piece, 0);
+    await spare.read(addBytes(offset, c * CHUNK_BYTES), n * CHUNK_BYTES, piece, 0);
     const bad = v.feed(piece, n);
     if (bad) return bad;
     decoder?.feed(piece, n);
@@ -163,7 +164,7 @@ export async function loadCheckpoint(
   const decoder = new CheckpointDecoder(h.checkpointEntries + extra);
   const bad = await streamCheckpoint(spare, checkpointOffset(layout, copy.index, h.activeSlot), h, buffers, decoder);
   if (bad) throw new Error(`checkpoint of copy ${copy.index} failed its ${bad} check`);
-  const scan: ScanState = { cursorOffset: h.scanCursor, passesCompleted: h.scanPasses, lastFullScanAt: h.lastFullScanAt };
+  const scan: ScanState = { cursorOffset: byteOffset(h.scanCursor), passesCompleted: h.scanPasses, lastFullScanAt: h.lastFullScanAt };
   return decoder.finish(scan);
 }
 
@@ -176,7 +177,7 @@ const JOURNAL_FIRST_PIECE = 256 << 10;
  */
 async function readJournal(
   spare: Backend,
-  offset: number,
+  offset: ByteOffset,
   journalBytes: number,
   h: Header,
   frameAlign: number,
@@ -189,7 +190,7 @@ async function readJournal(
   for (;;) {
     const j = scanJournal(buf.subarray(0, n), h.sequence, h.setupUuid, frameAlign);
     if (!j.truncated || n === journalBytes) return { frames: j.frames, end: j.end, buf, opCount: j.opCount };
-    await spare.read(offset + n, journalBytes - n, buf, n);
+    await spare.read(addBytes(offset, n), journalBytes - n, buf, n);
     n = journalBytes;
   }
 }

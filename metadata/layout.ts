@@ -10,6 +10,7 @@
  * with the header last. The body of a region (R - 4096 bytes) is: journal (J bytes), checkpoint slot 0
  * (C bytes), checkpoint slot 1 (C bytes). R is a multiple of U, so regions cover whole spare blocks.
  */
+import { addBytes, byteOffset, type ByteOffset } from '../units';
 
 export const HEADER_AREA_BYTES = 4096;
 export const MIN_ALIGN_BYTES = 65536;
@@ -37,9 +38,9 @@ export interface Layout {
   tableCapacity: number;
   regionBytes: number;
   /** Absolute byte offsets. */
-  regionOffsets: number[];
-  headerOffsets: number[];
-  bodyOffsets: number[];
+  regionOffsets: ByteOffset[];
+  headerOffsets: ByteOffset[];
+  bodyOffsets: ByteOffset[];
   /** floor(spareBytes / blockSize): spare blocks are numbered 0..totalBlocks-1, block b at b*blockSize. */
   totalBlocks: number;
   /** Spare blocks outside the metadata regions. */
@@ -62,16 +63,16 @@ export function alignUnit(blockSize: number): number {
 }
 
 /** Header positions for a given alignment unit (they need nothing else). */
-export function headerOffsetsFor(spareBytes: number, alignBytes: number): number[] {
-  const out = [0];
-  for (let k = 1; k <= 3; k++) out.push(alignDown((k * spareBytes) / 4, alignBytes));
-  out.push(alignDown(spareBytes, alignBytes) - HEADER_AREA_BYTES);
+export function headerOffsetsFor(spareBytes: number, alignBytes: number): ByteOffset[] {
+  const out = [byteOffset(0)];
+  for (let k = 1; k <= 3; k++) out.push(byteOffset(alignDown((k * spareBytes) / 4, alignBytes)));
+  out.push(byteOffset(alignDown(spareBytes, alignBytes) - HEADER_AREA_BYTES));
   return out;
 }
 
 /** Every offset where a header of any valid layout of this spare could be. */
-export function candidateHeaderOffsets(spareBytes: number): number[] {
-  const set = new Set<number>();
+export function candidateHeaderOffsets(spareBytes: number): ByteOffset[] {
+  const set = new Set<ByteOffset>();
   for (const b of CANDIDATE_BLOCK_SIZES) {
     for (const o of headerOffsetsFor(spareBytes, alignUnit(b))) if (o >= 0 && o + 512 <= spareBytes) set.add(o);
   }
@@ -107,7 +108,7 @@ export function computeLayout(spareBytes: number, blockSize: number, spareLogica
   const regionBytes = alignUp(HEADER_AREA_BYTES + j + 2 * checkpointSlotBytes, alignBytes);
   const headerOffsets = headerOffsetsFor(spareBytes, alignBytes);
   const end = alignDown(spareBytes, alignBytes);
-  const regionOffsets = [headerOffsets[0], headerOffsets[1], headerOffsets[2], headerOffsets[3], end - regionBytes];
+  const regionOffsets = [headerOffsets[0], headerOffsets[1], headerOffsets[2], headerOffsets[3], byteOffset(end - regionBytes)];
   for (let k = 0; k < 4; k++) {
     if (regionOffsets[k] + regionBytes > regionOffsets[k + 1]) {
       throw new LayoutError(
@@ -115,7 +116,7 @@ export function computeLayout(spareBytes: number, blockSize: number, spareLogica
       );
     }
   }
-  const bodyOffsets = regionOffsets.map((r, k) => (k < 4 ? r + HEADER_AREA_BYTES : r));
+  const bodyOffsets = regionOffsets.map((r, k) => (k < 4 ? addBytes(r, HEADER_AREA_BYTES) : r));
   let metaBlocks = 0;
   for (const r of regionOffsets) metaBlocks += Math.min(totalBlocks, (r + regionBytes) / blockSize) - r / blockSize;
   const spareDataBlocks = totalBlocks - metaBlocks;
@@ -145,10 +146,10 @@ export function isMetadataBlock(l: Layout, b: number): boolean {
   return false;
 }
 
-export function journalOffset(l: Layout, copy: number): number {
+export function journalOffset(l: Layout, copy: number): ByteOffset {
   return l.bodyOffsets[copy];
 }
 
-export function checkpointOffset(l: Layout, copy: number, slot: number): number {
-  return l.bodyOffsets[copy] + l.journalBytes + slot * l.checkpointSlotBytes;
+export function checkpointOffset(l: Layout, copy: number, slot: number): ByteOffset {
+  return addBytes(l.bodyOffsets[copy], l.journalBytes + slot * l.checkpointSlotBytes);
 }

@@ -13,6 +13,7 @@
  * Memory: 25 bytes per slot + 4-8 bytes per entry of hash table, i.e. ~35 MB for 1,000,000 remaps
  * (a Map of RemapEntry objects took ~190 MB of heap).
  */
+import { mainBlock, spareBlock, type SpareBlock } from '../units';
 import { REMAP_REASONS, type RemapEntry, type RemapReason } from './types';
 
 const MIN_SLOTS = 16;
@@ -101,7 +102,7 @@ export class RemapIndex {
   }
 
   /** Spare block of `main`, or -1 when it is not remapped. This is the lookup of the I/O path. */
-  spareOf(main: number): number {
+  spareOf(main: number): SpareBlock | -1 {
     if (this.live === 0) return -1;
     const t = this.table;
     const mask = this.mask;
@@ -109,7 +110,7 @@ export class RemapIndex {
     for (;;) {
       const s = t[i];
       if (s === 0) return -1;
-      if (this.mains[s - 1] === main) return this.spares[s - 1];
+      if (this.mains[s - 1] === main) return spareBlock(this.spares[s - 1]);
       i = (i + 1) & mask;
     }
   }
@@ -219,8 +220,8 @@ export class RemapIndex {
 
   entryAt(slot: number): RemapEntry {
     return {
-      mainBlock: this.mains[slot],
-      spareBlock: this.spares[slot],
+      mainBlock: mainBlock(this.mains[slot]),
+      spareBlock: spareBlock(this.spares[slot]),
       reason: REMAP_REASONS[this.reasons[slot] - 1],
       createdAt: this.created[slot],
     };

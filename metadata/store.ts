@@ -34,6 +34,7 @@
  * This file holds the state and the commit path; loading (open/reload/inspect, readOwner) is in
  * metadata/loader.ts, the header and checkpoint writes in metadata/writer.ts.
  */
+import { addBytes, blockStart, mainBlock, spareBlock, type ByteOffset, type MainBlock, type SpareBlock } from '../units';
 import type { Backend } from '../storage/backend';
 import { SpareAllocator } from './allocator';
 import { findHeaders, needsRepair, scanSpare, type SpareScan } from './copies';
@@ -162,38 +163,38 @@ export class MetadataStore {
   entries(): IterableIterator<RemapEntry> {
     return this.state.remaps.entries();
   }
-  pending(): IterableIterator<number> {
-    return this.state.pending.keys();
+  *pending(): IterableIterator<MainBlock> {
+    for (const m of this.state.pending.keys()) yield mainBlock(m);
   }
   /** A fresh RemapEntry object; on hot paths use spareBlockOf(). */
-  lookup(mainBlock: number): RemapEntry | undefined {
+  lookup(mainBlock: MainBlock): RemapEntry | undefined {
     return this.state.remaps.get(mainBlock);
   }
   /** Spare block holding `mainBlock`, or -1 when it is not remapped. No allocation. */
-  spareBlockOf(mainBlock: number): number {
+  spareBlockOf(mainBlock: MainBlock): SpareBlock | -1 {
     return this.state.remaps.spareOf(mainBlock);
   }
-  reasonOf(mainBlock: number): RemapReason | undefined {
+  reasonOf(mainBlock: MainBlock): RemapReason | undefined {
     return REMAP_REASONS[this.state.remaps.reasonCodeOf(mainBlock) - 1];
   }
   /** Remaps per reason (reasons without remaps left out). */
   reasonCounts(): Record<string, number> {
     return this.state.remaps.reasonCounts();
   }
-  isPending(mainBlock: number): boolean {
+  isPending(mainBlock: MainBlock): boolean {
     return this.state.pending.size !== 0 && this.state.pending.has(mainBlock);
   }
   scanState(): ScanState {
     return { ...this.state.scan };
   }
-  spareBlockOffset(spareBlock: number): number {
-    return spareBlock * this.layout.blockSize;
+  spareBlockOffset(spareBlock: SpareBlock): ByteOffset {
+    return blockStart(spareBlock, this.layout.blockSize);
   }
 
-  allocateSpareBlock(): number | undefined {
+  allocateSpareBlock(): SpareBlock | undefined {
     return this.alloc.allocate();
   }
-  releaseSpareBlock(b: number): void {
+  releaseSpareBlock(b: SpareBlock): void {
     if (this.alloc.isReserved(b) && !this.queuedSpares.has(b)) this.alloc.release(b);
   }
 
@@ -351,7 +352,7 @@ export class MetadataStore {
     for (const o of ops) {
       const freed = applyOp(this.state, o);
       if (o.op === OP_ADD) this.alloc.markCommitted(o.b);
-      if (freed >= 0) this.alloc.release(freed);
+      if (freed >= 0) this.alloc.release(spareBlock(freed));
     }
   }
 
@@ -367,7 +368,7 @@ export class MetadataStore {
       return;
     }
     const results = await Promise.allSettled(
-      Array.from({ length: COPIES }, (_, k) => this.spare.write(journalOffset(l, k) + this.journalPos, frame)),
+      Array.from({ length: COPIES }, (_, k) => this.spare.write(addBytes(journalOffset(l, k), this.journalPos), frame)),
     );
     const ok = results.filter((r) => r.status === 'fulfilled').length;
     if (ok === 0) this.fail((results[0] as PromiseRejectedResult).reason);

@@ -2,6 +2,7 @@
  * The remap table in memory, the change operations applied to it (shared by journal replay and live
  * commits, so both produce the same table), and the chunked checkpoint encoding (docs/FORMAT.md §5).
  */
+import { byteOffset, type MainBlock } from '../units';
 import { crc32 } from './crc';
 import { readU64, writeU64 } from './codec';
 import { CHUNK_BYTES, CHUNK_HEADER_BYTES, ENTRIES_PER_CHUNK, ENTRY_BYTES } from './layout';
@@ -37,7 +38,7 @@ export interface TableState {
 }
 
 export function emptyState(): TableState {
-  return { remaps: new RemapIndex(), pending: new Map(), scan: { cursorOffset: 0, passesCompleted: 0, lastFullScanAt: 0 } };
+  return { remaps: new RemapIndex(), pending: new Map(), scan: { cursorOffset: byteOffset(0), passesCompleted: 0, lastFullScanAt: 0 } };
 }
 
 /** A copy of `s` that can be changed without touching `s` (checkpoints encode the table plus a round's ops). */
@@ -52,8 +53,8 @@ export function opsForChange(
   change: {
     add?: RemapEntry[];
     remove?: number[];
-    pendingAdd?: number[];
-    pendingRemove?: number[];
+    pendingAdd?: MainBlock[];
+    pendingRemove?: MainBlock[];
     scan?: ScanState;
   },
   now: number,
@@ -98,7 +99,7 @@ function applyFields(s: TableState, op: number, reason: number, a: number, b: nu
       s.pending.delete(a);
       return -1;
     case OP_SCAN:
-      s.scan = { cursorOffset: a, passesCompleted: b, lastFullScanAt: c };
+      s.scan = { cursorOffset: byteOffset(a), passesCompleted: b, lastFullScanAt: c };
       return -1;
     default:
       throw new Error(`unknown op ${op}`);

@@ -1,4 +1,5 @@
 /** Public types of the metadata store. */
+import type { ByteOffset, MainBlock, SpareBlock } from '../units';
 
 export interface MainIdentity {
   /** Main device size in bytes. */
@@ -31,8 +32,8 @@ export function reasonName(code: number): RemapReason | undefined {
 }
 
 export interface RemapEntry {
-  mainBlock: number;
-  spareBlock: number;
+  mainBlock: MainBlock;
+  spareBlock: SpareBlock;
   reason: RemapReason;
   /** Wall clock, ms since the epoch. */
   createdAt: number;
@@ -40,7 +41,7 @@ export interface RemapEntry {
 
 export interface ScanState {
   /** Next main-device byte offset the health scanner will read. */
-  cursorOffset: number;
+  cursorOffset: ByteOffset;
   passesCompleted: number;
   /** ms since the epoch; 0 = never. */
   lastFullScanAt: number;
@@ -49,9 +50,9 @@ export interface ScanState {
 export interface MetadataChange {
   add?: RemapEntry[];
   /** Main blocks whose remap is dropped; their spare blocks become free once the change is durable. */
-  remove?: number[];
-  pendingAdd?: number[];
-  pendingRemove?: number[];
+  remove?: MainBlock[];
+  pendingAdd?: MainBlock[];
+  pendingRemove?: MainBlock[];
   scan?: ScanState;
 }
 

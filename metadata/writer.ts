@@ -5,6 +5,7 @@
  * state and decides when to checkpoint; these functions only write. Failures go through the store's `fail`.
  */
 import { randomBytes } from 'crypto';
+import { byteOffset, type ByteOffset } from '../units';
 import type { Backend } from '../storage/backend';
 import { encodeHeader, FORMAT_VERSION, uuidFromString, type Header } from './header';
 import { checkpointOffset, COPIES, type Layout } from './layout';
@@ -141,15 +142,15 @@ export async function writeHeaders(spare: Backend, l: Layout, h: Header, which?:
 }
 
 /** Byte offset of the first non-zero byte in [offset, offset+length), or -1 (holes are skipped). */
-async function firstNonZero(spare: Backend, offset: number, length: number): Promise<number> {
+async function firstNonZero(spare: Backend, offset: ByteOffset, length: number): Promise<number> {
   const piece = 1 << 20;
   const buf = Buffer.alloc(piece);
-  let pos = offset;
+  let pos: number = offset;
   for (const ext of await spare.extents(offset, length)) {
     if (!ext.hole) {
       for (let o = pos; o < pos + ext.length; o += piece) {
         const n = Math.min(piece, pos + ext.length - o);
-        await spare.read(o, n, buf, 0);
+        await spare.read(byteOffset(o), n, buf, 0);
         for (let i = 0; i < n; i += 8) {
           if (i + 8 <= n ? buf.readBigUInt64LE(i) !== 0n : buf.subarray(i, n).some((x) => x !== 0)) {
             for (let j = i; j < n; j++) if (buf[j] !== 0) return o + j;

@@ -4,6 +4,7 @@
  *
  * Every offset and length here is in bytes.
  */
+import type { ByteOffset } from '../units';
 import type { NbdErrnoName } from './constants';
 
 /** How FUA is provided: natively by the device, emulated by the server with a flush, or not at all. */
@@ -70,14 +71,14 @@ export interface BlockDevice {
   readonly description?: string;
 
   /** Read `length` bytes at `offset` into `target` starting at `targetOffset`. */
-  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void>;
-  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  read(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void>;
+  write(offset: ByteOffset, data: Buffer, fua: boolean): Promise<void>;
   flush(): Promise<void>;
-  trim(offset: number, length: number, fua: boolean): Promise<void>;
-  zero(offset: number, length: number, options: ZeroOptions): Promise<void>;
-  cache(offset: number, length: number): Promise<void>;
+  trim(offset: ByteOffset, length: number, fua: boolean): Promise<void>;
+  zero(offset: ByteOffset, length: number, options: ZeroOptions): Promise<void>;
+  cache(offset: ByteOffset, length: number): Promise<void>;
   /** Allocation extents covering at least [offset, offset+1). May cover more than asked. */
-  extents(offset: number, length: number): Promise<Extent[]>;
+  extents(offset: ByteOffset, length: number): Promise<Extent[]>;
 }
 
 /** Where a connection finds exports by name. */

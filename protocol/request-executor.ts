@@ -6,8 +6,11 @@
  *
  * One executor per connection, made when transmission starts. It never touches reading or the window:
  * the connection accounts for each request around execute().
+ *
+ * The request's offset from the wire becomes a ByteOffset (units/) here, where it meets the device.
  */
 import type { Logger } from 'pino';
+import { byteOffset } from '../units';
 import { DeviceError, type BlockDevice } from './block-device';
 import { isPooled, sharedPool } from './buffer-pool';
 import { CMD_NAMES, Cmd, CmdFlag, NbdErrno, SIMPLE_REPLY_SIZE, StateFlag, type NbdErrnoName } from './constants';
@@ -53,23 +56,23 @@ export class RequestExecutor {
       case Cmd.READ:
         return this.read(req);
       case Cmd.WRITE:
-        await dev.write(req.offset, req.payload!, nativeFua);
+        await dev.write(byteOffset(req.offset), req.payload!, nativeFua);
         break;
       case Cmd.FLUSH:
         await dev.flush();
         break;
       case Cmd.TRIM:
-        await dev.trim(req.offset, req.length, nativeFua);
+        await dev.trim(byteOffset(req.offset), req.length, nativeFua);
         break;
       case Cmd.WRITE_ZEROES:
-        await dev.zero(req.offset, req.length, {
+        await dev.zero(byteOffset(req.offset), req.length, {
           noHole: (req.flags & CmdFlag.NO_HOLE) !== 0,
           fastZero: (req.flags & CmdFlag.FAST_ZERO) !== 0,
           fua: nativeFua,
         });
         break;
       case Cmd.CACHE:
-        await dev.cache(req.offset, req.length);
+        await dev.cache(byteOffset(req.offset), req.length);
         break;
       case Cmd.BLOCK_STATUS:
         return this.blockStatus(req);
@@ -83,7 +86,7 @@ export class RequestExecutor {
     if (!this.session.structuredReplies) {
       const lease = sharedPool.acquire(SIMPLE_REPLY_SIZE + req.length);
       try {
-        await dev.read(req.offset, req.length, lease.buf, SIMPLE_REPLY_SIZE);
+        await dev.read(byteOffset(req.offset), req.length, lease.buf, SIMPLE_REPLY_SIZE);
       } catch (err) {
         lease.release();
         throw err;
@@ -97,7 +100,7 @@ export class RequestExecutor {
     if (req.length < HOLE_REPLY_MIN) {
       // One chunk, never a hole probe: the buffer goes back to the pool once its one write is out.
       try {
-        await dev.read(req.offset, req.length, lease.buf, READ_CHUNK_HEADER_SIZE);
+        await dev.read(byteOffset(req.offset), req.length, lease.buf, READ_CHUNK_HEADER_SIZE);
       } catch (err) {
         lease.release();
         throw err;
@@ -124,8 +127,8 @@ export class RequestExecutor {
       req.length >= HOLE_REPLY_MIN && (req.flags & CmdFlag.DF) === 0 && dev.capabilities.extents && --this.holeProbeSkip < 0;
     if (wantHoles) {
       const [, extents] = await Promise.all([
-        dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE),
-        dev.extents(req.offset, req.length).catch(() => undefined),
+        dev.read(byteOffset(req.offset), req.length, buf, READ_CHUNK_HEADER_SIZE),
+        dev.extents(byteOffset(req.offset), req.length).catch(() => undefined),
       ]);
       if (extents && extents.some((e) => e.flags & StateFlag.HOLE)) {
         this.holeProbeInterval = 0;
@@ -136,7 +139,7 @@ export class RequestExecutor {
       this.holeProbeInterval = Math.min(MAX_HOLE_PROBE_INTERVAL, this.holeProbeInterval * 2 + 1);
       this.holeProbeSkip = this.holeProbeInterval;
     } else {
-      await dev.read(req.offset, req.length, buf, READ_CHUNK_HEADER_SIZE);
+      await dev.read(byteOffset(req.offset), req.length, buf, READ_CHUNK_HEADER_SIZE);
     }
     writeOffsetDataHeader(buf, 0, true, req.cookieHi, req.cookieLo, req.offset, req.length);
     this.channel.send(buf);
@@ -176,7 +179,7 @@ export class RequestExecutor {
   }
 
   private async blockStatus(req: RequestMessage): Promise<void> {
-    const extents = await this.dev.extents(req.offset, req.length);
+    const extents = await this.dev.extents(byteOffset(req.offset), req.length);
     const reqOne = (req.flags & CmdFlag.REQ_ONE) !== 0;
     const descriptors: StatusDescriptor[] = [];
     let covered = 0;

@@ -12,7 +12,7 @@
  */
 import { BackendError } from '../storage/backend';
 import { isMediaError } from '../storage/error-class';
-import type { ByteLength, ByteOffset } from './units';
+import { byteOffset, type ByteLength, type ByteOffset } from '../units';
 
 export interface Piece {
   readonly offset: ByteOffset;
@@ -124,7 +124,7 @@ export async function bisect(
       out.unresolved.push({ offset: off, length: len, err });
       return { complete: false, blamed: false };
     }
-    const mid = (firstSector + Math.ceil((lastSector - firstSector + 1) / 2)) * S;
+    const mid = byteOffset((firstSector + Math.ceil((lastSector - firstSector + 1) / 2)) * S);
     const halves: Piece[] = [
       { offset: off, length: mid - off },
       { offset: mid, length: off + len - mid },

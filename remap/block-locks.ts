@@ -10,7 +10,7 @@
  * write path pays one increment and one decrement instead of an entry in a set: it must cost no more
  * than the passthrough device's (docs/PERFORMANCE.md, remap layer cost).
  */
-import type { MainBlock } from './units';
+import type { MainBlock } from '../units';
 
 /** Writes begun and in flight over all generations (for WriteStamp). */
 interface WriteTotals {

@@ -10,7 +10,7 @@ import type { MetadataStore } from '../metadata/store';
 import type { Backend } from '../storage/backend';
 import type { BlockLocks } from './block-locks';
 import type { RemapTable } from './remap-table';
-import { blockLength, type ByteLength, type MainBlock } from './units';
+import { blockLength, type ByteLength, type MainBlock } from '../units';
 
 export interface RemapCounters {
   readErrors: number;

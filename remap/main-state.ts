@@ -19,7 +19,7 @@
 import type { BackendError } from '../storage/backend';
 import { classifyCode } from '../storage/error-class';
 import type { RemapContext } from './context';
-import type { ByteOffset } from './units';
+import { byteOffset, type ByteOffset } from '../units';
 
 const PROBES = 8;
 const DEAD_REGIONS = 4;
@@ -140,7 +140,7 @@ export class MainState {
     const sectors = Math.floor(this.c.size / S);
     const buf = Buffer.allocUnsafe(S * PROBES);
     const results = await Promise.allSettled(
-      Array.from({ length: PROBES }, (_, i) => this.c.main.read(Math.floor(((i + 0.5) * sectors) / PROBES) * S, S, buf, i * S)),
+      Array.from({ length: PROBES }, (_, i) => this.c.main.read(byteOffset(Math.floor(((i + 0.5) * sectors) / PROBES) * S), S, buf, i * S)),
     );
     const ok = results.some((r) => r.status === 'fulfilled');
     if (ok) this.noteSuccess('read');

@@ -21,7 +21,7 @@ import { toDeviceError } from './device-errors';
 import { lengthOf, type RemapContext } from './context';
 import type { MainState } from './main-state';
 import { SpareState } from './spare-state';
-import { blockStart, type MainBlock, type SpareBlock } from './units';
+import { blockStart, type MainBlock, type SpareBlock } from '../units';
 
 export type MigrationResult = 'migrated' | 'already-remapped' | 'unreadable' | 'spare-full';
 

@@ -11,6 +11,7 @@ import {
   type ZeroOptions,
 } from '../protocol/block-device';
 import type { Backend } from '../storage/backend';
+import { addBytes, type ByteOffset } from '../units';
 import { rethrowDeviceError, toDeviceError } from './device-errors';
 
 /** CACHE reads at most this much per request into a scratch buffer to warm the page cache. */
@@ -46,7 +47,7 @@ export class PassthroughDevice implements BlockDevice {
   }
 
   // read and write (the hot path) without an async wrapper: one promise per request fewer.
-  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
+  read(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void> {
     try {
       return this.main.read(offset, length, target, targetOffset).catch(rethrowDeviceError);
     } catch (err) {
@@ -54,7 +55,7 @@ export class PassthroughDevice implements BlockDevice {
     }
   }
 
-  write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+  write(offset: ByteOffset, data: Buffer, fua: boolean): Promise<void> {
     if (fua) return this.writeFua(offset, data);
     try {
       return this.main.write(offset, data).catch(rethrowDeviceError);
@@ -63,7 +64,7 @@ export class PassthroughDevice implements BlockDevice {
     }
   }
 
-  private async writeFua(offset: number, data: Buffer): Promise<void> {
+  private async writeFua(offset: ByteOffset, data: Buffer): Promise<void> {
     try {
       await this.main.write(offset, data);
       await this.main.sync();
@@ -80,7 +81,7 @@ export class PassthroughDevice implements BlockDevice {
     }
   }
 
-  async trim(offset: number, length: number, fua: boolean): Promise<void> {
+  async trim(offset: ByteOffset, length: number, fua: boolean): Promise<void> {
     try {
       await this.main.trim(offset, length);
       if (fua) await this.main.sync();
@@ -89,7 +90,7 @@ export class PassthroughDevice implements BlockDevice {
     }
   }
 
-  async zero(offset: number, length: number, o: ZeroOptions): Promise<void> {
+  async zero(offset: ByteOffset, length: number, o: ZeroOptions): Promise<void> {
     if (o.fastZero && !this.main.canPunchHoles) {
       throw new DeviceError('ENOTSUP', 'fast zeroing is not available on this backend');
     }
@@ -101,11 +102,11 @@ export class PassthroughDevice implements BlockDevice {
     }
   }
 
-  async cache(offset: number, length: number): Promise<void> {
+  async cache(offset: ByteOffset, length: number): Promise<void> {
     const scratch = Buffer.allocUnsafe(Math.min(CACHE_CHUNK, length));
     const end = offset + Math.min(length, CACHE_LIMIT);
     try {
-      for (let at = offset; at < end; at += CACHE_CHUNK) {
+      for (let at = offset; at < end; at = addBytes(at, CACHE_CHUNK)) {
         const n = Math.min(CACHE_CHUNK, end - at);
         await this.main.read(at, n, scratch, 0);
       }
@@ -114,7 +115,7 @@ export class PassthroughDevice implements BlockDevice {
     }
   }
 
-  async extents(offset: number, length: number): Promise<Extent[]> {
+  async extents(offset: ByteOffset, length: number): Promise<Extent[]> {
     try {
       const map = await this.main.extents(offset, length);
       return map.map((e) => ({ length: e.length, flags: e.hole ? StateFlag.HOLE | StateFlag.ZERO : 0 }));

@@ -22,7 +22,7 @@ import { toDeviceError } from './device-errors';
 import { lengthOf, type RemapContext } from './context';
 import type { MainState } from './main-state';
 import type { Mover } from './mover';
-import { blockOf, blockSpan, blockStart, coversBlock, type ByteLength, type ByteOffset, type MainBlock } from './units';
+import { blockOf, blockSpan, blockStart, coversBlock, type ByteLength, type ByteOffset, type MainBlock } from '../units';
 
 /** The first failing byte of a bad piece (the device's own offset when it lies inside the piece). */
 export function firstFailingByte(p: BadPiece): ByteOffset {

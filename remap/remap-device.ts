@@ -38,7 +38,7 @@ import { flushMain } from './main-flush';
 import { MainState, type MainStateStatus } from './main-state';
 import { movingIn, onMain, route, type Segment } from './routing';
 import { SpareState, type SpareFailingStatus } from './spare-state';
-import { blockOf, blockStart, spareOffsetOf, type ByteLength, type ByteOffset, type MainBlock, type SpareBlock } from './units';
+import { addBytes, blockOf, blockStart, spareOffsetOf, type ByteLength, type ByteOffset, type MainBlock, type SpareBlock } from '../units';
 import { settleAll, WritePath } from './write-failure';
 
 export type { MigrationResult } from './mover';
@@ -56,7 +56,7 @@ export interface RemapDeviceOptions {
 export interface RemapStatus {
   blockSize: number;
   remaps: { total: number; byReason: Record<string, number> };
-  pending: { count: number; offsets: number[] };
+  pending: { count: number; offsets: ByteOffset[] };
   spare: { dataBlocks: number; used: number; free: number; usedPercent: number; low: boolean; exhausted: boolean } & SpareFailingStatus;
   /** Is main there at all (main-state.ts)? */
   main: MainStateStatus;
@@ -182,7 +182,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
     if (!this.locks.anyLocked && this.table.pendingCount === 0) {
       const B = this.remapBlockSize;
       const first = blockOf(offset, B);
-      if (this.table.size === 0 || first === blockOf(offset + length - 1, B)) {
+      if (this.table.size === 0 || first === blockOf(addBytes(offset, length - 1), B)) {
         const spare = this.table.size === 0 ? undefined : this.table.lookup(first);
         if (spare === undefined) return this.reads.readMain(offset, length, target, targetOffset);
         return this.spare.read(spareOffsetOf(spare, first, offset, B), length, target, targetOffset).catch(rethrowDeviceError);
@@ -218,7 +218,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
       if (this.table.size === 0) return this.writes.writeMain(offset, data);
       const B = this.remapBlockSize;
       const first = blockOf(offset, B);
-      if (first === blockOf(offset + data.length - 1, B)) {
+      if (first === blockOf(addBytes(offset, data.length - 1), B)) {
         const spare = this.table.lookup(first);
         if (spare === undefined) return this.writes.writeMain(offset, data);
         return this.writes.writeSpare(spareOffsetOf(spare, first, offset, B), data);
@@ -325,7 +325,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
   private async writeZeroesThroughWritePath(offset: ByteOffset, length: ByteLength): Promise<void> {
     const chunk = 1024 * 1024;
     const zeroes = Buffer.alloc(Math.min(chunk, length));
-    for (let at = offset; at < offset + length; at += chunk) {
+    for (let at = offset; at < offset + length; at = addBytes(at, chunk)) {
       const n = Math.min(chunk, offset + length - at);
       await this.writeRouted(at, zeroes.subarray(0, n), false);
     }
@@ -334,7 +334,7 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
   async cache(offset: ByteOffset, length: ByteLength): Promise<void> {
     const n = Math.min(length, 64 * 1024 * 1024);
     const scratch = Buffer.allocUnsafe(Math.min(n, 1024 * 1024));
-    for (let at = offset; at < offset + n; at += scratch.length) {
+    for (let at = offset; at < offset + n; at = addBytes(at, scratch.length)) {
       const len = Math.min(scratch.length, offset + n - at);
       try {
         await this.read(at, len, scratch, 0);

@@ -12,19 +12,19 @@
  * shows (remap/mover.ts is the only code that commits such changes).
  */
 import type { RemapEntry, RemapReason } from '../metadata/types';
-import type { MainBlock, SpareBlock } from './units';
+import type { MainBlock, SpareBlock } from '../units';
 
 /** What the table needs from the metadata store (MetadataStore implements it). */
 export interface RemapSource {
   readonly remapCount: number;
   readonly pendingCount: number;
   /** Spare block of `mainBlock`, or -1. */
-  spareBlockOf(mainBlock: number): number;
-  reasonOf(mainBlock: number): RemapReason | undefined;
-  isPending(mainBlock: number): boolean;
+  spareBlockOf(mainBlock: MainBlock): SpareBlock | -1;
+  reasonOf(mainBlock: MainBlock): RemapReason | undefined;
+  isPending(mainBlock: MainBlock): boolean;
   reasonCounts(): Record<string, number>;
   entries(): IterableIterator<RemapEntry>;
-  pending(): IterableIterator<number>;
+  pending(): IterableIterator<MainBlock>;
 }
 
 export class RemapTable {
@@ -50,7 +50,7 @@ export class RemapTable {
 
   lookup(block: MainBlock): SpareBlock | undefined {
     const s = this.src.spareBlockOf(block);
-    return s < 0 ? undefined : s;
+    return s === -1 ? undefined : s;
   }
 
   reason(block: MainBlock): RemapReason | undefined {

@@ -5,14 +5,14 @@
  */
 import type { BlockLocks } from './block-locks';
 import type { RemapTable } from './remap-table';
-import { blockSpan, spareOffsetOf, type ByteLength, type ByteOffset } from './units';
+import { blockSpan, byteOffset, spareOffsetOf, type ByteLength, type ByteOffset } from '../units';
 
 /** A piece of a request: either on main (at its own offset) or on the spare. */
 export interface Segment {
   readonly offset: ByteOffset;
   length: ByteLength;
   /** Byte offset on the spare, or -1 when the piece lives on main. */
-  readonly spareOffset: ByteOffset;
+  readonly spareOffset: ByteOffset | -1;
 }
 
 /** Split [offset, offset+length) into runs on main and runs on the spare. */
@@ -25,7 +25,7 @@ export function route(table: RemapTable, blockSize: ByteLength, offset: ByteOffs
   let cur: Segment | undefined;
   for (let b = first; b <= last; b++) {
     const blockStart = b * blockSize;
-    const start = blockStart > offset ? blockStart : offset;
+    const start = byteOffset(blockStart > offset ? blockStart : offset);
     const stop = blockStart + blockSize < end ? blockStart + blockSize : end;
     const spare = table.lookup(b);
     const spareOffset = spare === undefined ? -1 : spareOffsetOf(spare, b, start, blockSize);

@@ -15,7 +15,7 @@
 import { DeviceError } from '../protocol/block-device';
 import { MetadataError } from '../metadata/types';
 import type { RemapContext } from './context';
-import { blockStart, type MainBlock, type SpareBlock } from './units';
+import { blockStart, type MainBlock, type SpareBlock } from '../units';
 
 const PROBE_MIN_MS = 1000;
 const PROBE_MAX_MS = 60_000;

@@ -26,7 +26,7 @@ import type { Mover } from './mover';
 import { firstFailingByte } from './read-recovery';
 import { movingIn, route } from './routing';
 import type { SpareState } from './spare-state';
-import { blockOf, blockSpan, blockStart, clipToBlock, spareOffsetOf, type ByteOffset, type MainBlock } from './units';
+import { addBytes, blockOf, blockSpan, blockStart, clipToBlock, spareOffsetOf, type ByteOffset, type MainBlock } from '../units';
 
 /** Wait for every piece; the first failure (in order) is the request's error. */
 export async function settleAll(work: Promise<unknown>[]): Promise<void> {
@@ -110,7 +110,8 @@ export class WritePath {
   ): Promise<void>[] {
     const c = this.c;
     const sub = (from: ByteOffset, to: ByteOffset): Buffer => piece.subarray(from - offset, to - offset);
-    if (c.table.pendingCount === 0) return [onMain(o, sub(o, o + len))];
+    const end = addBytes(o, len);
+    if (c.table.pendingCount === 0) return [onMain(o, sub(o, end))];
     const [first, last] = blockSpan(o, len, c.blockSize);
     const work: Promise<void>[] = [];
     let runStart = o;
@@ -121,7 +122,7 @@ export class WritePath {
       work.push(this.remapOnWrite(b, start, sub(start, stop), 'read-error'));
       runStart = stop;
     }
-    if (runStart < o + len) work.push(onMain(runStart, sub(runStart, o + len)));
+    if (runStart < end) work.push(onMain(runStart, sub(runStart, end)));
     return work;
   }
 
@@ -218,7 +219,7 @@ export class WritePath {
       if (start !== at || part.length !== len) {
         full = Buffer.alloc(len);
         part.copy(full, start - at);
-        const missing = await this.readAround(b, full, start, start + part.length);
+        const missing = await this.readAround(b, full, start, addBytes(start, part.length));
         if (missing !== undefined) {
           await this.partialIntoUnreadable(b, start, part, reason, missing, failAt);
           return;

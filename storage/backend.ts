@@ -4,20 +4,25 @@
  * media error (EIO) from a programming error.
  */
 
+import { byteOffset, type ByteOffset } from '../units';
 import type { LaneStats } from './io-lane';
 
 export type BackendKind = 'file' | 'block';
 
 export class BackendError extends Error {
+  /** Absolute byte offset where the failing operation started. */
+  readonly offset: ByteOffset;
+
   constructor(
     /** OS error code, e.g. 'EIO', 'ENOSPC'. */
     readonly code: string,
     message: string,
-    /** Absolute byte offset where the failing operation started. */
-    readonly offset: number,
+    /** Where the failing system call started, as the OS or the caller computed it. */
+    offset: number,
   ) {
     super(message);
     this.name = 'BackendError';
+    this.offset = byteOffset(offset);
   }
 }
 
@@ -40,15 +45,15 @@ export interface Backend {
   /** Counters of the backend's I/O lane (storage/io-lane.ts), when it has one. */
   ioStats?(): LaneStats | undefined;
 
-  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void>;
-  write(offset: number, source: Buffer, sourceOffset?: number, length?: number): Promise<void>;
+  read(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void>;
+  write(offset: ByteOffset, source: Buffer, sourceOffset?: number, length?: number): Promise<void>;
   /** fdatasync. */
   sync(): Promise<void>;
   /** Deallocate the range; it reads back as zeroes afterwards. Size is kept. */
-  trim(offset: number, length: number): Promise<void>;
+  trim(offset: ByteOffset, length: number): Promise<void>;
   /** Make the range read back as zeroes; allocated (written) when noHole. */
-  zero(offset: number, length: number, noHole: boolean): Promise<void>;
+  zero(offset: ByteOffset, length: number, noHole: boolean): Promise<void>;
   /** Data/hole map of the range: consecutive extents covering [offset, offset+length). */
-  extents(offset: number, length: number): Promise<{ length: number; hole: boolean }[]>;
+  extents(offset: ByteOffset, length: number): Promise<{ length: number; hole: boolean }[]>;
   close(): Promise<void>;
 }

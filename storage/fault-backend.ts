@@ -4,6 +4,7 @@
  * through. Rules can be swapped at runtime with setRules(); operations already past their lookup
  * keep the rules they saw.
  */
+import type { ByteOffset } from '../units';
 import { Backend, BackendError, BackendKind } from './backend';
 import { FaultRules } from './faults';
 import type { LaneStats } from './io-lane';
@@ -79,13 +80,13 @@ export class FaultInjectingBackend implements Backend {
     });
   }
 
-  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
+  read(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void> {
     const g = this.gate('read', 'read', offset, length);
     if (!g) return this.inner.read(offset, length, target, targetOffset);
     return g.then(() => this.inner.read(offset, length, target, targetOffset));
   }
 
-  write(offset: number, source: Buffer, sourceOffset = 0, length?: number): Promise<void> {
+  write(offset: ByteOffset, source: Buffer, sourceOffset = 0, length?: number): Promise<void> {
     const len = length ?? source.length - sourceOffset;
     const g = this.gate('write', 'write', offset, len);
     if (!g) return this.inner.write(offset, source, sourceOffset, len);
@@ -96,19 +97,19 @@ export class FaultInjectingBackend implements Backend {
     return this.inner.sync();
   }
 
-  trim(offset: number, length: number): Promise<void> {
+  trim(offset: ByteOffset, length: number): Promise<void> {
     const g = this.gate('write', 'trim', offset, length);
     if (!g) return this.inner.trim(offset, length);
     return g.then(() => this.inner.trim(offset, length));
   }
 
-  zero(offset: number, length: number, noHole: boolean): Promise<void> {
+  zero(offset: ByteOffset, length: number, noHole: boolean): Promise<void> {
     const g = this.gate('write', 'zero', offset, length);
     if (!g) return this.inner.zero(offset, length, noHole);
     return g.then(() => this.inner.zero(offset, length, noHole));
   }
 
-  extents(offset: number, length: number): Promise<{ length: number; hole: boolean }[]> {
+  extents(offset: ByteOffset, length: number): Promise<{ length: number; hole: boolean }[]> {
     return this.inner.extents(offset, length);
   }
 

@@ -31,6 +31,7 @@
  * first byte not yet transferred).
  */
 import * as fs from 'fs';
+import type { ByteOffset } from '../units';
 import { Backend, BackendError, BackendKind } from './backend';
 import * as native from './native';
 import { IoBatcher, lanesAvailable } from './io-batch';
@@ -165,7 +166,7 @@ export class FileBackend implements Backend {
     }
   }
 
-  read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
+  read(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void> {
     const bad = this.check('read', offset, length, false);
     if (bad) return Promise.reject(bad);
     if (targetOffset < 0 || targetOffset + length > target.length) {
@@ -207,7 +208,7 @@ export class FileBackend implements Backend {
     });
   }
 
-  write(offset: number, source: Buffer, sourceOffset = 0, length?: number): Promise<void> {
+  write(offset: ByteOffset, source: Buffer, sourceOffset = 0, length?: number): Promise<void> {
     const len = length ?? source.length - sourceOffset;
     const bad = this.check('write', offset, len, true);
     if (bad) return Promise.reject(bad);
@@ -340,7 +341,7 @@ export class FileBackend implements Backend {
     await this.writeZeroes(offset, length);
   }
 
-  async trim(offset: number, length: number): Promise<void> {
+  async trim(offset: ByteOffset, length: number): Promise<void> {
     const bad = this.check('trim', offset, length, true);
     if (bad) throw bad;
     if (length === 0) return;
@@ -352,7 +353,7 @@ export class FileBackend implements Backend {
     }
   }
 
-  async zero(offset: number, length: number, noHole: boolean): Promise<void> {
+  async zero(offset: ByteOffset, length: number, noHole: boolean): Promise<void> {
     const bad = this.check('zero', offset, length, true);
     if (bad) throw bad;
     if (length === 0) return;
@@ -364,7 +365,7 @@ export class FileBackend implements Backend {
     }
   }
 
-  async extents(offset: number, length: number): Promise<{ length: number; hole: boolean }[]> {
+  async extents(offset: ByteOffset, length: number): Promise<{ length: number; hole: boolean }[]> {
     const bad = this.check('extents', offset, length, false);
     if (bad) throw bad;
     if (length === 0) return [];

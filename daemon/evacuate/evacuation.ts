@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import { PassthroughDevice } from '../../remap/passthrough-device';
 import type { Backend } from '../../storage/backend';
 import { openBackend } from '../../storage/file-backend';
+import { byteOffset, mainBlock } from '../../units';
 import { writeDdrescueMapfile } from '../maps/ddrescue-mapfile';
 import type { DeviceClaim } from '../owner-lock';
 import type { MirrorDevice } from './mirror-device';
@@ -151,7 +152,7 @@ export class Evacuation {
     if (s.phase === 'copying') {
       this.h.log.info({ target: s.target, from: s.cursor, size: s.size }, 'evacuation: copying');
       while (s.cursor < s.size && this.alive()) {
-        const at = s.cursor;
+        const at = byteOffset(s.cursor);
         const n = Math.min(CHUNK, s.size - at);
         await this.mirror.withRangeLock(at, n, async () => {
           try {
@@ -202,7 +203,7 @@ export class Evacuation {
   /** Copy block b; false when it cannot be read. `locked`: the caller holds the range lock. */
   private async copyOneBlock(b: number, buf: Buffer, locked = false): Promise<boolean> {
     const B = this.state.blockSize;
-    const at = b * B;
+    const at = byteOffset(b * B);
     const n = Math.min(B, this.state.size - at);
     const t = this.target!;
     const go = async () => {
@@ -231,11 +232,11 @@ export class Evacuation {
     for (let at = 0; at < s.size && this.alive(); at += CHUNK) {
       const n = Math.min(CHUNK, s.size - at);
       await this.mirror.withRangeLock(at, n, async () => {
-        await t.read(at, n, other, 0);
+        await t.read(byteOffset(at), n, other, 0);
         hash.update(other.subarray(0, n));
         let ok = true;
         try {
-          await this.mirror.served.read(at, n, buf, 0);
+          await this.mirror.served.read(byteOffset(at), n, buf, 0);
           ok = buf.subarray(0, n).equals(other.subarray(0, n));
         } catch {
           // a chunk with unreadable blocks: compare the readable blocks one by one
@@ -243,7 +244,7 @@ export class Evacuation {
             if (bad.has(b)) continue;
             const l = Math.min(B, s.size - b * B);
             try {
-              await this.mirror.served.read(b * B, l, buf, 0);
+              await this.mirror.served.read(byteOffset(b * B), l, buf, 0);
               if (!buf.subarray(0, l).equals(other.subarray(b * B - at, b * B - at + l))) ok = false;
             } catch {
               bad.add(b);
@@ -266,7 +267,7 @@ export class Evacuation {
     writeFileSync(
       s.mapfile,
       writeDdrescueMapfile(
-        { size: s.size, blockSize: B, remapped: [], pending: s.unreadable },
+        { size: s.size, blockSize: B, remapped: [], pending: s.unreadable.map(mainBlock) },
         { version: 'evacuate', commandLine: `remapd evacuate --to ${s.target}` },
       ),
     );

@@ -19,6 +19,7 @@ import {
   type Extent,
   type ZeroOptions,
 } from '../../protocol/block-device';
+import { addBytes, type ByteOffset } from '../../units';
 import type { Backend } from '../../storage/backend';
 
 interface Span {
@@ -139,7 +140,7 @@ export class MirrorDevice implements BlockDevice {
     }
   }
 
-  async read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
+  async read(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void> {
     await this.enter();
     try {
       await this.inner.read(offset, length, target, targetOffset);
@@ -148,7 +149,7 @@ export class MirrorDevice implements BlockDevice {
     }
   }
 
-  write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+  write(offset: ByteOffset, data: Buffer, fua: boolean): Promise<void> {
     return this.mutate(
       offset,
       data.length,
@@ -160,7 +161,7 @@ export class MirrorDevice implements BlockDevice {
     );
   }
 
-  zero(offset: number, length: number, o: ZeroOptions): Promise<void> {
+  zero(offset: ByteOffset, length: number, o: ZeroOptions): Promise<void> {
     return this.mutate(
       offset,
       length,
@@ -169,7 +170,7 @@ export class MirrorDevice implements BlockDevice {
     );
   }
 
-  trim(offset: number, length: number, fua: boolean): Promise<void> {
+  trim(offset: ByteOffset, length: number, fua: boolean): Promise<void> {
     return this.mutate(
       offset,
       length,
@@ -179,9 +180,9 @@ export class MirrorDevice implements BlockDevice {
   }
 
   /** What the served device now holds in the range, onto the target (mirrors a trim). */
-  private async copyRange(offset: number, length: number, t: Backend): Promise<void> {
+  private async copyRange(offset: ByteOffset, length: number, t: Backend): Promise<void> {
     const chunk = Buffer.allocUnsafe(Math.min(length, 1024 * 1024));
-    for (let at = offset; at < offset + length; at += chunk.length) {
+    for (let at = offset; at < offset + length; at = addBytes(at, chunk.length)) {
       const n = Math.min(chunk.length, offset + length - at);
       try {
         await this.inner.read(at, n, chunk, 0);
@@ -204,7 +205,7 @@ export class MirrorDevice implements BlockDevice {
     }
   }
 
-  async cache(offset: number, length: number): Promise<void> {
+  async cache(offset: ByteOffset, length: number): Promise<void> {
     await this.enter();
     try {
       await this.inner.cache(offset, length);
@@ -213,7 +214,7 @@ export class MirrorDevice implements BlockDevice {
     }
   }
 
-  async extents(offset: number, length: number): Promise<Extent[]> {
+  async extents(offset: ByteOffset, length: number): Promise<Extent[]> {
     await this.enter();
     try {
       return await this.inner.extents(offset, length);

@@ -4,6 +4,7 @@
  * size. Written from the pending blocks (every list block touching one); read strictly, one number per
  * line, errors naming the line.
  */
+import { byteOffset } from '../../units';
 import { MapFileError, type BlockMap, type ByteRange } from './block-map';
 
 export const BADBLOCKS_DEFAULT_BLOCK_SIZE = 1024;
@@ -43,7 +44,7 @@ export function parseBadblocksList(text: string, file: string, listBlockSize: nu
     if (!/^[0-9]+$/.test(t)) throw new MapFileError(file, i + 1, `expected one block number per line (badblocks output), got "${t}"`);
     const n = Number(t);
     if (!Number.isSafeInteger(n * listBlockSize + listBlockSize)) throw new MapFileError(file, i + 1, `block ${t} is too large`);
-    suspect.push({ offset: n * listBlockSize, length: listBlockSize });
+    suspect.push({ offset: byteOffset(n * listBlockSize), length: listBlockSize });
   }
   return { suspect, blocks: suspect.length };
 }

@@ -7,7 +7,7 @@
  * writers (ddrescue-mapfile.ts, badblocks-list.ts) turn it into files, the parsers turn files into
  * byte ranges (`ByteRange`) for the daemon's `suspect` command.
  */
-import type { ByteLength, ByteOffset, MainBlock } from '../../remap/units';
+import { blockStart, byteOffset, type ByteLength, type ByteOffset, type MainBlock } from '../../units';
 
 export interface BlockMap {
   /** Export size in bytes. */
@@ -41,11 +41,11 @@ export function regionsOf(map: BlockMap): Region[] {
     const last = out[out.length - 1];
     if (last && last.status === status && last.offset + last.length === offset) {
       out[out.length - 1] = { ...last, length: end - last.offset };
-    } else out.push({ offset, length: end - offset, status });
+    } else out.push({ offset: byteOffset(offset), length: end - offset, status });
   };
   let at = 0;
   for (const b of map.pending) {
-    const start = b * map.blockSize;
+    const start = blockStart(b, map.blockSize);
     if (start >= map.size) continue;
     const end = Math.min(map.size, start + map.blockSize);
     push(at, start, '+');
@@ -59,7 +59,7 @@ export function regionsOf(map: BlockMap): Region[] {
 /** Sort, merge overlapping and adjacent ranges; drop empty ones. */
 export function mergeRanges(ranges: readonly ByteRange[]): ByteRange[] {
   const sorted = ranges.filter((r) => r.length > 0).sort((a, b) => a.offset - b.offset);
-  const out: { offset: number; length: number }[] = [];
+  const out: { offset: ByteOffset; length: number }[] = [];
   for (const r of sorted) {
     const last = out[out.length - 1];
     if (last && r.offset <= last.offset + last.length) {

@@ -11,6 +11,7 @@
  * "rescue" is finished ('+'). Read strictly: every malformed line is an error naming the line; regions
  * with '-', '*' or '/' (they hold bad sectors) are returned as suspect, '?' (never read) is counted only.
  */
+import { byteOffset } from '../../units';
 import { MapFileError, regionsOf, type BlockMap, type ByteRange } from './block-map';
 
 const hex = (n: number) => `0x${n.toString(16).toUpperCase().padStart(8, '0')}`;
@@ -103,7 +104,7 @@ export function parseDdrescueMapfile(text: string, file: string): DdrescueImport
     expected = pos + size;
     regions++;
     bytesByStatus[f[2]] = (bytesByStatus[f[2]] ?? 0) + size;
-    if (SUSPECT.has(f[2])) suspect.push({ offset: pos, length: size });
+    if (SUSPECT.has(f[2])) suspect.push({ offset: byteOffset(pos), length: size });
   }
   if (!sawStatusLine) throw new MapFileError(file, undefined, 'not a ddrescue mapfile: no current status line (is it empty?)');
   if (regions === 0) throw new MapFileError(file, undefined, 'the mapfile lists no regions');

@@ -20,6 +20,7 @@ import { classifyCode } from '../../storage/error-class';
 import * as native from '../../storage/native';
 import { failingDisk } from '../helpers/failing-disk';
 import { tempDir } from '../helpers/tmp';
+import { byteOffset } from '../../units';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -42,15 +43,15 @@ t.test('direct: an unwritable sector fails the write itself; buffered only at sy
   tt.teardown(() => direct.close());
   tt.equal(direct.direct, true, 'O_DIRECT on the loop device');
   const data = Buffer.alloc(64 * KiB, 0x5a);
-  const c = await code(direct.write(2 * MiB, data));
+  const c = await code(direct.write(byteOffset(2 * MiB), data));
   tt.ok(classifyCode(c) === 'media', `the 64 KiB write over the bad sector fails with a media error (${c})`);
-  tt.equal(await code(direct.write(3 * MiB, data)), 'ok', 'a write elsewhere succeeds');
+  tt.equal(await code(direct.write(byteOffset(3 * MiB), data)), 'ok', 'a write elsewhere succeeds');
   tt.equal(await code(direct.sync()), 'ok', 'and the next sync is clean: the error was reported once, on its request');
 
   const buffered = await openFileBackend(d.device, {});
   tt.teardown(() => buffered.close());
   tt.equal(buffered.direct, false);
-  tt.equal(await code(buffered.write(2 * MiB, data)), 'ok', 'buffered: the same write is acknowledged from the page cache');
+  tt.equal(await code(buffered.write(byteOffset(2 * MiB), data)), 'ok', 'buffered: the same write is acknowledged from the page cache');
   tt.not(await code(buffered.sync()), 'ok', 'buffered: the error surfaces at the next sync, with no offset');
 });
 
@@ -61,9 +62,9 @@ t.test('direct: the block after an unreadable one reads', { skip }, async (tt) =
   const b = await openFileBackend(d.device, { direct: true, readOnly: true });
   tt.teardown(() => b.close());
   const buf = Buffer.alloc(4 * KiB);
-  tt.equal(classifyCode(await code(b.read(bad, 4 * KiB, buf, 0))), 'media', 'the unreadable block fails');
-  tt.equal(await code(b.read(bad + 4 * KiB, 4 * KiB, buf, 0)), 'ok', 'the next 4 KiB block reads');
-  tt.equal(await code(b.read(bad - 4 * KiB, 4 * KiB, buf, 0)), 'ok', 'the previous one too');
+  tt.equal(classifyCode(await code(b.read(byteOffset(bad), 4 * KiB, buf, 0))), 'media', 'the unreadable block fails');
+  tt.equal(await code(b.read(byteOffset(bad + 4 * KiB), 4 * KiB, buf, 0)), 'ok', 'the next 4 KiB block reads');
+  tt.equal(await code(b.read(byteOffset(bad - 4 * KiB), 4 * KiB, buf, 0)), 'ok', 'the previous one too');
   const img = Buffer.alloc(4 * KiB);
   const fd = fs.openSync(d.image, 'r');
   fs.readSync(fd, img, 0, 4 * KiB, bad - 4 * KiB);
@@ -78,9 +79,9 @@ t.test('4096-byte sectors: a partial-sector write is a read-modify-write of the 
   tt.equal(b.logicalBlockSize, 4096);
   tt.equal(b.directAlign, 4096);
   const piece = Buffer.alloc(512, 0x33);
-  tt.equal(await code(b.write(1 * MiB + 1024, piece)), 'ok', '512-byte write into a healthy 4 KiB block');
+  tt.equal(await code(b.write(byteOffset(1 * MiB + 1024), piece)), 'ok', '512-byte write into a healthy 4 KiB block');
   const back = Buffer.alloc(4 * KiB);
-  await b.read(1 * MiB, 4 * KiB, back, 0);
+  await b.read(byteOffset(1 * MiB), 4 * KiB, back, 0);
   const img = Buffer.alloc(4 * KiB);
   const fd = fs.openSync(d.image, 'r');
   fs.readSync(fd, img, 0, 4 * KiB, 1 * MiB);
@@ -89,7 +90,7 @@ t.test('4096-byte sectors: a partial-sector write is a read-modify-write of the 
   tt.ok(back.subarray(1024, 1536).equals(piece), 'the new bytes are there');
   // An unreadable sector elsewhere in the same 4 KiB block: the read half of the RMW fails.
   await d.failRead(2 * MiB + 3072);
-  const c = await code(b.write(2 * MiB, piece));
+  const c = await code(b.write(byteOffset(2 * MiB), piece));
   tt.equal(classifyCode(c), 'media', `a partial write into a block with an unreadable sector fails (${c})`);
 });
 
@@ -104,17 +105,17 @@ t.test('a slow sector misses the deadline; another backend is not held up', { sk
   const spare = await openFileBackend(spareFile, { laneName: 'fd-spare' });
   tt.teardown(() => spare.close());
   const buf = Buffer.alloc(4 * KiB);
-  const slowRead = code(main.read(slow, 4 * KiB, buf, 0));
+  const slowRead = code(main.read(byteOffset(slow), 4 * KiB, buf, 0));
   // The spare works while main's read hangs in the kernel.
   const data = Buffer.alloc(64 * KiB, 7);
-  await spare.write(0, data);
+  await spare.write(byteOffset(0), data);
   await spare.sync();
   tt.ok(main.ioStats()!.inFlight + main.ioStats()!.stuck >= 1, 'main is still busy with the slow read');
   const c = await slowRead;
   tt.equal(c, 'ETIMEDOUT', 'the slow read fails with ETIMEDOUT');
   tt.equal(classifyCode(c), 'media');
   tt.equal(main.ioStats()!.timeouts, 1);
-  tt.equal(await code(main.read(1 * MiB, 4 * KiB, Buffer.alloc(4 * KiB), 0)), 'ok', 'main serves other blocks meanwhile');
+  tt.equal(await code(main.read(byteOffset(1 * MiB), 4 * KiB, Buffer.alloc(4 * KiB), 0)), 'ok', 'main serves other blocks meanwhile');
 });
 
 t.test('merged split reads: a bad hole costs nothing, a bad piece fails alone at its offset', { skip }, async (tt) => {
@@ -127,9 +128,9 @@ t.test('merged split reads: a bad hole costs nothing, a bad piece fails alone at
   await d.failRead(base + 50 * 4096); // inside the second piece
   const buf = native.allocAligned!(256 * KiB);
   const [p1, p2, p3] = await Promise.allSettled([
-    b.read(base, 20 * 4096, buf, 0),
-    b.read(base + 21 * 4096, 9 * 4096 + 29 * 4096, buf, 21 * 4096),
-    b.read(base + 60 * 4096, 4 * 4096, buf, 60 * 4096),
+    b.read(byteOffset(base), 20 * 4096, buf, 0),
+    b.read(byteOffset(base + 21 * 4096), 9 * 4096 + 29 * 4096, buf, 21 * 4096),
+    b.read(byteOffset(base + 60 * 4096), 4 * 4096, buf, 60 * 4096),
   ]);
   tt.equal(p1.status, 'fulfilled', 'piece before the bad hole reads');
   tt.ok(buf.subarray(0, 20 * 4096).equals(img.subarray(base, base + 20 * 4096)), 'with the right bytes');

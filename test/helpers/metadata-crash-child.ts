@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import { MetadataStore } from '../../metadata/store';
 import { TestFileBackend } from './metadata-file-spare';
+import { byteOffset, mainBlock } from '../../units';
 
 async function main(): Promise<void> {
   const [spareFile, logFile] = process.argv.slice(2);
@@ -29,15 +30,19 @@ async function main(): Promise<void> {
         fs.writeSync(log, `R ${e.mainBlock}\n`);
         busy.delete(e.mainBlock);
       } else if (r < 0.3) {
-        await s.commit({ pendingAdd: [Math.floor(Math.random() * mains())] });
-        await s.saveScanState({ cursorOffset: Math.floor(Math.random() * 1e9), passesCompleted: 1, lastFullScanAt: Date.now() });
+        await s.commit({ pendingAdd: [mainBlock(Math.floor(Math.random() * mains()))] });
+        await s.saveScanState({
+          cursorOffset: byteOffset(Math.floor(Math.random() * 1e9)),
+          passesCompleted: 1,
+          lastFullScanAt: Date.now(),
+        });
       } else {
         const m = Math.floor(Math.random() * mains());
-        if (busy.has(m) || s.lookup(m)) continue;
+        if (busy.has(m) || s.lookup(mainBlock(m))) continue;
         const b = s.allocateSpareBlock();
         if (b === undefined) continue;
         busy.add(m);
-        await s.commit({ add: [{ mainBlock: m, spareBlock: b, reason: 'write-error', createdAt: Date.now() }] });
+        await s.commit({ add: [{ mainBlock: mainBlock(m), spareBlock: b, reason: 'write-error', createdAt: Date.now() }] });
         fs.writeSync(log, `A ${m} ${b}\n`);
         busy.delete(m);
       }

@@ -5,6 +5,7 @@ import * as path from 'path';
 import { createHash } from 'crypto';
 import { TestFileBackend } from './metadata-file-spare';
 import { MetadataStore, type RemapEntry } from '../../metadata/store';
+import { mainBlock } from '../../units';
 
 export function tmpDir(t: { teardown(fn: () => void): void }, name: string): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), `remapd-${name}-`));
@@ -23,7 +24,12 @@ export function snapshot(s: MetadataStore): { remaps: Map<number, RemapEntry>; p
 }
 
 export async function addRemaps(s: MetadataStore, mains: number[], createdAt = 1_700_000_000_000): Promise<void> {
-  const add = mains.map((m) => ({ mainBlock: m, spareBlock: s.allocateSpareBlock()!, reason: 'write-error' as const, createdAt }));
+  const add = mains.map((m) => ({
+    mainBlock: mainBlock(m),
+    spareBlock: s.allocateSpareBlock()!,
+    reason: 'write-error' as const,
+    createdAt,
+  }));
   await s.commit({ add });
 }
 

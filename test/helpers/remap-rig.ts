@@ -15,6 +15,7 @@ import { identityFromBackend } from '../../metadata/fingerprint';
 import { BackendError, type Backend, type BackendKind } from '../../storage/backend';
 import { openBackend } from '../../storage/file-backend';
 import { RemapDevice } from '../../remap/remap-device';
+import { byteOffset } from '../../units';
 
 export type Op = 'read' | 'write' | 'sync' | 'trim' | 'zero';
 export type Hook = (op: Op, offset: number, length: number) => void | Promise<void>;
@@ -69,13 +70,13 @@ export class HookedBackend implements Backend {
 
   async read(offset: number, length: number, target: Buffer, targetOffset: number): Promise<void> {
     await this.gate('read', offset, length);
-    await this.inner.read(offset, length, target, targetOffset);
+    await this.inner.read(byteOffset(offset), length, target, targetOffset);
     if (this.after) await this.after('read', offset, length);
   }
   async write(offset: number, source: Buffer, sourceOffset = 0, length?: number): Promise<void> {
     const len = length ?? source.length - sourceOffset;
     await this.gate('write', offset, len);
-    await this.inner.write(offset, source, sourceOffset, len);
+    await this.inner.write(byteOffset(offset), source, sourceOffset, len);
     if (this.after) await this.after('write', offset, len);
   }
   async sync(): Promise<void> {
@@ -84,14 +85,14 @@ export class HookedBackend implements Backend {
   }
   async trim(offset: number, length: number): Promise<void> {
     await this.gate('trim', offset, length);
-    return this.inner.trim(offset, length);
+    return this.inner.trim(byteOffset(offset), length);
   }
   async zero(offset: number, length: number, noHole: boolean): Promise<void> {
     await this.gate('zero', offset, length);
-    return this.inner.zero(offset, length, noHole);
+    return this.inner.zero(byteOffset(offset), length, noHole);
   }
   extents(offset: number, length: number): Promise<{ length: number; hole: boolean }[]> {
-    return this.inner.extents(offset, length);
+    return this.inner.extents(byteOffset(offset), length);
   }
   close(): Promise<void> {
     return this.inner.close();
@@ -171,7 +172,7 @@ export async function devRead(
 ): Promise<Buffer | (Error & { errno?: string; offset?: number })> {
   const buf = Buffer.alloc(length);
   try {
-    await dev.read(offset, length, buf, 0);
+    await dev.read(byteOffset(offset), length, buf, 0);
     return buf;
   } catch (err) {
     return err as Error;
@@ -184,7 +185,7 @@ export async function devWrite(
   data: Buffer,
 ): Promise<undefined | (Error & { errno?: string; offset?: number })> {
   try {
-    await dev.write(offset, data, false);
+    await dev.write(byteOffset(offset), data, false);
     return undefined;
   } catch (err) {
     return err as Error;

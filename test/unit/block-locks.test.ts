@@ -1,6 +1,7 @@
 /** BlockLocks: a mover waits for the writes in flight when it took the lock, and only for those. */
 import t from 'tap';
 import { BlockLocks } from '../../remap/block-locks';
+import { mainBlock } from '../../units';
 
 function deferred(): { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } {
   let resolve!: () => void;
@@ -25,7 +26,7 @@ t.test('a mover waits for writes already in flight (tracked or begun), not for l
     () => g.end(),
   );
   const order: string[] = [];
-  const moved = locks.withLock(7, async () => {
+  const moved = locks.withLock(mainBlock(7), async () => {
     order.push('move');
   });
   await tick();
@@ -49,12 +50,12 @@ t.test('a second mover also waits for writes of the generation before the first 
   const old = deferred();
   locks.trackWrite(old.promise);
   const order: string[] = [];
-  const m1 = locks.withLock(1, async () => {
+  const m1 = locks.withLock(mainBlock(1), async () => {
     order.push('m1');
   });
   const mid = deferred();
   locks.trackWrite(mid.promise);
-  const m2 = locks.withLock(2, async () => {
+  const m2 = locks.withLock(mainBlock(2), async () => {
     order.push('m2');
   });
   mid.resolve();
@@ -69,17 +70,17 @@ t.test('movers of one block run one after another; waitUnlocked waits for them',
   const locks = new BlockLocks();
   const order: string[] = [];
   const gate = deferred();
-  const a = locks.withLock(5, async () => {
+  const a = locks.withLock(mainBlock(5), async () => {
     order.push('a-start');
     await gate.promise;
     order.push('a-end');
   });
-  const b = locks.withLock(5, async () => {
+  const b = locks.withLock(mainBlock(5), async () => {
     order.push('b');
   });
   await tick();
   let unlocked = false;
-  const w = locks.waitUnlocked(4, 6).then(() => {
+  const w = locks.waitUnlocked(mainBlock(4), mainBlock(6)).then(() => {
     unlocked = true;
   });
   await tick();

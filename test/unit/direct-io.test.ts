@@ -15,6 +15,7 @@ import { classifyCode } from '../../storage/error-class';
 import { openLanes } from '../../storage/io-lane';
 import { isHeldByStuckIo } from '../../storage/stuck-buffers';
 import * as native from '../../storage/native';
+import { byteOffset } from '../../units';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -97,27 +98,27 @@ t.test('direct I/O on a regular file: aligned, unaligned, odd buffers, page cach
   const data = pattern(1 * MiB, 1);
   const aligned = native.allocAligned!(1 * MiB);
   data.copy(aligned);
-  await b.write(2 * MiB, aligned);
+  await b.write(byteOffset(2 * MiB), aligned);
   const odd = Buffer.alloc(1 * MiB + 3);
-  await b.read(2 * MiB, 1 * MiB, odd, 3);
+  await b.read(byteOffset(2 * MiB), 1 * MiB, odd, 3);
   tt.ok(odd.subarray(3).equals(data), 'aligned write, read into an unaligned buffer');
 
   // Unaligned offsets and lengths: read-modify-write keeps the neighbours.
   const small = pattern(1000, 2);
-  await b.write(2 * MiB + 100, small);
+  await b.write(byteOffset(2 * MiB + 100), small);
   const expect = Buffer.from(data);
   small.copy(expect, 100);
   const back = Buffer.alloc(1 * MiB);
-  await b.read(2 * MiB, 1 * MiB, back, 0);
+  await b.read(byteOffset(2 * MiB), 1 * MiB, back, 0);
   tt.ok(back.equals(expect), 'a 1000-byte write at +100 changed exactly those bytes');
   const piece = Buffer.alloc(777);
-  await b.read(2 * MiB + 50, 777, piece, 0);
+  await b.read(byteOffset(2 * MiB + 50), 777, piece, 0);
   tt.ok(piece.equals(expect.subarray(50, 827)), 'unaligned read');
   // A write across a sector boundary with partial head and tail sectors.
   const cross = pattern(9000, 3);
-  await b.write(2 * MiB + 4000, cross);
+  await b.write(byteOffset(2 * MiB + 4000), cross);
   cross.copy(expect, 4000);
-  await b.read(2 * MiB, 1 * MiB, back, 0);
+  await b.read(byteOffset(2 * MiB), 1 * MiB, back, 0);
   tt.ok(back.equals(expect), 'partial head and tail sectors merged');
   await b.sync();
   const onDisk = Buffer.alloc(1 * MiB);
@@ -130,16 +131,16 @@ t.test('direct I/O on a regular file: aligned, unaligned, odd buffers, page cach
   dropCache(file);
   tt.equal(cachedPages(file), 0, 'cache dropped');
   const big = Buffer.alloc(4 * MiB);
-  await b.read(8 * MiB, 4 * MiB, big, 0);
-  await b.write(12 * MiB, pattern(256 * KiB, 4));
-  await b.write(13 * MiB + 5, pattern(3000, 5));
+  await b.read(byteOffset(8 * MiB), 4 * MiB, big, 0);
+  await b.write(byteOffset(12 * MiB), pattern(256 * KiB, 4));
+  await b.write(byteOffset(13 * MiB + 5), pattern(3000, 5));
   tt.equal(cachedPages(file), 0, 'direct reads and writes left nothing in the page cache');
 
   // The same reads buffered fill the cache: the check above can fail.
   const buffered = await openFileBackend(file, {});
   tt.teardown(() => buffered.close());
   tt.equal(buffered.direct, false);
-  await buffered.read(8 * MiB, 4 * MiB, big, 0);
+  await buffered.read(byteOffset(8 * MiB), 4 * MiB, big, 0);
   tt.ok(cachedPages(file) > 0, 'buffered reads do fill the page cache');
 });
 
@@ -156,13 +157,13 @@ t.test('concurrent read-modify-writes of the same sectors lose nothing', { skip:
     for (let i = 0; i < 512; i++) {
       const piece = Buffer.alloc(64, (i * 7 + round * 13) & 0xff || 1);
       piece.copy(expect, i * 64);
-      writes.push(b.write(64 * KiB + i * 64, piece));
+      writes.push(b.write(byteOffset(64 * KiB + i * 64), piece));
     }
     // Aligned whole-sector writes into the same region interleave with them (to another range).
-    writes.push(b.write(128 * KiB, native.allocAligned!(8 * KiB).fill(round + 1)));
+    writes.push(b.write(byteOffset(128 * KiB), native.allocAligned!(8 * KiB).fill(round + 1)));
     await Promise.all(writes);
     const back = Buffer.alloc(32 * KiB);
-    await b.read(64 * KiB, 32 * KiB, back, 0);
+    await b.read(byteOffset(64 * KiB), 32 * KiB, back, 0);
     tt.ok(back.equals(expect), `round ${round}: every 64-byte piece is there`);
   }
 });
@@ -174,9 +175,9 @@ t.test('buffered fallback, with a notice, when O_DIRECT cannot be used', { skip:
   tt.teardown(() => b.close());
   tt.equal(b.direct, false, 'size not a multiple of 4096: buffered');
   tt.match(b.directNotice ?? '', /not a multiple of 4096; using the page cache/);
-  await b.write(1 * MiB, pattern(512, 6));
+  await b.write(byteOffset(1 * MiB), pattern(512, 6));
   const r = Buffer.alloc(512);
-  await b.read(1 * MiB, 512, r, 0);
+  await b.read(byteOffset(1 * MiB), 512, r, 0);
   tt.ok(r.equals(pattern(512, 6)), 'still reads and writes');
   const nat = await openFileBackend(imageFile(path.join(dir, 'even.img'), 1 * MiB), { direct: true, useNative: false });
   tt.teardown(() => nat.close());
@@ -195,18 +196,18 @@ for (const sectorSize of [512, 4096]) {
     tt.equal(b.logicalBlockSize, sectorSize);
     tt.equal(b.directAlign, sectorSize);
     const data = pattern(64 * KiB, 7);
-    await b.write(1 * MiB, data);
+    await b.write(byteOffset(1 * MiB), data);
     const expect = Buffer.from(data);
     // 512-byte write at a 512-aligned offset: aligned on a 512 device, read-modify-write on a 4K one.
     const s = pattern(512, 8);
-    await b.write(1 * MiB + 1536, s);
+    await b.write(byteOffset(1 * MiB + 1536), s);
     s.copy(expect, 1536);
     const t3 = pattern(3, 9);
-    await b.write(1 * MiB + 4095, t3);
+    await b.write(byteOffset(1 * MiB + 4095), t3);
     t3.copy(expect, 4095);
     await b.sync();
     const back = Buffer.alloc(64 * KiB);
-    await b.read(1 * MiB, 64 * KiB, back, 0);
+    await b.read(byteOffset(1 * MiB), 64 * KiB, back, 0);
     tt.ok(back.equals(expect), 'read back through the device');
     const fd = fs.openSync(image, 'r');
     const onDisk = Buffer.alloc(64 * KiB);
@@ -214,9 +215,9 @@ for (const sectorSize of [512, 4096]) {
     fs.closeSync(fd);
     tt.ok(onDisk.equals(expect), 'the backing file holds the bytes');
     // Zeroing a range with partial sectors goes through the same path.
-    await b.zero(1 * MiB + 100, 5000, true);
+    await b.zero(byteOffset(1 * MiB + 100), 5000, true);
     expect.fill(0, 100, 5100);
-    await b.read(1 * MiB, 64 * KiB, back, 0);
+    await b.read(byteOffset(1 * MiB), 64 * KiB, back, 0);
     tt.ok(back.equals(expect), 'zero() with unaligned head and tail');
   });
 }
@@ -226,11 +227,11 @@ t.test('deadline: a hung op fails with ETIMEDOUT, the lane keeps serving, its th
   const file = imageFile(path.join(dir, 'slow.img'), 1 * MiB);
   const b = await openFileBackend(file, { direct: true, deadlineMs: 300, ioThreads: 2, laneName: 'test-main' });
   const data = pattern(4096, 10);
-  await b.write(0, data);
+  await b.write(byteOffset(0), data);
   // The stall and a read submitted in the same tick share a job: both miss the deadline.
   const stalled = b.stallLane(4000);
   const caught = Buffer.alloc(4096);
-  const sameJob = b.read(0, 4096, caught, 0);
+  const sameJob = b.read(byteOffset(0), 4096, caught, 0);
   const errs = await Promise.allSettled([stalled, sameJob]);
   for (const r of errs) {
     tt.equal(r.status, 'rejected');
@@ -246,7 +247,7 @@ t.test('deadline: a hung op fails with ETIMEDOUT, the lane keeps serving, its th
   tt.equal(st.timeouts, 1, 'one job timed out');
   // The lane still serves, with its other thread and a replacement.
   const r = Buffer.alloc(4096);
-  await b.read(0, 4096, r, 0);
+  await b.read(byteOffset(0), 4096, r, 0);
   tt.ok(r.equals(data), 'a later read is served while the stuck thread sleeps');
   tt.ok(
     openLanes().some((l) => l.name === 'test-main'),
@@ -282,10 +283,10 @@ t.test('stuck threads are bounded; a hung lane does not stall another backend', 
   }
   // Meanwhile the spare, on its own lane, writes, syncs and reads.
   const data = pattern(64 * KiB, 11);
-  await spare.write(0, data);
+  await spare.write(byteOffset(0), data);
   await spare.sync();
   const back = Buffer.alloc(64 * KiB);
-  await spare.read(0, 64 * KiB, back, 0);
+  await spare.read(byteOffset(0), 64 * KiB, back, 0);
   tt.ok(back.equals(data), 'spare I/O completes while main is hung');
   tt.ok(main.ioStats()!.inFlight + main.ioStats()!.stuck > 0, 'main is still hung at that point');
   const codes = await Promise.all(hangs);
@@ -295,7 +296,7 @@ t.test('stuck threads are bounded; a hung lane does not stall another backend', 
   tt.equal(st.timeouts, 20);
   // With every thread stuck, a new read cannot run: it times out in the queue instead of hanging.
   const r = Buffer.alloc(4096);
-  await main.read(0, 4096, r, 0).then(
+  await main.read(byteOffset(0), 4096, r, 0).then(
     () => tt.pass('read served (a thread came back)'),
     (e: BackendError) => tt.equal(e.code, 'ETIMEDOUT', 'read timed out in the queue'),
   );
@@ -321,9 +322,10 @@ t.test(
     const settled: number[] = new Array(blocks.length).fill(0);
     await Promise.all(
       blocks.map((blk, i) =>
-        (i < 32 ? b.read(blk * 4096, 4096, alignedBuf, i * 4096) : b.read(blk * 4096, 4096, plain, 5 + (i - 32) * 4096)).then(
-          () => settled[i]++,
-        ),
+        (i < 32
+          ? b.read(byteOffset(blk * 4096), 4096, alignedBuf, i * 4096)
+          : b.read(byteOffset(blk * 4096), 4096, plain, 5 + (i - 32) * 4096)
+        ).then(() => settled[i]++),
       ),
     );
     tt.ok(
@@ -338,7 +340,7 @@ t.test(
     tt.ok(ok, 'aligned and bounced reads return the file bytes');
     // 96 writes at once from slices of one unaligned receive-like slab (as small WRITE payloads arrive).
     const slab = Buffer.concat([Buffer.alloc(3), pattern(96 * 4096, 22)]);
-    await Promise.all(blocks.map((blk, i) => b.write(blk * 4096, slab, 3 + i * 4096, 4096)));
+    await Promise.all(blocks.map((blk, i) => b.write(byteOffset(blk * 4096), slab, 3 + i * 4096, 4096)));
     await b.sync();
     const onDisk = fs.readFileSync(file);
     ok = blocks.every((blk, i) => onDisk.subarray(blk * 4096, (blk + 1) * 4096).equals(slab.subarray(3 + i * 4096, 3 + (i + 1) * 4096)));
@@ -347,9 +349,9 @@ t.test(
     tt.ok(after.aioOps - before.aioOps >= 150, `the kernel took the ops through AIO (${after.aioOps - before.aioOps} of 192)`);
     tt.equal(after.inFlight, 0, 'nothing left in flight');
     // An unaligned request still works (the threads bounce it with read-modify-write).
-    await b.write(4096 * 3 + 100, pattern(500, 23));
+    await b.write(byteOffset(4096 * 3 + 100), pattern(500, 23));
     const piece = Buffer.alloc(500);
-    await b.read(4096 * 3 + 100, 500, piece, 0);
+    await b.read(byteOffset(4096 * 3 + 100), 500, piece, 0);
     tt.ok(piece.equals(pattern(500, 23)), 'unaligned request through the threads');
   },
 );
@@ -369,12 +371,12 @@ t.test('the pieces of a split request run as one vectored op, with exact results
     let pos = 0;
     for (let blk = 0; blk < 256; blk++) {
       if (blk % 26 === 13) {
-        if (blk * 4096 > pos) reads.push(b.read(1 * MiB + pos, blk * 4096 - pos, buf, pos));
+        if (blk * 4096 > pos) reads.push(b.read(byteOffset(1 * MiB + pos), blk * 4096 - pos, buf, pos));
         holes.push(blk);
         pos = (blk + 1) * 4096;
       }
     }
-    reads.push(b.read(1 * MiB + pos, 1 * MiB - pos, buf, pos));
+    reads.push(b.read(byteOffset(1 * MiB + pos), 1 * MiB - pos, buf, pos));
     await Promise.all(reads);
     let ok = true;
     for (let blk = 0; blk < 256; blk++) {
@@ -386,10 +388,10 @@ t.test('the pieces of a split request run as one vectored op, with exact results
     // Contiguous writes from scattered buffer positions (spare pieces of one request): one pwritev.
     const src = pattern(64 * KiB, 13);
     const writes: Promise<void>[] = [];
-    for (let i = 0; i < 8; i++) writes.push(b.write(3 * MiB + i * 4096, src, (7 - i) * 8192, 4096));
+    for (let i = 0; i < 8; i++) writes.push(b.write(byteOffset(3 * MiB + i * 4096), src, (7 - i) * 8192, 4096));
     await Promise.all(writes);
     const back = Buffer.alloc(32 * KiB);
-    await b.read(3 * MiB, 32 * KiB, back, 0);
+    await b.read(byteOffset(3 * MiB), 32 * KiB, back, 0);
     let wok = true;
     for (let i = 0; i < 8; i++)
       if (!back.subarray(i * 4096, (i + 1) * 4096).equals(src.subarray((7 - i) * 8192, (7 - i) * 8192 + 4096))) wok = false;

@@ -12,6 +12,7 @@ import { BackendError } from '../../storage/backend';
 import { FaultRule, FaultRules, FaultRuleError } from '../../storage/faults';
 import { FaultInjectingBackend } from '../../storage/fault-backend';
 import { openBackend } from '../../storage/file-backend';
+import { byteOffset } from '../../units';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -271,9 +272,9 @@ t.test('FaultInjectingBackend on a real file', async (tt) => {
   tt.equal(b.kind, 'file');
   const buf = Buffer.alloc(64 * KiB);
 
-  await inner.write(1 * MiB, Buffer.alloc(4096, 0xab));
+  await inner.write(byteOffset(1 * MiB), Buffer.alloc(4096, 0xab));
   try {
-    await b.read(1 * MiB, 4096, buf, 0);
+    await b.read(byteOffset(1 * MiB), 4096, buf, 0);
     tt.fail('read over the bad sector succeeded');
   } catch (err) {
     tt.ok(err instanceof BackendError);
@@ -281,13 +282,13 @@ t.test('FaultInjectingBackend on a real file', async (tt) => {
     tt.equal((err as BackendError).offset, 1 * MiB + 512, 'offset is the first failing byte');
     tt.match((err as Error).message, /injected EIO \(fault rule 0 of test-rules\)/);
   }
-  await b.read(1 * MiB, 4096, buf, 0);
+  await b.read(byteOffset(1 * MiB), 4096, buf, 0);
   tt.equal(buf[0], 0xab, 'second read succeeds (count 1) and returns the data');
 
   for (const [what, op] of [
-    ['write', () => b.write(2 * MiB - 512, Buffer.alloc(1024))],
-    ['trim', () => b.trim(2 * MiB, 4096)],
-    ['zero', () => b.zero(2 * MiB + 1024, 4096, true)],
+    ['write', () => b.write(byteOffset(2 * MiB - 512), Buffer.alloc(1024))],
+    ['trim', () => b.trim(byteOffset(2 * MiB), 4096)],
+    ['zero', () => b.zero(byteOffset(2 * MiB + 1024), 4096, true)],
   ] as const) {
     try {
       await op();
@@ -297,19 +298,19 @@ t.test('FaultInjectingBackend on a real file', async (tt) => {
       tt.equal((err as BackendError).offset, what === 'zero' ? 2 * MiB + 1024 : 2 * MiB, `${what} offset`);
     }
   }
-  await b.read(2 * MiB, 4096, buf, 0); // reads are unaffected by the write rule
+  await b.read(byteOffset(2 * MiB), 4096, buf, 0); // reads are unaffected by the write rule
 
   let t0 = Date.now();
-  await b.read(3 * MiB, 4096, buf, 0);
+  await b.read(byteOffset(3 * MiB), 4096, buf, 0);
   const delayed = Date.now() - t0;
   tt.ok(delayed >= 140, `delayed read took ${delayed} ms (rule: 150)`);
   t0 = Date.now();
-  await b.read(3 * MiB, 4096, buf, 0);
+  await b.read(byteOffset(3 * MiB), 4096, buf, 0);
   tt.ok(Date.now() - t0 < 100, 'delay used up after count');
 
   t0 = Date.now();
   try {
-    await b.read(3 * MiB + 8192, 4096, buf, 0);
+    await b.read(byteOffset(3 * MiB + 8192), 4096, buf, 0);
     tt.fail('timed-out read succeeded');
   } catch (err) {
     tt.equal((err as BackendError).code, 'ETIMEDOUT');
@@ -318,17 +319,17 @@ t.test('FaultInjectingBackend on a real file', async (tt) => {
 
   // Reload at runtime.
   b.setRules(FaultRules.parse('[{"op":"write","offset":0,"length":1,"error":"EROFS"}]'));
-  await b.read(3 * MiB + 8192, 4096, buf, 0);
-  await b.write(2 * MiB, Buffer.alloc(4096));
+  await b.read(byteOffset(3 * MiB + 8192), 4096, buf, 0);
+  await b.write(byteOffset(2 * MiB), Buffer.alloc(4096));
   try {
-    await b.write(0, Buffer.alloc(512));
+    await b.write(byteOffset(0), Buffer.alloc(512));
     tt.fail('new rule not applied');
   } catch (err) {
     tt.equal((err as BackendError).code, 'EROFS', 'reloaded rules apply');
   }
   b.setRules(FaultRules.empty());
-  await b.write(0, Buffer.alloc(512));
-  tt.same(await b.extents(0, 4096), await inner.extents(0, 4096), 'extents pass through');
+  await b.write(byteOffset(0), Buffer.alloc(512));
+  tt.same(await b.extents(byteOffset(0), 4096), await inner.extents(byteOffset(0), 4096), 'extents pass through');
 });
 
 t.test('FaultRules.load reads a file and names it in errors', async (tt) => {

@@ -17,6 +17,7 @@ import { openBackend } from '../../storage/file-backend';
 import { RemapDevice } from '../../remap/remap-device';
 import { HealthScanner } from '../../health/scanner';
 import { parseSuspectArgs, alignAndMerge } from '../../health/suspects';
+import { byteOffset } from '../../units';
 
 const MiB = 1 << 20;
 const B = 4096;
@@ -170,10 +171,10 @@ t.test('suspect arguments: integers, inside the device, bounded count; aligned a
   tt.same(
     alignAndMerge(
       [
-        { offset: 5000, length: 10 },
-        { offset: 0, length: 1 },
-        { offset: 4096, length: 1 },
-        { offset: 20000, length: 1 },
+        { offset: byteOffset(5000), length: 10 },
+        { offset: byteOffset(0), length: 1 },
+        { offset: byteOffset(4096), length: 1 },
+        { offset: byteOffset(20000), length: 1 },
       ],
       B,
       size,
@@ -201,8 +202,8 @@ t.test('suspect regions are visited before the pass continues; unreadable ones b
   tt.same(
     s.suspect(
       [
-        { offset: 7 * MiB, length: 64 * B },
-        { offset: 7 * MiB + 10, length: 1 },
+        { offset: byteOffset(7 * MiB), length: 64 * B },
+        { offset: byteOffset(7 * MiB + 10), length: 1 },
       ],
       'import-map test',
     ),

@@ -14,6 +14,7 @@ import { FaultInjectingBackend } from '../../storage/fault-backend';
 import { FaultRules } from '../../storage/faults';
 import { openBackend } from '../../storage/file-backend';
 import { MediaIsolator } from '../../health/media-isolator';
+import { byteOffset, mainBlock } from '../../units';
 
 const MiB = 1 << 20;
 const B = 4096;
@@ -45,7 +46,7 @@ async function rig(
 
 async function firstFailure(dev: Backend, offset: number, length: number): Promise<unknown> {
   try {
-    await dev.read(offset, length, Buffer.alloc(length), 0);
+    await dev.read(byteOffset(offset), length, Buffer.alloc(length), 0);
   } catch (err) {
     return err;
   }
@@ -63,7 +64,7 @@ t.test('3 unreadable sectors in a 1 MiB chunk: exactly their 3 blocks, exact sec
   const first = await firstFailure(r.dev, chunk, chunk);
   r.dev.reads = 0;
   const iso = new MediaIsolator(r.dev, { blockSize: B, readRetries: 3, maxReads: 1024 });
-  const res = await iso.isolate(chunk, chunk, first, 0);
+  const res = await iso.isolate(byteOffset(chunk), chunk, first, 0);
   tt.notOk(res.deviceFailure, 'no device failure');
   tt.same(res.unresolved, []);
   tt.same(
@@ -86,7 +87,7 @@ t.test('3 unreadable sectors in a 1 MiB chunk: exactly their 3 blocks, exact sec
 t.test('a sector that fails once is flaky, not unreadable', async (tt) => {
   const r = await rig(tt, [{ op: 'read', offset: 10 * B + 2 * S, length: S, error: 'EIO', count: 2 }]);
   const first = await firstFailure(r.dev, 0, MiB);
-  const res = await new MediaIsolator(r.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(0, MiB, first, -1);
+  const res = await new MediaIsolator(r.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(byteOffset(0), MiB, first, -1);
   tt.same(
     res.findings.map((f) => [f.kind, f.block]),
     [['flaky', 10]],
@@ -97,7 +98,7 @@ t.test('a sector that fails once is flaky, not unreadable', async (tt) => {
 t.test('device gone (ENXIO), everything failing, and non-media errors blame no block', async (tt) => {
   const gone = await rig(tt, [{ op: 'read', offset: 0, length: 4 * MiB, error: 'ENXIO' }]);
   let res = await new MediaIsolator(gone.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(
-    MiB,
+    byteOffset(MiB),
     MiB,
     await firstFailure(gone.dev, MiB, MiB),
     0,
@@ -110,7 +111,7 @@ t.test('device gone (ENXIO), everything failing, and non-media errors blame no b
   const all = await rig(tt, [{ op: 'read', offset: 0, length: 4 * MiB, error: 'EIO' }]);
   all.dev.reads = 0;
   res = await new MediaIsolator(all.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(
-    2 * MiB,
+    byteOffset(2 * MiB),
     MiB,
     await firstFailure(all.dev, 2 * MiB, MiB),
     MiB,
@@ -122,7 +123,7 @@ t.test('device gone (ENXIO), everything failing, and non-media errors blame no b
 
   const cfg = await rig(tt, [{ op: 'read', offset: 2 * MiB, length: B, error: 'EINVAL' }]);
   res = await new MediaIsolator(cfg.dev, { blockSize: B, readRetries: 3, maxReads: 1024 }).isolate(
-    2 * MiB,
+    byteOffset(2 * MiB),
     MiB,
     await firstFailure(cfg.dev, 2 * MiB, MiB),
     0,
@@ -141,7 +142,7 @@ t.test('read budget: what is not isolated is handed back, nothing is guessed', a
     badBlocks.map((b) => ({ op: 'read', offset: b * B, length: S, error: 'EIO' })),
   );
   const first = await firstFailure(r.dev, 0, MiB);
-  const res = await new MediaIsolator(r.dev, { blockSize: B, readRetries: 3, maxReads: 120 }).isolate(0, MiB, first, -1);
+  const res = await new MediaIsolator(r.dev, { blockSize: B, readRetries: 3, maxReads: 120 }).isolate(byteOffset(0), MiB, first, -1);
   tt.notOk(res.deviceFailure);
   tt.ok(res.reads <= 120, `reads ${res.reads} within the budget`);
   const found = res.findings.map((f) => f.block);
@@ -153,7 +154,7 @@ t.test('read budget: what is not isolated is handed back, nothing is guessed', a
   );
   const covered = (b: number): boolean => res.unresolved.some((u) => b * B >= u.offset && b * B < u.offset + u.length);
   tt.ok(
-    badBlocks.every((b) => found.includes(b) || covered(b)),
+    badBlocks.every((b) => found.includes(mainBlock(b)) || covered(b)),
     'every other bad block is in an unresolved range',
   );
   await r.close();

@@ -16,6 +16,7 @@ import { FaultRules } from '../../storage/faults';
 import { openBackend } from '../../storage/file-backend';
 import { RemapDevice } from '../../remap/remap-device';
 import { HealthScanner } from '../../health/scanner';
+import { byteOffset, mainBlock } from '../../units';
 
 const MiB = 1 << 20;
 // Real worker threads and real reads: slow on a loaded 2-core machine (no timing is asserted).
@@ -81,7 +82,7 @@ async function spareCopy(r: Rig, block: number): Promise<Buffer> {
   const e = r.device.entries().find((x) => x.mainBlock === block);
   if (!e) throw new Error(`block ${block} is not remapped`);
   const buf = Buffer.alloc(B);
-  await r.device.read(block * B, B, buf, 0);
+  await r.device.read(byteOffset(block * B), B, buf, 0);
   return buf;
 }
 
@@ -102,11 +103,11 @@ t.test('one pass finds flaky, very slow and unreadable blocks; migrates with ide
   await passEnd;
   await s.idle();
   tt.equal(r.rules.remainingCount(0), 0, "the worker consumed the flaky rule's shared count");
-  tt.ok(r.device.isRemapped(FLAKY), 'flaky block migrated');
-  tt.ok(r.device.isRemapped(SLOW), 'very slow block migrated at once');
-  tt.notOk(r.device.isRemapped(CLEAN_SLOW), 'a merely slow block waits for a second pass');
-  tt.ok(r.device.isPending(BAD), 'unreadable block pending');
-  tt.notOk(r.device.isRemapped(BAD));
+  tt.ok(r.device.isRemapped(mainBlock(FLAKY)), 'flaky block migrated');
+  tt.ok(r.device.isRemapped(mainBlock(SLOW)), 'very slow block migrated at once');
+  tt.notOk(r.device.isRemapped(mainBlock(CLEAN_SLOW)), 'a merely slow block waits for a second pass');
+  tt.ok(r.device.isPending(mainBlock(BAD)), 'unreadable block pending');
+  tt.notOk(r.device.isRemapped(mainBlock(BAD)));
   const reasons = Object.fromEntries(r.device.entries().map((e) => [e.mainBlock, e.reason]));
   tt.same(reasons, { [FLAKY]: 'scan-flaky', [SLOW]: 'scan-slow' });
   tt.ok((await spareCopy(r, FLAKY)).equals(r.original.subarray(FLAKY * B, (FLAKY + 1) * B)), 'flaky block data identical on the spare');
@@ -117,7 +118,7 @@ t.test('one pass finds flaky, very slow and unreadable blocks; migrates with ide
   tt.equal(st.blocks.failed, 1);
   tt.equal(st.blocks.pending, 1);
   tt.equal(st.blocks.migrated, 2);
-  tt.ok(st.slowOffsets.includes(CLEAN_SLOW * B), 'the slow block is listed, not yet migrated');
+  tt.ok(st.slowOffsets.includes(byteOffset(CLEAN_SLOW * B)), 'the slow block is listed, not yet migrated');
   tt.ok(st.blocks.slow >= 1);
   tt.same(st.pendingOffsets, [BAD * B]);
   tt.not(st.label, 'healthy', `score ${st.score} ${JSON.stringify(st.penalties)}`);
@@ -137,7 +138,7 @@ t.test('one pass finds flaky, very slow and unreadable blocks; migrates with ide
   await pass2;
   await s.idle();
   s.pause();
-  tt.ok(r.device.isRemapped(CLEAN_SLOW), 'slow in 2 consecutive passes → migrated');
+  tt.ok(r.device.isRemapped(mainBlock(CLEAN_SLOW)), 'slow in 2 consecutive passes → migrated');
   tt.ok((await spareCopy(r, CLEAN_SLOW)).equals(r.original.subarray(CLEAN_SLOW * B, (CLEAN_SLOW + 1) * B)));
   st = s.status();
   tt.ok(st.passesCompleted >= 2);
@@ -153,7 +154,7 @@ t.test('resumes from the persisted cursor; pause holds it; crash restarts the wo
     { op: 'read', offset: 1 * MiB, length: 4096, delayMs: 1, count: 1 },
     { op: 'read', offset: 6 * MiB, length: 4096, delayMs: 1, count: 1 },
   ]);
-  await r.store.saveScanState({ cursorOffset: 4 * MiB, passesCompleted: 3, lastFullScanAt: Date.now() - 1000 });
+  await r.store.saveScanState({ cursorOffset: byteOffset(4 * MiB), passesCompleted: 3, lastFullScanAt: Date.now() - 1000 });
   const s = new HealthScanner(r.device, {
     mainPath: r.mainPath,
     logger: r.log,

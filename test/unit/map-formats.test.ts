@@ -6,8 +6,14 @@ import t from 'tap';
 import { mergeRanges, regionsOf, MapFileError, type BlockMap } from '../../daemon/maps/block-map';
 import { parseDdrescueMapfile, writeDdrescueMapfile } from '../../daemon/maps/ddrescue-mapfile';
 import { badblocksNumbers, parseBadblocksList, writeBadblocksList } from '../../daemon/maps/badblocks-list';
+import { byteOffset, mainBlock } from '../../units';
 
-const map: BlockMap = { size: 10 * 4096 + 1000, blockSize: 4096, remapped: [1, 2], pending: [3, 4, 7, 10] };
+const map: BlockMap = {
+  size: 10 * 4096 + 1000,
+  blockSize: 4096,
+  remapped: [mainBlock(1), mainBlock(2)],
+  pending: [mainBlock(3), mainBlock(4), mainBlock(7), mainBlock(10)],
+};
 
 function errOf(fn: () => unknown): MapFileError {
   try {
@@ -81,9 +87,9 @@ t.test('ddrescue: strict, with line numbers', async (t) => {
 });
 
 t.test('badblocks: numbers in the list block size, write and parse', async (t) => {
-  t.same(badblocksNumbers({ size: 8192 * 4, blockSize: 8192, remapped: [], pending: [1, 2] }, 4096), [2, 3, 4, 5]);
+  t.same(badblocksNumbers({ size: 8192 * 4, blockSize: 8192, remapped: [], pending: [mainBlock(1), mainBlock(2)] }, 4096), [2, 3, 4, 5]);
   t.same(
-    badblocksNumbers({ size: 4096 * 4, blockSize: 4096, remapped: [], pending: [1, 2] }, 8192),
+    badblocksNumbers({ size: 4096 * 4, blockSize: 4096, remapped: [], pending: [mainBlock(1), mainBlock(2)] }, 8192),
     [0, 1],
     'bigger list blocks: each touched once',
   );
@@ -111,11 +117,11 @@ t.test('badblocks: numbers in the list block size, write and parse', async (t) =
 t.test('mergeRanges: overlap and adjacency', async (t) => {
   t.same(
     mergeRanges([
-      { offset: 10, length: 5 },
-      { offset: 0, length: 10 },
-      { offset: 12, length: 10 },
-      { offset: 30, length: 0 },
-      { offset: 40, length: 1 },
+      { offset: byteOffset(10), length: 5 },
+      { offset: byteOffset(0), length: 10 },
+      { offset: byteOffset(12), length: 10 },
+      { offset: byteOffset(30), length: 0 },
+      { offset: byteOffset(40), length: 1 },
     ]),
     [
       { offset: 0, length: 22 },

@@ -10,6 +10,7 @@ import { MetadataStore } from '../../metadata/store';
 import { decodeHeader } from '../../metadata/header';
 import { checkpointOffset, journalOffset, type Layout } from '../../metadata/layout';
 import { MAIN, TestFileBackend, addRemaps, snapshot, tmpDir } from '../helpers/metadata-util';
+import { mainBlock } from '../../units';
 
 interface Pristine {
   file: string;
@@ -27,7 +28,7 @@ async function makePristine(dir: string): Promise<Pristine> {
     s,
     Array.from({ length: 3000 }, (_, i) => i * 7),
   ); // > 1 chunk
-  await s.commit({ pendingAdd: [5, 6] });
+  await s.commit({ pendingAdd: [mainBlock(5), mainBlock(6)] });
   await s.checkpoint();
   const l = s.layout;
   // Keep an old but valid image of copy 2 (for the stale-sequence case).
@@ -36,7 +37,7 @@ async function makePristine(dir: string): Promise<Pristine> {
   fs.readSync(fd, oldRegion2, 0, l.regionBytes, l.regionOffsets[2]);
   fs.closeSync(fd);
   for (let i = 0; i < 5; i++) await addRemaps(s, [100_000 + i]); // journal frames after the checkpoint
-  await s.commit({ remove: [7], pendingRemove: [6] });
+  await s.commit({ remove: [mainBlock(7)], pendingRemove: [mainBlock(6)] });
   const expected = snapshot(s);
   await s.close();
   await spare.close();
@@ -159,7 +160,7 @@ t.test('damaged copies', async (t) => {
         'all copies carry the new sequence',
       );
       const s2 = await MetadataStore.open(await TestFileBackend.open(file), MAIN);
-      t.ok(s2.lookup(200_000), 'commit after repair persisted');
+      t.ok(s2.lookup(mainBlock(200_000)), 'commit after repair persisted');
       await s2.close();
     });
   }

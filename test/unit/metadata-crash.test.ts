@@ -9,6 +9,7 @@ import * as path from 'path';
 import { spawn } from 'child_process';
 import { MetadataStore } from '../../metadata/store';
 import { MAIN, TestFileBackend, tmpDir } from '../helpers/metadata-util';
+import { mainBlock } from '../../units';
 
 const CHILD = path.join(__dirname, '..', 'helpers', 'metadata-crash-child.js');
 const KILLS = 20;
@@ -55,7 +56,7 @@ t.test(`SIGKILL ${KILLS} times at random moments`, { timeout: 300_000 }, async (
     const s = await MetadataStore.open(sp, MAIN);
     let missing = 0;
     for (const [m, b] of expect) {
-      const e = s.lookup(m);
+      const e = s.lookup(mainBlock(m));
       if (!e && !maybeRemoved.has(m)) missing++;
       if (e && e.spareBlock !== b) missing++;
     }

@@ -9,6 +9,7 @@ import * as path from 'path';
 import * as zlib from 'zlib';
 import { MetadataStore } from '../../metadata/store';
 import { TestFileBackend, tmpDir } from '../helpers/metadata-util';
+import { byteOffset, mainBlock } from '../../units';
 
 const FIXTURE = path.join(__dirname, '..', '..', '..', 'test', 'fixtures', 'metadata-v1.img.gz');
 const UUID = '0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9';
@@ -20,19 +21,19 @@ async function build(file: string): Promise<void> {
   const spare = await TestFileBackend.open(file, { size: 2 << 20 });
   const s = await MetadataStore.create(spare, MAIN, { blockSize: 4096, journalBytes: 65536, setupUuid: UUID, now });
   const a = [10, 20, 30].map((m, i) => ({
-    mainBlock: m,
+    mainBlock: mainBlock(m),
     spareBlock: s.allocateSpareBlock()!,
     reason: 'write-error' as const,
     createdAt: 1_600_000_000_000 + i,
   }));
   await s.commit({ add: a });
-  await s.commit({ pendingAdd: [40, 41] });
-  await s.saveScanState({ cursorOffset: 123 * 4096, passesCompleted: 2, lastFullScanAt: 1_650_000_000_000 });
+  await s.commit({ pendingAdd: [mainBlock(40), mainBlock(41)] });
+  await s.saveScanState({ cursorOffset: byteOffset(123 * 4096), passesCompleted: 2, lastFullScanAt: 1_650_000_000_000 });
   await s.checkpoint();
   await s.commit({
-    remove: [20],
-    add: [{ mainBlock: 50, spareBlock: s.allocateSpareBlock()!, reason: 'scan-slow', createdAt: 1_600_000_000_100 }],
-    pendingRemove: [41],
+    remove: [mainBlock(20)],
+    add: [{ mainBlock: mainBlock(50), spareBlock: s.allocateSpareBlock()!, reason: 'scan-slow', createdAt: 1_600_000_000_100 }],
+    pendingRemove: [mainBlock(41)],
   });
   await s.close();
   await spare.close();

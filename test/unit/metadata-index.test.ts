@@ -5,6 +5,7 @@ import { RemapIndex } from '../../metadata/remap-index';
 import { MetadataStore } from '../../metadata/store';
 import { REMAP_REASONS } from '../../metadata/types';
 import { MAIN, TestFileBackend, addRemaps, tmpDir } from '../helpers/metadata-util';
+import { mainBlock } from '../../units';
 
 type Row = { spare: number; reason: number; created: number };
 
@@ -95,23 +96,26 @@ t.test('the in-memory table changes only when a commit resolves, also when the r
   const spare = await TestFileBackend.open(file, { size: 64 << 20 });
   const s = await MetadataStore.create(spare, MAIN, { blockSize: 4096, journalBytes: 64 << 10 });
   await addRemaps(s, [1, 2, 3]);
-  const old2 = s.spareBlockOf(2);
+  const old2 = s.spareBlockOf(mainBlock(2));
   let checkpointRounds = 0;
   for (let i = 0; i < 300; i++) {
     const cps = s.checkpoints;
     const nb = s.allocateSpareBlock()!;
-    const p = s.commit({ add: [{ mainBlock: 1000 + i, spareBlock: nb, reason: 'scan-slow', createdAt: i }], remove: i === 150 ? [2] : [] });
+    const p = s.commit({
+      add: [{ mainBlock: mainBlock(1000 + i), spareBlock: nb, reason: 'scan-slow', createdAt: i }],
+      remove: i === 150 ? [mainBlock(2)] : [],
+    });
     // Let the round run up to its I/O; memory must not show the change yet.
     await new Promise((r) => setImmediate(r));
-    if (s.spareBlockOf(1000 + i) !== -1) t.fail(`remap ${1000 + i} visible before its commit resolved`);
-    if (i === 150 && s.spareBlockOf(2) !== old2) t.fail('removal visible before its commit resolved');
+    if (s.spareBlockOf(mainBlock(1000 + i)) !== -1) t.fail(`remap ${1000 + i} visible before its commit resolved`);
+    if (i === 150 && s.spareBlockOf(mainBlock(2)) !== old2) t.fail('removal visible before its commit resolved');
     await p;
     if (s.checkpoints > cps) checkpointRounds++;
-    if (s.spareBlockOf(1000 + i) !== nb) t.fail(`remap ${1000 + i} missing after its commit resolved`);
+    if (s.spareBlockOf(mainBlock(1000 + i)) !== nb) t.fail(`remap ${1000 + i} missing after its commit resolved`);
   }
   t.ok(checkpointRounds > 0, `${checkpointRounds} commits were written by a journal-full checkpoint`);
-  t.equal(s.spareBlockOf(2), -1);
-  t.equal(s.reasonOf(1000), 'scan-slow');
+  t.equal(s.spareBlockOf(mainBlock(2)), -1);
+  t.equal(s.reasonOf(mainBlock(1000)), 'scan-slow');
   t.same(s.reasonCounts(), { 'write-error': 2, 'scan-slow': 300 });
   await s.close();
   const s2 = await MetadataStore.open(spare, MAIN);

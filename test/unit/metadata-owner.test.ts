@@ -17,6 +17,7 @@ import { MetadataStore, readOwner } from '../../metadata/store';
 import { decodeHeader, OFF } from '../../metadata/header';
 import { markerIsLive, processStartMs, ownMarker } from '../../daemon/owner-lock';
 import { TestFileBackend, tmpDir, MAIN } from '../helpers/metadata-util';
+import { mainBlock } from '../../units';
 
 t.test('claim writes the marker into every header; open and readOwner read it; checkpoints keep it', async (t) => {
   const file = path.join(tmpDir(t, 'owner'), 'spare.img');
@@ -26,7 +27,7 @@ t.test('claim writes the marker into every header; open and readOwner read it; c
   t.equal(await readOwner(spare), undefined);
   const host = 'ü'.repeat(40); // 80 bytes of UTF-8: cut to 32 characters (64 bytes)
   await s.claim({ pid: 4242, host, since: 1_750_000_000_123 });
-  await s.commit({ pendingAdd: [7] });
+  await s.commit({ pendingAdd: [mainBlock(7)] });
   await s.checkpoint();
   await s.close();
   const s2 = await MetadataStore.open(spare, MAIN);

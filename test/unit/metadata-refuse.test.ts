@@ -5,6 +5,7 @@ import * as path from 'path';
 import { MetadataStore } from '../../metadata/store';
 import { crc32 } from '../../metadata/crc';
 import { MAIN, TestFileBackend, addRemaps, sha, tmpDir } from '../helpers/metadata-util';
+import { mainBlock } from '../../units';
 
 async function setup(dir: string, name = 'spare.img'): Promise<string> {
   const file = path.join(dir, name);
@@ -128,10 +129,10 @@ t.test('512-byte and 4Kn devices', async (t) => {
   const s = await MetadataStore.create(spare4k, { ...MAIN, logicalBlockSize: 4096 }, { blockSize: 4096 });
   t.equal(s.layout.frameAlign, 4096, 'journal frames padded to 4 KiB on 4Kn');
   await addRemaps(s, [9]);
-  await s.commit({ pendingAdd: [10] });
+  await s.commit({ pendingAdd: [mainBlock(10)] });
   await s.close();
   const s2 = await MetadataStore.open(spare4k, { ...MAIN, logicalBlockSize: 4096 });
-  t.ok(s2.lookup(9));
+  t.ok(s2.lookup(mainBlock(9)));
   t.same([...s2.pending()], [10]);
   await s2.close();
   await spare4k.close();

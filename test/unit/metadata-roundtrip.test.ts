@@ -4,6 +4,7 @@ import * as path from 'path';
 import { MetadataStore } from '../../metadata/store';
 import { computeLayout, isMetadataBlock } from '../../metadata/layout';
 import { MAIN, TestFileBackend, addRemaps, snapshot, tmpDir } from '../helpers/metadata-util';
+import { byteOffset, mainBlock, spareBlock } from '../../units';
 
 t.test('layout: regions never overlap each other or data blocks', async (t) => {
   for (const [size, bs, j] of [
@@ -36,8 +37,8 @@ t.test('round trip, allocation across restart, removal, pending, scan state', as
   const dataBlocks = s.spareDataBlocks;
   await addRemaps(s, [1, 2, 3, 4]);
   const reserved = s.allocateSpareBlock()!; // reserved, never committed
-  await s.commit({ remove: [2], pendingAdd: [77, 78, 3] });
-  await s.saveScanState({ cursorOffset: 1 << 20, passesCompleted: 1, lastFullScanAt: 42 });
+  await s.commit({ remove: [mainBlock(2)], pendingAdd: [mainBlock(77), mainBlock(78), mainBlock(3)] });
+  await s.saveScanState({ cursorOffset: byteOffset(1 << 20), passesCompleted: 1, lastFullScanAt: 42 });
   t.same([...s.pending()].sort(), [77, 78], 'pending add of a remapped block is ignored');
   const snap = snapshot(s);
   const seq = s.sequence;
@@ -62,28 +63,28 @@ t.test('round trip, allocation across restart, removal, pending, scan state', as
     () => t.fail('no block'),
     () => t.pass('exhausted spare rejects'),
   );
-  for (const b of handed) s.releaseSpareBlock(b);
+  for (const b of handed) s.releaseSpareBlock(spareBlock(b));
   await addRemaps(s, [6]);
   t.ok(s.sequence > seq, 'sequence keeps increasing across restarts');
   // Replacing and removing: blocks are freed only once durable.
-  const old = s.lookup(1)!.spareBlock;
+  const old = s.lookup(mainBlock(1))!.spareBlock;
   const nb = s.allocateSpareBlock()!;
-  const p = s.commit({ add: [{ mainBlock: 1, spareBlock: nb, reason: 'spare-error', createdAt: 1 }] });
-  t.ok(s.lookup(1)!.spareBlock === old, 'old mapping visible until durable');
+  const p = s.commit({ add: [{ mainBlock: mainBlock(1), spareBlock: nb, reason: 'spare-error', createdAt: 1 }] });
+  t.ok(s.lookup(mainBlock(1))!.spareBlock === old, 'old mapping visible until durable');
   await p;
-  t.equal(s.lookup(1)!.spareBlock, nb);
+  t.equal(s.lookup(mainBlock(1))!.spareBlock, nb);
   await t.rejects(
-    s.commit({ add: [{ mainBlock: 9, spareBlock: nb, reason: 'manual', createdAt: 1 }] }),
+    s.commit({ add: [{ mainBlock: mainBlock(9), spareBlock: nb, reason: 'manual', createdAt: 1 }] }),
     { code: 'INVALID_CHANGE' },
     'spare block of another remap refused',
   );
   await t.rejects(
-    s.commit({ add: [{ mainBlock: s.mainBlocks, spareBlock: s.allocateSpareBlock()!, reason: 'manual', createdAt: 1 }] }),
+    s.commit({ add: [{ mainBlock: mainBlock(s.mainBlocks), spareBlock: s.allocateSpareBlock()!, reason: 'manual', createdAt: 1 }] }),
     { code: 'INVALID_CHANGE' },
     'main block beyond the device refused',
   );
   await t.rejects(
-    s.commit({ add: [{ mainBlock: 9, spareBlock: 0, reason: 'manual', createdAt: 1 }] }),
+    s.commit({ add: [{ mainBlock: mainBlock(9), spareBlock: spareBlock(0), reason: 'manual', createdAt: 1 }] }),
     { code: 'INVALID_CHANGE' },
     'metadata block refused',
   );

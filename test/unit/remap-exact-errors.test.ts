@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { remapRig, failing, devRead, devWrite } from '../helpers/remap-rig';
+import { byteOffset } from '../../units';
 
 const B = 4096;
 const S = 512;
@@ -91,7 +92,7 @@ t.test('64 KiB write over one failing sector: only that block remapped, the rest
   t.ok(Buffer.isBuffer(back) && back.equals(data), 'the whole write reads back');
   // Main holds the new data everywhere except the remapped block.
   const onMain = Buffer.alloc(64 * KiB);
-  await r.main.inner.read(at, onMain.length, onMain, 0);
+  await r.main.inner.read(byteOffset(at), onMain.length, onMain, 0);
   t.ok(
     onMain.subarray(0, 9 * B).equals(data.subarray(0, 9 * B)) && onMain.subarray(10 * B).equals(data.subarray(10 * B)),
     'neighbours were written to main',

@@ -21,6 +21,7 @@ import { MetadataStore } from '../../metadata/store';
 import { identityFromBackend } from '../../metadata/fingerprint';
 import { RemapDevice } from '../../remap/remap-device';
 import type { Backend } from '../../storage/backend';
+import { byteOffset, mainBlock } from '../../units';
 
 function gatedTrim(b: Backend): { backend: Backend; open: () => void; started: Promise<void> } {
   let open!: () => void;
@@ -59,25 +60,25 @@ t.test('a TRIM in flight on a spare block cannot land after the block was freed 
     await rawSpare.close();
   });
   const B = 4096;
-  t.equal(await dev.moveToSpare(1, 'manual'), 'migrated', 'block 1 remapped');
+  t.equal(await dev.moveToSpare(mainBlock(1), 'manual'), 'migrated', 'block 1 remapped');
   // Fill the spare, so that the next remap can only reuse the block that moveToMain frees (the
   // allocator is next-fit: on a long-running daemon the cursor wraps around the same way).
   let filled = 0;
-  for (let b = 3; (await dev.moveToSpare(b, 'manual')) === 'migrated'; b++) filled++;
+  for (let b = 3; (await dev.moveToSpare(mainBlock(b), 'manual')) === 'migrated'; b++) filled++;
   t.ok(filled > 0, `spare filled with ${filled} more blocks`);
-  const trim = dev.trim(1 * B, B, false); // routed to block 1's spare location; the disk is slow
+  const trim = dev.trim(byteOffset(1 * B), B, false); // routed to block 1's spare location; the disk is slow
   await g.started;
   let moved = false;
-  const move = dev.moveToMain(1).then((r) => ((moved = true), r));
+  const move = dev.moveToMain(mainBlock(1)).then((r) => ((moved = true), r));
   await new Promise((r) => setTimeout(r, 300));
   t.notOk(moved, 'moving block 1 back to main waits for the TRIM in flight on its spare block');
   g.open();
   await trim;
   t.equal(await move, 'unremapped', 'then block 1 moves back to main');
   const before = Buffer.alloc(B);
-  await dev.read(2 * B, B, before, 0);
-  t.equal(await dev.moveToSpare(2, 'manual'), 'migrated', 'block 2 remapped (into the freed spare block)');
+  await dev.read(byteOffset(2 * B), B, before, 0);
+  t.equal(await dev.moveToSpare(mainBlock(2), 'manual'), 'migrated', 'block 2 remapped (into the freed spare block)');
   const after = Buffer.alloc(B);
-  await dev.read(2 * B, B, after, 0);
+  await dev.read(byteOffset(2 * B), B, after, 0);
   t.ok(after.equals(before), 'block 2 holds its data: no late TRIM of block 1 reached it');
 });

@@ -8,6 +8,7 @@
 import t from 'tap';
 import { BackendError } from '../../storage/backend';
 import { remapRig, type Hook } from '../helpers/remap-rig';
+import { byteOffset } from '../../units';
 
 /** A sync hook failing the first `n` syncs with `code`. */
 function failingSyncs(n: number, code = 'EIO'): Hook & { syncs: number } {
@@ -32,7 +33,7 @@ t.test('O_DIRECT main: a flush failing twice succeeds on the third attempt; a FU
   t.equal(r.logs.filter((l) => /flush of the main device failed; trying again/.test(String(l.msg))).length, 2, 'each retry logged');
   h = failingSyncs(1);
   r.main.hook = h;
-  await t.resolves(r.device.write(4096, Buffer.alloc(4096, 7), true), 'FUA write succeeds');
+  await t.resolves(r.device.write(byteOffset(4096), Buffer.alloc(4096, 7), true), 'FUA write succeeds');
   t.equal(h.syncs, 2, 'its flush was tried twice');
   t.equal(r.device.status().remaps.total, 0, 'nothing remapped for a failed flush');
 });

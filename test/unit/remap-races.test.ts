@@ -8,6 +8,7 @@
 import t from 'tap';
 import { BackendError } from '../../storage/backend';
 import { remapRig, failing, deferred, devRead, devWrite } from '../helpers/remap-rig';
+import { byteOffset, mainBlock } from '../../units';
 
 const B = 4096;
 const S = 512;
@@ -61,10 +62,13 @@ for (const op of ['zero', 'trim'] as const) {
         paused = false;
       } else if (o === 'read' && paused) spareReadDuringPause = true;
     };
-    const cleared = op === 'zero' ? r.device.zero(Y, B, { noHole: false, fastZero: false, fua: false }) : r.device.trim(Y, B, false);
+    const cleared =
+      op === 'zero'
+        ? r.device.zero(byteOffset(Y), B, { noHole: false, fastZero: false, fua: false })
+        : r.device.trim(byteOffset(Y), B, false);
     await sleep(10);
     t.ok(paused, `the ${op} reached the spare and waits there`);
-    const moved = r.device.moveToMain(Y / B);
+    const moved = r.device.moveToMain(mainBlock(Y / B));
     await Promise.race([moved, sleep(300)]);
     t.notOk(spareReadDuringPause, `the unremap did not copy the block while the ${op} was in flight`);
     gate.resolve();
