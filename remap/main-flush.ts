@@ -2,7 +2,8 @@
  * Flushing main's volatile write cache (fdatasync), tried again when it fails with a media error.
  *
  * With O_DIRECT on main (the default) nothing sits in a page cache: every write remapd completed on main
- * is in the device or its write cache, and a flush that succeeds later makes every one of them durable.
+ * is in the device or its write cache, and a flush that succeeds later makes every one still cached durable
+ * (whether a drive discarded cached data when its flush failed, no host can see: docs/HEALTH.md).
  * So a flush that fails while the disk refuses writes for a moment (a link reset, a disk busy with its
  * own recovery; dm-flakey `error_writes` in the kernel lab's flaky-disk scenario, where FLUSH failed in
  * every 2 s "down" interval and reached ext4 as a journal abort) is tried again after 0.25, 0.5, 1, 2 and
