@@ -13,11 +13,11 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PYTHON, REMAPD_BIN, REPO_ROOT, sleep, MiB, logTail, tempDir, type Server } from '../helpers';
 import { makePki, tlsUri } from '../helpers/tls-pki';
+import { startServiceManager } from '../helpers/service-manager';
 import { createRemapSetup, logRecords, startRemapd, statusJson } from '../helpers/remap-setup';
 
 const RESTARTS = Number(process.env.REMAPD_TEST_RESTARTS ?? 10);
 const CLIENT = join(REPO_ROOT, 'test', 'helpers', 'verify-client.py');
-const MANAGER = join(REPO_ROOT, 'test', 'helpers', 'fake-service-manager.py');
 
 function records(server: Server, msg: string): Record<string, unknown>[] {
   return logRecords(server).filter((r) => r.msg === msg);
@@ -146,45 +146,23 @@ t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart 
     faults: [{ op: 'write', offset: 8 * MiB, length: 512 * 1024, error: 'EIO' }],
   });
   const logFile = join(s.dir, 'daemon.log');
-  const mgr = spawn(
-    PYTHON,
-    [
-      MANAGER,
-      join(s.dir, 'notify.sock'),
-      logFile,
-      '--',
-      process.execPath,
-      REMAPD_BIN,
-      'serve',
-      '--main',
-      s.main,
-      '--spare',
-      s.spare,
-      '--socket',
-      s.socket,
-      '--control',
-      s.control,
-      '--faults',
-      s.faultsFile,
-      '--no-scan',
-    ],
-    { stdio: ['pipe', 'pipe', 'inherit'] },
-  );
-  const lines: string[] = [];
-  let partial = '';
-  mgr.stdout.on('data', (b: Buffer) => {
-    partial += b.toString();
-    const parts = partial.split('\n');
-    partial = parts.pop() ?? '';
-    lines.push(...parts);
-  });
-  const mgrDone = new Promise<void>((r) => mgr.on('exit', () => r()));
-  t.teardown(async () => {
-    mgr.stdin.end();
-    await Promise.race([mgrDone, sleep(20_000)]);
-    mgr.kill('SIGKILL');
-  });
-  const count = (prefix: string): number => lines.filter((l) => l.startsWith(prefix)).length;
+  const mgr = startServiceManager(t, join(s.dir, 'notify.sock'), logFile, [
+    process.execPath,
+    REMAPD_BIN,
+    'serve',
+    '--main',
+    s.main,
+    '--spare',
+    s.spare,
+    '--socket',
+    s.socket,
+    '--control',
+    s.control,
+    '--faults',
+    s.faultsFile,
+    '--no-scan',
+  ]);
+  const { lines, count } = mgr;
   await waitFor('READY=1', () => count('ready') >= 1);
   const stop = join(s.dir, 'stop');
   const client = spawn(PYTHON, [CLIENT, s.socket, stop, '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -197,7 +175,7 @@ t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart 
   });
   await sleep(800);
   for (let i = 1; i <= RESTARTS; i++) {
-    mgr.stdin.write('restart\n');
+    mgr.send('restart');
     await waitFor(`restart ${i}`, () => count('ready') >= i + 1);
     await sleep(300);
   }
@@ -244,7 +222,7 @@ t.test(`${RESTARTS} restarts through a file descriptor store (systemctl restart 
   t.comment(
     `fd store: ${result.ops} ops, longest write+read pair ${result.maxOpMs} ms, longest gap without a completed op ${result.maxGapMs} ms; hand-over start→adopted ms ${adopted.map((r) => r.sinceHandoverStartMs).join(',')}`,
   );
-  mgr.stdin.write('stop\n');
+  mgr.send('stop');
   await waitFor('stop', () => count('stopped') >= 1, 30_000);
 });
 

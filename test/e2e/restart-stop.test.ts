@@ -10,15 +10,14 @@
  *    removed) and stores nothing; a `restart` still goes through the store.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { withServer, RawConn, CMD, MiB, logTail, sleep, PYTHON, REMAPD_BIN, REPO_ROOT } from '../helpers';
+import { withServer, RawConn, CMD, MiB, logTail, sleep, REMAPD_BIN } from '../helpers';
 import { createRemapSetup, logRecords, startRemapd } from '../helpers/remap-setup';
+import { startServiceManager } from '../helpers/service-manager';
 import { intentFromJobs, ownUnit } from '../../daemon/stop-intent';
 
 const ESHUTDOWN = 108;
-const MANAGER = join(REPO_ROOT, 'test', 'helpers', 'fake-service-manager.py');
 
 async function waitFor(what: string, cond: () => boolean, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -78,24 +77,8 @@ t.test('fd store: `stop` is a real stop (nothing stored, socket removed), `resta
   const s = await createRemapSetup(t, { mainBytes: 16 * MiB, spareBytes: 16 * MiB });
   const logFile = join(s.dir, 'daemon.log');
   const args = ['serve', '--main', s.main, '--spare', s.spare, '--socket', s.socket, '--control', s.control, '--no-scan'];
-  const mgr = spawn(PYTHON, [MANAGER, join(s.dir, 'notify.sock'), logFile, '--', process.execPath, REMAPD_BIN, ...args], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  const lines: string[] = [];
-  let partial = '';
-  mgr.stdout.on('data', (b: Buffer) => {
-    partial += b.toString();
-    const parts = partial.split('\n');
-    partial = parts.pop() ?? '';
-    lines.push(...parts);
-  });
-  const mgrDone = new Promise<void>((r) => mgr.on('exit', () => r()));
-  t.teardown(async () => {
-    mgr.stdin.end();
-    await Promise.race([mgrDone, sleep(20_000)]);
-    mgr.kill('SIGKILL');
-  });
-  const count = (prefix: string): number => lines.filter((l) => l.startsWith(prefix)).length;
+  const mgr = startServiceManager(t, join(s.dir, 'notify.sock'), logFile, [process.execPath, REMAPD_BIN, ...args]);
+  const { lines, count } = mgr;
   await waitFor('READY=1', () => count('ready') >= 1);
   const c = await RawConn.open(s.socket);
   t.teardown(() => c.destroy());
@@ -104,7 +87,7 @@ t.test('fd store: `stop` is a real stop (nothing stored, socket removed), `resta
   c.sendRequest(CMD.WRITE, 0, 1n, 0n, 4096, Buffer.alloc(4096, 1));
   t.equal((await c.readSimpleReply()).error, 0, 'a write before the restart');
 
-  mgr.stdin.write('restart\n');
+  mgr.send('restart');
   await waitFor('the restart', () => count('ready') >= 2);
   c.sendRequest(CMD.READ, 0, 2n, 0n, 4096);
   const r = await c.readSimpleReply(4096);
@@ -112,7 +95,7 @@ t.test('fd store: `stop` is a real stop (nothing stored, socket removed), `resta
   const log = (): string => readFileSync(logFile, 'utf8');
   t.match(log(), /SIGTERM for a restart: handing over through the fd store/, 'the restart was recognised');
 
-  mgr.stdin.write('stop\n');
+  mgr.send('stop');
   await waitFor('the stop', () => count('stopped') >= 1, 30_000);
   const [, code, stored] = lines.find((l) => l.startsWith('stopped'))!.split(' ');
   t.equal(code, '0', 'exit 0 on stop');
