@@ -5,6 +5,8 @@
  * - Never blocks I/O: the program is spawned asynchronously, one at a time, and nothing waits for it.
  * - Timeout: a program still running after `timeoutMs` gets SIGTERM, then SIGKILL 5 s later; logged.
  * - Failures (cannot start, non-zero exit, killed) are logged with the program's stderr tail.
+ * - Shutdown: queued events are dropped (logged); a run already under way is waited for, up to a short
+ *   grace, so its output lands before the daemon's files and the service's cgroup go away.
  * - Bursts are bounded: an event whose kind is already queued (not yet started) is merged into that
  *   entry (REMAPD_EVENT_COUNT grows, DETAIL becomes the latest one), so the queue never holds more than
  *   one entry per kind, however many remaps a failing region produces.
@@ -46,6 +48,8 @@ const STDERR_TAIL = 2000;
 export class AlertRunner {
   private readonly queue: Queued[] = [];
   private running = false;
+  /** The run under way, settled when its program has exited (or failed to start). */
+  private current: Promise<void> | undefined;
   private closed = false;
   private idle: (() => void)[] = [];
   /** Runs started, and how they ended (for status and tests). */
@@ -71,11 +75,24 @@ export class AlertRunner {
     return new Promise((r) => this.idle.push(r));
   }
 
-  /** Stop accepting events (at shutdown); queued ones are dropped and logged, a running one finishes alone. */
-  close(): void {
+  /**
+   * Stop accepting events (at shutdown). Queued ones are dropped and logged. A run under way is waited for,
+   * up to `graceMs` (never longer than the program's own timeout); one still running after that is left to
+   * finish alone, and the log says so.
+   */
+  async close(graceMs = 3000): Promise<void> {
     this.closed = true;
     const dropped = this.queue.splice(0);
     if (dropped.length) this.o.logger.warn({ events: dropped.map((q) => q.event) }, 'shutting down: queued alerts not run');
+    if (this.current) {
+      const current = this.current;
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(true), Math.min(graceMs, this.o.timeoutMs))));
+      const lateRun = await Promise.race([current.then(() => false), late]);
+      clearTimeout(timer);
+      if (lateRun)
+        this.o.logger.warn({ program: this.o.program }, 'shutting down: an alert program is still running; left to finish alone');
+    }
     for (const r of this.idle.splice(0)) r();
   }
 
@@ -87,9 +104,10 @@ export class AlertRunner {
       return;
     }
     this.running = true;
-    this.run(q).finally(() => {
+    this.current = this.run(q).finally(() => {
       this.running = false;
-      this.next();
+      this.current = undefined;
+      if (!this.closed) this.next();
     });
   }
 

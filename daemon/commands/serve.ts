@@ -323,7 +323,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       // Repaired at open, before the alerts were attached: raise it once now.
       if (daemon.metadataRepairedAtOpen !== undefined) alerts.raise('MetadataRepaired', `copies=${daemon.metadataRepairedAtOpen}`);
       evacuateDone.push((detail) => alerts.raise('EvacuateDone', detail));
-      daemon.beforeStop.push(async () => alerts.close());
+      daemon.beforeStop.push(() => alerts.close());
     }
     await attachEvacuation(
       {
