@@ -1,12 +1,13 @@
 /**
  * Prometheus metrics (prom-client), served over HTTP at /metrics when `serve --metrics HOST:PORT` is given.
- * Request counters and latency histograms are fed by the protocol layer; device-level values (remaps,
+ * Request counters and latency histograms are fed by the protocol layer (request-metrics.ts); device-level values (remaps,
  * spare, health, scan) are read at scrape time from providers.
  */
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { CMD_NAMES, type NbdErrnoName } from '../protocol/constants';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { NbdErrnoName } from '../protocol/constants';
+import { RequestMetrics, type CommandTotals } from './request-metrics';
 import type { LaneStats } from '../storage/io-lane';
 
 const RATE_SAMPLE_MS = 5000;
@@ -35,34 +36,13 @@ export interface MetricSources {
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'cmd' | 'result'>;
-  private readonly bytes: Counter<'cmd'>;
-  private readonly latency: Histogram<'cmd'>;
-  private readonly perCmd = new Map<number, { requests: number; errors: number; bytes: number }>();
+  private readonly requestMetrics = new RequestMetrics();
   private server: http.Server | undefined;
 
   constructor(sources: MetricSources) {
     const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'remapd_process_' });
-    this.requests = new Counter({
-      name: 'remapd_requests_total',
-      help: 'NBD requests completed, by command and result (ok or errno)',
-      labelNames: ['cmd', 'result'],
-      registers: [r],
-    });
-    this.bytes = new Counter({
-      name: 'remapd_bytes_total',
-      help: 'Payload bytes of completed READ and WRITE requests',
-      labelNames: ['cmd'],
-      registers: [r],
-    });
-    this.latency = new Histogram({
-      name: 'remapd_request_duration_seconds',
-      help: 'Time from dispatch to reply, by command',
-      labelNames: ['cmd'],
-      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers: [r],
-    });
+    this.requestMetrics.register(r);
     new Gauge({
       name: 'remapd_connections',
       help: 'Open NBD connections',
@@ -213,49 +193,17 @@ export class Metrics {
     }
   }
 
-  /** Pre-bound label children per command: the hot path skips label hashing. */
-  private readonly bound = new Map<
-    number,
-    {
-      ok: ReturnType<Counter<'cmd' | 'result'>['labels']>;
-      bytes: ReturnType<Counter<'cmd'>['labels']>;
-      latency: ReturnType<Histogram<'cmd'>['labels']>;
-    }
-  >();
-
-  private children(type: number, cmd: string) {
-    let b = this.bound.get(type);
-    if (!b) {
-      b = { ok: this.requests.labels(cmd, 'ok'), bytes: this.bytes.labels(cmd), latency: this.latency.labels(cmd) };
-      this.bound.set(type, b);
-    }
-    return b;
-  }
-
   /** Hook for the protocol layer: one call per completed request. */
-  readonly onRequestDone = (type: number, bytes: number, ms: number, error: NbdErrnoName | undefined): void => {
-    const cmd = CMD_NAMES[type] ?? String(type);
-    const b = this.children(type, cmd);
-    if (error) this.requests.inc({ cmd, result: error });
-    else b.ok.inc();
-    if (bytes) b.bytes.inc(bytes);
-    b.latency.observe(ms / 1000);
-    let c = this.perCmd.get(type);
-    if (!c) this.perCmd.set(type, (c = { requests: 0, errors: 0, bytes: 0 }));
-    c.requests++;
-    if (error) c.errors++;
-    c.bytes += bytes;
-  };
+  readonly onRequestDone = (type: number, bytes: number, ms: number, error: NbdErrnoName | undefined): void =>
+    this.requestMetrics.record(type, bytes, ms, error);
 
   /** Totals by command, for `remapd status`. */
-  totals(): Record<string, { requests: number; errors: number; bytes: number }> {
-    const out: Record<string, { requests: number; errors: number; bytes: number }> = {};
-    for (const [type, c] of this.perCmd) out[CMD_NAMES[type] ?? String(type)] = { ...c };
-    return out;
+  totals(): Record<string, CommandTotals> {
+    return this.requestMetrics.totals();
   }
 
   /** Snapshots of the totals, every RATE_SAMPLE_MS, to turn them into rates. */
-  private samples: { at: number; totals: Record<string, { requests: number; errors: number; bytes: number }> }[] = [];
+  private samples: { at: number; totals: Record<string, CommandTotals> }[] = [];
   private sampler: NodeJS.Timeout | undefined;
 
   startRates(): void {

@@ -10,6 +10,11 @@
  *
  * `switchTo(device)` replaces the served device without dropping connections: new requests wait at a
  * gate, requests in flight drain, the new device takes over, the gate opens.
+ *
+ * Idle (no gate, no target, no range lock), every request goes straight through with one counter
+ * around it: this layer sits on every request, and an async wrapper per request cost measurable CPU.
+ * Writes that start while idle are only counted; a range lock first waits for all of them to end
+ * (they cannot be told apart by range), and writes starting after that are tracked one by one.
  */
 import {
   DeviceError,
@@ -45,6 +50,9 @@ export class MirrorDevice implements BlockDevice {
   private gate: Promise<void> | undefined;
   private inFlight = 0;
   private drainWaiters: (() => void)[] = [];
+  /** Writes, zeroes and trims that started while idle (not in `writes`), and who waits for them to end. */
+  private untracked = 0;
+  private untrackedWaiters: (() => void)[] = [];
 
   constructor(private inner: BlockDevice) {
     this.size = inner.size;
@@ -75,6 +83,8 @@ export class MirrorDevice implements BlockDevice {
     const lock: Waitable = { start: offset, end: offset + length, done: new Promise<void>((r) => (release = r)) };
     this.lock = lock;
     try {
+      // From here every new write is tracked; those that started while idle can only be waited for together.
+      if (this.untracked > 0) await new Promise<void>((r) => this.untrackedWaiters.push(r));
       for (const w of [...this.writes]) if (overlaps(w, lock.start, lock.end)) await w.done.catch(() => undefined);
       return await fn();
     } finally {
@@ -106,6 +116,41 @@ export class MirrorDevice implements BlockDevice {
 
   private leave(): void {
     if (--this.inFlight === 0) for (const r of this.drainWaiters.splice(0)) r();
+  }
+
+  /** Nothing to mirror, lock or wait for: requests go straight through (see the header). */
+  private get idle(): boolean {
+    return this.gate === undefined && this.target === undefined && this.lock === undefined;
+  }
+
+  private readonly leaveOk = (): void => this.leave();
+  private readonly leaveErr = (err: unknown): never => {
+    this.leave();
+    throw err;
+  };
+
+  private untrackedEnd(): void {
+    if (--this.untracked === 0) for (const r of this.untrackedWaiters.splice(0)) r();
+    this.leave();
+  }
+
+  private readonly untrackedOk = (): void => this.untrackedEnd();
+  private readonly untrackedErr = (err: unknown): never => {
+    this.untrackedEnd();
+    throw err;
+  };
+
+  /** An idle write, zero or trim: counted, not tracked. */
+  private passMutation(run: () => Promise<void>): Promise<void> {
+    this.inFlight++;
+    this.untracked++;
+    let p: Promise<void>;
+    try {
+      p = run();
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    return p.then(this.untrackedOk, this.untrackedErr);
   }
 
   private async mutate(
@@ -140,7 +185,21 @@ export class MirrorDevice implements BlockDevice {
     }
   }
 
-  async read(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void> {
+  read(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void> {
+    if (this.gate === undefined) {
+      this.inFlight++;
+      let p: Promise<void>;
+      try {
+        p = this.inner.read(offset, length, target, targetOffset);
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      return p.then(this.leaveOk, this.leaveErr);
+    }
+    return this.readGated(offset, length, target, targetOffset);
+  }
+
+  private async readGated(offset: ByteOffset, length: number, target: Buffer, targetOffset: number): Promise<void> {
     await this.enter();
     try {
       await this.inner.read(offset, length, target, targetOffset);
@@ -150,6 +209,7 @@ export class MirrorDevice implements BlockDevice {
   }
 
   write(offset: ByteOffset, data: Buffer, fua: boolean): Promise<void> {
+    if (this.idle) return this.passMutation(() => this.inner.write(offset, data, fua));
     return this.mutate(
       offset,
       data.length,
@@ -162,6 +222,7 @@ export class MirrorDevice implements BlockDevice {
   }
 
   zero(offset: ByteOffset, length: number, o: ZeroOptions): Promise<void> {
+    if (this.idle) return this.passMutation(() => this.inner.zero(offset, length, o));
     return this.mutate(
       offset,
       length,
@@ -171,6 +232,7 @@ export class MirrorDevice implements BlockDevice {
   }
 
   trim(offset: ByteOffset, length: number, fua: boolean): Promise<void> {
+    if (this.idle) return this.passMutation(() => this.inner.trim(offset, length, fua));
     return this.mutate(
       offset,
       length,
