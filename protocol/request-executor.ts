@@ -46,15 +46,33 @@ export class RequestExecutor {
     this.dev = session.export.device;
   }
 
-  /** Run `req` and send its reply; rejects (with no reply sent) when the device fails. */
-  async execute(req: RequestMessage): Promise<void> {
+  /**
+   * Run `req` and send its reply; rejects (with no reply sent) when the device fails. READ and WRITE,
+   * nearly every request, take no async frame of their own: one promise chain from the device to the
+   * reply.
+   */
+  execute(req: RequestMessage): Promise<void> {
+    try {
+      if (req.type === Cmd.READ) return this.read(req);
+      if (req.type === Cmd.WRITE && (req.flags & CmdFlag.FUA) === 0) {
+        return this.dev.write(byteOffset(req.offset), req.payload!, false).then(() => this.replyOk(req));
+      }
+    } catch (err) {
+      return Promise.reject(err); // a device that threw instead of rejecting: still this request's failure
+    }
+    return this.executeOther(req);
+  }
+
+  private replyOk(req: RequestMessage): void {
+    this.channel.send(encodeSimpleReply(0, req.cookieHi, req.cookieLo));
+  }
+
+  private async executeOther(req: RequestMessage): Promise<void> {
     const dev = this.dev;
     const fua = (req.flags & CmdFlag.FUA) !== 0;
     const emulateFua = fua && dev.capabilities.fua === 'emulate';
     const nativeFua = fua && dev.capabilities.fua === 'native';
     switch (req.type) {
-      case Cmd.READ:
-        return this.read(req);
       case Cmd.WRITE:
         await dev.write(byteOffset(req.offset), req.payload!, nativeFua);
         break;
@@ -78,43 +96,41 @@ export class RequestExecutor {
         return this.blockStatus(req);
     }
     if (emulateFua) await dev.flush();
-    this.channel.send(encodeSimpleReply(0, req.cookieHi, req.cookieLo));
+    this.replyOk(req);
   }
 
-  private async read(req: RequestMessage): Promise<void> {
+  private read(req: RequestMessage): Promise<void> {
     const dev = this.dev;
-    if (!this.session.structuredReplies) {
-      const lease = sharedPool.acquire(SIMPLE_REPLY_SIZE + req.length);
-      try {
-        await dev.read(byteOffset(req.offset), req.length, lease.buf, SIMPLE_REPLY_SIZE);
-      } catch (err) {
-        lease.release();
-        throw err;
-      }
-      writeSimpleReplyHeader(lease.buf, 0, 0, req.cookieHi, req.cookieLo);
-      this.channel.send(lease.buf, lease.release);
-      return;
-    }
-    const lease = sharedPool.acquire(READ_CHUNK_HEADER_SIZE + req.length);
-    if (!isPooled(lease)) return this.structuredRead(req, lease.buf); // nothing to give back
-    if (req.length < HOLE_REPLY_MIN) {
-      // One chunk, never a hole probe: the buffer goes back to the pool once its one write is out.
-      try {
-        await dev.read(byteOffset(req.offset), req.length, lease.buf, READ_CHUNK_HEADER_SIZE);
-      } catch (err) {
-        lease.release();
-        throw err;
-      }
-      writeOffsetDataHeader(lease.buf, 0, true, req.cookieHi, req.cookieLo, req.offset, req.length);
-      this.channel.send(lease.buf, lease.release);
-      return;
-    }
-    try {
-      await this.structuredRead(req, lease.buf);
-    } finally {
+    const structured = this.session.structuredReplies;
+    const header = structured ? READ_CHUNK_HEADER_SIZE : SIMPLE_REPLY_SIZE;
+    const lease = sharedPool.acquire(header + req.length);
+    if (structured && !isPooled(lease)) return this.structuredRead(req, lease.buf); // nothing to give back
+    if (structured && req.length >= HOLE_REPLY_MIN) {
       // Chunks are queued on the socket; release once they are written out.
-      this.channel.afterWritten(() => lease.release());
+      const release = () => this.channel.afterWritten(() => lease.release());
+      return this.structuredRead(req, lease.buf).then(release, (err: unknown) => {
+        release();
+        throw err;
+      });
     }
+    // One reply, never a hole probe: the buffer goes back to the pool once its one write is out.
+    let io: Promise<void>;
+    try {
+      io = dev.read(byteOffset(req.offset), req.length, lease.buf, header);
+    } catch (err) {
+      io = Promise.reject(err);
+    }
+    return io.then(
+      () => {
+        if (structured) writeOffsetDataHeader(lease.buf, 0, true, req.cookieHi, req.cookieLo, req.offset, req.length);
+        else writeSimpleReplyHeader(lease.buf, 0, 0, req.cookieHi, req.cookieLo);
+        this.channel.send(lease.buf, lease.release);
+      },
+      (err: unknown) => {
+        lease.release();
+        throw err;
+      },
+    );
   }
 
   private async structuredRead(req: RequestMessage, buf: Buffer): Promise<void> {
