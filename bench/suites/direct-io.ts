@@ -9,10 +9,14 @@
  * same daemon with 0 remaps.
  *
  * How the verdicts are decided (they must be able to fail): every server stays up; each round runs every
- * workload on every server back to back, in an order that rotates; the ratio is taken per round between
- * runs seconds apart, and the verdict is on the median of the per-round ratios over BENCH_DIRECT_ROUNDS
- * rounds (default 5) — never widened by a noise allowance. The daemon's CPU time per request is shown
- * beside it (the split cost shows there even when the disk is the bottleneck).
+ * workload on the compared pair back to back (remapd then qemu-nbd in even rounds, qemu-nbd then remapd in
+ * odd ones: an ABBA order, so a disk whose speed drifts over minutes favours neither), then nbdkit, which is
+ * only a reference and never sits between the pair. The ratio is taken per round between adjacent runs, and
+ * the verdict is on the median of the per-round ratios over BENCH_DIRECT_ROUNDS rounds — never widened by a
+ * noise allowance. The disk-bound workloads of this VM drift by ±15 % between runs a minute apart, so the
+ * suite prefers many short runs (default 9 rounds × 5 s + 1 s ramp, BENCH_DIRECT_RUNTIME / BENCH_DIRECT_RAMP)
+ * to a few long ones: the pairs are closer in time and the median has more rounds. The daemon's CPU time per
+ * request is shown beside it (the split cost shows there even when the disk is the bottleneck).
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -57,7 +61,9 @@ export const directIoSuite: Suite = {
     data.filesystems = { image: imageFs, scratch: scratchFs };
     if (imageFs === 'tmpfs' || scratchFs === 'tmpfs')
       ctx.setupError(`direct I/O needs a real filesystem (image on ${imageFs}, spares on ${scratchFs})`);
-    const rounds = Number(process.env.BENCH_DIRECT_ROUNDS ?? (cfg.quick ? 1 : 5));
+    const rounds = Number(process.env.BENCH_DIRECT_ROUNDS ?? (cfg.quick ? 1 : 9));
+    const runtimeSec = cfg.quick ? cfg.runtimeSec : Number(process.env.BENCH_DIRECT_RUNTIME ?? 5);
+    const rampSec = cfg.quick ? cfg.rampSec : Number(process.env.BENCH_DIRECT_RAMP ?? 1);
     const ncpu = os.cpus().length;
     const pin = ncpu >= 2 && process.env.BENCH_REMAP_PIN !== '0' ? { server: '0', fio: `1-${ncpu - 1}` } : undefined;
     data.pinning = pin ?? 'none';
@@ -129,7 +135,7 @@ export const directIoSuite: Suite = {
       const s = servers[label];
       if (!s) return;
       try {
-        const m = await ctx.runFio(s, w, { tag: `r${r}`, cpus: pin?.fio });
+        const m = await ctx.runFio(s, w, { tag: `r${r}`, cpus: pin?.fio, runtimeSec, rampSec });
         const iops = m.fio.main.iops;
         ((runs[w.id] ??= {})[label] ??= []).push({
           mbps: m.fio.main.mbps,
@@ -145,9 +151,10 @@ export const directIoSuite: Suite = {
     const seqRead = STANDARD_WORKLOADS.find((w) => w.id === 'seq-read')!;
     const splitW: Workload = { ...seqRead, id: 'seq-read-split' };
     for (let r = 0; r < rounds; r++) {
-      for (let wi = 0; wi < STANDARD_WORKLOADS.length; wi++) {
-        const w = STANDARD_WORKLOADS[wi];
-        for (let k = 0; k < cmp.length; k++) await record(cmp[(wi + k + r) % cmp.length], w, r);
+      const pair = r % 2 === 0 ? [cmp[0], cmp[1]] : [cmp[1], cmp[0]];
+      for (const w of STANDARD_WORKLOADS) {
+        for (const label of pair) await record(label, w, r);
+        await record(cmp[2], w, r);
       }
       for (let k = 0; k < 2; k++) await record(splitPair[(k + r) % 2], splitW, r);
       ctx.log(`round ${r + 1}/${rounds} done`);
@@ -209,11 +216,11 @@ export const directIoSuite: Suite = {
     });
 
     const md = [
-      `### Direct I/O: remapd vs qemu-nbd --cache=none --aio=native (${rounds} rounds × ${cfg.runtimeSec}s+${cfg.rampSec}s per job, ${fmt(imageBytes / 2 ** 20, 0)} MiB image on ${imageFs}, ${ctx.machine.cpus ?? '?'} CPUs)`,
+      `### Direct I/O: remapd vs qemu-nbd --cache=none --aio=native (${rounds} rounds × ${runtimeSec}s+${rampSec}s per job, ${fmt(imageBytes / 2 ** 20, 0)} MiB image on ${imageFs}, ${ctx.machine.cpus ?? '?'} CPUs)`,
       '',
       `remapd: \`serve --main IMG --main-direct --spare SPARE --no-scan\` (O_DIRECT on main, spare buffered on ${scratchFs}, 0 remaps); ` +
         `qemu-nbd: \`--cache=none --aio=native --shared=8\`; nbdkit: file plugin through the page cache (reference only, the image pre-read). ` +
-        `Same image for all (each remapd daemon on its own copy of it: a setup has one owner), servers up at once${pin ? `, pinned to CPU ${pin.server} (fio on CPU ${pin.fio})` : ''}, order rotating per round. ` +
+        `Same image for all (each remapd daemon on its own copy of it: a setup has one owner), servers up at once${pin ? `, pinned to CPU ${pin.server} (fio on CPU ${pin.fio})` : ''}, remapd and qemu-nbd run back to back in ABBA order (remapd first in even rounds), nbdkit after them. ` +
         `MB/s, IOPS, p99 and CPU µs/req (the daemon's CPU time per request) are medians over the rounds; "vs qemu-nbd" is the median of the per-round ratios (range in brackets).`,
       '',
       table(['workload', 'server', 'MB/s', 'IOPS', 'p99 µs', 'CPU µs/req', 'vs qemu-nbd'], rows),
