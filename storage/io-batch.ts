@@ -41,6 +41,12 @@ const EAGAIN = 11;
 const EOPNOTSUPP = 95;
 const WHAT = ['read', 'write', 'fdatasync', 'stall', 'fallocate(PUNCH_HOLE)', 'fallocate(ZERO_RANGE)', 'ioctl(BLKZEROOUT)'];
 
+/** Only reads and writes (no sync, trim, zero or stall). */
+function onlyData(units: readonly Unit<BatchOp>[]): boolean {
+  for (const u of units) if (u.kind > native.OP_WRITE) return false;
+  return true;
+}
+
 /**
  * One backend's batch queue. `onDone` runs once per finished op (the backend's in-flight count).
  * `align` > 0: the fd is O_DIRECT with that alignment (the addon bounces unaligned ops).
@@ -96,10 +102,20 @@ export class IoBatcher {
     this.runUnits(this.align > 0 && this.lane.aioReady ? this.runAio(units) : units);
   };
 
-  /** Packs units into jobs: the fewest jobs that respect BATCH_MAX_OPS, spread evenly. */
+  /**
+   * Packs units into jobs: the fewest jobs that respect BATCH_MAX_OPS, spread evenly. On a direct lane
+   * every op waits for the disk and a job runs its ops one after the other, so there the units are spread
+   * over as many jobs as the lane has threads first: 32 ops in 4 jobs of 8 would leave the disk a queue
+   * of 4 (what the thread fallback did when AIO was refused). A turn with a sync, trim or stall in it is
+   * packed as before, so the sync stays in the job behind the writes queued before it.
+   */
   private runUnits(units: Unit<BatchOp>[]): void {
     if (units.length === 0) return;
-    const perJob = Math.ceil(units.length / Math.ceil(units.length / BATCH_MAX_OPS));
+    const jobs = Math.max(
+      Math.ceil(units.length / BATCH_MAX_OPS),
+      this.align > 0 && onlyData(units) ? Math.min(units.length, this.lane.threads) : 1,
+    );
+    const perJob = Math.ceil(units.length / jobs);
     let start = 0;
     let bytes = 0;
     for (let i = 0; i < units.length; i++) {
@@ -181,7 +197,7 @@ export class IoBatcher {
    * stall in it goes to the threads whole, so a sync stays behind the writes queued before it.
    */
   private runAio(units: Unit<BatchOp>[]): Unit<BatchOp>[] {
-    for (const u of units) if (u.kind > native.OP_WRITE) return units;
+    if (!onlyData(units)) return units;
     const { bufs, desc, at } = this.encode(units);
     try {
       this.lane.submitAio(this.fd, this.align, bufs, desc, at, (k, timedOut) => this.aioDone(units[k], at[k], desc, timedOut));
