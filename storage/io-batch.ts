@@ -133,13 +133,14 @@ export class IoBatcher {
   /** The lane's wire format for these units: buffers, descriptors, and where each unit's header is. */
   private encode(units: Unit<BatchOp>[]): { bufs: Buffer[]; desc: Float64Array; at: number[] } {
     const bufs: Buffer[] = [];
-    const index = new Map<Buffer, number>();
+    // A few buffers (a turn of random I/O): a linear search, no Map to allocate per batch.
+    const index = units.length > 32 ? new Map<Buffer, number>() : undefined;
     const bufIndex = (b: Buffer): number => {
-      let k = index.get(b);
-      if (k === undefined) {
+      let k = index ? index.get(b) : bufs.indexOf(b);
+      if (k === undefined || k === -1) {
         k = bufs.length;
         bufs.push(b);
-        index.set(b, k);
+        index?.set(b, k);
       }
       return k;
     };

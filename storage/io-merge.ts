@@ -38,6 +38,25 @@ export interface Unit<T extends MergeOp> {
   readonly holes: number[];
 }
 
+/** Up to this many ops, "nothing to merge" is found by comparing every pair (no Maps, no sort). */
+const FAST_CHECK_MAX = 32;
+
+const isData = (op: MergeOp): boolean => op.kind === native.OP_READ || op.kind === native.OP_WRITE;
+
+/**
+ * True when two reads or writes of the queue share a buffer, i.e. when something may merge. A turn of
+ * independent requests (random 4 KiB I/O: every request its own buffer) answers false and skips the
+ * grouping, which cost a few hundred bytes of garbage per request.
+ */
+function sharesBuffer(q: readonly MergeOp[]): boolean {
+  for (let i = 1; i < q.length; i++) {
+    if (!isData(q[i])) continue;
+    const b = q[i].buf.buffer;
+    for (let j = 0; j < i; j++) if (q[j].buf.buffer === b && isData(q[j])) return true;
+  }
+  return false;
+}
+
 function single<T extends MergeOp>(op: T): Unit<T> {
   return { kind: op.kind, offset: op.offset, length: op.length, ops: [op], segs: [0], holes: [0] };
 }
@@ -48,14 +67,14 @@ function single<T extends MergeOp>(op: T): Unit<T> {
  * order of their first op in the queue (a sync queued after writes stays after them in its job).
  */
 export function mergeOps<T extends MergeOp>(q: readonly T[], allowHoles: boolean): Unit<T>[] {
-  if (q.length < 2) return q.map(single);
+  if (q.length < 2 || (q.length <= FAST_CHECK_MAX && !sharesBuffer(q))) return q.map(single);
   const byBuf = new Map<ArrayBufferLike, T[]>();
   const units: Unit<T>[] = [];
   const first = new Map<Unit<T>, number>();
   const pos = new Map<T, number>();
   q.forEach((op, i) => pos.set(op, i));
   for (const op of q) {
-    if (op.kind !== native.OP_READ && op.kind !== native.OP_WRITE) {
+    if (!isData(op)) {
       const u = single(op);
       units.push(u);
       first.set(u, pos.get(op)!);
