@@ -409,7 +409,18 @@ export class HealthScanner extends EventEmitter {
     }
   }
 
+  /**
+   * A pass counts as complete once what it found is recorded: the pending marks and migrations of its
+   * last chunks commit after the worker's pass-end message, and status, export-map and the ScanPassDone
+   * alert must not report the pass without them.
+   */
   private onPassEnd(): void {
+    void this.findings.idle().then(() => {
+      if (!this.closed) this.passComplete();
+    });
+  }
+
+  private passComplete(): void {
     this.passes++;
     this.lastFullScanAt = Date.now();
     this.cursor = byteOffset(0);
