@@ -318,6 +318,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         main: a.main,
         logger: log,
         health: () => statusSections.get('health')?.() as { score?: number; label?: string } | undefined,
+        evacuatedTo: () => daemon.oldStack.retired?.to,
       });
       if (scanner) subscribeScanner(scanner, alerts);
       // Repaired at open, before the alerts were attached: raise it once now.
@@ -336,8 +337,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         sections: statusSections,
         beforeStop: daemon.beforeStop,
         onDone: (st) => evacuateDone.forEach((f) => f(`to=${st.target} unreadable=${st.unreadable.length}`)),
-        onSwitched: () => {
-          scanner?.pause();
+        // The new disk serves every request: close the old stack and release main and spare now.
+        onSwitched: async (target) => {
+          await daemon.oldStack.retire(target, daemon.control, statusSections);
+          void systemd.status(`serving ${target} as export '${a.export}' (evacuated; the old main and spare are released)`);
         },
       },
       previousEvac,

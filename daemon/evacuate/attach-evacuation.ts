@@ -27,7 +27,7 @@ export interface EvacuationWiring {
   readonly sections: Map<string, () => unknown>;
   readonly beforeStop: (() => Promise<void>)[];
   readonly onDone?: (s: EvacuationState) => void;
-  readonly onSwitched?: () => void;
+  readonly onSwitched?: (target: string) => Promise<void> | void;
 }
 
 /** The state a previous run left, if any (a `switched` state means: serve the target). */
