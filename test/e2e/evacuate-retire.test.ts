@@ -5,12 +5,12 @@
  * `serve` on them are refused "in use"); after it the daemon holds no descriptor on them
  * (/proc/PID/fd), both are accepted (the second serve serves the old setup), a client connected across
  * the switch and a new one read data written before and after it, status and metrics say evacuated, the
- * commands that need the old stack (list, remap, scan, map) answer "evacuated: the old devices are
+ * commands that need the old stack (list, remap, scan, export-map, import-map) answer "evacuated: the old devices are
  * released", and stop logs no error line. The new disk holds the client's data (read raw after stop).
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, run, MiB, sparseImage, randomImage, startServer, tempDir, REMAPD_BIN } from '../helpers';
 import { PYTHON } from '../helpers/python';
@@ -139,7 +139,16 @@ print('ok' if ok1 and ok2 else 'mismatch %s %s' % (ok1, ok2), flush=True)
   t.ok((sampleValue(m, 'remapd_connections') ?? -1) >= 0, 'metrics: the rest answers');
 
   // (5) Commands that need the old stack: a clear error.
-  for (const args of [['list'], ['remap', '0+4096'], ['scan', 'status'], ['export-map', '--format', 'ddrescue']]) {
+  const mapfile = join(dir, 'found.map');
+  writeFileSync(mapfile, '# Mapfile\n0x00000000  ?  1\n0x00000000  0x00100000  +\n0x00100000  0x00001000  -\n0x00101000  0x00EFF000  +\n');
+  const needOld = [
+    ['list'],
+    ['remap', '0+4096'],
+    ['scan', 'status'],
+    ['export-map', '--format', 'ddrescue'],
+    ['import-map', mapfile, '--format', 'ddrescue'],
+  ];
+  for (const args of needOld) {
     const c = await ctl(args);
     t.not(c.code, 0, `${args[0]} refused`, { out: describe(c) });
     t.match(c.stderr, /evacuated: the old devices are released/, `${args.join(' ')}: "evacuated: the old devices are released"`);
