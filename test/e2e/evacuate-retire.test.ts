@@ -1,23 +1,27 @@
 /**
  * After `remapd evacuate --switch` the old stack is retired (daemon/evacuate/retire-old-stack.ts), on
- * loop devices (main, spare and the new disk) with the health scanner running:
+ * loop devices with the health scanner running; main is a loop over a failing FUSE file with one
+ * unreadable block (tests/helpers/failing-disk.ts):
  * before the switch the old main and spare are claimed (`remapd create --force` on the spare and a second
  * `serve` on them are refused "in use"); after it the daemon holds no descriptor on them
  * (/proc/PID/fd), both are accepted (the second serve serves the old setup), a client connected across
  * the switch and a new one read data written before and after it, status and metrics say evacuated, the
  * commands that need the old stack (list, remap, scan, export-map, import-map) answer "evacuated: the old devices are
- * released", and stop logs no error line. The new disk holds the client's data (read raw after stop).
+ * released"; then the old main vanishes (every I/O fails) and clients go on unaffected; from the switch
+ * on, stop included, no error line. The new disk holds the clients' data (read raw after stop).
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, run, MiB, sparseImage, randomImage, startServer, tempDir, REMAPD_BIN } from '../helpers';
+import { describe, run, MiB, sparseImage, startServer, tempDir, REMAPD_BIN } from '../helpers';
 import { PYTHON } from '../helpers/python';
 import { logRecords, qemuIo, qemuIoClean, readFileRange } from '../helpers/remap-setup';
 import { attachLoop, createSetup, httpGet, parseProm, sampleValue, until } from '../helpers/loopdev';
+import { failingDisk } from '../helpers/failing-disk';
 
 const SIZE = 16 * MiB;
+const BAD = 12 * MiB;
 
 /** Paths the process has open, resolved (/proc/PID/fd). */
 function openPaths(pid: number): string[] {
@@ -39,7 +43,10 @@ function holds(pid: number, dev: string): boolean {
 
 t.test('evacuate --switch releases the old main and spare', async (t) => {
   const dir = tempDir(t, 'remapd-retire-');
-  const main = await attachLoop(t, randomImage(join(dir, 'main.img'), SIZE));
+  // main: a real block device with a real media error (loop over a failing FUSE file).
+  const disk = await failingDisk(t, { sizeBytes: SIZE, fill: 'random', dir });
+  const main = disk.device;
+  await disk.failRead(BAD, 4096, 'EIO');
   const spare = await attachLoop(t, sparseImage(join(dir, 'spare.img'), 16 * MiB));
   const target = await attachLoop(t, sparseImage(join(dir, 'new.img'), SIZE));
   await createSetup(main, spare);
@@ -75,6 +82,8 @@ t.test('evacuate --switch releases the old main and spare', async (t) => {
   t.equal((await ctl(['evacuate', '--to', target])).code, 0, 'evacuate --to the new loop device');
   const phase = async () => (JSON.parse((await ctl(['evacuate', '--json'])).stdout) as { phase: string }).phase;
   t.ok(await until(async () => (await phase()) === 'done', 300_000, 300), 'copy done');
+  const evac = JSON.parse((await ctl(['evacuate', '--json'])).stdout) as { unreadableOffsets: number[] };
+  t.same(evac.unreadableOffsets, [BAD], "the failing disk's bad block is listed");
   const marker = join(dir, 'switched');
   const py = spawn(
     PYTHON,
@@ -164,11 +173,20 @@ print('ok' if ok1 and ok2 else 'mismatch %s %s' % (ok1, ok2), flush=True)
   const createAfter = await run(process.execPath, [REMAPD_BIN, 'create', '--force', '--main', main, '--spare', spare]);
   t.equal(createAfter.code, 0, 'after: create --force on the old spare is accepted', { out: describe(createAfter) });
 
-  // (6) Stop is clean: exit 0, no error-level line.
+  // The dying disk is pulled: the daemon, no longer holding it, does not notice.
+  await disk.vanish(true);
+  const r3 = await qemuIo(srv.uri, ['read -P 0x11 1M 1M', 'write -P 0x44 12M 4k', 'read -P 0x44 12M 4k']);
+  t.ok(qemuIoClean(r3), 'old main gone: clients still read and write the new disk', { out: describe(r3) });
+  t.equal((await ctl(['status', '--json'])).code, 0, 'old main gone: status answers');
+
+  // (6) Stop is clean: exit 0, no error-level line from the switch on (the bad block logged before it).
   const exit = await srv.stop();
   t.equal(exit.code, 0, 'stop: exit 0');
-  const errors = logRecords(srv).filter((l) => typeof l.level === 'number' && l.level >= 50);
-  t.same(errors, [], 'stop: no error-level log line');
+  const records = logRecords(srv);
+  const switched = records.findIndex((l) => /now serving the new disk/.test(String(l.msg)));
+  t.ok(switched > 0, 'the switch is logged');
+  const errors = records.slice(switched).filter((l) => typeof l.level === 'number' && l.level >= 50);
+  t.same(errors, [], 'no error-level log line after the switch, stop included');
   t.ok(
     logRecords(srv).some((l) => l.msg === 'stopped'),
     'stopped',
