@@ -42,7 +42,7 @@ export function formatStatus(s: Record<string, any>): string {
   if (s.evacuated) {
     const e = s.evacuated;
     lines.push(
-      `evacuated   to ${e.to}; old main ${e.main}${e.spare ? ` and spare ${e.spare}` : ''} ${e.released ? `released at ${e.releasedAt}` : 'being released'}`,
+      `evacuated   to ${e.to}; old main ${e.main}${e.spare ? ` and spare ${e.spare}` : ''} ${e.released ? `released${e.releasedAt ? ` at ${e.releasedAt}` : ''}` : 'being released'}`,
     );
   } else if (s.spare) {
     const sp = s.spare;

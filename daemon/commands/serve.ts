@@ -198,6 +198,9 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     }
     if (previousEvac?.phase === 'switched') {
       // The data lives on the evacuated disk now: serving the old main would go back in time.
+      // `remapd status` says so as after the switch itself (the old devices are not even opened).
+      const evacuated = { to: previousEvac.target, main: a.main ?? null, spare: a.spare ?? null, released: true, releasedAt: null };
+      statusSections.set('evacuated', () => evacuated);
       a = { ...a, main: previousEvac.target, spare: undefined, scan: false };
     }
     let thresholds: ReturnType<typeof slowThresholds>;
