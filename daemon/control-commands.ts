@@ -9,6 +9,7 @@ import type { RemapDevice } from '../remap/remap-device';
 import { parseRange } from '../remap/units';
 import { blockSpan, blockStart, type ByteOffset, type MainBlock } from '../units';
 import { ControlError, type ControlServer } from './control-server';
+import { RELEASED_MESSAGE, type RetiredStack } from './evacuate/retire-old-stack';
 
 export interface DeviceCommandContext {
   readonly device: BlockDevice;
@@ -16,6 +17,8 @@ export interface DeviceCommandContext {
   readonly server: NbdServer;
   readonly store: MetadataStore | undefined;
   readonly main: string;
+  /** Set after `evacuate --switch` retired the old main and spare (daemon/evacuate/retire-old-stack.ts). */
+  readonly retired?: () => RetiredStack | undefined;
   readonly exportName: string;
   /** Replace the fault rules; returns the number of rules. */
   readonly setFaults: (text: string, source: string) => number;
@@ -27,6 +30,7 @@ export const statusSections = new Map<string, () => unknown>();
 const startedAt = Date.now();
 
 function requireRemap(ctx: DeviceCommandContext): RemapDevice {
+  if (ctx.retired?.()) throw new ControlError(RELEASED_MESSAGE);
   if (!ctx.remap) throw new ControlError('this daemon runs without a spare (serve --spare PATH): nothing can be remapped');
   return ctx.remap;
 }
@@ -55,7 +59,20 @@ export function registerDeviceCommands(control: ControlServer, ctx: DeviceComman
       setupUuid: ctx.store?.setupUuid ?? null,
     };
     const out: Record<string, unknown> = { ...base };
-    if (ctx.remap) {
+    const retired = ctx.retired?.();
+    if (retired) {
+      // Serving the evacuated disk; the old main and spare are closed (or closing) and free for the admin.
+      out.main = retired.to;
+      out.evacuated = {
+        to: retired.to,
+        main: retired.main,
+        spare: retired.spare,
+        released: retired.releasedAt !== null,
+        releasedAt: retired.releasedAt,
+      };
+      out.remaps = { total: 0, byReason: {} };
+      out.pending = { count: 0, offsets: [] };
+    } else if (ctx.remap) {
       const s = ctx.remap.status();
       out.spare = { path: ctx.remap.spare.path, ...s.spare };
       out.blockSize = s.blockSize;

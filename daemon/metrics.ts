@@ -10,28 +10,40 @@ import type { NbdErrnoName } from '../protocol/constants';
 import { RequestMetrics, type CommandTotals } from './request-metrics';
 import type { LaneStats } from '../storage/io-lane';
 
+/**
+ * Expose no sample for an unlabelled gauge (its source is gone: the old devices were released after
+ * `evacuate --switch`). prom-client's reset() would expose 0, which reads as "health 0" or "0 free".
+ */
+function noSample(g: Gauge): void {
+  (g as unknown as { hashMap: Record<string, unknown> }).hashMap = {};
+}
+
 const RATE_SAMPLE_MS = 5000;
 const RATE_SAMPLES = 7;
 
 export interface MetricSources {
   connections(): number;
-  remaps?(): {
-    total: number;
-    byReason: Record<string, number>;
-    pending: number;
-    spareUsed: number;
-    spareFree: number;
-    spareBlocks: number;
-    exhausted: boolean;
-    /** The spare refuses writes or metadata commits (remap/spare-state.ts). */
-    spareFailing?: boolean;
-    /** The main device is gone or fails everywhere (remap/main-state.ts). */
-    mainFailed?: boolean;
-  };
+  remaps?():
+    | {
+        total: number;
+        byReason: Record<string, number>;
+        pending: number;
+        spareUsed: number;
+        spareFree: number;
+        spareBlocks: number;
+        exhausted: boolean;
+        /** The spare refuses writes or metadata commits (remap/spare-state.ts). */
+        spareFailing?: boolean;
+        /** The main device is gone or fails everywhere (remap/main-state.ts). */
+        mainFailed?: boolean;
+      }
+    | undefined; // undefined once evacuated: the old devices are released (no samples)
   health?(): { score: number } | undefined;
   scan?(): { progress: number; passesCompleted: number; deviceFailure?: unknown; suspects?: { queued: number } } | undefined;
   /** I/O lanes (storage/io-lane.ts): main, spare, scan. */
   lanes?(): readonly LaneStats[];
+  /** `evacuate --switch` done: the new disk is served, the old main and spare are released. */
+  evacuated?(): boolean;
 }
 
 export class Metrics {
@@ -61,63 +73,42 @@ export class Metrics {
         collect() {
           this.reset();
           const s = get();
-          for (const [reason, n] of Object.entries(s.byReason)) this.set({ reason }, n);
+          for (const [reason, n] of Object.entries(s?.byReason ?? {})) this.set({ reason }, n);
         },
       });
+      type Remaps = NonNullable<ReturnType<typeof get>>;
+      const gauge = (name: string, help: string, pick: (s: Remaps) => number): void => {
+        new Gauge({
+          name,
+          help,
+          registers: [r],
+          collect() {
+            const s = get();
+            if (s) this.set(pick(s));
+            else noSample(this);
+          },
+        });
+      };
+      gauge('remapd_remaps_total', 'Remapped blocks in all', (s) => s.total);
+      gauge('remapd_pending_blocks', 'Unreadable blocks waiting for a write', (s) => s.pending);
+      gauge('remapd_spare_blocks_used', 'Spare data blocks in use', (s) => s.spareUsed);
+      gauge('remapd_spare_blocks_free', 'Spare data blocks free', (s) => s.spareFree);
+      gauge('remapd_spare_exhausted', '1 when a remap failed for lack of spare space', (s) => (s.exhausted ? 1 : 0));
+      gauge('remapd_spare_failing', '1 while the spare refuses writes or metadata commits (no new remaps)', (s) =>
+        s.spareFailing ? 1 : 0,
+      );
+      gauge('remapd_main_failed', '1 while the main device is gone or fails everywhere (no block is blamed)', (s) =>
+        s.mainFailed ? 1 : 0,
+      );
+    }
+    if (sources.evacuated) {
+      const get = sources.evacuated;
       new Gauge({
-        name: 'remapd_remaps_total',
-        help: 'Remapped blocks in all',
+        name: 'remapd_evacuated',
+        help: '1 once `evacuate --switch` serves the new disk and the old main and spare are released',
         registers: [r],
         collect() {
-          this.set(get().total);
-        },
-      });
-      new Gauge({
-        name: 'remapd_pending_blocks',
-        help: 'Unreadable blocks waiting for a write',
-        registers: [r],
-        collect() {
-          this.set(get().pending);
-        },
-      });
-      new Gauge({
-        name: 'remapd_spare_blocks_used',
-        help: 'Spare data blocks in use',
-        registers: [r],
-        collect() {
-          this.set(get().spareUsed);
-        },
-      });
-      new Gauge({
-        name: 'remapd_spare_blocks_free',
-        help: 'Spare data blocks free',
-        registers: [r],
-        collect() {
-          this.set(get().spareFree);
-        },
-      });
-      new Gauge({
-        name: 'remapd_spare_exhausted',
-        help: '1 when a remap failed for lack of spare space',
-        registers: [r],
-        collect() {
-          this.set(get().exhausted ? 1 : 0);
-        },
-      });
-      new Gauge({
-        name: 'remapd_spare_failing',
-        help: '1 while the spare refuses writes or metadata commits (no new remaps)',
-        registers: [r],
-        collect() {
-          this.set(get().spareFailing ? 1 : 0);
-        },
-      });
-      new Gauge({
-        name: 'remapd_main_failed',
-        help: '1 while the main device is gone or fails everywhere (no block is blamed)',
-        registers: [r],
-        collect() {
-          this.set(get().mainFailed ? 1 : 0);
+          this.set(get() ? 1 : 0);
         },
       });
     }
@@ -130,6 +121,7 @@ export class Metrics {
         collect() {
           const h = get();
           if (h) this.set(h.score);
+          else noSample(this);
         },
       });
     }
@@ -161,6 +153,7 @@ export class Metrics {
         collect() {
           const s = get();
           if (s) this.set(s.progress);
+          else noSample(this);
         },
       });
       new Gauge({
@@ -170,6 +163,7 @@ export class Metrics {
         collect() {
           const s = get();
           if (s) this.set(s.passesCompleted);
+          else noSample(this);
         },
       });
       new Gauge({
@@ -179,6 +173,7 @@ export class Metrics {
         collect() {
           const s = get();
           if (s) this.set(s.deviceFailure ? 1 : 0);
+          else noSample(this);
         },
       });
       new Gauge({
@@ -188,6 +183,7 @@ export class Metrics {
         collect() {
           const s = get();
           if (s) this.set(s.suspects?.queued ?? 0);
+          else noSample(this);
         },
       });
     }

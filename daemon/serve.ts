@@ -25,6 +25,7 @@ import { allocAligned } from '../storage/native';
 import { isHeldByStuckIo } from '../storage/stuck-buffers';
 import { openLanes } from '../storage/io-lane';
 import { claimSetup, ownMarker } from './owner-lock';
+import { OldStack } from './evacuate/retire-old-stack';
 
 /** Default main I/O deadline: longer than a desktop drive's own retries of one sector (7-30 s). */
 export const DEFAULT_MAIN_IO_DEADLINE_MS = 30_000;
@@ -83,6 +84,8 @@ export interface RunningDaemon {
   readonly control: ControlServer | undefined;
   /** Called on stop, before the devices close (scanner, metrics …). */
   readonly beforeStop: (() => Promise<void>)[];
+  /** Main, spare, metadata and claims: closed at stop, or retired after `evacuate --switch`. */
+  readonly oldStack: OldStack;
   /** The fault rules in force (undefined without --faults). */
   faultRules(): FaultRules | undefined;
   /** Be told when `remapd faults FILE` reloads the rules (the scanner worker needs them). */
@@ -167,6 +170,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     throw err;
   }
 
+  const oldStack = new OldStack({ main: rawMain.path, spare: opts.spare, device, remap, store, backends, claim, log });
   const catalog = new SingleExportCatalog(opts.exportName, opts.wrapDevice ? opts.wrapDevice(device) : device, opts.readOnly);
   // eslint-disable-next-line prefer-const
   let server: NbdServer;
@@ -174,6 +178,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     connections: () => server.connectionCount,
     remaps: remap
       ? () => {
+          if (oldStack.retired) return undefined; // evacuated: no spare in use any more
           const s = remap!.status();
           return {
             total: s.remaps.total,
@@ -191,6 +196,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     health: () => statusSections.get('health')?.() as { score: number } | undefined,
     scan: () => statusSections.get('scan')?.() as { progress: number; passesCompleted: number } | undefined,
     lanes: () => openLanes().map((l) => l.stats()),
+    evacuated: () => (statusSections.get('evacuate')?.() as { phase?: string } | undefined)?.phase === 'switched',
   });
   metrics.startRates();
   statusSections.set('io', () => metrics.io());
@@ -219,6 +225,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
         remap,
         server,
         store,
+        retired: () => oldStack.retired,
         main: rawMain.path,
         exportName: opts.exportName,
         setFaults: (text: string, source: string) => {
@@ -308,15 +315,15 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
       for (const f of beforeStop) await f().catch((err) => log.error({ err }, 'stop hook failed'));
       await control?.close();
       await metrics.close();
-      try {
-        await device.flush();
-      } catch (err) {
-        log.error({ err }, 'final flush failed');
+      // After `evacuate --switch` the old devices are retired already (the evacuation closed the new one).
+      if (!oldStack.retired) {
+        try {
+          await device.flush();
+        } catch (err) {
+          log.error({ err }, 'final flush failed');
+        }
       }
-      remap?.close(); // background probes (main failed, spare failing)
-      await store?.close().catch((err) => log.error({ err }, 'closing the metadata failed'));
-      for (const b of backends) await b.close().catch((err) => log.error({ err }, 'close failed'));
-      claim.release();
+      await oldStack.close();
       log.info('stopped');
       resolveStopped();
     })();
@@ -329,6 +336,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
     metadataRepairedAtOpen: store?.repairedAtOpen,
     control,
     beforeStop,
+    oldStack,
     stopped,
     stop,
     faultRules: () => faultRules,

@@ -39,7 +39,12 @@ export function formatStatus(s: Record<string, any>): string {
   const cfg = Object.entries(s.mainState?.configErrors ?? {}).map(([k, v]) => `${k} ${v}`);
   if (cfg.length) lines.push(`main faults ${cfg.join(', ')} (device/configuration errors, no block blamed)`);
   if (s.health) lines.push(`health      ${s.health.score}/100 (${s.health.label})`);
-  if (s.spare) {
+  if (s.evacuated) {
+    const e = s.evacuated;
+    lines.push(
+      `evacuated   to ${e.to}; old main ${e.main}${e.spare ? ` and spare ${e.spare}` : ''} ${e.released ? `released${e.releasedAt ? ` at ${e.releasedAt}` : ''}` : 'being released'}`,
+    );
+  } else if (s.spare) {
     const sp = s.spare;
     const flag = sp.failing
       ? `  ** SPARE FAILING: ${sp.cause} (no new remaps) **`

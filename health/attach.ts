@@ -1,6 +1,7 @@
 /**
  * Wires the health scanner into a running daemon: creates it on the RemapDevice, registers the
- * scan.* control commands, forwards fault-rule reloads to the worker, stops it before the devices close.
+ * scan.* control commands, forwards fault-rule reloads to the worker, stops it before the devices close
+ * (at stop, or when the old devices are retired after `evacuate --switch`).
  *
  *   scan.status            → ScanStatus
  *   scan.start / pause / resume
@@ -30,6 +31,8 @@ interface ControlLike {
 export interface DaemonHooks {
   readonly control: ControlLike | undefined;
   readonly beforeStop: (() => Promise<void>)[];
+  /** The old stack's retirement after `evacuate --switch` (daemon/evacuate/retire-old-stack.ts): stop first. */
+  readonly oldStack?: { readonly beforeRetire: (() => Promise<void>)[] };
   faultRules(): FaultRules | undefined;
   onFaultRules(listener: (rules: FaultRules) => void): void;
 }
@@ -143,11 +146,13 @@ export function attachScanner(
       return { score: s.score, label: s.label, trend: s.trend, penalties: s.penalties };
     });
   }
-  daemon.beforeStop.push(async () => {
+  const stop = async () => {
     loop.close();
     await smart?.close();
-    await scanner.close();
-  });
+    await scanner.close(); // ends the worker thread (and its reads of main)
+  };
+  daemon.beforeStop.push(stop);
+  daemon.oldStack?.beforeRetire.push(stop);
   scanner.begin();
   smart?.start();
   const s = scanner.status();

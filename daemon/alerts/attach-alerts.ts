@@ -33,6 +33,8 @@ export interface AlertOptions {
   readonly logger: Logger;
   /** The `health` section of `remapd status`, when a scanner runs. */
   readonly health?: () => { score?: number; label?: string } | undefined;
+  /** The disk served after `evacuate --switch` (the old main and spare are released): REMAPD_MAIN, no spare. */
+  readonly evacuatedTo?: () => string | undefined;
 }
 
 /** Something that emits the events listed above (the remap device, the scanner). */
@@ -45,12 +47,14 @@ export function attachAlerts(remap: RemapDevice | undefined, o: AlertOptions): A
     timeoutMs: o.timeoutMs,
     logger: o.logger,
     environment: () => {
-      const s = remap?.status();
+      const to = o.evacuatedTo?.();
+      const dev = to === undefined ? remap : undefined;
+      const s = dev?.status();
       const h = o.health?.();
       return {
         REMAPD_PID: process.pid,
-        REMAPD_MAIN: o.main,
-        REMAPD_SPARE: remap?.spare.path,
+        REMAPD_MAIN: to ?? o.main,
+        REMAPD_SPARE: dev?.spare.path,
         REMAPD_SETUP_UUID: remap?.store.setupUuid,
         REMAPD_REMAPS: s?.remaps.total ?? 0,
         REMAPD_PENDING: s?.pending.count ?? 0,

@@ -68,7 +68,11 @@ export const evacuateCommand: CommandModule<object, Args> = {
         type: 'string',
         describe: 'Copy at most this many bytes/s (K/M/G suffix) so clients keep the disk [default: unlimited]',
       })
-      .option('switch', { type: 'boolean', default: false, describe: 'Serve the new disk (after the copy is verified); connections stay' })
+      .option('switch', {
+        type: 'boolean',
+        default: false,
+        describe: 'Serve the new disk (after the copy is verified); connections stay, the old main and spare are released',
+      })
       .option('cancel', { type: 'boolean', default: false, describe: 'Stop the copy and forget it' })
       .option('watch', { type: 'boolean', default: false, describe: 'Show progress until the copy is done or failed' })
       .option('interval', { type: 'number', default: 1, describe: 'Seconds between updates with --watch' })

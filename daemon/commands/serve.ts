@@ -198,6 +198,9 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
     }
     if (previousEvac?.phase === 'switched') {
       // The data lives on the evacuated disk now: serving the old main would go back in time.
+      // `remapd status` says so as after the switch itself (the old devices are not even opened).
+      const evacuated = { to: previousEvac.target, main: a.main ?? null, spare: a.spare ?? null, released: true, releasedAt: null };
+      statusSections.set('evacuated', () => evacuated);
       a = { ...a, main: previousEvac.target, spare: undefined, scan: false };
     }
     let thresholds: ReturnType<typeof slowThresholds>;
@@ -318,6 +321,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         main: a.main,
         logger: log,
         health: () => statusSections.get('health')?.() as { score?: number; label?: string } | undefined,
+        evacuatedTo: () => daemon.oldStack.retired?.to,
       });
       if (scanner) subscribeScanner(scanner, alerts);
       // Repaired at open, before the alerts were attached: raise it once now.
@@ -336,8 +340,10 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         sections: statusSections,
         beforeStop: daemon.beforeStop,
         onDone: (st) => evacuateDone.forEach((f) => f(`to=${st.target} unreadable=${st.unreadable.length}`)),
-        onSwitched: () => {
-          scanner?.pause();
+        // The new disk serves every request: close the old stack and release main and spare now.
+        onSwitched: async (target) => {
+          await daemon.oldStack.retire(target, daemon.control, statusSections);
+          void systemd.status(`serving ${target} as export '${a.export}' (evacuated; the old main and spare are released)`);
         },
       },
       previousEvac,

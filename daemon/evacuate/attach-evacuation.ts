@@ -27,7 +27,7 @@ export interface EvacuationWiring {
   readonly sections: Map<string, () => unknown>;
   readonly beforeStop: (() => Promise<void>)[];
   readonly onDone?: (s: EvacuationState) => void;
-  readonly onSwitched?: () => void;
+  readonly onSwitched?: (target: string) => Promise<void> | void;
 }
 
 /** The state a previous run left, if any (a `switched` state means: serve the target). */
@@ -53,9 +53,10 @@ export async function attachEvacuation(w: EvacuationWiring, previous: Evacuation
     c.register('evacuate.status', status);
     c.register('evacuate.start', async (args) => {
       if (typeof args.to !== 'string' || !args.to) throw new ControlError('missing the target device (to)');
+      if (previous?.phase === 'switched' || evac?.phase === 'switched')
+        throw new ControlError('this daemon already serves an evacuated disk');
       if (evac && evac.phase !== 'failed')
         throw new ControlError(`an evacuation is already ${evac.phase} (remapd evacuate --cancel first)`);
-      if (previous?.phase === 'switched') throw new ControlError('this daemon already serves an evacuated disk');
       mkdirSync(dirname(w.statePath), { recursive: true, mode: 0o700 });
       try {
         const rate = typeof args.rate === 'number' && args.rate >= 0 ? args.rate : 0;

@@ -37,8 +37,8 @@ export interface EvacuationHooks {
   readonly own: OwnDevices;
   /** Called when the copy is verified (the alert program's EvacuateDone). */
   readonly onDone?: (s: EvacuationState) => void;
-  /** Called after --switch: the old devices are no longer served (pause the scanner …). */
-  readonly onSwitched?: () => void;
+  /** Called after --switch, awaited: the old devices are no longer served (retire them: retire-old-stack.ts). */
+  readonly onSwitched?: (target: string) => Promise<void> | void;
 }
 
 export class Evacuation {
@@ -289,11 +289,8 @@ export class Evacuation {
     await this.mirror.switchTo(new PassthroughDevice(t, { description: `${t.path} (evacuated)` }));
     this.state.phase = 'switched';
     this.save(true);
-    this.h.log.warn(
-      { target: t.path },
-      'evacuation: now serving the new disk; update the setup (config "main") and retire the old main and spare',
-    );
-    this.h.onSwitched?.();
+    this.h.log.warn({ target: t.path }, 'evacuation: now serving the new disk; update the setup (config "main") to it');
+    await this.h.onSwitched?.(t.path);
   }
 
   async cancel(): Promise<void> {
@@ -334,7 +331,11 @@ export class Evacuation {
     this.cancelled = true;
     await this.running;
     this.save(true);
-    if (this.state.phase !== 'switched') await this.target?.close();
+    // Called at stop after the server drained: after a switch the target is the served disk, flush it first.
+    if (this.state.phase === 'switched')
+      await this.target?.sync().catch((err) => this.h.log.error({ err, target: this.state.target }, 'final flush failed'));
+    await this.target?.close().catch((err) => this.h.log.error({ err, target: this.state.target }, 'close failed'));
+    this.target = undefined;
     this.claim?.release();
   }
 }

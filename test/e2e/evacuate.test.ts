@@ -189,6 +189,7 @@ print('ok' if ok else 'mismatch', flush=True)
   t.ok(qemuIoClean(r2), "after a restart: still the new disk (the client's last write reads back)", { out: describe(r2) });
   const st2 = JSON.parse((await remapctl(s, ['status', '--json'])).stdout);
   t.equal(st2.main, target, 'status: main is the new disk');
+  t.same(st2.evacuated, { to: target, main: s.main, spare: s.spare, released: true, releasedAt: null }, 'status: evacuated');
 });
 
 t.test('a restart during the copy resumes it', async (t) => {
