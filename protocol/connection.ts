@@ -67,7 +67,10 @@ export class Connection {
     this.log = ctx.logger.child({ conn: ctx.id });
     this.trace = this.log.isLevelEnabled('debug');
     this.handshake = new Handshake(ctx.catalog, { shuttingDown: ctx.isShuttingDown, tls: ctx.tls?.mode });
-    this.parser = new ClientParser((m) => this.onMessage(m));
+    this.parser = new ClientParser(
+      (m) => this.onMessage(m),
+      (extra) => this.channel.admit(extra),
+    );
     this.channel = new SocketChannel(
       socket,
       this.parser,
@@ -287,6 +290,7 @@ export class Connection {
   // ------------------------------------------------------------------ transmission
 
   private onRequest(req: RequestMessage): void {
+    this.channel.requestTaken();
     if (this.disconnectRequested) return; // nothing after DISC is valid; ignore
     if (req.type === Cmd.DISC) {
       if (this.trace) this.log.debug('DISC');

@@ -50,7 +50,15 @@ export class ClientParser {
   private direct: DirectWrite | undefined;
   private lastLargeWrite = false;
 
-  constructor(private readonly onMessage: (m: ClientMessage) => void) {}
+  /**
+   * @param admit asked before a READ or WRITE header is taken, with the bytes the request will add to
+   * what this connection holds (a READ's reply, the part of a WRITE's payload not received yet). false
+   * leaves the header unread until poke() (the memory budget, memory-budget.ts).
+   */
+  constructor(
+    private readonly onMessage: (m: ClientMessage) => void,
+    private readonly admit: (extra: number) => boolean = () => true,
+  ) {}
 
   get currentPhase(): ParserPhase {
     return this.phase;
@@ -91,6 +99,17 @@ export class ClientParser {
     if (this.phase !== 'transmission' || this.direct || this.queue.discarding > 0) return 0;
     const have = this.queue.length;
     return have < REQUEST_HEADER_SIZE ? REQUEST_HEADER_SIZE - have : 0;
+  }
+
+  /** Bytes of the WRITE payload being collected that have not arrived yet (0 at a request boundary). */
+  get payloadMissing(): number {
+    const d = this.direct;
+    return d ? d.length - d.filled : 0;
+  }
+
+  /** Try again what waited for admission (when not paused). */
+  poke(): void {
+    if (!this.paused) this.drain();
   }
 
   /** `n` bytes were written into directTarget(). */
@@ -231,8 +250,13 @@ export class ClientParser {
           payloadLength = length;
         }
         this.lastLargeWrite = payloadLength >= DIRECT_PAYLOAD_MIN;
-        if (q.length < REQUEST_HEADER_SIZE + payloadLength) {
-          if (payloadLength < DIRECT_PAYLOAD_MIN) return undefined;
+        const complete = q.length >= REQUEST_HEADER_SIZE + payloadLength;
+        if (!complete && payloadLength < DIRECT_PAYLOAD_MIN) return undefined;
+        // A READ longer than a request may be is rejected without a buffer: it costs nothing.
+        const extra =
+          type === Cmd.WRITE ? REQUEST_HEADER_SIZE + payloadLength - q.length : type === Cmd.READ && length <= MAX_PAYLOAD ? length : 0;
+        if (extra > 0 && !this.admit(extra)) return undefined;
+        if (!complete) {
           // Start collecting the payload in its own buffer; the request is emitted once it is full.
           const h = q.take(REQUEST_HEADER_SIZE);
           const lease = sharedPool.acquire(payloadLength);

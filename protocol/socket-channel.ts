@@ -3,6 +3,9 @@
  * and backpressure. It owns the window of work in flight: reading pauses while `maxInFlight` requests
  * or `maxOutstandingBytes` of request payloads and queued replies are outstanding, or while the
  * server-wide buffer budget is used up, and resumes as they drain. It never drops anything itself.
+ * Its charge on the budget includes the request bytes received and not yet executed; past the budget's
+ * limit it stops reading the socket between two reads (the parser keeps emitting what already arrived)
+ * and asks the budget before each READ or WRITE header is taken (admit, memory-budget.ts).
  *
  * Writes: replies completed in the same event-loop turn go out in one write (the socket is corked on
  * the first and uncorked in setImmediate), so the socket stays the connection's single writer.
@@ -42,6 +45,12 @@ export interface ChannelEvents {
 export class SocketChannel implements BudgetMember {
   private corked = false;
   private readPaused = false;
+  /** The socket is not read because the shared budget is used up (the parser still runs). */
+  private budgetPaused = false;
+  /** The overdraft grant held covers the WRITE payload being received: read it to the end. */
+  private grantPayload = false;
+  /** A request was taken since the grant was obtained: the grant goes back once it is done. */
+  private grantTaken = false;
   private inFlightCount = 0;
   private outstanding = 0;
 
@@ -92,6 +101,7 @@ export class SocketChannel implements BudgetMember {
     } catch (err) {
       this.events.onParseFailure(err);
     }
+    this.afterRead();
   }
 
   // ------------------------------------------------------------------ writing
@@ -141,11 +151,7 @@ export class SocketChannel implements BudgetMember {
     this.inFlightCount++;
     this.outstanding += cost;
     this.syncBudget();
-    if (
-      this.inFlightCount >= this.limits.maxInFlight ||
-      this.outstanding >= this.limits.maxOutstandingBytes ||
-      (this.budget && !this.budget.mayRead(this))
-    ) {
+    if (this.inFlightCount >= this.limits.maxInFlight || this.outstanding >= this.limits.maxOutstandingBytes) {
       this.pauseReading();
     }
   }
@@ -170,21 +176,79 @@ export class SocketChannel implements BudgetMember {
     if (this.inFlightCount >= this.limits.maxInFlight) return;
     if (this.outstanding >= this.limits.maxOutstandingBytes) return;
     if (this.sock.writableLength > this.limits.maxOutstandingBytes) return;
-    if (this.budget && !this.budget.mayRead(this)) return;
     this.readPaused = false;
-    this.sock.resume();
+    if (!this.budgetPaused) this.sock.resume();
     this.parser.resume();
   }
 
-  /** The shared budget has room again. */
+  /** The shared budget has room again: retry a header waiting for admission, then reading. */
   budgetFreed(): void {
-    this.maybeResume();
+    if (this.events.isClosed() || !this.events.isTransmitting()) return;
+    this.parser.poke();
+    if (this.budgetPaused && this.budgetAllowsRead()) {
+      this.budgetPaused = false;
+      if (!this.readPaused) this.sock.resume();
+    }
   }
 
-  /** Tell the shared budget what this connection holds: requests executing plus replies still queued. */
+  /** Parser hook: may a request adding `extra` bytes to what this connection holds start now? */
+  admit(extra: number): boolean {
+    const b = this.budget;
+    if (!b) return true;
+    this.syncBudget();
+    const had = b.hasGrant(this);
+    if (!b.admit(this, extra, this.inFlightCount === 0 && this.sock.writableLength === 0)) return false;
+    if (!had && b.hasGrant(this)) this.granted();
+    return true;
+  }
+
+  /** The connection took a request from the parser (executed or rejected). */
+  requestTaken(): void {
+    if (this.budget?.hasGrant(this)) this.grantTaken = true;
+  }
+
+  private granted(): void {
+    this.grantPayload = true; // cleared at once when no payload follows (a READ)
+    this.grantTaken = false;
+  }
+
+  /** After bytes arrived: charge them, and stop reading if the budget says so. */
+  private afterRead(): void {
+    if (!this.budget || this.events.isClosed() || !this.events.isTransmitting()) return;
+    this.syncBudget();
+    if (!this.budgetPaused && !this.budgetAllowsRead()) {
+      this.budgetPaused = true;
+      this.sock.pause();
+    }
+  }
+
+  /** May the socket be read as far as the shared budget goes? */
+  private budgetAllowsRead(): boolean {
+    const b = this.budget;
+    if (!b) return true;
+    const missing = this.parser.payloadMissing;
+    if (missing === 0) this.grantPayload = false;
+    if (this.grantPayload) return true;
+    const had = b.hasGrant(this);
+    if (!b.mayRead(this, missing)) return false;
+    if (!had && b.hasGrant(this)) this.granted();
+    return true;
+  }
+
+  /**
+   * Tell the shared budget what this connection holds: request bytes received and not yet executed,
+   * requests executing, replies still queued. An overdraft grant goes back once its request is done.
+   */
   private syncBudget(): void {
-    if (!this.budget || this.events.isClosed()) return;
-    this.budget.set(this, this.outstanding + this.sock.writableLength);
+    const b = this.budget;
+    if (!b || this.events.isClosed()) return;
+    const queued = this.sock.writableLength;
+    b.set(this, this.parser.buffered + this.outstanding + queued);
+    if (this.grantTaken && this.inFlightCount === 0 && this.parser.payloadMissing === 0 && queued < b.reserve && b.hasGrant(this)) {
+      this.grantTaken = false;
+      this.grantPayload = false;
+      b.releaseGrant(this);
+    }
   }
 
   /** The connection closed: give its share of the budget back. */
@@ -227,6 +291,7 @@ export class SocketChannel implements BudgetMember {
           } catch (err) {
             this.events.onParseFailure(err);
           }
+          this.afterRead();
           return;
         }
         pos += nread;

@@ -1,4 +1,4 @@
-/** protocol/memory-budget.ts: the buffer budget shared by all connections, its reserve and wake-ups. */
+/** protocol/memory-budget.ts: the buffer budget shared by all connections, its reserve, its overdraft and wake-ups. */
 import t from 'tap';
 import { MemoryBudget, type BudgetMember } from '../../protocol/memory-budget';
 
@@ -75,6 +75,50 @@ t.test('a woken connection that takes the budget again stops the wake-up round',
   t.notOk(second.mayRead());
   b.set(holder, 0); // 4 MiB used: wake first, which takes 6 more → 10 MiB
   t.equal(first.woken, 1);
-  t.equal(second.woken, 0, 'the budget was full again before its turn');
-  t.notOk(second.mayRead(), 'it still waits');
+  t.notOk(second.mayRead(), 'the budget was full again before its turn: it still waits');
+});
+
+t.test('past the limit a request needs the reserve or an overdraft grant; the overdraft is shared and bounded', async (t) => {
+  const b = new MemoryBudget(10 * MiB, MiB, 64 * MiB);
+  const hog = new Member(b);
+  b.set(hog, 10 * MiB);
+  const small = new Member(b);
+  t.ok(b.admit(small, MiB / 2), 'a request that fits the reserve needs no grant');
+  t.notOk(b.hasGrant(small));
+  const members = Array.from({ length: 3 }, () => new Member(b));
+  t.ok(b.admit(members[0], 32 * MiB), 'a 32 MiB request of a connection under its reserve: granted');
+  t.ok(b.admit(members[1], 32 * MiB), 'a second one: granted');
+  t.equal(b.grantedBytes, 64 * MiB);
+  t.notOk(b.admit(members[2], MiB * 2), 'the overdraft is used up: a third waits, however many connections there are');
+  t.notOk(b.admit(members[0], MiB * 2), 'one grant per connection');
+  b.releaseGrant(members[0]);
+  t.equal(members[2].woken, 1, 'a released grant wakes the waiters');
+  t.ok(b.admit(members[2], MiB * 2), 'and its room goes to the next');
+  const busy = new Member(b);
+  b.set(busy, 2 * MiB);
+  b.releaseGrant(members[1]);
+  t.notOk(b.admit(busy, 4 * MiB), 'a connection over its reserve gets no grant');
+  t.ok(b.admit(busy, 4 * MiB, true), 'unless all it holds is input waiting for this request (idle)');
+  t.ok(b.admit(hog, 0), 'a request adding nothing (its payload is in) is always admitted');
+});
+
+t.test('a request larger than the budget goes through the overdraft', async (t) => {
+  const b = new MemoryBudget(MiB, 256 * 1024, 64 * MiB);
+  const m = new Member(b);
+  t.ok(b.admit(m, 32 * MiB), 'under the limit: admitted');
+  b.set(m, 2 * MiB); // its payload arrives
+  t.ok(b.mayRead(m, 30 * MiB), 'past the limit with the payload half in: a finishing grant lets it complete');
+  t.ok(b.hasGrant(m));
+});
+
+t.test('finishing grants use at most half of the overdraft', async (t) => {
+  const b = new MemoryBudget(10 * MiB, MiB, 64 * MiB);
+  const stalled = Array.from({ length: 3 }, () => new Member(b));
+  for (const s of stalled) b.set(s, 4 * MiB);
+  t.notOk(stalled[0].mayRead(), 'at a request boundary, over its reserve: waits');
+  t.ok(b.mayRead(stalled[0], 30 * MiB), 'a half-received 32 MiB WRITE gets a finishing grant');
+  t.notOk(b.mayRead(stalled[1], 30 * MiB), 'the next one waits: finishing grants may use only half of the overdraft');
+  const fresh = new Member(b);
+  t.ok(b.admit(fresh, 32 * MiB), 'the other half still serves the next request of a connection that behaves');
+  t.notOk(b.mayRead(stalled[0], 0), 'a grant does not let its holder read past the limit for anything else');
 });
