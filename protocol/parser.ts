@@ -4,7 +4,10 @@
  * complete unit and can be paused (the connection's in-flight window is full) and resumed.
  *
  * The phase is switched by the connection (setPhase) from inside the message callback, so the bytes that
- * follow a GO in the same TCP segment are already parsed as requests.
+ * follow a GO in the same TCP segment are already parsed as requests. *
+ * Before a READ or WRITE header is taken (and before a WRITE's payload buffer is allocated) the
+ * connection is asked whether the memory the request will add may be spent (admit); if not, the header
+ * stays unread until poke().
  */
 import { ByteQueue } from './byte-queue';
 import { sharedPool, type Lease } from './buffer-pool';

@@ -30,6 +30,8 @@ export interface NbdServerOptions {
 
 export class ServerStartError extends Error {}
 
+/** Connections served at once unless --max-connections says otherwise (systemd/remapd@.socket's Backlog= matches). */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
 /** Node's own listen backlog, kept as the floor so that a small --max-connections never shrinks it. */
 const NODE_DEFAULT_BACKLOG = 511;
 /** The kernel's default net.core.somaxconn since Linux 5.4, assumed when /proc cannot be read. */
@@ -82,7 +84,7 @@ export class NbdServer {
 
   constructor(private readonly opts: NbdServerOptions) {
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
-    this.maxConnections = opts.maxConnections ?? 4096;
+    this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.budget = new MemoryBudget(opts.bufferBudget ?? DEFAULT_BUFFER_BUDGET);
     const somaxconn = readSomaxconn();
     this.backlog = listenBacklog(this.maxConnections, somaxconn);

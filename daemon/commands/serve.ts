@@ -20,6 +20,7 @@ import { statePath } from '../evacuate/evacuation-state';
 import { takeHandover, adoptHandover, awaitGo } from '../handover-adopt';
 import { preloadForHandover } from '../handover-preload';
 import { installHandoverSignals } from '../handover-signals';
+import { DEFAULT_MAX_CONNECTIONS } from '../../protocol/server';
 
 interface ServeArgs {
   main?: string;
@@ -67,7 +68,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
       .option('export', { type: 'string', default: 'disk', describe: 'Export name (the empty name reaches it too)' })
       .option('read-only', { type: 'boolean', default: false, describe: 'Refuse writes' })
       .option('handshake-timeout', { type: 'number', default: 30, describe: 'Seconds a client may take to finish the handshake' })
-      .option('max-connections', { type: 'number', default: 4096, describe: 'Connections accepted at once' })
+      .option('max-connections', { type: 'number', default: DEFAULT_MAX_CONNECTIONS, describe: 'Connections accepted at once' })
       .option('socket-group', {
         type: 'string',
         describe: 'Group (name or GID) owning the NBD and control sockets; use with --socket-mode 0660',

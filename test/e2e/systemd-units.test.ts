@@ -9,6 +9,7 @@ import { copyFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { tempDir, run, describe, REPO_ROOT, REMAPD_BIN } from '../helpers';
+import { DEFAULT_MAX_CONNECTIONS, listenBacklog } from '../../protocol/server';
 
 /** Skip reason when a tool is missing (tap's skip option needs it synchronously). */
 function need(cmd: string): string | false {
@@ -92,6 +93,11 @@ t.test('remapd@.service: the settings the daemon relies on', async (t) => {
   has(/CAP_SYS_RAWIO: only for SMART\. .*smartctl/, 'CAP_SYS_RAWIO kept only for SMART, with the reason');
   const sock = readFileSync(join(UNIT_DIR, 'remapd@.socket'), 'utf8');
   t.match(sock, /^ListenStream=\/run\/remapd\/%i\.sock$/m, 'socket path matches the attach unit');
+  t.match(
+    sock,
+    new RegExp(`^Backlog=${listenBacklog(DEFAULT_MAX_CONNECTIONS, Number.MAX_SAFE_INTEGER)}$`, 'm'),
+    'Backlog= is the backlog the daemon itself listens with for the default --max-connections',
+  );
   const attach = readFileSync(join(UNIT_DIR, 'remapd-nbd-attach@.service'), 'utf8');
   t.match(attach, /remapd attach --socket \/run\/remapd\/%i\.sock /, 'attach unit uses remapd attach on the instance socket');
   t.match(attach, /^Wants=remapd@%i\.service$/m, 'Wants=, not Requires=: restarting the daemon must not restart (detach) the attach unit');
