@@ -196,3 +196,30 @@ t.test('slow 32 MiB WRITEs from many clients: VmHWM bounded by the budget, no dr
     `after the completion: VmRSS ${(rssBytes(server.pid) / MiB).toFixed(0)} MiB, VmHWM ${(hwmBytes(server.pid) / MiB).toFixed(0)} MiB`,
   );
 });
+
+t.test('a request larger than the whole budget, while clients that never read hold it, goes through the overdraft', async (t) => {
+  const { server } = await withServer(t, { sizeBytes: 64 * MiB, extraArgs: ['--buffer-budget', '1M'] });
+  const hog = await RawConn.open(server.socket, 60_000);
+  t.teardown(() => hog.destroy());
+  await hog.handshake(60_000);
+  await hog.go('', 60_000);
+  hog.sock.pause();
+  for (let i = 0; i < 8; i++) hog.sendRequest(CMD.READ, 0, BigInt(i), BigInt(i * MiB), MiB);
+  await sleep(500);
+  const c = await RawConn.open(server.socket, 60_000);
+  t.teardown(() => c.destroy());
+  await c.handshake(60_000);
+  await c.go('', 60_000);
+  const data = Buffer.alloc(32 * MiB, 0x6b);
+  c.sendRequest(CMD.WRITE, 0, 1n, 0n, data.length, data);
+  const w = await c.read(16, 120_000);
+  t.equal(w.readUInt32BE(4), 0, 'a 32 MiB WRITE to a daemon with a 1 MiB budget held by another client completes');
+  c.sendRequest(CMD.READ, 0, 2n, 0n, data.length);
+  const r = await c.read(16, 120_000);
+  t.equal(r.readUInt32BE(4), 0, 'the 32 MiB READ of it too');
+  const back: Buffer[] = []; // in 1 MiB pieces: the test helper's buffer grows by concatenation
+  for (let i = 0; i < 32; i++) back.push(await c.read(MiB, 120_000));
+  t.ok(Buffer.concat(back).equals(data), 'with the data written');
+  t.notOk(hog.closed, 'the client holding the budget is not dropped');
+  hog.destroy(); // the daemon's shutdown would wait for the replies it owes
+});
