@@ -194,7 +194,7 @@ export class SocketChannel implements BudgetMember {
   /** Parser hook: may a request adding `extra` bytes to what this connection holds start now? */
   admit(extra: number): boolean {
     const b = this.budget;
-    if (!b) return true;
+    if (!b || b.usedBytes < b.limit) return true; // the common case, one comparison per request
     this.syncBudget();
     const had = b.hasGrant(this);
     if (!b.admit(this, extra, this.inFlightCount === 0 && this.sock.writableLength === 0)) return false;
