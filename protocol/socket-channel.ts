@@ -4,8 +4,9 @@
  * or `maxOutstandingBytes` of request payloads and queued replies are outstanding, or while the
  * server-wide buffer budget is used up, and resumes as they drain. It never drops anything itself.
  * Its charge on the budget includes the request bytes received and not yet executed; past the budget's
- * limit it stops reading the socket between two reads (the parser keeps emitting what already arrived)
- * and asks the budget before each READ or WRITE header is taken (admit, memory-budget.ts).
+ * limit it stops reading the socket between two reads (the parser keeps emitting what already arrived),
+ * takes at most the reserve per read, and asks the budget before each READ or WRITE header is taken
+ * (admit, memory-budget.ts).
  *
  * Writes: replies completed in the same event-loop turn go out in one write (the socket is corked on
  * the first and uncorked in setImmediate), so the socket stays the connection's single writer.
@@ -222,6 +223,16 @@ export class SocketChannel implements BudgetMember {
     }
   }
 
+  /**
+   * The most one read may take: past the budget's limit, without a grant for the payload being
+   * received, at most the reserve (so one read adds that much, not a whole kernel receive buffer).
+   */
+  private readCap(): number {
+    const b = this.budget;
+    if (!b || b.usedBytes < b.limit || (this.grantPayload && this.parser.payloadMissing > 0)) return Infinity;
+    return b.reserve;
+  }
+
   /** May the socket be read as far as the shared budget goes? */
   private budgetAllowsRead(): boolean {
     const b = this.budget;
@@ -272,7 +283,8 @@ export class SocketChannel implements BudgetMember {
       next: (): Buffer => {
         const target = this.events.isTransmitting() ? this.parser.directTarget() : undefined;
         direct = target !== undefined;
-        if (target) return target;
+        const cap = this.readCap();
+        if (target) return target.length > cap ? target.subarray(0, cap) : target;
         if (slab.length - pos < READ_MIN) {
           slab = Buffer.allocUnsafeSlow(READ_SLAB);
           pos = 0;
@@ -282,7 +294,8 @@ export class SocketChannel implements BudgetMember {
         // time it is replaced, is hardly used). One more small read per large request; any other
         // request switches back.
         const missing = this.parser.expectingLargeWrite ? this.parser.headerBytesMissing() : 0;
-        return missing > 0 ? slab.subarray(pos, pos + missing) : slab.subarray(pos);
+        const end = missing > 0 ? pos + missing : slab.length;
+        return slab.subarray(pos, Math.min(end, pos + cap));
       },
       filled: (nread: number, buf: Buffer): void => {
         if (direct) {
