@@ -66,6 +66,10 @@ export const CONFIG_SCHEMA = {
   metrics: str,
   maxOutstandingBytes: str,
   bufferBudget: str,
+  outageHold: {
+    expect: 'a number of seconds from 0 to 25',
+    check: (v) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= 25 ? undefined : 'x'),
+  },
   readRetries: {
     expect: 'an integer from 0 to 100',
     check: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 100 ? undefined : 'x'),

@@ -36,6 +36,9 @@ export interface MetricSources {
         spareFailing?: boolean;
         /** The main device is gone or fails everywhere (remap/main-state.ts). */
         mainFailed?: boolean;
+        /** Requests waiting for a failed main now, and since the start (the outage hold, main-state.ts). */
+        mainHeld?: number;
+        mainHeldTotal?: number;
       }
     | undefined; // undefined once evacuated: the old devices are released (no samples)
   health?(): { score: number } | undefined;
@@ -99,6 +102,16 @@ export class Metrics {
       );
       gauge('remapd_main_failed', '1 while the main device is gone or fails everywhere (no block is blamed)', (s) =>
         s.mainFailed ? 1 : 0,
+      );
+      gauge(
+        'remapd_main_held_requests',
+        'Requests waiting for a failed main device to answer again (--outage-hold)',
+        (s) => s.mainHeld ?? 0,
+      );
+      gauge(
+        'remapd_main_held_requests_total',
+        'Requests held while the main device was failed, since the start (--outage-hold)',
+        (s) => s.mainHeldTotal ?? 0,
       );
     }
     if (sources.evacuated) {

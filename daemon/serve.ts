@@ -62,6 +62,8 @@ export interface ServeOptions {
   readonly bufferBudget?: number;
   /** Extra attempts after a failed read of a main block. */
   readonly readRetries?: number;
+  /** While main is failed, requests that need it wait this long for it (ms; 0 = fail at once). */
+  readonly outageHoldMs?: number;
   /** Wrap the device before it is served (a layer such as daemon/evacuate/mirror-device.ts). */
   readonly wrapDevice?: (device: BlockDevice) => BlockDevice;
   /** Listening sockets passed by systemd (socket activation); served in addition to socket/listen. */
@@ -151,6 +153,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
         logger: log,
         readOnly: opts.readOnly,
         readRetries: opts.readRetries,
+        outageHoldMs: opts.outageHoldMs,
         description: `remapd setup=${store.setupUuid} main=${rawMain.path} spare=${spare.path}`,
       });
       device = remap;
@@ -190,6 +193,8 @@ export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Runn
             exhausted: s.spare.exhausted,
             spareFailing: s.spare.failing,
             mainFailed: s.main.state === 'failed',
+            mainHeld: s.main.held,
+            mainHeldTotal: s.main.heldTotal,
           };
         }
       : undefined,

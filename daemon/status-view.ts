@@ -36,6 +36,10 @@ export function formatStatus(s: Record<string, any>): string {
       `main        answers; failed ${s.mainState.failures} time(s) since start, last at ${new Date(l.since).toISOString()}${down}: ${l.reason}`,
     );
   }
+  if (s.mainState?.heldTotal > 0 || s.mainState?.held > 0)
+    lines.push(
+      `main held   ${s.mainState.held} request(s) waiting for main now, ${s.mainState.heldTotal} since start (${s.mainState.heldExpired} waited the whole ${s.mainState.holdSeconds} s hold and failed)`,
+    );
   const cfg = Object.entries(s.mainState?.configErrors ?? {}).map(([k, v]) => `${k} ${v}`);
   if (cfg.length) lines.push(`main faults ${cfg.join(', ')} (device/configuration errors, no block blamed)`);
   if (s.health) lines.push(`health      ${s.health.score}/100 (${s.health.label})`);

@@ -12,8 +12,11 @@
  *   when the PROBES reads fail too (a main that reads but refuses writes keeps remapping them, loudly).
  *
  * While failed: one loud log line, the state in status/metrics/STATUS, no bisection, no pending marks, no
- * remaps; requests to main are tried once and fail with EIO. A background probe (back-off 1 s → 60 s)
- * and every main I/O that succeeds bring it back ("main device answers again"). Config faults (EROFS,
+ * remaps. Requests that need main are held (hold(): the outage ride-through, --outage-hold, like a SCSI
+ * disk's retries or dm-multipath's queue_if_no_path) and run again when main answers; a request held
+ * for holdMs, every request once the outage has lasted holdMs, and every request with the hold off, is
+ * tried once and fails with EIO. A background probe (every HOLD_PROBE_MS while requests are held, else a
+ * back-off 1 s → 60 s) and every main I/O that succeeds bring it back ("main device answers again"). Config faults (EROFS,
  * ENOSPC, EACCES …) are logged here too, at most one line per code every CONFIG_LOG_MS.
  */
 import type { BackendError } from '../storage/backend';
@@ -27,6 +30,8 @@ const DEAD_WINDOW_MS = 30_000;
 const PROBE_MIN_MS = 1000;
 const PROBE_MAX_MS = 60_000;
 const CONFIG_LOG_MS = 10_000;
+/** Probe interval while requests are held: a held request runs at most this long after main answers. */
+export const HOLD_PROBE_MS = 250;
 
 export interface MainStateStatus {
   state: 'ok' | 'failed';
@@ -39,6 +44,18 @@ export interface MainStateStatus {
   failures: number;
   /** The last of them (ms since the epoch; endedAt null while it lasts). */
   lastFailure: { reason: string; since: number; endedAt: number | null } | null;
+  /** The outage ride-through (--outage-hold), seconds; 0 = off. */
+  holdSeconds: number;
+  /** Requests waiting for main now. */
+  held: number;
+  /** Requests held since the start, and how many of them waited the whole hold and failed. */
+  heldTotal: number;
+  heldExpired: number;
+}
+
+interface HeldRequest {
+  resolve(runAgain: boolean): void;
+  timer: NodeJS.Timeout;
 }
 
 export class MainState {
@@ -57,8 +74,16 @@ export class MainState {
   private lastFailure: MainStateStatus['lastFailure'] = null;
   private writesRefusedLoggedAt = -Infinity;
   private closed = false;
+  private probing = false;
+  private readonly held = new Set<HeldRequest>();
+  private heldTotal = 0;
+  private heldExpired = 0;
 
-  constructor(private readonly c: RemapContext) {}
+  /** holdMs: how long a request that needs main waits while main is failed (0: fails at once). */
+  constructor(
+    private readonly c: RemapContext,
+    readonly holdMs = 0,
+  ) {}
 
   get failed(): boolean {
     return this.failedSince !== null;
@@ -72,7 +97,43 @@ export class MainState {
       configErrors: { ...this.configErrors },
       failures: this.failures,
       lastFailure: this.lastFailure && { ...this.lastFailure },
+      holdSeconds: this.holdMs / 1000,
+      held: this.held.size,
+      heldTotal: this.heldTotal,
+      heldExpired: this.heldExpired,
     };
+  }
+
+  /**
+   * Wait while main is failed. Resolves true when main answers (run the request again), false when it
+   * should be tried once and fail as without a hold: hold off, the outage already older than the hold
+   * (no pile-up of requests that would only time out), this request held for holdMs, or close() (stop).
+   * Resolves true at once when main is not failed.
+   */
+  hold(): Promise<boolean> {
+    if (this.failedSince === null) return Promise.resolve(true);
+    if (this.closed || this.holdMs <= 0 || Date.now() - this.failedSince >= this.holdMs) return Promise.resolve(false);
+    this.heldTotal++;
+    return new Promise<boolean>((resolve) => {
+      const h: HeldRequest = {
+        resolve,
+        timer: setTimeout(() => {
+          this.held.delete(h);
+          this.heldExpired++;
+          resolve(false);
+        }, this.holdMs),
+      };
+      this.held.add(h);
+      if (this.held.size === 1) this.scheduleProbe(); // now at the short interval
+    });
+  }
+
+  private releaseHeld(runAgain: boolean): void {
+    for (const h of this.held) {
+      clearTimeout(h.timer);
+      h.resolve(runAgain);
+    }
+    this.held.clear();
   }
 
   /** A main I/O of kind `op` completed (outside the hot paths, which count `ok` themselves). */
@@ -157,7 +218,9 @@ export class MainState {
     this.dead.write.clear();
     this.c.log.fatal(
       { main: this.c.main.path, reason },
-      'MAIN DEVICE FAILED: no block is blamed, nothing is marked pending or remapped; requests to main fail with EIO until it answers again',
+      this.holdMs > 0
+        ? `MAIN DEVICE FAILED: no block is blamed, nothing is marked pending or remapped; requests to main wait up to ${this.holdMs / 1000} s for it, then fail with EIO until it answers again`
+        : 'MAIN DEVICE FAILED: no block is blamed, nothing is marked pending or remapped; requests to main fail with EIO until it answers again',
     );
     this.c.events.emit('main-failed', { reason });
     this.c.events.emit('device-failed', { error: reason }); // the alert hook (daemon/alerts: DeviceFailed)
@@ -172,19 +235,27 @@ export class MainState {
     this.failReason = null;
     clearTimeout(this.probeTimer);
     this.probeTimer = undefined;
-    this.c.log.warn({ main: this.c.main.path, downSeconds: Math.round(downMs / 1000), how }, 'main device answers again');
+    const held = this.held.size;
+    this.c.log.warn({ main: this.c.main.path, downSeconds: Math.round(downMs / 1000), how, held }, 'main device answers again');
+    this.releaseHeld(true);
     this.c.events.emit('main-recovered', {});
   }
 
+  /** The next probe: HOLD_PROBE_MS from now while requests are held, else after the back-off. */
   private scheduleProbe(): void {
-    if (this.closed || this.failedSince === null) return;
+    if (this.closed || this.failedSince === null || this.probing) return;
+    clearTimeout(this.probeTimer);
+    const delay = this.held.size > 0 ? Math.min(HOLD_PROBE_MS, this.probeDelay) : this.probeDelay;
     this.probeTimer = setTimeout(() => {
+      this.probeTimer = undefined;
+      this.probing = true;
       void this.anyProbeReads().then((ok) => {
+        this.probing = false;
         if (ok || this.failedSince === null) return;
-        this.probeDelay = Math.min(PROBE_MAX_MS, this.probeDelay * 2);
+        if (this.held.size === 0) this.probeDelay = Math.min(PROBE_MAX_MS, this.probeDelay * 2);
         this.scheduleProbe();
       });
-    }, this.probeDelay);
+    }, delay);
     this.probeTimer.unref();
   }
 
@@ -200,8 +271,10 @@ export class MainState {
     );
   }
 
+  /** Stop probing; held requests are released to fail as without a hold (stop: at most holdMs late). */
   close(): void {
     this.closed = true;
     clearTimeout(this.probeTimer);
+    this.releaseHeld(false);
   }
 }

@@ -11,7 +11,9 @@
  *     spare (the mover copies it);
  *   - a healthy neighbour is never reported, never marked pending, never remapped.
  * A device or configuration fault (storage/error-class.ts) blames no block: the request fails as it is.
- * While main is failed (main-state.ts) a read is tried once and fails with EIO: no bisection, no marks.
+ * While main is failed (main-state.ts) a read is held (MainState.hold: the outage ride-through) and run
+ * again through the device (`again`: routed anew) when main answers; when the hold is off or over it is
+ * tried once and fails with EIO. No bisection, no marks either way.
  * Pending blocks that a later read covers completely and finds readable are rescued as well.
  */
 import { DeviceError } from '../protocol/block-device';
@@ -35,6 +37,8 @@ export class ReadRecovery {
     private readonly c: RemapContext,
     private readonly mover: Mover,
     private readonly mainState: MainState,
+    /** The whole read again, routed anew (RemapDevice.read): after a hold, blocks may live elsewhere. */
+    private readonly again: (offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number) => Promise<void>,
   ) {}
 
   /** Read [offset, offset+length) of main into target; a failure is recovered as described above. */
@@ -52,12 +56,19 @@ export class ReadRecovery {
   };
 
   private async readWhileFailed(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number): Promise<void> {
+    if (await this.mainState.hold()) return this.again(offset, length, target, targetOffset);
     try {
       await this.c.main.read(offset, length, target, targetOffset);
     } catch (err) {
       throw this.failedDeviceError(err, offset);
     }
     this.mainState.noteSuccess('read');
+  }
+
+  /** This read found main failed: held until main answers (then run again), else EIO as it stands. */
+  private async holdOrFail(offset: ByteOffset, length: ByteLength, target: Buffer, targetOffset: number, err: unknown): Promise<void> {
+    if (await this.mainState.hold()) return this.again(offset, length, target, targetOffset);
+    throw this.failedDeviceError(err, offset);
   }
 
   private failedDeviceError(err: unknown, offset: ByteOffset): DeviceError {
@@ -76,7 +87,8 @@ export class ReadRecovery {
     const c = this.c;
     const ms = this.mainState;
     if (ms.noteFailure(first, 'read') !== 'media' || ms.failed) {
-      throw ms.failed ? this.failedDeviceError(first, offset) : toDeviceError(first);
+      if (ms.failed) return this.holdOrFail(offset, length, target, targetOffset, first);
+      throw toDeviceError(first);
     }
     const attempt = (o: ByteOffset, l: ByteLength): Promise<void> => c.main.read(o, l, target, targetOffset + (o - offset));
     let stalled = false;
@@ -102,11 +114,12 @@ export class ReadRecovery {
       }
     } catch (err) {
       if (err instanceof BackendError) ms.noteFailure(err, 'read');
+      if (ms.failed) return this.holdOrFail(offset, length, target, targetOffset, err);
       throw toDeviceError(err);
     }
     if (found.successes > 0) ms.noteSuccess('read');
     else if (!stalled) await ms.noteDeadRange(offset, 'read');
-    if (ms.failed) throw this.failedDeviceError(first, offset);
+    if (ms.failed) return this.holdOrFail(offset, length, target, targetOffset, first);
 
     const bad = new Set<MainBlock>(found.bad.map((p) => blockOf(p.offset, c.blockSize)));
     const flaky = new Set<MainBlock>();

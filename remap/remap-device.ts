@@ -48,6 +48,8 @@ export interface RemapDeviceOptions {
   readonly readOnly?: boolean;
   /** Extra attempts after a failed read of a main block (default 3). */
   readonly readRetries?: number;
+  /** While main is failed, requests that need it wait this long for it (ms; default 0: fail at once). */
+  readonly outageHoldMs?: number;
   /** Warn when this fraction of the spare's data blocks is used (default 0.9). */
   readonly spareWarnFraction?: number;
   readonly description?: string;
@@ -115,10 +117,11 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
       counters: { readErrors: 0, writeErrors: 0, rescued: 0, remappedOnWrite: 0, migrated: 0 },
     };
     this.spareState = new SpareState(this.ctx, opts.spareWarnFraction ?? 0.9);
-    this.mainState = new MainState(this.ctx);
+    this.mainState = new MainState(this.ctx, opts.outageHoldMs ?? 0);
     this.mover = new Mover(this.ctx, this.spareState, this.mainState);
-    this.reads = new ReadRecovery(this.ctx, this.mover, this.mainState);
-    this.writes = new WritePath(this.ctx, this.mover, this.mainState, this.spareState);
+    // A request held through an outage runs again from the top: routed anew, as if it had just arrived.
+    this.reads = new ReadRecovery(this.ctx, this.mover, this.mainState, (o, l, t, at) => this.readRouted(o, l, t, at));
+    this.writes = new WritePath(this.ctx, this.mover, this.mainState, this.spareState, (o, p) => this.writeRouted(o, p, false));
     const writable = !opts.readOnly && !main.readOnly && !spare.readOnly;
     this.capabilities = {
       writable,
@@ -268,6 +271,8 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
       // main's flush is retried (main-flush.ts): with O_DIRECT a later flush covers every completed write
       await Promise.all([flushMain(this.main, this.ctx.log), this.spare.sync()]);
     } catch (err) {
+      // main failed (gone) meanwhile: held like any request that needs main, then flushed again
+      if (this.mainState.failed && (await this.mainState.hold())) return this.flush();
       throw toDeviceError(err);
     }
   }

@@ -6,7 +6,9 @@
  * the blocks that refuse it are remapped (remapOnWrite), before the client's write succeeds. Each bisection attempt routes
  * its piece again (a block may have moved meanwhile) and waits for moving blocks, so no piece is written
  * behind a mover's back. A device or configuration fault blames no block and remaps nothing: the write
- * fails with its error. While main is failed (main-state.ts) a write is tried once and fails with EIO.
+ * fails with its error. While main is failed (main-state.ts) a write is held (MainState.hold: the outage
+ * ride-through) and run again through the device (`again`: routed anew) when main answers; when the hold
+ * is off or over it is tried once and fails with EIO. Nothing is remapped either way.
  *
  * Writes to pending blocks go to the spare. A partial write into a block whose other bytes must be kept
  * reads them (bisected, retried); when some of them cannot be read, no bytes are invented (docs/HEALTH.md,
@@ -45,6 +47,8 @@ export class WritePath {
     private readonly mover: Mover,
     private readonly mainState: MainState,
     private readonly spareState: SpareState,
+    /** The write again, routed anew (RemapDevice's routed write, no FUA): after a hold, blocks may live elsewhere. */
+    private readonly again: (offset: ByteOffset, piece: Buffer) => Promise<void>,
   ) {}
 
   /** Write to the spare, tracked like main writes so a move of the block waits for it. */
@@ -78,6 +82,7 @@ export class WritePath {
   }
 
   private async writeWhileFailed(offset: ByteOffset, piece: Buffer): Promise<void> {
+    if (await this.mainState.hold()) return this.again(offset, piece);
     try {
       await this.c.locks.trackWrite(this.c.main.write(offset, piece));
     } catch (err) {
@@ -89,6 +94,13 @@ export class WritePath {
       );
     }
     this.mainState.noteSuccess('write');
+  }
+
+  /** This write found main failed: held until main answers (then run again), else EIO. */
+  private async holdOrFail(offset: ByteOffset, piece: Buffer, err: unknown): Promise<void> {
+    if (await this.mainState.hold()) return this.again(offset, piece);
+    const why = err instanceof Error ? ` (${err.message})` : '';
+    throw new DeviceError('EIO', `main device failed: write at byte ${offset} refused, nothing remapped${why}`, offset);
   }
 
   /** A main segment that may contain pending blocks: those go to the spare now. */
@@ -148,8 +160,7 @@ export class WritePath {
     const ms = this.mainState;
     if (!(err instanceof BackendError)) throw toDeviceError(err);
     const cls = ms.noteFailure(err, 'write');
-    if (ms.failed)
-      throw new DeviceError('EIO', `main device failed: write at byte ${offset} refused, nothing remapped (${err.message})`, offset);
+    if (ms.failed) return this.holdOrFail(offset, piece, err);
     if (cls !== 'media') throw toDeviceError(err);
     c.log.warn({ offset, length: piece.length, code: err.code }, 'write to main failed; isolating the failing sectors');
     let found;
@@ -168,11 +179,12 @@ export class WritePath {
       });
     } catch (e) {
       if (e instanceof BackendError) ms.noteFailure(e, 'write');
+      if (ms.failed) return this.holdOrFail(offset, piece, e);
       throw toDeviceError(e);
     }
     if (found.successes > 0) ms.noteSuccess('write');
     else if (!stalled) await ms.noteDeadRange(offset, 'write');
-    if (ms.failed) throw new DeviceError('EIO', `main device failed: write at byte ${offset} refused, nothing remapped`, offset);
+    if (ms.failed) return this.holdOrFail(offset, piece, undefined);
     // Blocks holding a sector that refused the write: remapped with the request's bytes for them.
     const bad = new Map<MainBlock, ByteOffset>();
     for (const p of found.bad) {

@@ -52,6 +52,7 @@ interface ServeArgs {
   'scan-very-slow'?: string;
   'main-direct': boolean;
   'main-io-deadline': string;
+  'outage-hold': number;
   'alert-program'?: string;
   'alert-timeout': number;
   'state-dir': string;
@@ -131,6 +132,11 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         default: '30s',
         describe: 'A main read or write slower than this fails (ETIMEDOUT, counted as a media error): 30s, 500ms; 0 = none',
       })
+      .option('outage-hold', {
+        type: 'number',
+        default: 5,
+        describe: 'Seconds a request that needs a failed (gone) main device waits for it before EIO; 0 = fail at once',
+      })
       .option('alert-program', {
         type: 'string',
         describe: 'Run PATH EVENT SETUP [DETAIL] on remaps, pending blocks, health changes, spare low/full, … (REMAPD_* environment)',
@@ -162,6 +168,8 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
         if (budget < 1024 * 1024) throw new Error('--buffer-budget must be at least 1M');
         if (!(Number.isInteger(a['read-retries']) && a['read-retries'] >= 0 && a['read-retries'] <= 100))
           throw new Error('--read-retries must be an integer from 0 to 100');
+        if (!(Number.isFinite(a['outage-hold']) && a['outage-hold'] >= 0 && a['outage-hold'] <= 25))
+          throw new Error("--outage-hold must be a number of seconds from 0 to 25 (under the kernel nbd client's 30 s timeout)");
         if (!/^0?[0-7]{3}$/.test(a['socket-mode'])) throw new Error('--socket-mode must be an octal mode like 0600');
         if (a['scan-rate'] !== undefined) parseSize(a['scan-rate']);
         if (a['scan-interval'] !== undefined) parseDuration(a['scan-interval']);
@@ -266,6 +274,7 @@ export const serveCommand: CommandModule<object, ServeArgs> = {
           control: a.control ?? defaultControlPath(inherited ? configuredSocket : socket, a.export),
           controlIsDefault: a.control === undefined,
           readRetries: a['read-retries'],
+          outageHoldMs: Math.round(a['outage-hold'] * 1000),
           metrics: a.metrics,
           tls: {
             mode: a.tls as 'off' | 'on' | 'require',
