@@ -130,7 +130,7 @@ export interface Rig {
 
 export async function remapRig(
   t: { teardown(fn: () => unknown): void },
-  o: { mainBytes?: number; spareBytes?: number; blockSize?: number; readRetries?: number } = {},
+  o: { mainBytes?: number; spareBytes?: number; blockSize?: number; readRetries?: number; outageHoldMs?: number } = {},
 ): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'remapd-rig-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -148,7 +148,7 @@ export async function remapRig(
   const main = new HookedBackend(rawMain);
   const spare = new HookedBackend(rawSpare);
   const opened = await MetadataStore.open(spare, identityFromBackend(rawMain));
-  const device = new RemapDevice(main, spare, opened, { logger, readRetries: o.readRetries ?? 3 });
+  const device = new RemapDevice(main, spare, opened, { logger, readRetries: o.readRetries ?? 3, outageHoldMs: o.outageHoldMs });
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;

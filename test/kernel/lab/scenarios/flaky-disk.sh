@@ -3,7 +3,8 @@
 #   1. plain (no features): every read and write fails. An outage, not bad blocks: remapd may call main
 #      failed while it lasts (status says so) and must recover when it answers again, blaming no block
 #      (no pending marks, no remaps of healthy blocks); every write acknowledged before a completed
-#      flush, and every FUA write, reads back afterwards. Client I/O inside an outage fails (counted).
+#      flush, and every FUA write, reads back afterwards. The 2 s outages are shorter than the default
+#      --outage-hold (5 s): client requests wait for main and none fails (the figures are still counted).
 #   2. error_writes: writes fail, reads work. Failed writes go to the spare: ext4 on nbd0 (mkfs, files
 #      with sha256 sums, sync, drop caches, re-read, e2fsck -fn) sees no I/O error and every sum matches.
 #   3. drop_writes: writes are silently dropped, and reported done. A disk that lies: nothing in an I/O
@@ -56,6 +57,8 @@ phase_down() {
   fig down_writes_acked "$acked"; fig down_write_errors "$errs"; fig down_flush_errors "$ferrs"
   fig down_read_errors "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%d/%d" % (len(r["failed"]), len(r["failed"]) + r["ok"]))' "$LAB_OUT/down-read.json")"
   fig down_failed_samples "$failed_seen/$samples"
+  local rerrs; rerrs=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["failed"]))' "$LAB_OUT/down-read.json")
+  ((errs + ferrs + rerrs == 0)) || bad "client I/O failed in the outages ($errs write, $ferrs flush, $rerrs read errors): the outage hold should ride them out"
   lab_dm_swap main "0 $SZ linear $DEV 0"
   wait_main_ok down
   v=$(blockio verify --journal "$LAB_OUT/down.journal" --dev $NBD)
@@ -70,6 +73,7 @@ phase_down() {
   # polling every ~3 s (python under TCG) often misses a 2 s outage: status keeps the count and the last one
   local nfail last; nfail=$(lab_jq 'd["mainState"]["failures"]') last=$(lab_jq 'd["mainState"]["lastFailure"]')
   fig down_status_failures "$nfail"
+  fig down_held "$(lab_jq '"%d,expired=%d" % (d["mainState"]["heldTotal"], d["mainState"]["heldExpired"])')"
   fig down_status_last_failure_s "$(lab_jq '"%.1f" % ((d["mainState"]["lastFailure"]["endedAt"] - d["mainState"]["lastFailure"]["since"]) / 1000) if d["mainState"].get("lastFailure") else "none"')"
   ((nfail > 0 || errs + ferrs == 0)) || bad "client I/O failed in the outages but status never said main failed (failures=$nfail last=$last)"
 }
