@@ -4,8 +4,9 @@
  * which get `leafRetries` extra attempts. The unit is a remap block when the question is which blocks to
  * blame, main's logical block size when it is the first failing byte. A range of n units with k bad ones
  * costs about 2k·log2(n/k) I/Os, not n. A failure budget bounds the worst case (2n: everything fails),
- * and `onStall` is asked early whether the device is dead when nothing at all has worked yet; what is
- * left when the bisection stops is reported as unresolved, never as bad.
+ * and `onStall` is asked early whether the device is dead when nothing at all has worked yet (single units
+ * wait for its answer, and so does the result); what is left when the bisection stops is reported as
+ * unresolved, never as bad.
  *
  * Only media errors (storage/error-class.ts) are bisected; any other error aborts the bisection and is
  * thrown to the caller (a device or configuration fault says nothing about the sectors).
@@ -104,6 +105,7 @@ export async function bisect(
     const firstSector = Math.floor(off / S);
     const lastSector = Math.floor((off + len - 1) / S);
     if (firstSector === lastSector) {
+      if (stall) await stall; // its answer may stop the bisection: a dead device blames no unit
       if (stopped()) {
         out.unresolved.push({ offset: off, length: len, err });
         return { complete: false, blamed: false };
@@ -143,6 +145,10 @@ export async function bisect(
   };
 
   await walk(offset, length, first);
+  // The caller reads the device's state (main failed?) next: the stall's answer must be in by then. Without
+  // this wait a 64 KiB write caught by an outage remapped its 16 blocks while the probe reads were still
+  // running (test/e2e/outage-hold.test.ts, 3 runs of 5).
+  if (stall) await stall;
   const byOffset = (a: Piece, b: Piece): number => a.offset - b.offset;
   out.bad.sort(byOffset);
   out.flaky.sort(byOffset);
