@@ -218,6 +218,7 @@ t.test('the same outage with --outage-hold 0: clients get EIO', { skip }, async 
   const st = (await statusJson(s)) as Status;
   t.equal(st.mainState.heldTotal, 0, 'nothing held');
   t.equal(st.pending.count, 0, 'no block pending');
+  t.equal(st.remaps.total, 0, 'no block remapped', { remaps: st.remaps });
 });
 
 t.test('an outage longer than the hold: EIO after the hold, no pile-up, spare served, back by itself', { skip }, async (t) => {
