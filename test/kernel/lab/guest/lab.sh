@@ -131,6 +131,32 @@ lab_qom_set() {
 
 dropcaches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # kernel messages about a device since the scenario started ("I/O error, dev nbd0", "Buffer I/O error on dev nbd0")
+# lab_ext4_write_verify PREFIX FILES MAXKIB [CONV]: ext4 on $NBD, written and checked as a user would: mkfs,
+# FILES files of 1..MAXKIB KiB of random data (dd conv=CONV when given, e.g. fsync), sha256 sums, sync, umount,
+# drop caches, read-only remount, check the sums, e2fsck -fn. Figures PREFIXfiles and PREFIXwritten_mib; every
+# failure goes to bad; returns 1 only when it cannot go on (mkfs, mount). Used by ext4-through-bad-sectors and
+# flaky-disk (error_writes).
+lab_ext4_write_verify() {
+  local prefix=$1 files=$2 maxkib=$3 conv=${4:-} i size n=0 kib=0
+  mkfs.ext4 -F -q -L lab $NBD >"$LAB_OUT/mkfs.log" 2>&1 || { cat "$LAB_OUT/mkfs.log"; bad "mkfs.ext4"; return 1; }
+  mount -t ext4 $NBD /mnt || { bad "mount"; return 1; }
+  mkdir -p /mnt/d
+  for i in $(seq 1 "$files"); do
+    size=$(( (i * 7919) % maxkib + 1 ))
+    dd if=/dev/urandom of=/mnt/d/f$i bs=1K count=$size ${conv:+conv=$conv} status=none || bad "writing f$i"
+    n=$((n + 1)); kib=$((kib + size))
+  done
+  (cd /mnt/d && sha256sum f* >/tmp/sums) || bad "sha256sum"
+  sync || bad "sync"
+  umount /mnt || bad "umount"
+  dropcaches
+  mount -t ext4 -o ro $NBD /mnt || { bad "remount"; return 1; }
+  (cd /mnt/d && sha256sum -c --quiet /tmp/sums) >"$LAB_OUT/sumcheck.log" 2>&1 || bad "checksums: $(head -c 300 "$LAB_OUT/sumcheck.log")"
+  umount /mnt
+  fig "${prefix}files" "$n"; fig "${prefix}written_mib" "$((kib / 1024))"
+  e2fsck -fn $NBD >"$LAB_OUT/fsck.log" 2>&1 || bad "e2fsck -fn exited $? ($(tail -n 3 "$LAB_OUT/fsck.log" | tr '\n' ' '))"
+}
+
 dmesg_errors() { dmesg | grep -E "(I/O error|Buffer I/O).*\b$1\b|\b$1\b.*(I/O error|error)" | grep -v 'critical medium error' ; }
 
 lab_run_scenario() {

@@ -5,7 +5,7 @@
 # No I/O error may reach ext4 (none on nbd0 in dmesg) and every sum must match.
 DMERR="2056:8 8200:16 32776:8 98304:24 131080:8 180000:40"
 scenario_main() {
-  local main i n=0 mib=0 size errs
+  local main errs
   main=$(lab_dm main "$(lab_error_table /dev/sda "$DMERR")") || return 1
   lab_create "$main" "$LAB_DISK_spare" || return 1
   lab_serve "$main" "$LAB_DISK_spare" --scan-rate 0 "${LAB_SCAN_TCG[@]}" || return 1
@@ -15,23 +15,7 @@ scenario_main() {
   # blocks a 1 KiB write into a pending block whose main refuses writes fails with EIO (docs/HEALTH.md,
   # "Partial writes into unreadable blocks"): remapd does not invent the block's unreadable bytes.
   lab_attach -b 4096 || return 1
-  mkfs.ext4 -F -q -L lab $NBD >"$LAB_OUT/mkfs.log" 2>&1 || { cat "$LAB_OUT/mkfs.log"; bad "mkfs.ext4"; return 1; }
-  mount -t ext4 $NBD /mnt || { bad "mount"; return 1; }
-  mkdir -p /mnt/d
-  for i in $(seq 1 60); do
-    size=$(( (i * 7919) % 1500 + 1 ))      # KiB: 1 KiB .. 1.5 MiB (about half the 96 MiB disk)
-    dd if=/dev/urandom of=/mnt/d/f$i bs=1K count=$size status=none || bad "writing f$i"
-    n=$((n + 1)); mib=$((mib + size))
-  done
-  (cd /mnt/d && sha256sum f* >/tmp/sums) || bad "sha256sum"
-  sync || bad "sync"
-  umount /mnt || bad "umount"
-  dropcaches
-  mount -t ext4 -o ro $NBD /mnt || { bad "remount"; return 1; }
-  (cd /mnt/d && sha256sum -c --quiet /tmp/sums) >"$LAB_OUT/sumcheck.log" 2>&1 || bad "checksums: $(head -c 300 "$LAB_OUT/sumcheck.log")"
-  umount /mnt
-  fig files "$n"; fig written_mib "$((mib / 1024))"
-  e2fsck -fn $NBD >"$LAB_OUT/fsck.log" 2>&1 || bad "e2fsck -fn exited $? ($(tail -n 3 "$LAB_OUT/fsck.log" | tr '\n' ' '))"
+  lab_ext4_write_verify '' 60 1500 || return 1   # 1 KiB .. 1.5 MiB each, about half the 96 MiB disk
   errs=$(dmesg_errors nbd0 | wc -l)
   fig nbd0_kernel_errors "$errs"
   ((errs == 0)) || bad "I/O errors on nbd0 in dmesg: $(dmesg_errors nbd0 | head -n 3 | tr '\n' ' ')"

@@ -79,27 +79,11 @@ phase_down() {
 }
 
 phase_error_writes() {
-  local i size n=0 kib=0 errs errs0
+  local errs errs0
   errs0=$(dmesg_errors nbd0 | wc -l)          # phase 1's outages reached nbd0 (counted there)
   lab_dm_swap main "$(phase_table $UP $DOWN error_writes)" || { bad "dm swap to error_writes"; return 1; }
   info "phase 2: flakey up $UP s / down $DOWN s, error_writes"
-  mkfs.ext4 -F -q -L lab $NBD >"$LAB_OUT/mkfs.log" 2>&1 || { cat "$LAB_OUT/mkfs.log"; bad "mkfs.ext4"; return 1; }
-  mount -t ext4 $NBD /mnt || { bad "mount"; return 1; }
-  mkdir -p /mnt/d
-  for i in $(seq 1 40); do
-    size=$(( (i * 7919) % 1200 + 1 ))      # KiB: up to 1.2 MiB, ~24 MiB in all
-    dd if=/dev/urandom of=/mnt/d/f$i bs=1K count=$size conv=fsync status=none || bad "writing f$i"
-    n=$((n + 1)); kib=$((kib + size))
-  done
-  (cd /mnt/d && sha256sum f* >/tmp/sums) || bad "sha256sum"
-  sync || bad "sync"
-  umount /mnt || bad "umount"
-  dropcaches
-  mount -t ext4 -o ro $NBD /mnt || { bad "remount"; return 1; }
-  (cd /mnt/d && sha256sum -c --quiet /tmp/sums) >"$LAB_OUT/sumcheck.log" 2>&1 || bad "checksums: $(head -c 300 "$LAB_OUT/sumcheck.log")"
-  umount /mnt
-  fig ew_files "$n"; fig ew_written_mib "$((kib / 1024))"
-  e2fsck -fn $NBD >"$LAB_OUT/fsck.log" 2>&1 || bad "e2fsck -fn exited $? ($(tail -n 3 "$LAB_OUT/fsck.log" | tr '\n' ' '))"
+  lab_ext4_write_verify ew_ 40 1200 fsync || return 1   # ~24 MiB, each file fsynced
   errs=$(($(dmesg_errors nbd0 | wc -l) - errs0))
   fig ew_nbd0_kernel_errors "$errs"
   ((errs == 0)) || bad "I/O errors on nbd0 in dmesg with error_writes: $(dmesg_errors nbd0 | tail -n +$((errs0 + 1)) | head -n 3 | tr '\n' ' ')"
