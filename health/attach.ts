@@ -84,8 +84,10 @@ export function attachScanner(
         });
   daemon.onFaultRules((rules) => scanner.setFaultRules(rules.toShared()));
   // A failed main scores 0 (health/score.ts): re-label when the remap layer calls it failed or back.
-  if ('on' in device && typeof device.on === 'function')
-    for (const ev of ['main-failed', 'main-recovered']) device.on(ev, () => scanner.refreshHealth());
+  if ('on' in device && typeof device.on === 'function') {
+    device.on('main-failed', () => scanner.refreshHealth());
+    device.on('main-recovered', () => scanner.mainRecovered());
+  }
   const c = daemon.control;
   if (c) {
     c.register('scan.status', () => scanner.status());

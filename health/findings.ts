@@ -24,6 +24,8 @@ export interface ScanDevice {
   moveToSpare(block: MainBlock, reason: RemapReason): Promise<MigrationResult>;
   markPending(blocks: MainBlock[]): Promise<void>;
   status(): RemapStatus;
+  /** Main is failed as a whole (remap/main-state.ts): a read that fails now says nothing about its block. */
+  readonly mainFailed?: boolean;
 }
 
 const ERROR_REASONS = ['read-error', 'write-error', 'scan-flaky', 'scan-error', 'spare-error'];
@@ -52,6 +54,8 @@ export class FindingsHandler {
   private readonly recentPasses: number[] = [];
   private label: HealthLabel | undefined;
   private migrations: Promise<void> = Promise.resolve();
+  /** Findings ignored in a row because main was failed (the log says so once per outage). */
+  private droppedWhileFailed = 0;
 
   constructor(private readonly c: FindingsContext) {}
 
@@ -79,6 +83,13 @@ export class FindingsHandler {
     const b = f.block;
     const device = this.c.device;
     if (device.isRemapped(b)) return; // main's copy is no longer used
+    if (device.mainFailed) {
+      // The device is gone or fails everywhere: its blocks are not to blame (the scan finds them again later).
+      if (this.droppedWhileFailed++ === 0)
+        this.c.log.warn({ block: b, kind: f.kind }, 'health scan: main is failed; findings ignored until it answers');
+      return;
+    }
+    this.droppedWhileFailed = 0;
     this.passFindings.add(b);
     switch (f.kind) {
       case 'slow':

@@ -58,6 +58,9 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** Sectors read across the device when a range fails before any read succeeded. */
+const SPREAD_PROBES = 4;
+
 class Abort {
   constructor(readonly failure: DeviceFailure) {}
 }
@@ -151,6 +154,10 @@ export class MediaIsolator {
             offset: lastGood,
             message: `a sector read before fails now too: ${message(e)}`,
           });
+      } else if (lastGood < 0) {
+        // Nothing read well yet (the scan's first chunk, or a suspect region before it): a disk that fails
+        // everywhere would have every block of the range blamed. Sectors spread over the device tell.
+        await this.spreadProbe(offset, end);
       }
       // Phase 1: which remap blocks fail (each one found goes through phase 2, sectorsOf, at once). The whole range already failed once: split it straight away.
       const stack: [number, number, unknown][] = [[offset, end, first]];
@@ -206,6 +213,31 @@ export class MediaIsolator {
     }
     unresolved.sort((a, b) => a.offset - b.offset);
     return { findings, unresolved, reads: this.reads };
+  }
+
+  /**
+   * Reads SPREAD_PROBES sectors spread over the device outside [offset, end); if every one fails, the
+   * device failed as a whole (throws Abort 'all-failing'). One that reads means: isolate the range.
+   */
+  private async spreadProbe(offset: number, end: number): Promise<void> {
+    const S = this.sector;
+    const sectors = Math.floor(this.dev.size / S);
+    let last: unknown;
+    let tried = 0;
+    for (let i = 0; i < SPREAD_PROBES; i++) {
+      const at = Math.floor((sectors * (2 * i + 1)) / (2 * SPREAD_PROBES)) * S;
+      if (at >= offset && at < end) continue;
+      tried++;
+      last = await this.tryRead(at, S);
+      if (!last) return;
+    }
+    if (tried > 0)
+      throw new Abort({
+        reason: 'all-failing',
+        code: errorCode(last),
+        offset,
+        message: `no sector read yet, and ${tried} sectors spread over the device fail too: ${message(last)}`,
+      });
   }
 
   /** Block b ([s, e) of it is in range): read it alone, bisect to sectors, retry failing sectors. */

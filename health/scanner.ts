@@ -201,6 +201,21 @@ export class HealthScanner extends EventEmitter {
     this.findings.updateLabel();
   }
 
+  /**
+   * The remap device saw main answer again after an outage: a scan stopped by a device failure resumes
+   * now (not at its retry timer), and the failure no longer weighs on the score. If the scan still finds
+   * main failing, it says so again.
+   */
+  mainRecovered(): void {
+    if (this.state === 'device-failed' && !this.closed) {
+      this.log.warn({ cursorOffset: this.cursor }, 'health scan: main answers again; resuming after the device failure');
+      this.deviceFailure = null;
+      this.clearWait();
+      this.run();
+    }
+    this.findings.updateLabel();
+  }
+
   setFaultRules(shared: SharedFaultRules | null): void {
     this.faults = shared;
     this.post({ type: 'faults', faults: shared });

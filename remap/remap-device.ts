@@ -142,6 +142,11 @@ export class RemapDevice extends EventEmitter implements BlockDevice {
   }
 
   /** Client requests served so far (the scanner backs off while this moves). */
+  /** Main is gone or fails everywhere (main-state.ts): nothing is blamed on its blocks meanwhile. */
+  get mainFailed(): boolean {
+    return this.mainState.failed;
+  }
+
   get ioActivity(): number {
     return this.ioCount;
   }
