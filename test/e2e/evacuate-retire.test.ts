@@ -11,11 +11,10 @@
  * on, stop included, no error line. The new disk holds the clients' data (read raw after stop).
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, run, MiB, sparseImage, startServer, tempDir, REMAPD_BIN } from '../helpers';
-import { PYTHON } from '../helpers/python';
+import { spawnPython } from '../helpers/python';
 import { logRecords, qemuIo, qemuIoClean, readFileRange } from '../helpers/remap-setup';
 import { attachLoop, createSetup, httpGet, parseProm, sampleValue, until } from '../helpers/loopdev';
 import { failingDisk } from '../helpers/failing-disk';
@@ -85,11 +84,8 @@ t.test('evacuate --switch releases the old main and spare', async (t) => {
   const evac = JSON.parse((await ctl(['evacuate', '--json'])).stdout) as { unreadableOffsets: number[] };
   t.same(evac.unreadableOffsets, [BAD], "the failing disk's bad block is listed");
   const marker = join(dir, 'switched');
-  const py = spawn(
-    PYTHON,
-    [
-      '-c',
-      `
+  const py = spawnPython(
+    `
 import nbd, os, sys, time
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 print('ready', flush=True)
@@ -101,16 +97,9 @@ h.flush()
 h.shutdown()
 print('ok' if ok1 and ok2 else 'mismatch %s %s' % (ok1, ok2), flush=True)
 `,
-      srv.uri,
-      marker,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    [srv.uri, marker],
   );
-  let pyOut = '';
-  py.stdout.on('data', (b: Buffer) => (pyOut += b.toString()));
-  py.stderr.on('data', (b: Buffer) => (pyOut += b.toString()));
-  const pyDone = new Promise<number | null>((r) => py.on('close', r));
-  t.ok(await until(() => pyOut.includes('ready'), 60_000), 'client connected before the switch', { pyOut });
+  t.ok(await until(() => py.output().includes('ready'), 60_000), 'client connected before the switch', { pyOut: py.output() });
   const sw = await ctl(['evacuate', '--switch']);
   t.equal(sw.code, 0, 'evacuate --switch', { out: describe(sw) });
   await run('sh', ['-c', `: > ${marker}`]);
@@ -121,8 +110,8 @@ print('ok' if ok1 and ok2 else 'mismatch %s %s' % (ok1, ok2), flush=True)
   t.ok(holds(srv.pid, target), 'after: it has the new disk open');
 
   // (3) Client I/O continues across the switch; a new client reads both writes.
-  t.equal(await pyDone, 0, 'the connected client stayed connected', { pyOut });
-  t.match(pyOut, /^ok$/m, 'it reads the data written before the switch and its write after it');
+  t.equal(await py.done, 0, 'the connected client stayed connected', { pyOut: py.output() });
+  t.match(py.output(), /^ok$/m, 'it reads the data written before the switch and its write after it');
   const r = await qemuIo(srv.uri, ['read -P 0x11 1M 1M', 'read -P 0x22 4M 64k', 'write -P 0x33 8M 64k', 'read -P 0x33 8M 64k']);
   t.ok(qemuIoClean(r), 'a new client reads the data written before and after the switch, writes and reads back', { out: describe(r) });
 

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, run, MiB, sleep, killGroup, sparseImage, REMAPD_BIN } from '../helpers';
-import { PYTHON } from '../helpers/python';
+import { spawnPython } from '../helpers/python';
 import { createRemapSetup, startRemapd, remapctl, qemuIo, qemuIoClean } from '../helpers/remap-setup';
 import { until, runUnderPty } from '../helpers/loopdev';
 
@@ -127,11 +127,8 @@ t.test('evacuate under fio, switch with a client connected, cmp and fsck', async
 
   // A client connected across the switch.
   const marker = join(s.dir, 'switched');
-  const py = spawn(
-    PYTHON,
-    [
-      '-c',
-      `
+  const py = spawnPython(
+    `
 import nbd, os, sys, time
 h = nbd.NBD(); h.connect_uri(sys.argv[1])
 h.pwrite(b'\\xa5' * 65536, 60 * 1048576 + 524288)
@@ -143,16 +140,9 @@ h.pwrite(b'\\xa5' * 65536, 60 * 1048576 + 524288)
 h.flush()
 print('ok' if ok else 'mismatch', flush=True)
 `,
-      srv.uri,
-      marker,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    [srv.uri, marker],
   );
-  let pyOut = '';
-  py.stdout.on('data', (b: Buffer) => (pyOut += b.toString()));
-  py.stderr.on('data', (b: Buffer) => (pyOut += b.toString()));
-  const pyDone = new Promise<number | null>((r) => py.on('close', r));
-  t.ok(await until(() => pyOut.includes('ready'), 30_000), 'client connected and wrote', { pyOut });
+  t.ok(await until(() => py.output().includes('ready'), 30_000), 'client connected and wrote', { pyOut: py.output() });
   // The same bytes the client wrote are in the image too: write them there (nbdcopy ran before).
   const img = readFileSync(image);
   img.fill(0xa5, 60 * MiB + 524288, 60 * MiB + 524288 + 65536);
@@ -161,8 +151,8 @@ print('ok' if ok else 'mismatch', flush=True)
   const sw = await remapctl(s, ['evacuate', '--switch']);
   t.equal(sw.code, 0, 'evacuate --switch', { out: describe(sw) });
   writeFileSync(marker, '');
-  t.equal(await pyDone, 0, 'the client stayed connected', { pyOut });
-  t.match(pyOut, /ok/, 'its write after the switch reads back');
+  t.equal(await py.done, 0, 'the client stayed connected', { pyOut: py.output() });
+  t.match(py.output(), /ok/, 'its write after the switch reads back');
   const after = JSON.parse((await remapctl(s, ['status', '--json'])).stdout);
   t.equal(after.evacuate.phase, 'switched', 'status: switched');
   t.ok(qemuIoClean(await qemuIo(srv.uri, ['read -P 0xa5 60.5M 64k'])), 'a new client reads the new disk');

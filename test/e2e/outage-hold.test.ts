@@ -14,9 +14,10 @@ import t from 'tap';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as native from '../../storage/native';
-import { failingDisk } from '../helpers/failing-disk';
-import { createMetadata, qemuIo, qemuIoClean, logRecords, statusJson, remapctl, type RemapSetup } from '../helpers/remap-setup';
-import { startServer, describe, logTail, runPython, sparseImage, tempDir, sleep, MiB, type Server } from '../helpers';
+import { type failingDisk } from '../helpers/failing-disk';
+import { remapdOnFailingDisk } from '../helpers/failing-disk-setup';
+import { qemuIo, qemuIoClean, logRecords, statusJson, remapctl, type RemapSetup } from '../helpers/remap-setup';
+import { describe, logTail, runPython, sleep, MiB, type Server } from '../helpers';
 
 const B = 4096;
 const skip = native.lanes ? false : `native addon not built (${native.nativeStatus})`;
@@ -31,33 +32,8 @@ interface MainStateJson {
 }
 type Status = Awaited<ReturnType<typeof statusJson>> & { mainState: MainStateJson };
 
-async function setup(
-  t: { teardown(fn: () => unknown): void },
-  hold: string,
-): Promise<{ s: RemapSetup; srv: Server; d: Awaited<ReturnType<typeof failingDisk>> }> {
-  const d = await failingDisk(t, { sizeBytes: 32 * MiB, fill: 'random' });
-  const dir = tempDir(t, 'remapd-hold-');
-  const spare = join(dir, 'spare.img');
-  sparseImage(spare, 16 * MiB);
-  await createMetadata(d.device, spare, B);
-  const s: RemapSetup = {
-    dir,
-    main: d.device,
-    spare,
-    faultsFile: '',
-    control: join(dir, 'ctl.sock'),
-    socket: join(dir, 'nbd.sock'),
-    blockSize: B,
-    size: 32 * MiB,
-  };
-  const srv = await startServer(t, {
-    kind: 'remapd',
-    image: d.device,
-    dir,
-    socket: s.socket,
-    extraArgs: ['--spare', spare, '--control', s.control, '--no-scan', '--outage-hold', hold],
-  });
-  return { s, srv, d };
+function setup(t: { teardown(fn: () => unknown): void }, hold: string) {
+  return remapdOnFailingDisk(t, { fill: 'random', dirPrefix: 'remapd-hold-', args: ['--no-scan', '--outage-hold', hold] });
 }
 
 /**

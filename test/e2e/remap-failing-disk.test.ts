@@ -11,46 +11,19 @@
  *   once it answers.
  */
 import t from 'tap';
-import { join } from 'node:path';
 import * as native from '../../storage/native';
-import { failingDisk } from '../helpers/failing-disk';
-import { createMetadata, qemuIo, qemuIoClean, readFileRange, logRecords, type RemapSetup } from '../helpers/remap-setup';
+import { remapdOnFailingDisk } from '../helpers/failing-disk-setup';
+import { qemuIo, qemuIoClean, readFileRange, logRecords } from '../helpers/remap-setup';
 import { statusJson, listJson, remapctl } from '../helpers/remap-setup';
-import { startServer, describe, logTail, runPython, sparseImage, tempDir, MiB, type Server } from '../helpers';
+import { describe, logTail, runPython, MiB } from '../helpers';
 
 const B = 4096;
 const KiB = 1024;
 const skip = native.lanes ? false : `native addon not built (${native.nativeStatus})`;
 
-async function setup(
-  t: { teardown(fn: () => unknown): void },
-  fill: 'random' | 'zero' = 'random',
-  scan = false,
-): Promise<{ s: RemapSetup; srv: Server; d: Awaited<ReturnType<typeof failingDisk>> }> {
-  const d = await failingDisk(t, { sizeBytes: 32 * MiB, fill });
-  const dir = tempDir(t, 'remapd-fd-');
-  const spare = join(dir, 'spare.img');
-  sparseImage(spare, 16 * MiB);
-  await createMetadata(d.device, spare, B);
-  const s: RemapSetup = {
-    dir,
-    main: d.device,
-    spare,
-    faultsFile: '',
-    control: join(dir, 'ctl.sock'),
-    socket: join(dir, 'nbd.sock'),
-    blockSize: B,
-    size: 32 * MiB,
-  };
-  const srv = await startServer(t, {
-    kind: 'remapd',
-    image: d.device,
-    dir,
-    socket: s.socket,
-    // The scanner (for the health label) reads slowly, so it never races the tests' own failing reads.
-    extraArgs: ['--spare', spare, '--control', s.control, ...(scan ? ['--scan-rate', '256K'] : ['--no-scan'])],
-  });
-  return { s, srv, d };
+function setup(t: { teardown(fn: () => unknown): void }, fill: 'random' | 'zero' = 'random', scan = false) {
+  // The scanner (for the health label) reads slowly, so it never races the tests' own failing reads.
+  return remapdOnFailingDisk(t, { fill, dirPrefix: 'remapd-fd-', args: scan ? ['--scan-rate', '256K'] : ['--no-scan'] });
 }
 
 const READ_PY = String.raw`

@@ -2,6 +2,7 @@
  * Run Python scripts with the system interpreter (/usr/bin/python3, which has Debian's
  * python3-libnbd), never a python3 that happens to be first on PATH.
  */
+import { spawn } from 'node:child_process';
 import { run, type RunResult } from './exec';
 
 export const PYTHON = '/usr/bin/python3';
@@ -76,4 +77,18 @@ export async function runProbes(body: string, timeoutMs = 60_000): Promise<{ res
     records = [];
   }
   return { result, records };
+}
+
+/** A Python script running in the background: its stdout and stderr so far, and its exit status. */
+export interface BackgroundPython {
+  output(): string;
+  readonly done: Promise<number | null>;
+}
+
+export function spawnPython(code: string, args: string[] = []): BackgroundPython {
+  const py = spawn(PYTHON, ['-c', code, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  py.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  py.stderr.on('data', (b: Buffer) => (out += b.toString()));
+  return { output: () => out, done: new Promise((r) => py.on('close', r)) };
 }
